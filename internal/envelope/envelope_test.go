@@ -1,0 +1,123 @@
+package envelope
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version uint32
+		body    []byte
+		want    string
+	}{
+		{"one byte", 1, []byte{0xff}, "ncpkms:v1:/w=="},
+		{"two bytes", 12, []byte{0xfb, 0xff}, "ncpkms:v12:+/8="},
+		{"three bytes", 999999999, []byte("abc"), "ncpkms:v999999999:YWJj"},
+		{"hello kms", 4, []byte("Hello KMS"), "ncpkms:v4:SGVsbG8gS01T"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Format(tc.version, tc.body)
+			if got != tc.want {
+				t.Fatalf("Format = %q, want %q", got, tc.want)
+			}
+			v, b, err := Parse(got, 0)
+			if err != nil || v != tc.version || !bytes.Equal(b, tc.body) {
+				t.Fatalf("Parse(%q) = %d, %x, %v", got, v, b, err)
+			}
+			if v2, err := Version(got); err != nil || v2 != tc.version {
+				t.Fatalf("Version(%q) = %d, %v", got, v2, err)
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"empty", ""},
+		{"no prefix", "YWJj"},
+		{"vault prefix", "vault:v1:YWJj"},
+		{"upper prefix", "NCPKMS:v1:YWJj"},
+		{"v0", "ncpkms:v0:YWJj"},
+		{"leading zero", "ncpkms:v01:YWJj"},
+		{"ten digits", "ncpkms:v1000000000:YWJj"},
+		{"no digits", "ncpkms:v:YWJj"},
+		{"sign", "ncpkms:v+1:YWJj"},
+		{"no colon", "ncpkms:v1YWJj"},
+		{"empty body", "ncpkms:v1:"},
+		{"missing padding", "ncpkms:v1:/w"},
+		{"missing one pad", "ncpkms:v1:/w="},
+		{"url alphabet", "ncpkms:v1:-_8="},
+		{"space inside", "ncpkms:v1:YW Jj"},
+		{"leading space", " ncpkms:v1:YWJj"},
+		{"trailing newline", "ncpkms:v1:YWJj\n"},
+		{"newline inside", "ncpkms:v1:YW\nJj"},
+		{"cr inside", "ncpkms:v1:YW\rJj"},
+		{"nonzero pad bits", "ncpkms:v1:/x=="},
+		{"too much padding", "ncpkms:v1:YQ==="},
+		{"padding in middle", "ncpkms:v1:YQ==YWJj"},
+		{"space in version", "ncpkms:v 1:YWJj"},
+		{"second colon", "ncpkms:v1:YWJj:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Parse(tc.in, 0)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Parse(%q) err = %v, want ErrMalformed", tc.in, err)
+			}
+			if err != nil && strings.Contains(err.Error(), "YWJj") {
+				t.Fatalf("error leaks input: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseMaxBody(t *testing.T) {
+	s := Format(1, make([]byte, 29))
+	if _, _, err := Parse(s, 28); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("29-byte body with max 28: err = %v", err)
+	}
+	if _, b, err := Parse(s, 29); err != nil || len(b) != 29 {
+		t.Fatalf("29-byte body with max 29: %d, %v", len(b), err)
+	}
+	// A huge input is refused before decoding.
+	huge := Prefix + "1:" + strings.Repeat("AAAA", 1<<16)
+	if _, _, err := Parse(huge, 1024); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("huge: err = %v", err)
+	}
+}
+
+func TestFormatPanicsOnBadVersion(t *testing.T) {
+	for _, v := range []uint32{0, MaxVersion + 1} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Format(%d) did not panic", v)
+				}
+			}()
+			Format(v, []byte{1})
+		}()
+	}
+}
+
+// FuzzParse checks the canonical-form property: a string either fails to
+// parse or formats back to exactly itself.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"ncpkms:v1:/w==", "ncpkms:v12:+/8=", "ncpkms:v999999999:YWJj", "ncpkms:v01:YWJj", "ncpkms:v1:/x==", "ncpkms:v1:-_8="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, body, err := Parse(s, 0)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("unexpected error type %v", err)
+			}
+			return
+		}
+		if got := Format(v, body); got != s {
+			t.Fatalf("Format(Parse(%q)) = %q", s, got)
+		}
+	})
+}

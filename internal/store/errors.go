@@ -1,0 +1,17 @@
+package store
+
+import "errors"
+
+// Sentinel errors of the store.
+var (
+	// ErrCorrupt: a record failed its checksum or could not be decoded.
+	ErrCorrupt = errors.New("store: corrupt record")
+	// ErrNameTaken: the key name index already holds the name.
+	ErrNameTaken = errors.New("store: key name taken")
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("store: record not found")
+	// ErrSchemaTooNew: the directory was written by a newer schema.
+	ErrSchemaTooNew = errors.New("store: schema newer than this build")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store: closed")
+)

@@ -1,0 +1,284 @@
+// Package store persists pocketkms state in Badger v4.
+//
+// Use [Open] with a directory (or InMemory), [Store.Load] once at start to
+// read every record, and [Store.Update] for each change: a change is one
+// Badger transaction, synced to disk before Update returns, so it is either
+// wholly present after a crash or wholly absent.
+//
+// # Schema
+//
+// Keys are ASCII with a one-letter prefix:
+//
+//	m/schema                 schema version (this build: 1)
+//	k/<keyTag>               KeyRecord
+//	v/<keyTag>/<%010d ver>   VersionRecord
+//	n/<lower-case name>      the key tag owning a name (uniqueness index)
+//
+// Values are framed records: 'P', codec version, JSON, CRC-32C over the
+// record key and the frame. Anything that fails the frame is ErrCorrupt.
+//
+// # Security
+//
+// The store holds key handles as the backend gave them; a backend must make
+// them safe to store. Nothing else secret is written.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// SchemaVersion is the schema this build writes and reads.
+const SchemaVersion = 1
+
+const (
+	prefixKey     = "k/"
+	prefixVersion = "v/"
+	prefixName    = "n/"
+	keySchema     = "m/schema"
+)
+
+// Options configures Open.
+type Options struct {
+	// Dir is the database directory. Ignored when InMemory is set.
+	Dir string
+	// InMemory keeps everything in memory (nothing survives Close).
+	InMemory bool
+	// Logger receives Badger's log lines; nil discards them.
+	Logger *slog.Logger
+	// ReadOnly opens the directory read-only.
+	ReadOnly bool
+}
+
+// Store is an open database. It is safe for concurrent use.
+type Store struct {
+	db *badger.DB
+}
+
+// Open opens (creating if needed) the database and checks its schema.
+func Open(o Options) (*Store, error) {
+	if !o.InMemory && o.Dir == "" {
+		return nil, errors.New("store: no directory given")
+	}
+	dir := o.Dir
+	if o.InMemory {
+		dir = ""
+	}
+	bo := badger.DefaultOptions(dir).
+		WithInMemory(o.InMemory).
+		WithReadOnly(o.ReadOnly).
+		WithLogger(slogAdapter{l: o.Logger}).
+		WithSyncWrites(true).
+		WithMetricsEnabled(false).
+		WithNumGoroutines(2).
+		WithMemTableSize(4 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(1 << 20).
+		WithBaseLevelSize(4 << 20).
+		WithValueLogFileSize(16 << 20).
+		WithValueThreshold(64 << 10).
+		WithNumCompactors(2).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		WithVerifyValueChecksum(true)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	s := &Store{db: db}
+	if err := s.checkSchema(o.ReadOnly); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) checkSchema(readOnly bool) error {
+	var v int
+	err := s.db.View(func(txn *badger.Txn) error { return getRecord(txn, keySchema, &v) })
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if readOnly {
+			return nil
+		}
+		return s.Update(func(tx *Txn) error { return tx.put(keySchema, SchemaVersion) })
+	case err != nil:
+		return err
+	case v > SchemaVersion:
+		return fmt.Errorf("%w: directory has schema %d, this build reads up to %d", ErrSchemaTooNew, v, SchemaVersion)
+	case v < 1:
+		return fmt.Errorf("%w: schema version %d", ErrCorrupt, v)
+	}
+	// v == SchemaVersion: nothing to migrate yet. Future migrations run here,
+	// each in its own transaction that also bumps m/schema.
+	return nil
+}
+
+// Close closes the database. It is idempotent.
+func (s *Store) Close() error {
+	if s.db.IsClosed() {
+		return nil
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Contents is everything Load read.
+type Contents struct {
+	// Keys in no particular order.
+	Keys []KeyRecord
+	// Versions per key tag, in ascending version order.
+	Versions map[string][]VersionRecord
+	// Names maps lower-case names to key tags.
+	Names map[string]string
+}
+
+// Load reads every record. A record that fails its checksum fails Load
+// with ErrCorrupt.
+func (s *Store) Load() (*Contents, error) {
+	c := &Contents{Versions: map[string][]VersionRecord{}, Names: map[string]string{}}
+	err := s.db.View(func(txn *badger.Txn) error {
+		if err := scan(txn, prefixKey, func(key, val []byte) error {
+			var r KeyRecord
+			if err := decode(key, val, &r); err != nil {
+				return err
+			}
+			if string(key) != keyKey(r.Tag) {
+				return fmt.Errorf("%w: key record under wrong key", ErrCorrupt)
+			}
+			c.Keys = append(c.Keys, r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := scan(txn, prefixVersion, func(key, val []byte) error {
+			var r VersionRecord
+			if err := decode(key, val, &r); err != nil {
+				return err
+			}
+			if string(key) != versionKey(r.Tag, r.Version) {
+				return fmt.Errorf("%w: version record under wrong key", ErrCorrupt)
+			}
+			c.Versions[r.Tag] = append(c.Versions[r.Tag], r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return scan(txn, prefixName, func(key, val []byte) error {
+			var tag string
+			if err := decode(key, val, &tag); err != nil {
+				return err
+			}
+			c.Names[strings.TrimPrefix(string(key), prefixName)] = tag
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: load: %w", err)
+	}
+	return c, nil
+}
+
+func scan(txn *badger.Txn, prefix string, fn func(key, val []byte) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: false})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		key := item.KeyCopy(nil)
+		if err := item.Value(func(val []byte) error { return fn(key, val) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func getRecord(txn *badger.Txn, key string, v any) error {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(val []byte) error { return decode([]byte(key), val, v) })
+}
+
+// Update runs fn in one read-write transaction and commits it synced. If
+// fn fails nothing is written.
+func (s *Store) Update(fn func(tx *Txn) error) error {
+	if s.db.IsClosed() {
+		return ErrClosed
+	}
+	err := s.db.Update(func(txn *badger.Txn) error { return fn(&Txn{txn: txn}) })
+	if errors.Is(err, badger.ErrDBClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Txn is a read-write transaction passed to Update's function.
+type Txn struct {
+	txn *badger.Txn
+}
+
+func (t *Txn) put(key string, v any) error {
+	b, err := encode([]byte(key), v)
+	if err != nil {
+		return err
+	}
+	return t.txn.Set([]byte(key), b)
+}
+
+// PutKey writes a key record.
+func (t *Txn) PutKey(r *KeyRecord) error { return t.put(keyKey(r.Tag), r) }
+
+// PutVersion writes a version record.
+func (t *Txn) PutVersion(r *VersionRecord) error { return t.put(versionKey(r.Tag, r.Version), r) }
+
+// ClaimName records that tag owns the lower-cased name. It fails with
+// ErrNameTaken when another tag owns it.
+func (t *Txn) ClaimName(name, tag string) error {
+	key := prefixName + strings.ToLower(name)
+	var owner string
+	switch err := getRecord(t.txn, key, &owner); {
+	case err == nil && owner != tag:
+		return ErrNameTaken
+	case err == nil:
+		return nil
+	case !errors.Is(err, ErrNotFound):
+		return err
+	}
+	return t.put(key, tag)
+}
+
+// ReleaseName drops the name index entry of name.
+func (t *Txn) ReleaseName(name string) error {
+	return t.txn.Delete([]byte(prefixName + strings.ToLower(name)))
+}
+
+// DeleteKey removes a key record and the given versions' records.
+func (t *Txn) DeleteKey(tag string, versions []uint32) error {
+	for _, v := range versions {
+		if err := t.txn.Delete([]byte(versionKey(tag, v))); err != nil {
+			return err
+		}
+	}
+	return t.txn.Delete([]byte(keyKey(tag)))
+}
+
+func keyKey(tag string) string { return prefixKey + tag }
+
+func versionKey(tag string, v uint32) string {
+	return prefixVersion + tag + "/" + fmt.Sprintf("%010d", v)
+}
