@@ -28,7 +28,7 @@ func VerifyWithPublicKey(pub crypto.PublicKey, req *VerifyRequest) (bool, error)
 	}
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		if k.N.BitLen() != RSAModulusBits {
+		if k == nil || k.N == nil || k.N.BitLen() != RSAModulusBits {
 			return false, fmt.Errorf("%w: rsa key is not %d bits", ErrInvalidArgument, RSAModulusBits)
 		}
 		switch req.Algorithm {
@@ -46,7 +46,7 @@ func VerifyWithPublicKey(pub crypto.PublicKey, req *VerifyRequest) (bool, error)
 			return rsa.VerifyPKCS1v15(k, crypto.SHA256, req.Digest, req.Signature) == nil, nil
 		}
 	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
+		if k == nil || k.Curve != elliptic.P256() {
 			return false, fmt.Errorf("%w: ecdsa key is not P-256", ErrInvalidArgument)
 		}
 		if req.Algorithm == AlgECDSAP256SHA256 {
@@ -62,7 +62,7 @@ func VerifyWithPublicKey(pub crypto.PublicKey, req *VerifyRequest) (bool, error)
 // RSA-OAEP-SHA256 (MGF1-SHA256, empty label) in software. Plaintext longer
 // than RSAOAEPMaxPlaintext fails with ErrInvalidArgument.
 func EncryptOAEP(pub *rsa.PublicKey, plaintext []byte) ([]byte, error) {
-	if pub == nil || pub.N.BitLen() != RSAModulusBits {
+	if pub == nil || pub.N == nil || pub.N.BitLen() != RSAModulusBits {
 		return nil, fmt.Errorf("%w: not an rsa-%d public key", ErrInvalidArgument, RSAModulusBits)
 	}
 	if len(plaintext) > RSAOAEPMaxPlaintext {

@@ -1,0 +1,196 @@
+package kms
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/pocketkms/kms/internal/envelope"
+)
+
+// MaxBatchItems is the largest number of items in one batch call.
+const MaxBatchItems = 100
+
+// EncryptItem is one item of BatchEncrypt.
+type EncryptItem struct {
+	Plaintext []byte
+	// Context is this item's encryption context (convergent keys).
+	Context []byte
+}
+
+// DecryptItem is one item of BatchDecrypt and BatchReEncrypt.
+type DecryptItem struct {
+	Ciphertext string
+	// Context is this item's encryption context (convergent keys).
+	Context []byte
+}
+
+// BatchError reports the items of a batch that failed, by 0-based index.
+// It is the cause inside the *Error a batch call returns; get it with
+// errors.As. Items that did not fail are not listed.
+type BatchError struct {
+	Failures map[int]*Error
+}
+
+// Error lists the failed indexes and their classes.
+func (b *BatchError) Error() string {
+	idx := make([]int, 0, len(b.Failures))
+	for i := range b.Failures {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	parts := make([]string, len(idx))
+	for n, i := range idx {
+		parts[n] = fmt.Sprintf("item %d: %v", i, b.Failures[i].Kind)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// batchFailed wraps item failures as NAVER does: the HTTP status is the
+// failures' common one when they share a class, else 400.
+func batchFailed(op, tag string, failures map[int]*Error) *Error {
+	var kind error
+	for _, f := range failures {
+		if kind == nil {
+			kind = f.Kind
+		} else if f.Kind != kind {
+			kind = ErrInvalidArgument
+			break
+		}
+	}
+	e := newErr(op, tag, kind, fmt.Sprintf("%d of the items failed", len(failures)))
+	e.Err = &BatchError{Failures: failures}
+	return e
+}
+
+func checkBatchSize(op string, n int) error {
+	if n < 1 || n > MaxBatchItems {
+		return newErr(op, "", ErrInvalidArgument, fmt.Sprintf("a batch has 1..%d items", MaxBatchItems))
+	}
+	return nil
+}
+
+// runBatch validates the shape of every item (phase 1) and, only when all
+// pass, runs every item (phase 2); any failure means no results at all.
+func runBatch[T, R any](op, tag string, items []T, shape func(T) *Error, run func(T) (R, error)) ([]R, error) {
+	failures := map[int]*Error{}
+	for i, it := range items {
+		if err := shape(it); err != nil {
+			failures[i] = err
+		}
+	}
+	if len(failures) > 0 {
+		return nil, batchFailed(op, tag, failures)
+	}
+	out := make([]R, len(items))
+	for i, it := range items {
+		r, err := run(it)
+		if err != nil {
+			failures[i] = asError(op, tag, err)
+			continue
+		}
+		out[i] = r
+	}
+	if len(failures) > 0 {
+		return nil, batchFailed(op, tag, failures)
+	}
+	return out, nil
+}
+
+func asError(op, tag string, err error) *Error {
+	if e, ok := err.(*Error); ok {
+		return e
+	}
+	return wrapErr(op, tag, ErrInternal, err)
+}
+
+// BatchEncrypt encrypts 1..100 items atomically under the current version:
+// either every item succeeds, or the call fails with a *BatchError (inside
+// the *Error) naming each failed item and returns no ciphertexts.
+func (e *Engine) BatchEncrypt(ctx context.Context, keyTag string, items []EncryptItem) ([]string, error) {
+	const op = "batch encrypt"
+	if !e.enter() {
+		return nil, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	if err := checkBatchSize(op, len(items)); err != nil {
+		return nil, err
+	}
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return nil, err
+	}
+	return e.batchEncrypt(ctx, op, s, items)
+}
+
+func (e *Engine) batchEncrypt(ctx context.Context, op string, s *keySnap, items []EncryptItem) ([]string, error) {
+	tag := s.rec.Tag
+	return runBatch(op, tag, items,
+		func(it EncryptItem) *Error {
+			if len(it.Plaintext) == 0 {
+				return newErr(op, tag, ErrInvalidArgument, "empty plaintext")
+			}
+			return nil
+		},
+		func(it EncryptItem) (string, error) { return e.encrypt(ctx, op, s, it.Plaintext, it.Context) })
+}
+
+func decryptShape(op, tag string) func(DecryptItem) *Error {
+	return func(it DecryptItem) *Error {
+		if len(it.Ciphertext) > MaxCiphertextLength {
+			return newErr(op, tag, ErrInvalidArgument, "ciphertext too long")
+		}
+		if _, _, err := envelope.Parse(it.Ciphertext, 0); err != nil {
+			return newErr(op, tag, ErrInvalidArgument, "not of the form ncpkms:v{N}:<base64>")
+		}
+		return nil
+	}
+}
+
+// BatchDecrypt decrypts 1..100 items atomically, each with the version
+// its prefix names; see BatchEncrypt for the failure contract.
+func (e *Engine) BatchDecrypt(ctx context.Context, keyTag string, items []DecryptItem) ([][]byte, error) {
+	const op = "batch decrypt"
+	if !e.enter() {
+		return nil, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	if err := checkBatchSize(op, len(items)); err != nil {
+		return nil, err
+	}
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return nil, err
+	}
+	return e.batchDecrypt(ctx, op, s, items)
+}
+
+func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([][]byte, error) {
+	out, err := runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),
+		func(it DecryptItem) ([]byte, error) { return e.decrypt(ctx, op, s, it.Ciphertext, it.Context) })
+	return out, err
+}
+
+// BatchReEncrypt re-encrypts 1..100 items atomically under the current
+// version; see BatchEncrypt for the failure contract.
+func (e *Engine) BatchReEncrypt(ctx context.Context, keyTag string, items []DecryptItem) ([]string, error) {
+	const op = "batch re-encrypt"
+	if !e.enter() {
+		return nil, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	if err := checkBatchSize(op, len(items)); err != nil {
+		return nil, err
+	}
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return nil, err
+	}
+	return e.batchReEncrypt(ctx, op, s, items)
+}
+
+func (e *Engine) batchReEncrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([]string, error) {
+	return runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),
+		func(it DecryptItem) (string, error) { return e.reEncrypt(ctx, op, s, it.Ciphertext, it.Context) })
+}

@@ -1,0 +1,429 @@
+package kms
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/asn1"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/internal/envelope"
+)
+
+// Size limits, as NAVER documents them (spec §4).
+const (
+	// MaxAESPlaintext is the largest AES256 plaintext, in bytes.
+	MaxAESPlaintext = 32768
+	// MaxRSAPlaintext is the largest RSA2048 plaintext, in bytes.
+	MaxRSAPlaintext = backend.RSAOAEPMaxPlaintext
+	// MaxContext is the largest encryption context, in bytes.
+	MaxContext = 50
+	// MaxSignData is the largest message Sign and Verify take, in bytes.
+	MaxSignData = 8192
+	// MaxCiphertextLength is the longest ciphertext or signature string.
+	MaxCiphertextLength = 43746
+
+	maxAESBody = MaxAESPlaintext + backend.NonceSize + backend.TagSize
+	rsaBody    = 256
+)
+
+// CustomKeyRequest configures CreateCustomKey.
+type CustomKeyRequest struct {
+	// Bits is the data key size: 128, 256 or 512 (0 means 256).
+	Bits int
+	// RequestPlainKey also returns the plaintext data key.
+	RequestPlainKey bool
+	// Context is the encryption context; required for convergent keys.
+	Context []byte
+}
+
+// CustomKey is a data key made by CreateCustomKey. Plaintext is a secret:
+// it is redacted from every fmt verb; clear it when done.
+type CustomKey struct {
+	// Ciphertext is the data key encrypted under the key's current version.
+	Ciphertext string
+	// Plaintext is the data key, only when requested.
+	Plaintext []byte
+	// KeyVersion is the version that encrypted it.
+	KeyVersion uint32
+}
+
+// String describes the data key without its plaintext.
+func (c *CustomKey) String() string {
+	return fmt.Sprintf("CustomKey{Ciphertext:%q KeyVersion:%d Plaintext:[REDACTED %d bytes]}", c.Ciphertext, c.KeyVersion, len(c.Plaintext))
+}
+
+// GoString is String.
+func (c *CustomKey) GoString() string { return c.String() }
+
+// Format writes String for every verb, so no verb prints the plaintext.
+func (c *CustomKey) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
+
+// opKey resolves a key for a cipher operation and checks it is ENABLED.
+func (e *Engine) opKey(op, tag string) (*keySnap, error) {
+	_, s, err := e.lookup(op, tag)
+	if err != nil {
+		return nil, err
+	}
+	if s.rec.State != string(StateEnabled) {
+		return nil, newErr(op, s.rec.Tag, ErrKeyNotEnabled, "")
+	}
+	return s, nil
+}
+
+// aesAD returns the associated data of an AES body: the version's prefix,
+// plus the context for convergent keys. NAVER ignores the context of
+// non-convergent keys, so it is not bound there.
+func aesAD(s *keySnap, v *versionSnap, encCtx []byte) []byte {
+	if !s.rec.Convergent {
+		return v.ad
+	}
+	ad := make([]byte, 0, len(v.ad)+1+len(encCtx))
+	ad = append(ad, v.ad...)
+	ad = append(ad, byte(len(encCtx)))
+	return append(ad, encCtx...)
+}
+
+func checkContext(op string, s *keySnap, encCtx []byte) error {
+	if !s.rec.Convergent {
+		return nil
+	}
+	if len(encCtx) == 0 || len(encCtx) > MaxContext {
+		return newErr(op, s.rec.Tag, ErrInvalidArgument, fmt.Sprintf("convergent keys need a context of 1..%d bytes", MaxContext))
+	}
+	return nil
+}
+
+// Encrypt encrypts plaintext under the key's current version and returns
+// "ncpkms:v{N}:<base64>". AES256 takes 1..32768 bytes, RSA2048 1..190.
+// encCtx is required (1..50 bytes) for convergent keys and ignored
+// otherwise, as NAVER does.
+func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error) {
+	const op = "encrypt"
+	if !e.enter() {
+		return "", newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return "", err
+	}
+	return e.encrypt(ctx, op, s, plaintext, encCtx)
+}
+
+func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, encCtx []byte) (string, error) {
+	tag := s.rec.Tag
+	req := backend.EncryptRequest{Plaintext: plaintext}
+	v := s.current()
+	switch s.typ {
+	case AES256:
+		if len(plaintext) == 0 || len(plaintext) > MaxAESPlaintext {
+			return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes", MaxAESPlaintext))
+		}
+		if err := checkContext(op, s, encCtx); err != nil {
+			return "", err
+		}
+		req.AdditionalData = aesAD(s, v, encCtx)
+	case RSA2048:
+		if len(plaintext) == 0 || len(plaintext) > MaxRSAPlaintext {
+			return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes for RSA2048", MaxRSAPlaintext))
+		}
+	default:
+		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
+	}
+	k, err := e.loadKey(ctx, s, v)
+	if err != nil {
+		return "", e.backendErr(op, tag, err)
+	}
+	body, err := k.(backend.Encrypter).Encrypt(ctx, &req)
+	if err != nil {
+		return "", e.backendErr(op, tag, err)
+	}
+	return envelope.Format(v.rec.Version, body), nil
+}
+
+// Decrypt decrypts a ciphertext made by Encrypt (or ReEncrypt) with the
+// version its prefix names. encCtx must be the context used to encrypt
+// (convergent keys). Any mismatch or tampering fails with ErrDecryptionFailed.
+func (e *Engine) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) ([]byte, error) {
+	const op = "decrypt"
+	if !e.enter() {
+		return nil, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return nil, err
+	}
+	return e.decrypt(ctx, op, s, ciphertext, encCtx)
+}
+
+func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) ([]byte, error) {
+	tag := s.rec.Tag
+	if s.typ != AES256 && s.typ != RSA2048 {
+		return nil, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not decrypt")
+	}
+	v, err := e.envelopeVersion(op, s, ciphertext)
+	if err != nil {
+		return nil, err
+	}
+	maxBody := maxAESBody
+	if s.typ == RSA2048 {
+		maxBody = rsaBody
+	}
+	_, body, err := envelope.Parse(ciphertext, maxBody)
+	if err != nil {
+		return nil, newErr(op, tag, ErrInvalidArgument, "malformed ciphertext")
+	}
+	req := backend.DecryptRequest{Ciphertext: body}
+	if s.typ == AES256 {
+		if err := checkContext(op, s, encCtx); err != nil {
+			return nil, err
+		}
+		req.AdditionalData = aesAD(s, v, encCtx)
+	}
+	k, err := e.loadKey(ctx, s, v)
+	if err != nil {
+		return nil, e.backendErr(op, tag, err)
+	}
+	pt, err := k.(backend.Decrypter).Decrypt(ctx, &req)
+	if err != nil {
+		return nil, e.backendErr(op, tag, err)
+	}
+	return pt, nil
+}
+
+// envelopeVersion reads the version of a ciphertext or signature and
+// checks that it exists and is enabled.
+func (e *Engine) envelopeVersion(op string, s *keySnap, text string) (*versionSnap, error) {
+	tag := s.rec.Tag
+	if len(text) > MaxCiphertextLength {
+		return nil, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("longer than %d characters", MaxCiphertextLength))
+	}
+	n, err := envelope.Version(text)
+	if err != nil {
+		return nil, newErr(op, tag, ErrInvalidArgument, "not of the form ncpkms:v{N}:<base64>")
+	}
+	v := s.version(n)
+	if v == nil {
+		return nil, newErr(op, tag, ErrVersionNotFound, fmt.Sprintf("version %d", n))
+	}
+	if v.rec.State != string(VersionEnabled) {
+		return nil, newErr(op, tag, ErrVersionDisabled, fmt.Sprintf("version %d", n))
+	}
+	return v, nil
+}
+
+// ReEncrypt decrypts a ciphertext and encrypts it again under the key's
+// current version, without the plaintext leaving the Engine. A ciphertext
+// already at the current version gets a fresh encryption.
+func (e *Engine) ReEncrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) (string, error) {
+	const op = "re-encrypt"
+	if !e.enter() {
+		return "", newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return "", err
+	}
+	return e.reEncrypt(ctx, op, s, ciphertext, encCtx)
+}
+
+func (e *Engine) reEncrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) (string, error) {
+	pt, err := e.decrypt(ctx, op, s, ciphertext, encCtx)
+	if err != nil {
+		return "", err
+	}
+	defer clear(pt)
+	return e.encrypt(ctx, op, s, pt, encCtx)
+}
+
+// CreateCustomKey makes a random data key of 128, 256 or 512 bits and
+// returns it encrypted under the key's current version (AES256 or
+// RSA2048), and in plaintext only when RequestPlainKey is set. pocketkms
+// does not store data keys.
+func (e *Engine) CreateCustomKey(ctx context.Context, keyTag string, req CustomKeyRequest) (*CustomKey, error) {
+	const op = "create custom key"
+	if !e.enter() {
+		return nil, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return nil, err
+	}
+	return e.createCustomKey(ctx, op, s, req)
+}
+
+func (e *Engine) createCustomKey(ctx context.Context, op string, s *keySnap, req CustomKeyRequest) (*CustomKey, error) {
+	tag := s.rec.Tag
+	bits := req.Bits
+	if bits == 0 {
+		bits = 256
+	}
+	if bits != 128 && bits != 256 && bits != 512 {
+		return nil, newErr(op, tag, ErrInvalidArgument, "bits must be 128, 256 or 512")
+	}
+	if s.typ != AES256 && s.typ != RSA2048 {
+		return nil, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
+	}
+	dk := make([]byte, bits/8)
+	if _, err := io.ReadFull(e.random, dk); err != nil {
+		return nil, wrapErr(op, tag, ErrInternal, fmt.Errorf("read random data key: %w", err))
+	}
+	ct, err := e.encrypt(ctx, op, s, dk, req.Context)
+	if err != nil {
+		clear(dk)
+		return nil, err
+	}
+	out := &CustomKey{Ciphertext: ct, KeyVersion: s.current().rec.Version}
+	if req.RequestPlainKey {
+		out.Plaintext = dk
+	} else {
+		clear(dk)
+	}
+	return out, nil
+}
+
+// Sign signs data (1..8192 bytes, the message itself, hashed with
+// SHA-256) with the key's current version: RSA-PSS for RSA2048, DER ECDSA
+// for ECDSA. It returns "ncpkms:v{N}:<base64 signature>".
+func (e *Engine) Sign(ctx context.Context, keyTag string, data []byte) (string, error) {
+	const op = "sign"
+	if !e.enter() {
+		return "", newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return "", err
+	}
+	return e.sign(ctx, op, s, data)
+}
+
+func signAlg(t KeyType) backend.Algorithm {
+	switch t {
+	case RSA2048:
+		return backend.AlgRSAPSSSHA256
+	case ECDSA:
+		return backend.AlgECDSAP256SHA256
+	}
+	return 0
+}
+
+func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (string, error) {
+	tag := s.rec.Tag
+	alg := signAlg(s.typ)
+	if alg == 0 {
+		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not sign")
+	}
+	if len(data) == 0 || len(data) > MaxSignData {
+		return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))
+	}
+	v := s.current()
+	k, err := e.loadKey(ctx, s, v)
+	if err != nil {
+		return "", e.backendErr(op, tag, err)
+	}
+	digest := sha256.Sum256(data)
+	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Algorithm: alg, Digest: digest[:]})
+	if err != nil {
+		return "", e.backendErr(op, tag, err)
+	}
+	return envelope.Format(v.rec.Version, sig), nil
+}
+
+// Verify checks a signature made by Sign over data, with the version its
+// prefix names. A signature that does not match answers (false, nil). As
+// on NAVER, an RSA signature that is not 256 bytes is a mismatch, and an
+// ECDSA signature that is not DER is ErrInvalidArgument; an unknown
+// version is ErrVersionNotFound and a disabled one ErrVersionDisabled.
+func (e *Engine) Verify(ctx context.Context, keyTag string, data []byte, signature string) (bool, error) {
+	const op = "verify"
+	if !e.enter() {
+		return false, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return false, err
+	}
+	return e.verify(ctx, op, s, data, signature)
+}
+
+func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte, signature string) (bool, error) {
+	tag := s.rec.Tag
+	alg := signAlg(s.typ)
+	if alg == 0 {
+		return false, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not verify")
+	}
+	if len(data) == 0 || len(data) > MaxSignData {
+		return false, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))
+	}
+	v, err := e.envelopeVersion(op, s, signature)
+	if err != nil {
+		return false, err
+	}
+	_, sig, err := envelope.Parse(signature, 1024)
+	if err != nil {
+		return false, newErr(op, tag, ErrInvalidArgument, "malformed signature")
+	}
+	switch s.typ {
+	case RSA2048:
+		if len(sig) != rsaBody {
+			return false, nil
+		}
+	case ECDSA:
+		var rs struct{ R, S *big.Int }
+		if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) != 0 {
+			return false, newErr(op, tag, ErrInvalidArgument, "signature is not a DER ECDSA signature")
+		}
+	}
+	k, err := e.loadKey(ctx, s, v)
+	if err != nil {
+		return false, e.backendErr(op, tag, err)
+	}
+	digest := sha256.Sum256(data)
+	ok, err := k.(backend.Verifier).Verify(ctx, &backend.VerifyRequest{Algorithm: alg, Digest: digest[:], Signature: sig})
+	if err != nil {
+		return false, e.backendErr(op, tag, err)
+	}
+	return ok, nil
+}
+
+// GetPublicKey returns the PEM ("PUBLIC KEY", SubjectPublicKeyInfo) public
+// key of an RSA2048 or ECDSA key version; version 0 means the current one.
+// A disabled version's public key is refused.
+func (e *Engine) GetPublicKey(ctx context.Context, keyTag string, version uint32) (string, error) {
+	const op = "get public key"
+	if !e.enter() {
+		return "", newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	s, err := e.opKey(op, keyTag)
+	if err != nil {
+		return "", err
+	}
+	return publicKeyPEM(op, s, version)
+}
+
+func publicKeyPEM(op string, s *keySnap, version uint32) (string, error) {
+	tag := s.rec.Tag
+	if s.typ == AES256 {
+		return "", newErr(op, tag, ErrWrongKeyType, "AES256 keys have no public key")
+	}
+	v := s.current()
+	if version != 0 {
+		if v = s.version(version); v == nil {
+			return "", newErr(op, tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
+		}
+	}
+	if v.rec.State != string(VersionEnabled) {
+		return "", newErr(op, tag, ErrVersionDisabled, fmt.Sprintf("version %d", v.rec.Version))
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: v.rec.PublicKey})), nil
+}

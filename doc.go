@@ -1,0 +1,83 @@
+// Package kms is pocketkms: NAVER Cloud's Key Management Service (API 2.0)
+// as an embeddable, in-process Go library.
+//
+// Start with [New], giving it a key backend — backend/memory for software
+// keys sealed under a root key, or backend/softhsm for a PKCS#11 token —
+// and [WithDirectory] to persist state in Badger:
+//
+//	be, _ := memory.New(rootKey)
+//	e, err := kms.New(ctx, be, kms.WithDirectory("/var/lib/myapp/kms"))
+//	defer e.Close()
+//	k, _ := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "orders", Type: kms.AES256})
+//	ct, _ := e.Encrypt(ctx, k.Tag, []byte("card 4111"), nil) // "ncpkms:v1:..."
+//	pt, _ := e.Decrypt(ctx, k.Tag, ct, nil)
+//
+// The Engine's methods are the trusted plane: the embedding application
+// itself, as NAVER's account-authenticated API.
+//
+// # Keys and formats
+//
+// Keys are AES256 (AES-256-GCM, optionally convergent), RSA2048 (RSA-OAEP
+// SHA-256 encryption, RSASSA-PSS SHA-256 signatures with the maximum salt
+// of 222 bytes) and ECDSA (P-256, SHA-256, DER signatures). A key tag is 64
+// lowercase hex characters from 32 random bytes; trusted-plane calls also
+// accept it in upper case. Versions count from 1 up to [MaxVersions];
+// [Engine.RotateKey] adds one and makes it current, and older versions keep
+// decrypting and verifying.
+//
+// Ciphertexts and signatures are "ncpkms:v{N}:" followed by standard,
+// padded base64, where N is the version that made them; they are parsed
+// strictly (no v0, no leading zeros, no whitespace, no URL alphabet, no
+// missing padding). An AES256 body is nonce(12) ‖ ciphertext ‖ tag(16),
+// authenticated together with the key tag and version, so a body cannot be
+// moved to another key or version. Size limits are NAVER's: see
+// [MaxAESPlaintext], [MaxRSAPlaintext], [MaxContext], [MaxSignData].
+//
+// Decisions where NAVER's documentation is silent:
+//
+//   - Convergent AES256 keys derive the nonce as HMAC-SHA256 under a second
+//     per-version key of (key tag, version, context, plaintext), truncated
+//     to 12 bytes (see backend.ConvergentNonceMessage), and bind the context
+//     as associated data, so decrypt and re-encrypt need the same context.
+//     For non-convergent keys the context is ignored, as on NAVER.
+//   - Public keys are PEM "PUBLIC KEY" (SubjectPublicKeyInfo).
+//   - Re-encrypting a ciphertext already at the current version gives a
+//     fresh ciphertext.
+//   - Error codes and HTTP statuses are listed on [Error]'s sentinels; a
+//     missing key or version is 404 ResourceNotFound; a key that is not
+//     ENABLED is 409 InvalidState.
+//
+// # Errors
+//
+// Every error is an [*Error] carrying NAVER's error code and the HTTP
+// status a server would answer; match classes with errors.Is against the
+// sentinels ([ErrInvalidArgument], [ErrKeyNotFound], [ErrDecryptionFailed],
+// …). Decryption failures of every kind collapse into
+// [ErrDecryptionFailed], so callers get no oracle.
+//
+// # Concurrency
+//
+// An Engine is safe for concurrent use. Cipher operations read an
+// immutable snapshot of the key (an atomic pointer), never touch the
+// database and take no engine-wide lock; a backend key is loaded on first
+// use and then kept. Changes to a key take that key's lock, commit to
+// Badger with a synced write, then publish a new snapshot, so a change is
+// visible to the next call once its method returns. Close is idempotent,
+// waits for calls in flight, and later calls fail with [ErrClosed].
+//
+// # Security
+//
+// Key material never passes through the Engine: the backend returns an
+// opaque handle (sealed material, or a reference into an HSM) that the
+// Engine stores. No error, log line or fmt output carries key bytes,
+// plaintext, data keys or tokens; [CustomKey] redacts its plaintext under
+// every fmt verb. Plaintext buffers the Engine owns are cleared after use,
+// best effort (Go may have copied them).
+//
+// # Limitations
+//
+// ListKeys sorts every key on each call (fine for tens of thousands of
+// keys). When the backend creates material and the process dies before
+// the store commits, the material is orphaned in the backend (harmless
+// for backend/memory; an unused object in an HSM).
+package kms

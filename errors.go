@@ -1,0 +1,150 @@
+package kms
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Sentinel errors. Every error the Engine returns is an *Error that
+// matches exactly one of these with errors.Is, and carries the NAVER error
+// code and the HTTP status a server would answer (see [Error]).
+var (
+	// ErrInvalidArgument: malformed or out-of-range input (400 InvalidParameter).
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrWrongKeyType: the key type does not support the operation (400 InvalidParameter).
+	ErrWrongKeyType = errors.New("operation not supported by this key type")
+	// ErrDecryptionFailed: the ciphertext does not authenticate under the key,
+	// version and context: tampering, another key, a wrong context (400
+	// InvalidParameter). Deliberately carries no detail.
+	ErrDecryptionFailed = errors.New("decryption failed")
+	// ErrKeyNotFound: no key has this tag (404 ResourceNotFound).
+	ErrKeyNotFound = errors.New("key not found")
+	// ErrVersionNotFound: the key has no such version (404 ResourceNotFound).
+	ErrVersionNotFound = errors.New("key version not found")
+	// ErrAlreadyExists: a key with this name exists (409 AlreadyExists).
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrKeyNotEnabled: the key is not ENABLED (409 InvalidState).
+	ErrKeyNotEnabled = errors.New("key is not enabled")
+	// ErrInvalidState: the key's or version's state does not allow the
+	// change: enabling a REVOKED key, disabling the current version,
+	// cancelling a deletion that was not requested (409 InvalidState).
+	ErrInvalidState = errors.New("state does not allow this change")
+	// ErrVersionDisabled: the version is disabled (409 InvalidState).
+	ErrVersionDisabled = errors.New("key version is disabled")
+	// ErrVersionLimit: the key already has the maximum number of versions (409 LimitExceeded).
+	ErrVersionLimit = errors.New("key version limit reached")
+	// ErrAccessDenied: the caller's IP address is not allowed (403 AccessDenied).
+	ErrAccessDenied = errors.New("access denied")
+	// ErrPermissionDenied: the token lacks the permission (403 Forbidden).
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrTokenInvalid: the token is malformed, forged, of the wrong kind, for
+	// another key, or from a replaced or disabled generator (401 Unauthorized).
+	ErrTokenInvalid = errors.New("invalid token")
+	// ErrTokenExpired: the token has expired (401 Unauthorized).
+	ErrTokenExpired = errors.New("token expired")
+	// ErrRateLimited: the key's rate limit is exhausted (429 TooManyRequests);
+	// errors.As to *RateLimitError for RetryAfter.
+	ErrRateLimited = errors.New("rate limited")
+	// ErrClosed: the Engine was closed (503 ServiceUnavailable).
+	ErrClosed = errors.New("engine closed")
+	// ErrBackendMismatch: the backend cannot open the key material recorded
+	// in the store — the wrong root key, the wrong token (500 InternalServerError).
+	ErrBackendMismatch = errors.New("backend cannot open this store's key material")
+	// ErrInternal: a backend or storage failure (500 InternalServerError).
+	ErrInternal = errors.New("internal error")
+)
+
+type errClass struct {
+	code   string
+	status int
+}
+
+var classes = map[error]errClass{
+	ErrInvalidArgument:  {"InvalidParameter", http.StatusBadRequest},
+	ErrWrongKeyType:     {"InvalidParameter", http.StatusBadRequest},
+	ErrDecryptionFailed: {"InvalidParameter", http.StatusBadRequest},
+	ErrKeyNotFound:      {"ResourceNotFound", http.StatusNotFound},
+	ErrVersionNotFound:  {"ResourceNotFound", http.StatusNotFound},
+	ErrAlreadyExists:    {"AlreadyExists", http.StatusConflict},
+	ErrKeyNotEnabled:    {"InvalidState", http.StatusConflict},
+	ErrInvalidState:     {"InvalidState", http.StatusConflict},
+	ErrVersionDisabled:  {"InvalidState", http.StatusConflict},
+	ErrVersionLimit:     {"LimitExceeded", http.StatusConflict},
+	ErrAccessDenied:     {"AccessDenied", http.StatusForbidden},
+	ErrPermissionDenied: {"Forbidden", http.StatusForbidden},
+	ErrTokenInvalid:     {"Unauthorized", http.StatusUnauthorized},
+	ErrTokenExpired:     {"Unauthorized", http.StatusUnauthorized},
+	ErrRateLimited:      {"TooManyRequests", http.StatusTooManyRequests},
+	ErrClosed:           {"ServiceUnavailable", http.StatusServiceUnavailable},
+	ErrBackendMismatch:  {"InternalServerError", http.StatusInternalServerError},
+	ErrInternal:         {"InternalServerError", http.StatusInternalServerError},
+}
+
+// Error is the error type of every Engine method. Code and Status are what
+// a NAVER-compatible server answers; Kind is the sentinel it matches.
+// Messages name the operation and key tag, never a secret.
+type Error struct {
+	// Op is the operation, e.g. "encrypt".
+	Op string
+	// KeyTag is the key concerned, if any (not secret).
+	KeyTag string
+	// Code is the NAVER error code, e.g. "InvalidParameter".
+	Code string
+	// Status is the HTTP status a server answers.
+	Status int
+	// Kind is the sentinel this error matches.
+	Kind error
+	// Detail is a non-secret explanation, possibly empty.
+	Detail string
+	// Err is the underlying cause, if any (never carries a secret).
+	Err error
+}
+
+// Error returns "kms: <op> key <tag>: <kind>: <detail>".
+func (e *Error) Error() string {
+	s := "kms: " + e.Op
+	if e.KeyTag != "" {
+		s += " key " + e.KeyTag
+	}
+	s += ": " + e.Kind.Error()
+	switch {
+	case e.Detail != "":
+		s += ": " + e.Detail
+	case e.Err != nil && e.Kind != ErrDecryptionFailed:
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the sentinel and the cause, for errors.Is and errors.As.
+func (e *Error) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Kind}
+	}
+	return []error{e.Kind, e.Err}
+}
+
+// RateLimitError is the cause inside an ErrRateLimited *Error; it tells
+// when to retry.
+type RateLimitError struct {
+	// RetryAfter is how long until the call would be admitted.
+	RetryAfter time.Duration
+}
+
+// Error describes the wait.
+func (e *RateLimitError) Error() string {
+	return fmt.Sprintf("retry after %v", e.RetryAfter)
+}
+
+func newErr(op, tag string, kind error, detail string) *Error {
+	c := classes[kind]
+	return &Error{Op: op, KeyTag: tag, Code: c.code, Status: c.status, Kind: kind, Detail: detail}
+}
+
+func wrapErr(op, tag string, kind error, cause error) *Error {
+	e := newErr(op, tag, kind, "")
+	e.Err = cause
+	return e
+}

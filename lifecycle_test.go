@@ -1,0 +1,394 @@
+package kms_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pocketkms/kms"
+)
+
+// fakeClock is a settable clock, safe for concurrent use.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newClockEngine(t *testing.T, opts ...kms.Option) (*kms.Engine, *fakeClock) {
+	t.Helper()
+	clk := newFakeClock()
+	e := newEngine(t, append([]kms.Option{kms.WithClock(clk), kms.WithMaintenanceInterval(0)}, opts...)...)
+	return e, clk
+}
+
+func TestDisableEnableKey(t *testing.T) {
+	e, _ := newClockEngine(t)
+	ctx := context.Background()
+	k := createKey(t, e, "toggle", kms.RSA2048, false)
+	ct, _ := e.Encrypt(ctx, k.Tag, []byte("x"), nil)
+	sig, _ := e.Sign(ctx, k.Tag, []byte("x"))
+	if _, err := e.RotateKey(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.DisableKeyVersion(ctx, k.Tag, 1); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.DisableKey(ctx, k.Tag)
+	if err != nil || got.State != kms.StateDisabled {
+		t.Fatalf("DisableKey = %+v, %v", got, err)
+	}
+	for name, fn := range map[string]func() error{
+		"encrypt":    func() error { _, err := e.Encrypt(ctx, k.Tag, []byte("x"), nil); return err },
+		"decrypt":    func() error { _, err := e.Decrypt(ctx, k.Tag, ct, nil); return err },
+		"re-encrypt": func() error { _, err := e.ReEncrypt(ctx, k.Tag, ct, nil); return err },
+		"sign":       func() error { _, err := e.Sign(ctx, k.Tag, []byte("x")); return err },
+		"verify":     func() error { _, err := e.Verify(ctx, k.Tag, []byte("x"), sig); return err },
+		"custom key": func() error { _, err := e.CreateCustomKey(ctx, k.Tag, kms.CustomKeyRequest{}); return err },
+		"public key": func() error { _, err := e.GetPublicKey(ctx, k.Tag, 0); return err },
+		"rotate":     func() error { _, err := e.RotateKey(ctx, k.Tag); return err },
+		"batch": func() error {
+			_, err := e.BatchEncrypt(ctx, k.Tag, []kms.EncryptItem{{Plaintext: []byte("x")}})
+			return err
+		},
+		"version": func() error { _, err := e.EnableKeyVersion(ctx, k.Tag, 1); return err },
+	} {
+		t.Run(name, func(t *testing.T) { wantErr(t, fn(), kms.ErrKeyNotEnabled) })
+	}
+	if _, err := e.EnableKey(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	// Each version is back in its own state: v1 stays disabled.
+	_, err = e.Decrypt(ctx, k.Tag, ct, nil)
+	wantErr(t, err, kms.ErrVersionDisabled)
+	vs, _ := e.ListKeyVersions(ctx, k.Tag)
+	if vs[0].State != kms.VersionDisabled || vs[1].State != kms.VersionEnabled {
+		t.Fatalf("versions after re-enable: %+v", vs)
+	}
+	if _, err := e.EnableKey(ctx, k.Tag); err != nil {
+		t.Fatalf("enabling an enabled key: %v", err)
+	}
+}
+
+func TestVersionStates(t *testing.T) {
+	e, _ := newClockEngine(t)
+	ctx := context.Background()
+	k := createKey(t, e, "vers", kms.RSA2048, false)
+	data := []byte("signed")
+	ct, _ := e.Encrypt(ctx, k.Tag, data, nil)
+	sig, _ := e.Sign(ctx, k.Tag, data)
+	_, err := e.DisableKeyVersion(ctx, k.Tag, 1)
+	wantErr(t, err, kms.ErrInvalidState) // v1 is current
+	if _, err := e.RotateKey(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.DisableKeyVersion(ctx, k.Tag, 2)
+	wantErr(t, err, kms.ErrInvalidState)
+	_, err = e.DisableKeyVersion(ctx, k.Tag, 3)
+	wantErr(t, err, kms.ErrVersionNotFound)
+	v, err := e.DisableKeyVersion(ctx, k.Tag, 1)
+	if err != nil || v.State != kms.VersionDisabled || v.Current {
+		t.Fatalf("DisableKeyVersion = %+v, %v", v, err)
+	}
+	_, err = e.Decrypt(ctx, k.Tag, ct, nil)
+	wantErr(t, err, kms.ErrVersionDisabled)
+	_, err = e.ReEncrypt(ctx, k.Tag, ct, nil)
+	wantErr(t, err, kms.ErrVersionDisabled)
+	_, err = e.Verify(ctx, k.Tag, data, sig)
+	wantErr(t, err, kms.ErrVersionDisabled)
+	_, err = e.GetPublicKey(ctx, k.Tag, 1)
+	wantErr(t, err, kms.ErrVersionDisabled)
+	// The current version is unaffected.
+	if _, err := e.Encrypt(ctx, k.Tag, data, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.EnableKeyVersion(ctx, k.Tag, 1); err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := e.Decrypt(ctx, k.Tag, ct, nil); err != nil || string(pt) != string(data) {
+		t.Fatalf("decrypt after re-enable: %v", err)
+	}
+	if ok, err := e.Verify(ctx, k.Tag, data, sig); err != nil || !ok {
+		t.Fatalf("verify after re-enable: %v %v", ok, err)
+	}
+}
+
+func TestScheduledDeletion(t *testing.T) {
+	e, clk := newClockEngine(t)
+	ctx := context.Background()
+	k := createKey(t, e, "doomed", kms.AES256, false)
+	keep := createKey(t, e, "kept", kms.AES256, false)
+	ct, _ := e.Encrypt(ctx, k.Tag, []byte("x"), nil)
+	got, err := e.RequestKeyDeletion(ctx, k.Tag)
+	if err != nil || got.State != kms.StateRevoked || !got.DestroyAt.Equal(clk.Now().Add(72*time.Hour)) {
+		t.Fatalf("RequestKeyDeletion = %+v, %v", got, err)
+	}
+	_, err = e.Decrypt(ctx, k.Tag, ct, nil)
+	wantErr(t, err, kms.ErrKeyNotEnabled)
+	_, err = e.EnableKey(ctx, k.Tag)
+	wantErr(t, err, kms.ErrInvalidState)
+	_, err = e.RequestKeyDeletion(ctx, k.Tag)
+	wantErr(t, err, kms.ErrInvalidState)
+
+	// Cancel → DISABLED, then request again.
+	got, err = e.CancelKeyDeletion(ctx, k.Tag)
+	if err != nil || got.State != kms.StateDisabled || !got.DestroyAt.IsZero() {
+		t.Fatalf("CancelKeyDeletion = %+v, %v", got, err)
+	}
+	_, err = e.CancelKeyDeletion(ctx, k.Tag)
+	wantErr(t, err, kms.ErrInvalidState)
+	if _, err := e.RequestKeyDeletion(ctx, k.Tag); err != nil {
+		t.Fatalf("deletion from DISABLED: %v", err)
+	}
+
+	clk.Advance(72*time.Hour - time.Millisecond)
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.GetKey(ctx, k.Tag); err != nil || got.State != kms.StateRevoked {
+		t.Fatalf("destroyed early: %+v %v", got, err)
+	}
+	clk.Advance(time.Millisecond)
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.GetKey(ctx, k.Tag)
+	wantErr(t, err, kms.ErrKeyNotFound)
+	page, _ := e.ListKeys(ctx, kms.ListKeysRequest{})
+	if page.TotalCount != 1 || page.Keys[0].Tag != keep.Tag {
+		t.Fatalf("list after destruction: %+v", page)
+	}
+	// The name is free again.
+	createKey(t, e, "doomed", kms.AES256, false)
+}
+
+func TestDestroyedKeyGoneAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	clk := newFakeClock()
+	ctx := context.Background()
+	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := createKey(t, e, "gone", kms.ECDSA, false)
+	if _, err := e.RequestKeyDeletion(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay)
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	e2, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	_, err = e2.GetKey(ctx, k.Tag)
+	wantErr(t, err, kms.ErrKeyNotFound)
+	createKey(t, e2, "gone", kms.AES256, false)
+}
+
+func TestRevokedStateSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	clk := newFakeClock()
+	ctx := context.Background()
+	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := createKey(t, e, "revoked", kms.AES256, false)
+	want, _ := e.RequestKeyDeletion(ctx, k.Tag)
+	e.Close()
+	e2, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	got, err := e2.GetKey(ctx, k.Tag)
+	if err != nil || *got != *want {
+		t.Fatalf("after reopen %+v, want %+v (%v)", got, want, err)
+	}
+}
+
+func TestUpdateKey(t *testing.T) {
+	e, _ := newClockEngine(t)
+	ctx := context.Background()
+	k := createKey(t, e, "first", kms.AES256, false)
+	createKey(t, e, "taken", kms.AES256, false)
+	str := func(s string) *string { return &s }
+	got, err := e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{Name: str("second"), Memo: str("hello")})
+	if err != nil || got.Name != "second" || got.Memo != "hello" {
+		t.Fatalf("UpdateKey = %+v, %v", got, err)
+	}
+	createKey(t, e, "first", kms.AES256, false) // the old name is free
+	_, err = e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{Name: str("SECOND")})
+	wantErr(t, err, kms.ErrAlreadyExists)
+	_, err = e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{Name: str("Taken")})
+	wantErr(t, err, kms.ErrAlreadyExists)
+	_, err = e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{Name: str("1bad")})
+	wantErr(t, err, kms.ErrInvalidArgument)
+	_, err = e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{Memo: str(strings.Repeat("m", 101))})
+	wantErr(t, err, kms.ErrInvalidArgument)
+	rev := kms.StateRevoked
+	_, err = e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{State: &rev})
+	wantErr(t, err, kms.ErrInvalidArgument)
+	same, err := e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{})
+	if err != nil || *same != *got {
+		t.Fatalf("empty update changed the key: %+v %v", same, err)
+	}
+	cleared, err := e.UpdateKey(ctx, k.Tag, kms.UpdateKeyRequest{Memo: str("")})
+	if err != nil || cleared.Memo != "" {
+		t.Fatalf("clearing memo: %+v %v", cleared, err)
+	}
+}
+
+func TestAutoRotation(t *testing.T) {
+	e, clk := newClockEngine(t)
+	ctx := context.Background()
+	k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "auto", Type: kms.AES256, AutoRotation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.AutoRotation.Enabled || k.AutoRotation.PeriodDays != 90 || !k.AutoRotation.NextRotationAt.Equal(clk.Now().Add(90*24*time.Hour)) {
+		t.Fatalf("rotation = %+v", k.AutoRotation)
+	}
+	clk.Advance(90*24*time.Hour - time.Second)
+	e.Maintain(ctx)
+	if got, _ := e.GetKey(ctx, k.Tag); got.CurrentVersion != 1 {
+		t.Fatal("rotated early")
+	}
+	clk.Advance(time.Second)
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := e.GetKey(ctx, k.Tag)
+	if got.CurrentVersion != 2 || !got.AutoRotation.NextRotationAt.Equal(clk.Now().Add(90*24*time.Hour)) {
+		t.Fatalf("after due time: %+v", got)
+	}
+	// Missed periods (e.g. the process was down) rotate once, not once each.
+	clk.Advance(5 * 90 * 24 * time.Hour)
+	e.Maintain(ctx)
+	e.Maintain(ctx)
+	if got, _ := e.GetKey(ctx, k.Tag); got.CurrentVersion != 3 {
+		t.Fatalf("after missing 5 periods: version %d, want 3", got.CurrentVersion)
+	}
+	// A disabled key is not rotated; once enabled, the overdue rotation runs.
+	clk.Advance(91 * 24 * time.Hour)
+	e.DisableKey(ctx, k.Tag)
+	e.Maintain(ctx)
+	if got, _ := e.GetKey(ctx, k.Tag); got.CurrentVersion != 3 {
+		t.Fatal("a disabled key was rotated")
+	}
+	e.EnableKey(ctx, k.Tag)
+	e.Maintain(ctx)
+	if got, _ := e.GetKey(ctx, k.Tag); got.CurrentVersion != 4 {
+		t.Fatal("overdue rotation did not run after enable")
+	}
+}
+
+func TestUpdateKeyRotationRules(t *testing.T) {
+	e, clk := newClockEngine(t)
+	ctx := context.Background()
+	k := createKey(t, e, "rules", kms.AES256, false)
+	b := func(v bool) *bool { return &v }
+	n := func(v int) *int { return &v }
+	// {} changes nothing.
+	got, err := e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{})
+	if err != nil || got.AutoRotation != (kms.Rotation{}) {
+		t.Fatalf("empty update: %+v %v", got.AutoRotation, err)
+	}
+	// periodDays with rotation ending off is refused.
+	_, err = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{PeriodDays: n(10)})
+	wantErr(t, err, kms.ErrInvalidArgument)
+	_, err = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{Enabled: b(false), PeriodDays: n(10)})
+	wantErr(t, err, kms.ErrInvalidArgument)
+	// Enabled without period: 90 (nothing stored).
+	got, _ = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{Enabled: b(true)})
+	if got.AutoRotation.PeriodDays != 90 {
+		t.Fatalf("default period: %+v", got.AutoRotation)
+	}
+	got, _ = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{PeriodDays: n(7)})
+	if got.AutoRotation.PeriodDays != 7 || !got.AutoRotation.NextRotationAt.Equal(clk.Now().Add(7*24*time.Hour)) {
+		t.Fatalf("period 7: %+v", got.AutoRotation)
+	}
+	// Off keeps the stored period; on again reuses it.
+	got, _ = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{Enabled: b(false)})
+	if got.AutoRotation.Enabled || got.AutoRotation.PeriodDays != 7 || !got.AutoRotation.NextRotationAt.IsZero() {
+		t.Fatalf("off: %+v", got.AutoRotation)
+	}
+	got, _ = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{Enabled: b(true)})
+	if !got.AutoRotation.Enabled || got.AutoRotation.PeriodDays != 7 {
+		t.Fatalf("on again: %+v", got.AutoRotation)
+	}
+	for _, bad := range []int{0, -1, 731} {
+		_, err = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{Enabled: b(true), PeriodDays: n(bad)})
+		wantErr(t, err, kms.ErrInvalidArgument)
+	}
+	// Create validates the range even with rotation off.
+	_, err = e.CreateKey(ctx, kms.CreateKeyRequest{Name: "r2", Type: kms.AES256, RotationPeriodDays: 731})
+	wantErr(t, err, kms.ErrInvalidArgument)
+	// Changes need an ENABLED key.
+	e.DisableKey(ctx, k.Tag)
+	_, err = e.UpdateKeyRotation(ctx, k.Tag, kms.RotationUpdate{Enabled: b(false)})
+	wantErr(t, err, kms.ErrKeyNotEnabled)
+}
+
+func TestAutoRotationAtVersionLimit(t *testing.T) {
+	e, clk := newClockEngine(t)
+	ctx := context.Background()
+	k, _ := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "full", Type: kms.AES256, AutoRotation: true, RotationPeriodDays: 1})
+	for range kms.MaxVersions - 1 {
+		if _, err := e.RotateKey(ctx, k.Tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Advance(48 * time.Hour)
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatalf("Maintain at the version limit: %v", err)
+	}
+	got, _ := e.GetKey(ctx, k.Tag)
+	if got.CurrentVersion != kms.MaxVersions || !got.AutoRotation.NextRotationAt.After(clk.Now()) {
+		t.Fatalf("at limit: %+v", got)
+	}
+}
+
+func TestBackgroundMaintenance(t *testing.T) {
+	clk := newFakeClock()
+	e := newEngine(t, kms.WithClock(clk), kms.WithMaintenanceInterval(5*time.Millisecond))
+	ctx := context.Background()
+	k := createKey(t, e, "bgkey", kms.AES256, false)
+	if _, err := e.RequestKeyDeletion(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := e.GetKey(ctx, k.Tag)
+		if errors.Is(err, kms.ErrKeyNotFound) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background worker did not destroy the key")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

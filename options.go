@@ -1,0 +1,105 @@
+package kms
+
+import (
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Clock tells the time. The Engine reads every time through it, so tests
+// can drive rotation, deletion and token expiry with a fake clock.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Option configures an Engine in New.
+type Option func(*config) error
+
+type config struct {
+	dir      string
+	inMemory bool
+	logger   *slog.Logger
+	clock    Clock
+	random   io.Reader
+	maintain time.Duration
+}
+
+func defaultConfig() config {
+	return config{
+		inMemory: true,
+		logger:   slog.New(slog.DiscardHandler),
+		clock:    systemClock{},
+		random:   rand.Reader,
+		maintain: time.Minute,
+	}
+}
+
+// WithMaintenanceInterval sets how often the background worker calls
+// Engine.Maintain (auto-rotation, destruction of keys whose deletion time
+// has passed); 0 turns the worker off, leaving Maintain to the caller.
+// The default is one minute. The worker reads time from the Engine's
+// clock, so due work is judged by that clock.
+func WithMaintenanceInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return errors.New("WithMaintenanceInterval: negative interval")
+		}
+		c.maintain = d
+		return nil
+	}
+}
+
+// WithDirectory persists the Engine's state in a Badger database in dir
+// (created if missing). Without it the Engine keeps its state in memory
+// and loses it on Close.
+func WithDirectory(dir string) Option {
+	return func(c *config) error {
+		if dir == "" {
+			return errors.New("WithDirectory: empty directory")
+		}
+		c.dir, c.inMemory = dir, false
+		return nil
+	}
+}
+
+// WithLogger sets the logger for management decisions and storage
+// messages. The default discards everything. Nothing secret is ever logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("WithLogger: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithClock sets the clock (default: the system clock).
+func WithClock(clk Clock) Option {
+	return func(c *config) error {
+		if clk == nil {
+			return errors.New("WithClock: nil clock")
+		}
+		c.clock = clk
+		return nil
+	}
+}
+
+// WithRandom sets the source of randomness for key tags and data keys
+// (default crypto/rand.Reader). Key material and nonces are made by the
+// backend, not from this source. Use it only in tests.
+func WithRandom(r io.Reader) Option {
+	return func(c *config) error {
+		if r == nil {
+			return errors.New("WithRandom: nil reader")
+		}
+		c.random = r
+		return nil
+	}
+}
