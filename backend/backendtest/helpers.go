@@ -1,0 +1,294 @@
+package backendtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pocketkms/kms/backend"
+)
+
+// fixture is one subtest's backend.
+type fixture struct {
+	t   *testing.T
+	b   backend.Backend
+	ctx context.Context
+}
+
+// setup builds a fresh backend for t and closes it when t ends.
+func setup(t *testing.T, newBackend func(t *testing.T) backend.Backend) *fixture {
+	t.Helper()
+	b := newBackend(t)
+	if b == nil {
+		t.Fatal("backendtest: the factory returned a nil backend")
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return &fixture{t: t, b: b, ctx: t.Context()}
+}
+
+// newTag returns a random key tag in the format the Engine uses.
+func newTag(t *testing.T) string {
+	t.Helper()
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// spec describes material to generate.
+type spec struct {
+	name       string
+	typ        backend.KeyType
+	purpose    backend.Purpose
+	convergent bool
+}
+
+var (
+	specAES        = spec{"AES256", backend.AES256, backend.PurposeCipher, false}
+	specConvergent = spec{"AES256Convergent", backend.AES256, backend.PurposeCipher, true}
+	specRSA        = spec{"RSA2048", backend.RSA2048, backend.PurposeCipher, false}
+	specECDSA      = spec{"ECDSA", backend.ECDSA, backend.PurposeCipher, false}
+	specToken      = spec{"RSA2048TokenSigning", backend.RSA2048, backend.PurposeTokenSigning, false}
+	allSpecs       = []spec{specAES, specConvergent, specRSA, specECDSA, specToken}
+)
+
+// generated is material created by a test, with what it takes to load it.
+type generated struct {
+	spec
+	ref  backend.KeyRef
+	resp *backend.GenerateResponse
+}
+
+func (g generated) loadRequest() *backend.LoadRequest {
+	return &backend.LoadRequest{Ref: g.ref, Type: g.typ, Convergent: g.convergent, Handle: bytes.Clone(g.resp.Handle)}
+}
+
+// generate creates material for s under a new key tag, version 1.
+func (f *fixture) generate(s spec) generated {
+	f.t.Helper()
+	return f.generateRef(s, backend.KeyRef{KeyTag: newTag(f.t), Version: 1, Purpose: s.purpose})
+}
+
+func (f *fixture) generateRef(s spec, ref backend.KeyRef) generated {
+	f.t.Helper()
+	resp, err := f.b.Generate(f.ctx, &backend.GenerateRequest{Ref: ref, Type: s.typ, Convergent: s.convergent})
+	if err != nil {
+		f.t.Fatalf("Generate %s: %v", s.name, err)
+	}
+	if resp == nil || len(resp.Handle) == 0 {
+		f.t.Fatalf("Generate %s: empty response or handle", s.name)
+	}
+	return generated{spec: s, ref: ref, resp: resp}
+}
+
+// load loads g and checks the key's identity.
+func (f *fixture) load(g generated) backend.Key {
+	f.t.Helper()
+	k, err := f.b.Load(f.ctx, g.loadRequest())
+	if err != nil {
+		f.t.Fatalf("Load %s: %v", g.name, err)
+	}
+	if k == nil {
+		f.t.Fatalf("Load %s: nil key and nil error", g.name)
+	}
+	if k.Ref() != g.ref || k.Type() != g.typ {
+		f.t.Fatalf("Load %s: key is %+v %v, want %+v %v", g.name, k.Ref(), k.Type(), g.ref, g.typ)
+	}
+	return k
+}
+
+// key generates and loads material for s.
+func (f *fixture) key(s spec) (backend.Key, generated) {
+	f.t.Helper()
+	g := f.generate(s)
+	return f.load(g), g
+}
+
+func asEncrypter(t *testing.T, k backend.Key) backend.Encrypter {
+	t.Helper()
+	e, ok := k.(backend.Encrypter)
+	if !ok {
+		t.Fatalf("%v key does not implement backend.Encrypter", k.Type())
+	}
+	return e
+}
+
+func asDecrypter(t *testing.T, k backend.Key) backend.Decrypter {
+	t.Helper()
+	d, ok := k.(backend.Decrypter)
+	if !ok {
+		t.Fatalf("%v key does not implement backend.Decrypter", k.Type())
+	}
+	return d
+}
+
+func asSigner(t *testing.T, k backend.Key) backend.Signer {
+	t.Helper()
+	s, ok := k.(backend.Signer)
+	if !ok {
+		t.Fatalf("%v key does not implement backend.Signer", k.Type())
+	}
+	return s
+}
+
+func asVerifier(t *testing.T, k backend.Key) backend.Verifier {
+	t.Helper()
+	v, ok := k.(backend.Verifier)
+	if !ok {
+		t.Fatalf("%v key does not implement backend.Verifier", k.Type())
+	}
+	return v
+}
+
+// encrypt encrypts and fails the test on error.
+func (f *fixture) encrypt(k backend.Key, pt, ad []byte) []byte {
+	f.t.Helper()
+	ct, err := asEncrypter(f.t, k).Encrypt(f.ctx, &backend.EncryptRequest{Plaintext: pt, AdditionalData: ad})
+	if err != nil {
+		f.t.Fatalf("Encrypt: %v", err)
+	}
+	return ct
+}
+
+// decrypt decrypts and fails the test on error.
+func (f *fixture) decrypt(k backend.Key, ct, ad []byte) []byte {
+	f.t.Helper()
+	pt, err := asDecrypter(f.t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: ct, AdditionalData: ad})
+	if err != nil {
+		f.t.Fatalf("Decrypt: %v", err)
+	}
+	return pt
+}
+
+// sign signs and fails the test on error.
+func (f *fixture) sign(k backend.Key, alg backend.Algorithm, digest []byte) []byte {
+	f.t.Helper()
+	sig, err := asSigner(f.t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: alg, Digest: digest})
+	if err != nil {
+		f.t.Fatalf("Sign %v: %v", alg, err)
+	}
+	if len(sig) == 0 {
+		f.t.Fatalf("Sign %v: empty signature", alg)
+	}
+	return sig
+}
+
+// verify verifies and fails the test on error.
+func (f *fixture) verify(k backend.Key, req *backend.VerifyRequest) bool {
+	f.t.Helper()
+	ok, err := asVerifier(f.t, k).Verify(f.ctx, req)
+	if err != nil {
+		f.t.Fatalf("Verify %v: %v", req.Algorithm, err)
+	}
+	return ok
+}
+
+// signAlg returns the signature algorithm of a spec.
+func signAlg(s spec) backend.Algorithm {
+	switch {
+	case s.typ == backend.ECDSA:
+		return backend.AlgECDSAP256SHA256
+	case s.purpose == backend.PurposeTokenSigning:
+		return backend.AlgRSAPKCS1v15SHA256
+	default:
+		return backend.AlgRSAPSSSHA256
+	}
+}
+
+func digest(s string) []byte {
+	d := sha256.Sum256([]byte(s))
+	return d[:]
+}
+
+// flip returns a copy of b with one bit of byte i flipped.
+func flip(b []byte, i int) []byte {
+	c := bytes.Clone(b)
+	c[i] ^= 0x01
+	return c
+}
+
+// randomBytes returns n random bytes.
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// wantErr checks that err matches one of targets.
+func wantErr(t *testing.T, what string, err error, targets ...error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: no error, want %v", what, targets)
+		return
+	}
+	for _, target := range targets {
+		if errors.Is(err, target) {
+			return
+		}
+	}
+	t.Errorf("%s: error %q does not match %v", what, err, targets)
+}
+
+// noLeak checks that an error message does not carry any of secrets, raw,
+// in hex or in base64.
+func noLeak(t *testing.T, what string, err error, secrets ...[]byte) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	msg := err.Error()
+	for _, s := range secrets {
+		if len(s) < 4 {
+			continue
+		}
+		for _, enc := range []string{string(s), hex.EncodeToString(s), strings.ToUpper(hex.EncodeToString(s)), base64.StdEncoding.EncodeToString(s), base64.RawURLEncoding.EncodeToString(s)} {
+			if strings.Contains(msg, enc) {
+				t.Errorf("%s: error message reveals secret input: %q", what, msg)
+				return
+			}
+		}
+	}
+}
+
+// noPanic runs fn and reports a panic as a test error, so that tables of
+// malformed input keep going.
+func noPanic(t *testing.T, what string, fn func()) {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Errorf("%s: panic: %v", what, r)
+		}
+	}()
+	fn()
+}
+
+// stdRSAKey is an RSA-2048 key made by crypto/rsa once per process, for
+// known-answer and public-verifier tests.
+var stdRSAKey = sync.OnceValues(func() (*rsa.PrivateKey, error) {
+	return rsa.GenerateKey(rand.Reader, backend.RSAModulusBits)
+})
+
+func stdRSA(t *testing.T) *rsa.PrivateKey {
+	t.Helper()
+	k, err := stdRSAKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -1,0 +1,98 @@
+// Package memory is a software [backend.Backend]: key material lives in
+// process memory while in use and is stored by the Engine only as handles
+// sealed under a 32-byte root key.
+//
+// Start with [New] (root key in hand), [NewFromFile] (root key in a file)
+// or [GenerateRootKey] (a fresh root key, for an in-memory default):
+//
+//	root, err := memory.GenerateRootKey()
+//	...
+//	b, err := memory.New(root)
+//	...
+//	defer b.Close()
+//	eng, err := kms.New(ctx, b)
+//
+// Besides [backend.Backend] the [Backend] implements the optional
+// [backend.Importer] and [backend.PublicVerifier] capabilities.
+//
+// # Algorithms
+//
+// The algorithms are those of the backend package documentation:
+//
+//   - AES256: AES-256-GCM; Encrypt returns nonce(12) ‖ ciphertext ‖ tag(16).
+//     Nonces are random, or for convergent keys
+//     [backend.ConvergentNonce] under the version's 32-byte HMAC-SHA256 key.
+//   - RSA2048: RSA-OAEP-SHA256 (MGF1-SHA256, empty label); RSASSA-PSS
+//     SHA-256 signatures with the maximum salt length (222 bytes), for keys
+//     of purpose [backend.PurposeCipher]; RSASSA-PKCS1-v1_5 SHA-256 for keys
+//     of purpose [backend.PurposeTokenSigning] (JWT RS256).
+//   - ECDSA: P-256, SHA-256, ASN.1 DER signatures.
+//
+// Key separation: a token-signing key only signs and verifies with
+// PKCS #1 v1.5, and a cipher RSA key only signs and verifies with PSS;
+// anything else fails with [backend.ErrInvalidArgument]. Token-signing keys
+// neither encrypt nor decrypt.
+//
+// # Handles
+//
+// A handle is
+//
+//	0x01 ‖ nonce(12) ‖ AES-256-GCM(root key, nonce, material, ad)
+//
+// where 0x01 is the format version and the material is the 32-byte AES key
+// (followed by the 32-byte convergent key for convergent keys), or the
+// PKCS #8 DER private key for RSA2048 and ECDSA. The associated data binds
+// the handle to everything it was made for, in a length-prefixed encoding
+// (every variable field is preceded by its length as a big-endian uint32):
+//
+//	field("pocketkms/memory/handle") ‖ 0x01 ‖ field(KeyTag) ‖
+//	uint32be(Version) ‖ field(Purpose) ‖ field(Type) ‖ convergent(0|1)
+//
+// A handle therefore opens only under the root key that sealed it and only
+// for the KeyRef, type and convergent flag it was made for; any other Load
+// fails with [backend.ErrInvalidHandle] and no further detail.
+//
+// Nothing is stored by the backend itself: Destroy only validates its
+// request, and the material is destroyed when the Engine deletes the last
+// copy of the handle (and, for good, when the root key is destroyed).
+//
+// # Concurrency
+//
+// A [Backend] and every key it loads are safe for concurrent use by
+// multiple goroutines. Keys are immutable after Load: the AES-GCM
+// [crypto/cipher.AEAD] and the parsed private keys are built once in Load
+// and shared by all calls, so callers should cache loaded keys.
+//
+// # Security
+//
+// The root key is copied by [New] and used only to build an AES-256-GCM
+// instance; the copy is cleared right after. Plaintext material buffers
+// (key bytes, PKCS #8 encodings) are cleared after use. Clearing is best
+// effort: the Go runtime may have copied the bytes, and the expanded AES
+// key schedules, the convergent HMAC keys and the big integers of RSA and
+// ECDSA private keys stay in memory as long as the keys are reachable.
+// Memory is not locked, so it may be swapped to disk; use an HSM backend
+// (backend/softhsm) where that matters.
+//
+// No error or formatted value carries key material, plaintext or handles:
+// the [Backend] and every loaded key print as a redacted summary with the
+// fmt verbs (%v, %+v, %#v, %s, %x, ...), as JSON and through log/slog.
+//
+// Randomness comes from crypto/rand. [WithRandom] replaces the source of
+// AES-GCM nonces (random-nonce encryptions and handle sealing) and is meant
+// for tests only.
+//
+// # Limitations
+//
+//   - Random 96-bit nonces bound the number of encryptions under one AES key
+//     (and of handles sealed under one root key) to about 2^32.
+//   - AES plaintext and additional data are limited to 64 MiB each
+//     ([MaxAESInput]); the Engine enforces far smaller limits.
+//   - Closing the backend makes every loaded key fail with
+//     [backend.ErrClosed] but cannot wipe material that callers still
+//     reference; it is reclaimed by the garbage collector.
+//   - Root key rotation (re-sealing handles under a new root key) is not
+//     offered.
+//   - In FIPS 140-3 only mode (GODEBUG=fips140=only) PSS signing with the
+//     maximum salt length is refused by crypto/rsa and Sign fails.
+package memory

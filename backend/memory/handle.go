@@ -1,0 +1,155 @@
+package memory
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/pocketkms/kms/backend"
+)
+
+// handleFormatV1 is the first byte of every handle this version writes.
+const handleFormatV1 byte = 1
+
+// handleLabel separates the handle's associated data from any other use
+// of the root key.
+const handleLabel = "pocketkms/memory/handle"
+
+// handleOverhead is the size of a handle around its material.
+const handleOverhead = 1 + backend.NonceSize + backend.TagSize
+
+// errOpen is returned by open; callers turn it into ErrInvalidHandle.
+var errOpen = errors.New("memory: handle does not open")
+
+// handleAD returns the associated data that binds a handle to what it was
+// made for. Variable fields carry a length prefix so that no two distinct
+// inputs encode alike.
+func handleAD(ref backend.KeyRef, typ backend.KeyType, convergent bool) []byte {
+	ad := make([]byte, 0, 4+len(handleLabel)+1+4+len(ref.KeyTag)+4+4+len(ref.Purpose)+4+len(typ)+1)
+	ad = appendField(ad, handleLabel)
+	ad = append(ad, handleFormatV1)
+	ad = appendField(ad, ref.KeyTag)
+	ad = binary.BigEndian.AppendUint32(ad, ref.Version)
+	ad = appendField(ad, string(ref.Purpose))
+	ad = appendField(ad, string(typ))
+	if convergent {
+		ad = append(ad, 1)
+	} else {
+		ad = append(ad, 0)
+	}
+	return ad
+}
+
+func appendField(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+// seal returns the handle of material.
+func (b *Backend) seal(ref backend.KeyRef, typ backend.KeyType, convergent bool, material []byte) ([]byte, error) {
+	h := make([]byte, 1+backend.NonceSize, handleOverhead+len(material))
+	h[0] = handleFormatV1
+	if _, err := io.ReadFull(b.random, h[1:]); err != nil {
+		return nil, fmt.Errorf("read nonce: %w", err)
+	}
+	return b.root.Seal(h, h[1:], material, handleAD(ref, typ, convergent)), nil
+}
+
+// open returns the material sealed in h, or errOpen and nothing else.
+func (b *Backend) open(ref backend.KeyRef, typ backend.KeyType, convergent bool, h []byte) ([]byte, error) {
+	if len(h) < handleOverhead || h[0] != handleFormatV1 {
+		return nil, errOpen
+	}
+	nonce := h[1 : 1+backend.NonceSize]
+	m, err := b.root.Open(nil, nonce, h[1+backend.NonceSize:], handleAD(ref, typ, convergent))
+	if err != nil {
+		return nil, errOpen
+	}
+	return m, nil
+}
+
+// parsePrivate decodes PKCS #8 material of an RSA2048 or ECDSA key and
+// checks that it is of that type and size.
+func parsePrivate(typ backend.KeyType, der []byte) (crypto.Signer, error) {
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, errOpen
+	}
+	switch typ {
+	case backend.RSA2048:
+		if rk, ok := k.(*rsa.PrivateKey); ok && rk.N.BitLen() == backend.RSAModulusBits {
+			return rk, nil
+		}
+	case backend.ECDSA:
+		if ek, ok := k.(*ecdsa.PrivateKey); ok && ek.Curve == elliptic.P256() {
+			return ek, nil
+		}
+	}
+	return nil, errOpen
+}
+
+// validateKind checks a KeyRef, a key type and the convergent flag.
+func validateKind(ref backend.KeyRef, typ backend.KeyType, convergent bool) error {
+	switch {
+	case !validKeyTag(ref.KeyTag):
+		return fmt.Errorf("%w: key tag must be 64 lowercase hex characters", backend.ErrInvalidArgument)
+	case ref.Version < 1:
+		return fmt.Errorf("%w: version must be at least 1", backend.ErrInvalidArgument)
+	case !ref.Purpose.Valid():
+		return fmt.Errorf("%w: unknown purpose %q", backend.ErrInvalidArgument, truncate(string(ref.Purpose)))
+	case !typ.Valid():
+		return fmt.Errorf("%w: unknown key type %q", backend.ErrInvalidArgument, truncate(string(typ)))
+	case convergent && typ != backend.AES256:
+		return fmt.Errorf("%w: only AES256 keys can be convergent", backend.ErrInvalidArgument)
+	case ref.Purpose == backend.PurposeTokenSigning && typ != backend.RSA2048:
+		return fmt.Errorf("%w: token-signing keys must be RSA2048", backend.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func validKeyTag(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// describe names a KeyRef in errors. Key tags and versions are not secret.
+func describe(ref backend.KeyRef) string {
+	tag := ref.KeyTag
+	if !validKeyTag(tag) {
+		tag = fmt.Sprintf("%q", truncate(tag))
+	}
+	purpose := string(ref.Purpose)
+	if !ref.Purpose.Valid() {
+		purpose = fmt.Sprintf("%q", truncate(purpose))
+	}
+	return fmt.Sprintf("key %s v%d (%s)", tag, ref.Version, purpose)
+}
+
+// truncate shortens caller-supplied identifiers that go into messages.
+func truncate(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+func jsonString(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}

@@ -1,0 +1,433 @@
+package memory
+
+import (
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/pocketkms/kms/backend"
+)
+
+// RootKeySize is the size in bytes of a root key.
+const RootKeySize = 32
+
+// MaxAESInput is the largest plaintext, and the largest additional data,
+// an AES256 key accepts, in bytes. It only rejects absurd sizes; the
+// Engine's own limits are far smaller.
+const MaxAESInput = 64 << 20
+
+// aesKeySize is the size of an AES-256 key.
+const aesKeySize = 32
+
+// maxRootKeyFileSize bounds what NewFromFile reads: 64 hex characters and
+// a CRLF.
+const maxRootKeyFileSize = 2*RootKeySize + 2
+
+var (
+	_ backend.Backend        = (*Backend)(nil)
+	_ backend.Importer       = (*Backend)(nil)
+	_ backend.PublicVerifier = (*Backend)(nil)
+)
+
+// Option configures New and NewFromFile.
+type Option func(*config)
+
+type config struct {
+	random io.Reader
+}
+
+// WithRandom replaces the source of AES-GCM nonces (random-nonce
+// encryptions and handle sealing). It is meant for tests only, for
+// instance to inject a failing reader; a predictable reader in production
+// repeats nonces and destroys confidentiality. Key material is always
+// generated from crypto/rand. The reader must be safe for concurrent use.
+// A nil reader makes New fail.
+func WithRandom(r io.Reader) Option {
+	return func(c *config) { c.random = r }
+}
+
+// Backend is a software backend holding keys in memory. Create it with New
+// or NewFromFile; the zero value is unusable and behaves as closed. It is
+// safe for concurrent use.
+type Backend struct {
+	root   cipher.AEAD // AES-256-GCM under the root key; seals handles
+	random io.Reader
+	closed atomic.Bool
+}
+
+// New returns a Backend whose handles are sealed under rootKey, which must
+// be RootKeySize bytes; another size fails with backend.ErrInvalidArgument.
+// rootKey is not retained: New derives what it needs and the caller may
+// clear its slice afterwards.
+func New(rootKey []byte, opts ...Option) (*Backend, error) {
+	cfg := config{random: rand.Reader}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	if cfg.random == nil {
+		return nil, fmt.Errorf("memory: new: %w: nil random source", backend.ErrInvalidArgument)
+	}
+	if len(rootKey) != RootKeySize {
+		return nil, fmt.Errorf("memory: new: %w: root key must be %d bytes", backend.ErrInvalidArgument, RootKeySize)
+	}
+	k := make([]byte, RootKeySize)
+	copy(k, rootKey)
+	defer clear(k)
+	aead, err := newGCM(k)
+	if err != nil {
+		return nil, fmt.Errorf("memory: new: %w", err)
+	}
+	return &Backend{root: aead, random: cfg.random}, nil
+}
+
+// NewFromFile reads the root key from the file at path and calls New.
+//
+// The file holds either exactly RootKeySize raw bytes, or the key as 64
+// hexadecimal characters (either case) optionally followed by one "\n" or
+// "\r\n"; nothing else is accepted. On Unix-like systems the file must not
+// be readable, writable or executable by group or others (mode 0600 or
+// 0400): a looser mode fails with backend.ErrInvalidArgument. Errors name
+// the path but never the content.
+func NewFromFile(path string, opts ...Option) (*Backend, error) {
+	key, err := readRootKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	return New(key, opts...)
+}
+
+func readRootKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("memory: root key file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("memory: root key file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("memory: root key file %q: %w: not a regular file", path, backend.ErrInvalidArgument)
+	}
+	if runtime.GOOS != "windows" && runtime.GOOS != "plan9" && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("memory: root key file %q: %w: mode %v gives access to group or others (use 0600)",
+			path, backend.ErrInvalidArgument, fi.Mode().Perm())
+	}
+	buf := make([]byte, maxRootKeyFileSize+1)
+	defer clear(buf)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, fmt.Errorf("memory: root key file %q: read failed", path)
+	}
+	data := buf[:n]
+	switch {
+	case len(data) == RootKeySize:
+		key := make([]byte, RootKeySize)
+		copy(key, data)
+		return key, nil
+	case len(data) >= 2*RootKeySize && len(data) <= maxRootKeyFileSize:
+		rest := string(data[2*RootKeySize:])
+		if rest != "" && rest != "\n" && rest != "\r\n" {
+			break
+		}
+		key := make([]byte, RootKeySize)
+		// The hex package's errors quote the offending character; they
+		// are dropped so that no part of the key reaches an error.
+		if _, err := hex.Decode(key, data[:2*RootKeySize]); err != nil {
+			clear(key)
+			break
+		}
+		return key, nil
+	}
+	return nil, fmt.Errorf("memory: root key file %q: %w: want %d raw bytes or %d hex characters",
+		path, backend.ErrInvalidArgument, RootKeySize, 2*RootKeySize)
+}
+
+// GenerateRootKey returns a new random root key of RootKeySize bytes from
+// crypto/rand. Keep it secret: it opens every handle sealed under it.
+func GenerateRootKey() ([]byte, error) {
+	k := make([]byte, RootKeySize)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("memory: generate root key: %w", err)
+	}
+	return k, nil
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// check returns ErrClosed after Close, or the context's error.
+func (b *Backend) check(ctx context.Context) error {
+	if b.closed.Load() || b.root == nil {
+		return backend.ErrClosed
+	}
+	if ctx != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Generate creates new key material and returns its sealed handle and
+// public key. See backend.Backend for the error contract; the KeyRef must
+// have a 64-character lowercase hex KeyTag and a Version of at least 1.
+func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*backend.GenerateResponse, error) {
+	if err := b.check(ctx); err != nil {
+		return nil, fmt.Errorf("memory: generate: %w", err)
+	}
+	if req == nil {
+		return nil, fmt.Errorf("memory: generate: %w: nil request", backend.ErrInvalidArgument)
+	}
+	if err := validateKind(req.Ref, req.Type, req.Convergent); err != nil {
+		return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+	}
+	var material []byte
+	var pub crypto.PublicKey
+	switch req.Type {
+	case backend.AES256:
+		n := aesKeySize
+		if req.Convergent {
+			n += backend.ConvergentKeySize
+		}
+		material = make([]byte, n)
+		if _, err := rand.Read(material); err != nil {
+			return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+		}
+	case backend.RSA2048:
+		priv, err := rsa.GenerateKey(rand.Reader, backend.RSAModulusBits)
+		if err != nil {
+			return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+		}
+		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
+			return nil, fmt.Errorf("memory: generate %s: encode key: %w", describe(req.Ref), err)
+		}
+		pub = &priv.PublicKey
+	case backend.ECDSA:
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+		}
+		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
+			return nil, fmt.Errorf("memory: generate %s: encode key: %w", describe(req.Ref), err)
+		}
+		pub = &priv.PublicKey
+	}
+	defer clear(material)
+	h, err := b.seal(req.Ref, req.Type, req.Convergent, material)
+	if err != nil {
+		return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+	}
+	return &backend.GenerateResponse{Handle: h, Public: pub}, nil
+}
+
+// ImportKey seals existing key material into a handle, as Generate does.
+// Material of the wrong Go type, size or curve, or a ConvergentKey that is
+// not 32 bytes or given for a non-AES key, fails with
+// backend.ErrInvalidArgument. A non-empty ConvergentKey makes an AES256 key
+// convergent: load it with Convergent set. The caller's material is not
+// modified or retained.
+func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*backend.GenerateResponse, error) {
+	if err := b.check(ctx); err != nil {
+		return nil, fmt.Errorf("memory: import: %w", err)
+	}
+	if req == nil {
+		return nil, fmt.Errorf("memory: import: %w: nil request", backend.ErrInvalidArgument)
+	}
+	convergent := len(req.ConvergentKey) > 0
+	if err := validateKind(req.Ref, req.Type, convergent); err != nil {
+		return nil, fmt.Errorf("memory: import %s: %w", describe(req.Ref), err)
+	}
+	var material []byte
+	var pub crypto.PublicKey
+	var err error
+	switch req.Type {
+	case backend.AES256:
+		k, ok := req.Material.([]byte)
+		if !ok || len(k) != aesKeySize {
+			return nil, fmt.Errorf("memory: import %s: %w: material must be a %d-byte []byte", describe(req.Ref), backend.ErrInvalidArgument, aesKeySize)
+		}
+		if convergent && len(req.ConvergentKey) != backend.ConvergentKeySize {
+			return nil, fmt.Errorf("memory: import %s: %w: convergent key must be %d bytes", describe(req.Ref), backend.ErrInvalidArgument, backend.ConvergentKeySize)
+		}
+		material = make([]byte, 0, aesKeySize+backend.ConvergentKeySize)
+		material = append(material, k...)
+		material = append(material, req.ConvergentKey...)
+	case backend.RSA2048:
+		priv, ok := req.Material.(*rsa.PrivateKey)
+		if !ok || priv == nil || priv.N == nil || priv.N.BitLen() != backend.RSAModulusBits {
+			return nil, fmt.Errorf("memory: import %s: %w: material must be an *rsa.PrivateKey of %d bits", describe(req.Ref), backend.ErrInvalidArgument, backend.RSAModulusBits)
+		}
+		if err := priv.Validate(); err != nil {
+			return nil, fmt.Errorf("memory: import %s: %w: invalid rsa key", describe(req.Ref), backend.ErrInvalidArgument)
+		}
+		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
+			return nil, fmt.Errorf("memory: import %s: %w: rsa key cannot be encoded", describe(req.Ref), backend.ErrInvalidArgument)
+		}
+	case backend.ECDSA:
+		priv, ok := req.Material.(*ecdsa.PrivateKey)
+		if !ok || priv == nil || priv.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("memory: import %s: %w: material must be an *ecdsa.PrivateKey on P-256", describe(req.Ref), backend.ErrInvalidArgument)
+		}
+		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
+			return nil, fmt.Errorf("memory: import %s: %w: ecdsa key cannot be encoded", describe(req.Ref), backend.ErrInvalidArgument)
+		}
+	}
+	defer clear(material)
+	if req.Type != backend.AES256 {
+		// Re-parse so that the returned public key is our own copy and
+		// the encoding is known to load.
+		signer, err := parsePrivate(req.Type, material)
+		if err != nil {
+			return nil, fmt.Errorf("memory: import %s: %w: key cannot be decoded", describe(req.Ref), backend.ErrInvalidArgument)
+		}
+		pub = signer.Public()
+	}
+	h, err := b.seal(req.Ref, req.Type, convergent, material)
+	if err != nil {
+		return nil, fmt.Errorf("memory: import %s: %w", describe(req.Ref), err)
+	}
+	return &backend.GenerateResponse{Handle: h, Public: pub}, nil
+}
+
+// Load opens a handle and returns the key. A handle that does not open
+// under this backend's root key for exactly req.Ref, req.Type and
+// req.Convergent fails with backend.ErrInvalidHandle; a request naming an
+// invalid type, purpose or KeyRef fails with backend.ErrInvalidArgument.
+// Load does all the parsing; the returned key does no per-call setup.
+func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.Key, error) {
+	if err := b.check(ctx); err != nil {
+		return nil, fmt.Errorf("memory: load: %w", err)
+	}
+	if req == nil {
+		return nil, fmt.Errorf("memory: load: %w: nil request", backend.ErrInvalidArgument)
+	}
+	if err := validateKind(req.Ref, req.Type, req.Convergent); err != nil {
+		return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), err)
+	}
+	material, err := b.open(req.Ref, req.Type, req.Convergent, req.Handle)
+	if err != nil {
+		return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+	}
+	defer clear(material)
+	base := keyBase{b: b, ref: req.Ref, typ: req.Type}
+	switch req.Type {
+	case backend.AES256:
+		want := aesKeySize
+		if req.Convergent {
+			want += backend.ConvergentKeySize
+		}
+		if len(material) != want {
+			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		}
+		aead, err := newGCM(material[:aesKeySize])
+		if err != nil {
+			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		}
+		k := &aesKey{keyBase: base, aead: aead}
+		if req.Convergent {
+			k.convergent = append([]byte(nil), material[aesKeySize:]...)
+		}
+		return k, nil
+	case backend.RSA2048:
+		signer, err := parsePrivate(req.Type, material)
+		if err != nil {
+			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		}
+		return &rsaKey{keyBase: base, priv: signer.(*rsa.PrivateKey)}, nil
+	default: // backend.ECDSA; validateKind admits nothing else
+		signer, err := parsePrivate(req.Type, material)
+		if err != nil {
+			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		}
+		return &ecdsaKey{keyBase: base, priv: signer.(*ecdsa.PrivateKey)}, nil
+	}
+}
+
+// Destroy validates the request and returns nil: this backend stores
+// nothing, so the material is destroyed when the Engine deletes the handle
+// (and every copy of it, backups included). Keys loaded earlier keep
+// working until they are dropped or the backend is closed. An invalid
+// request fails with backend.ErrInvalidArgument, a handle that is empty or
+// not in this backend's format with backend.ErrInvalidHandle.
+func (b *Backend) Destroy(ctx context.Context, req *backend.DestroyRequest) error {
+	if err := b.check(ctx); err != nil {
+		return fmt.Errorf("memory: destroy: %w", err)
+	}
+	if req == nil {
+		return fmt.Errorf("memory: destroy: %w: nil request", backend.ErrInvalidArgument)
+	}
+	if err := validateKind(req.Ref, req.Type, false); err != nil {
+		return fmt.Errorf("memory: destroy %s: %w", describe(req.Ref), err)
+	}
+	if len(req.Handle) < handleOverhead || req.Handle[0] != handleFormatV1 {
+		return fmt.Errorf("memory: destroy %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+	}
+	return nil
+}
+
+// Close marks the backend closed. It is idempotent and always returns nil;
+// afterwards every method of the backend and of the keys it loaded fails
+// with backend.ErrClosed.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// VerifyWithPublicKey verifies req under any RSA-2048 or P-256 public key,
+// as backend.VerifyWithPublicKey does: (false, nil) for a signature that
+// does not match or parse, backend.ErrInvalidArgument for a request or key
+// that does not fit, backend.ErrClosed after Close.
+func (b *Backend) VerifyWithPublicKey(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
+	if err := b.check(ctx); err != nil {
+		return false, fmt.Errorf("memory: verify: %w", err)
+	}
+	ok, err := backend.VerifyWithPublicKey(pub, req)
+	if err != nil {
+		return false, fmt.Errorf("memory: verify: %w", err)
+	}
+	return ok, nil
+}
+
+// String returns a redacted description of the backend.
+func (b *Backend) String() string {
+	if b == nil {
+		return "memory.Backend(nil)"
+	}
+	if b.closed.Load() {
+		return "memory.Backend{closed, root key redacted}"
+	}
+	return "memory.Backend{root key redacted}"
+}
+
+// GoString returns the same redacted description as String.
+func (b *Backend) GoString() string { return b.String() }
+
+// Format prints the redacted description for every verb, so that no fmt
+// verb reveals the root key.
+func (b *Backend) Format(f fmt.State, _ rune) { io.WriteString(f, b.String()) }
+
+// MarshalJSON encodes the redacted description as a JSON string.
+func (b *Backend) MarshalJSON() ([]byte, error) { return jsonString(b.String()), nil }
+
+// LogValue logs the redacted description.
+func (b *Backend) LogValue() slog.Value { return slog.StringValue(b.String()) }
