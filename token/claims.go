@@ -1,0 +1,465 @@
+package token
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Kind is the kind of a token, carried in claim "1".
+type Kind uint8
+
+// The two token kinds. The zero Kind is invalid.
+const (
+	// Access is a short-lived token that authorises cipher operations
+	// ("1":"ACCESS").
+	Access Kind = iota + 1
+	// Refresh is a long-lived token that only obtains new tokens
+	// ("1":"REFRESH").
+	Refresh
+)
+
+// String returns the claim value: "ACCESS", "REFRESH", or "INVALID".
+func (k Kind) String() string {
+	switch k {
+	case Access:
+		return "ACCESS"
+	case Refresh:
+		return "REFRESH"
+	}
+	return "INVALID"
+}
+
+// Valid reports whether k is Access or Refresh.
+func (k Kind) Valid() bool { return k == Access || k == Refresh }
+
+// Permission is an operation a token may authorise, carried as an integer in
+// claim "4". The values are a compatibility contract: they are persisted in
+// issued tokens, are never renumbered and never reused. See the package
+// documentation for the table.
+type Permission int
+
+// The permissions defined so far. Batch variants of an operation need the
+// permission of the operation itself.
+const (
+	// PermEncrypt allows Encrypt and Batch Encrypt.
+	PermEncrypt Permission = 0
+	// PermDecrypt allows Decrypt and Batch Decrypt.
+	PermDecrypt Permission = 1
+	// PermReEncrypt allows Re-Encrypt and Batch Re-Encrypt.
+	PermReEncrypt Permission = 2
+	// PermCreateCustomKey allows Create Custom Key (a data key).
+	PermCreateCustomKey Permission = 3
+	// PermSign allows Sign.
+	PermSign Permission = 4
+	// PermVerify allows Verify.
+	PermVerify Permission = 5
+	// PermGetPublicKey allows Get Public Key.
+	PermGetPublicKey Permission = 6
+)
+
+var permissionNames = [...]string{
+	PermEncrypt:         "Encrypt",
+	PermDecrypt:         "Decrypt",
+	PermReEncrypt:       "ReEncrypt",
+	PermCreateCustomKey: "CreateCustomKey",
+	PermSign:            "Sign",
+	PermVerify:          "Verify",
+	PermGetPublicKey:    "GetPublicKey",
+}
+
+// Known reports whether p is defined by this version of the package. Ids
+// that are not known are kept when a token is parsed but never authorise
+// anything.
+func (p Permission) Known() bool { return p >= 0 && int(p) < len(permissionNames) }
+
+// String returns the permission's name, or "Permission(<n>)" for an id this
+// version does not define.
+func (p Permission) String() string {
+	if p.Known() {
+		return permissionNames[p]
+	}
+	return "Permission(" + strconv.Itoa(int(p)) + ")"
+}
+
+// AllPermissions returns every permission this version defines, in
+// ascending order. The slice is new on every call.
+func AllPermissions() []Permission {
+	all := make([]Permission, len(permissionNames))
+	for i := range all {
+		all[i] = Permission(i)
+	}
+	return all
+}
+
+// Limits of the claim set.
+const (
+	// MaxSubjectLen is the longest subject, in bytes.
+	MaxSubjectLen = 256
+	// keyTagLen is the length of a key tag: 64 lowercase hex characters.
+	keyTagLen = 64
+	// keyTagPrefix precedes the key tag in claim "2".
+	keyTagPrefix = "keytag__"
+	// extValue is the constant value of claim "3".
+	extValue = "EXT"
+	// maxUnix is 9999-12-31T23:59:59Z, the latest time a claim may hold.
+	maxUnix = 253402300799
+	// maxPermissionID bounds a permission id in a parsed token.
+	maxPermissionID = math.MaxInt32
+)
+
+// Claims is the claim set of a token, in NAVER's layout:
+//
+//	{"sub":"<Subject>","iat":<IssuedAt>,"exp":<ExpiresAt>,"1":"ACCESS"|"REFRESH",
+//	 "2":"keytag__<KeyTag>","3":"EXT","4":[<Permissions>...]}
+//
+// Claims returned by this package (and held by the [Cache]) are shared and
+// must be treated as read-only.
+type Claims struct {
+	// Subject is the principal that asked for the tokens (claim "sub"):
+	// 1 .. MaxSubjectLen bytes of UTF-8 without control characters.
+	Subject string
+	// IssuedAt is the issue time (claim "iat"), in whole seconds.
+	IssuedAt time.Time
+	// ExpiresAt is the expiry time (claim "exp"), in whole seconds, after
+	// IssuedAt; the zero Time means the token never expires and the claim
+	// is absent.
+	ExpiresAt time.Time
+	// Kind is Access or Refresh (claim "1").
+	Kind Kind
+	// KeyTag is the tag of the key the token is bound to: 64 lowercase hex
+	// characters (claim "2", after the "keytag__" prefix).
+	KeyTag string
+	// Permissions is the permission snapshot taken at issue time (claim
+	// "4"), without duplicates. A parsed token keeps the ids in their
+	// encoded order, including ids this version does not know.
+	Permissions []Permission
+}
+
+// Has reports whether the claims grant p. Unknown permissions are never
+// granted.
+func (c *Claims) Has(p Permission) bool {
+	return p.Known() && slices.Contains(c.Permissions, p)
+}
+
+// Expired reports whether the claims have expired at now: exp is present and
+// not after now. A token whose exp equals now is expired.
+func (c *Claims) Expired(now time.Time) bool {
+	return !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt)
+}
+
+// Check applies the checks that follow signature verification: kind, key
+// binding, issue time and expiry, in that order. It returns an [*Error]
+// matching [ErrTokenInvalid] or, once all else has passed,
+// [ErrTokenExpired]; or an error matching [ErrInvalidArgument] when want is
+// malformed. [Verify] calls it; call it again on claims kept from an
+// earlier verification.
+func (c *Claims) Check(want Expect) error {
+	if err := want.validate(); err != nil {
+		return err
+	}
+	return c.check("check", want)
+}
+
+func (c *Claims) check(op string, want Expect) error {
+	switch {
+	case c.Kind != want.Kind:
+		return refuse(op, ReasonWrongKind)
+	case c.KeyTag != want.KeyTag:
+		return refuse(op, ReasonWrongKey)
+	case c.IssuedAt.After(want.Now.Add(IssuedAtLeeway)):
+		return refuse(op, ReasonIssuedInFuture)
+	case c.Expired(want.Now):
+		return refuse(op, ReasonExpired)
+	}
+	return nil
+}
+
+// validKeyTag reports whether s is 64 lowercase hex characters.
+func validKeyTag(s string) bool {
+	if len(s) != keyTagLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// validSubject reports whether s is 1..MaxSubjectLen bytes of UTF-8 without
+// control characters (C0, DEL, C1).
+func validSubject(s string) bool {
+	if len(s) == 0 || len(s) > MaxSubjectLen || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			return false
+		}
+	}
+	return true
+}
+
+// validTime reports whether t is a whole second within 1970 .. 9999.
+func validTime(t time.Time) bool {
+	u := t.Unix()
+	return t.Nanosecond() == 0 && u >= 0 && u <= maxUnix
+}
+
+// validate checks a claim set. With knownOnly, every permission must be
+// one this version defines (what we sign); without, any id in range is
+// kept (what we parse).
+func (c *Claims) validate(knownOnly bool) error {
+	switch {
+	case !validSubject(c.Subject):
+		return errors.New("invalid subject")
+	case !validTime(c.IssuedAt):
+		return errors.New("invalid issue time")
+	case !c.ExpiresAt.IsZero() && (!validTime(c.ExpiresAt) || !c.ExpiresAt.After(c.IssuedAt)):
+		return errors.New("invalid expiry time")
+	case !c.Kind.Valid():
+		return errors.New("invalid kind")
+	case !validKeyTag(c.KeyTag):
+		return errors.New("invalid key tag")
+	}
+	for _, p := range c.Permissions {
+		if p < 0 || p > maxPermissionID || (knownOnly && !p.Known()) {
+			return errors.New("invalid permission")
+		}
+	}
+	if hasDuplicates(c.Permissions) {
+		return errors.New("duplicate permission")
+	}
+	return nil
+}
+
+func hasDuplicates(ps []Permission) bool {
+	if len(ps) < 2 {
+		return false
+	}
+	if len(ps) <= 64 {
+		for i := 1; i < len(ps); i++ {
+			if slices.Contains(ps[:i], ps[i]) {
+				return true
+			}
+		}
+		return false
+	}
+	s := slices.Clone(ps)
+	slices.Sort(s)
+	for i := 1; i < len(s); i++ {
+		if s[i] == s[i-1] {
+			return true
+		}
+	}
+	return false
+}
+
+// appendPayload appends the canonical JSON encoding of c, the exact bytes
+// NAVER's tokens carry: members in the order sub, iat, exp, 1, 2, 3, 4, no
+// whitespace. c must be valid.
+func (c *Claims) appendPayload(b []byte) []byte {
+	b = append(b, `{"sub":`...)
+	b = appendJSONString(b, c.Subject)
+	b = append(b, `,"iat":`...)
+	b = strconv.AppendInt(b, c.IssuedAt.Unix(), 10)
+	if !c.ExpiresAt.IsZero() {
+		b = append(b, `,"exp":`...)
+		b = strconv.AppendInt(b, c.ExpiresAt.Unix(), 10)
+	}
+	b = append(b, `,"1":"`...)
+	b = append(b, c.Kind.String()...)
+	b = append(b, `","2":"`+keyTagPrefix...)
+	b = append(b, c.KeyTag...)
+	b = append(b, `","3":"`+extValue+`","4":[`...)
+	for i, p := range c.Permissions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(p), 10)
+	}
+	return append(b, "]}"...)
+}
+
+// appendJSONString appends s as a JSON string. s holds no control
+// characters and is valid UTF-8 (validSubject), so only the quote and the
+// backslash need escaping.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
+}
+
+// Bits recording which claims were seen while parsing.
+const (
+	seenSub = 1 << iota
+	seenIat
+	seenExp
+	seenKind
+	seenKey
+	seenExt
+	seenPerms
+	seenRequired = seenSub | seenIat | seenKind | seenKey | seenExt | seenPerms
+)
+
+// parseClaims parses a decoded payload. It walks the JSON tokens so that a
+// duplicate member is seen (encoding/json would silently keep the last
+// one), checks every claim's type, validates the claim set, and finally
+// insists that the payload is byte for byte the canonical encoding of
+// what was parsed: whitespace, reordered members, escapes and number
+// spellings that this package never writes are refused.
+func parseClaims(payload []byte) (*Claims, Reason) {
+	c := new(Claims)
+	if r := c.walk(payload); r != 0 {
+		return nil, r
+	}
+	if c.validate(false) != nil {
+		return nil, ReasonClaims
+	}
+	var buf [1024]byte
+	if !bytes.Equal(c.appendPayload(buf[:0]), payload) {
+		return nil, ReasonClaims
+	}
+	return c, 0
+}
+
+func (c *Claims) walk(payload []byte) Reason {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ReasonClaims
+	}
+	var seen int
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return ReasonClaims
+		}
+		name, _ := t.(string)
+		var bit int
+		switch name {
+		case "sub":
+			bit = seenSub
+		case "iat":
+			bit = seenIat
+		case "exp":
+			bit = seenExp
+		case "1":
+			bit = seenKind
+		case "2":
+			bit = seenKey
+		case "3":
+			bit = seenExt
+		case "4":
+			bit = seenPerms
+		default:
+			return ReasonClaims
+		}
+		if seen&bit != 0 {
+			return ReasonDuplicateClaim
+		}
+		seen |= bit
+		if bit == seenPerms {
+			if !c.walkPermissions(dec) {
+				return ReasonClaims
+			}
+			continue
+		}
+		v, err := dec.Token()
+		if err != nil {
+			return ReasonClaims
+		}
+		switch bit {
+		case seenIat, seenExp:
+			n, ok := v.(json.Number)
+			if !ok {
+				return ReasonClaims
+			}
+			u, err := strconv.ParseInt(string(n), 10, 64)
+			if err != nil || u < 0 || u > maxUnix {
+				return ReasonClaims
+			}
+			if bit == seenIat {
+				c.IssuedAt = time.Unix(u, 0).UTC()
+			} else {
+				c.ExpiresAt = time.Unix(u, 0).UTC()
+			}
+		default:
+			s, ok := v.(string)
+			if !ok {
+				return ReasonClaims
+			}
+			switch bit {
+			case seenSub:
+				c.Subject = s
+			case seenKind:
+				switch s {
+				case "ACCESS":
+					c.Kind = Access
+				case "REFRESH":
+					c.Kind = Refresh
+				default:
+					return ReasonClaims
+				}
+			case seenKey:
+				if len(s) != len(keyTagPrefix)+keyTagLen || s[:len(keyTagPrefix)] != keyTagPrefix {
+					return ReasonClaims
+				}
+				c.KeyTag = s[len(keyTagPrefix):]
+			case seenExt:
+				if s != extValue {
+					return ReasonClaims
+				}
+			}
+		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return ReasonClaims
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return ReasonClaims // trailing data
+	}
+	if seen&seenRequired != seenRequired {
+		return ReasonClaims
+	}
+	return 0
+}
+
+// walkPermissions reads the array of claim "4": integers only.
+func (c *Claims) walkPermissions(dec *json.Decoder) bool {
+	if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+		return false
+	}
+	c.Permissions = make([]Permission, 0, 16)
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		n, ok := t.(json.Number)
+		if !ok {
+			return false
+		}
+		id, err := strconv.ParseInt(string(n), 10, 64)
+		if err != nil || id < 0 || id > maxPermissionID {
+			return false
+		}
+		c.Permissions = append(c.Permissions, Permission(id))
+	}
+	t, err := dec.Token()
+	return err == nil && t == json.Delim(']')
+}
