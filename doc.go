@@ -13,7 +13,46 @@
 //	pt, _ := e.Decrypt(ctx, k.Tag, ct, nil)
 //
 // The Engine's methods are the trusted plane: the embedding application
-// itself, as NAVER's account-authenticated API.
+// itself, as NAVER's account-authenticated API. [Engine.WithToken] gives
+// the token plane: a caller presenting a per-key access or refresh token
+// and its IP address, as NAVER's x-ncp-ocapi-token API (see [TokenClient]
+// for the order of checks).
+//
+// # Tokens, IP allow-lists and rate limits
+//
+// Each key has a token generator ([Engine.ActivateTokenGenerator]) whose
+// RSA-2048 signing key is made and held by the backend. [Engine.IssueTokens]
+// issues an access and a refresh token (RS256 JWTs in NAVER's claim
+// layout, see package token) carrying a snapshot of permissions; rotating
+// or deactivating the generator kills every token it issued, at once.
+// Verified tokens are cached (bounded; [WithTokenCacheSize]) and every hit
+// is rechecked against the generator id, the expiry and the key state, so
+// rotation, deactivation and key disable apply to the very next call.
+//
+// Each key has an IP allow-list for token callers ([Engine.AddAllowedIPs],
+// [Engine.SetKeyACLEnabled]; package acl): enabled with no entries it
+// denies everyone, it applies immediately to tokens issued before, and the
+// trusted plane ignores it. Each key has its own token-plane rate limit,
+// 300 operations per second with a burst of 300 by default
+// ([WithRateLimit], [Engine.SetKeyRateLimit]; package ratelimit); keys never
+// share a budget, and going over it fails with [ErrRateLimited] carrying a
+// [RateLimitError] with RetryAfter.
+//
+// # Lifecycle
+//
+// Keys are ENABLED, DISABLED or REVOKED (deletion requested). Disabling a
+// key stops every operation and keeps each version's own state for when it
+// is enabled again. [Engine.RequestKeyDeletion] schedules destruction
+// [DeletionDelay] (72 h) later; [Engine.CancelKeyDeletion] leaves the key
+// DISABLED. A version can be disabled unless it is current; a disabled
+// version refuses decrypt, re-encrypt, verify and its public key.
+// Auto-rotation runs every 1..730 days (default 90). Destruction and
+// auto-rotation are done by [Engine.Maintain], which a background worker
+// runs every minute on the Engine's clock ([WithMaintenanceInterval]); a
+// rotation missed while the process was down happens once, not once per
+// missed period, and a disabled key is not auto-rotated (it rotates when
+// enabled again if overdue). Batch operations take 1..100 items and are
+// atomic: any failure returns no results and a [BatchError] by index.
 //
 // # Keys and formats
 //

@@ -10,8 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/internal/store"
+	"github.com/pocketkms/kms/ratelimit"
+	"github.com/pocketkms/kms/token"
 )
 
 // KeyType is the type of a key: AES256, RSA2048 or ECDSA.
@@ -59,7 +62,9 @@ type Engine struct {
 	random io.Reader
 	log    *slog.Logger
 
-	keys sync.Map // key tag -> *keyEntry
+	keys    sync.Map // key tag -> *keyEntry
+	limiter *ratelimit.Limiter
+	tokens  *token.Cache
 
 	// createMu serialises operations on the name index (create, rename).
 	createMu sync.Mutex
@@ -89,6 +94,15 @@ type keySnap struct {
 	rec      store.KeyRecord
 	typ      KeyType
 	versions []*versionSnap // versions[i].num == i+1
+	gen      *genSnap       // token generator; nil until first activated
+	acl      acl.List       // IP allow-list as entered
+	aclM     *acl.Matcher   // compiled once per change
+}
+
+// clone returns a shallow copy to modify and publish.
+func (s *keySnap) clone() *keySnap {
+	c := *s
+	return &c
 }
 
 func (s *keySnap) current() *versionSnap { return s.versions[len(s.versions)-1] }
@@ -150,12 +164,21 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 			return nil, newErr("new", "", ErrInvalidArgument, err.Error())
 		}
 	}
+	limiter, err := ratelimit.New(ratelimit.WithClock(cfg.clock), ratelimit.WithDefaultLimit(cfg.limit))
+	if err != nil {
+		return nil, newErr("new", "", ErrInvalidArgument, err.Error())
+	}
+	cache, err := token.NewCache(cfg.cacheMax)
+	if err != nil {
+		return nil, newErr("new", "", ErrInvalidArgument, err.Error())
+	}
 	st, err := store.Open(store.Options{Dir: cfg.dir, InMemory: cfg.inMemory, Logger: cfg.logger})
 	if err != nil {
 		return nil, wrapErr("new", "", ErrInternal, err)
 	}
 	e := &Engine{
 		be: be, st: st, clock: cfg.clock, random: cfg.random, log: cfg.logger,
+		limiter: limiter, tokens: cache,
 		names: map[string]string{},
 		idle:  make(chan struct{}, 1),
 	}
@@ -213,6 +236,23 @@ func (e *Engine) load(ctx context.Context) error {
 		if err != nil {
 			return wrapErr("new", rec.Tag, ErrInternal, err)
 		}
+		if g, ok := c.Generators[rec.Tag]; ok {
+			if snap.gen, err = newGenSnap(g); err != nil {
+				return wrapErr("new", rec.Tag, ErrInternal, err)
+			}
+		}
+		if a, ok := c.ACLs[rec.Tag]; ok {
+			l, err := acl.ParseState(acl.State{Enabled: a.Enabled, Entries: a.Entries})
+			if err != nil {
+				return wrapErr("new", rec.Tag, ErrInternal, err)
+			}
+			snap.acl, snap.aclM = l, l.Compile()
+		}
+		if rl := rec.RateLimit; rl != nil {
+			if err := e.limiter.SetLimit(rec.Tag, limitOf(rl)); err != nil {
+				return wrapErr("new", rec.Tag, ErrInternal, err)
+			}
+		}
 		ent := &keyEntry{tag: rec.Tag}
 		ent.snap.Store(snap)
 		e.keys.Store(rec.Tag, ent)
@@ -221,6 +261,16 @@ func (e *Engine) load(ctx context.Context) error {
 		}
 		if probe == nil || rec.Seq > probe.rec.Seq {
 			probe = snap
+		}
+	}
+	for tag := range c.Generators {
+		if _, ok := e.keys.Load(tag); !ok {
+			return wrapErr("new", tag, ErrInternal, errors.New("store: token generator of a missing key"))
+		}
+	}
+	for tag := range c.ACLs {
+		if _, ok := e.keys.Load(tag); !ok {
+			return wrapErr("new", tag, ErrInternal, errors.New("store: ip acl of a missing key"))
 		}
 	}
 	for name, tag := range c.Names {
@@ -252,7 +302,7 @@ func buildSnap(rec store.KeyRecord, vrecs []store.VersionRecord) (*keySnap, erro
 	if len(vrecs) == 0 || int(rec.CurrentVersion) != len(vrecs) {
 		return nil, fmt.Errorf("key has %d version records, current version %d", len(vrecs), rec.CurrentVersion)
 	}
-	s := &keySnap{rec: rec, typ: typ}
+	s := &keySnap{rec: rec, typ: typ, aclM: acl.List{}.Compile()}
 	for i, vr := range vrecs {
 		if vr.Version != uint32(i+1) {
 			return nil, fmt.Errorf("version records out of sequence at %d", vr.Version)

@@ -80,7 +80,9 @@ const stateDestroyed = "DESTROYED"
 
 // withState returns a copy of s whose key record is rec.
 func (s *keySnap) withRec(rec store.KeyRecord) *keySnap {
-	return &keySnap{rec: rec, typ: s.typ, versions: s.versions}
+	ns := s.clone()
+	ns.rec = rec
+	return ns
 }
 
 // UpdateKeyRequest is a merge patch of a key: nil fields stay unchanged.
@@ -258,7 +260,8 @@ func (e *Engine) setVersionState(ctx context.Context, op, keyTag string, version
 		nv := &versionSnap{rec: vrec, ad: v.ad, lk: v.lk}
 		versions := slices.Clone(s.versions)
 		versions[version-1] = nv
-		ns := &keySnap{rec: s.rec, typ: s.typ, versions: versions}
+		ns := s.clone()
+		ns.versions = versions
 		return ns, func(tx *store.Txn) error { return tx.PutVersion(&vrec) }, nil
 	})
 	if err != nil {
@@ -428,6 +431,8 @@ func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) e
 				slog.String("keyTag", tag), slog.Int("version", int(v.rec.Version)), slog.String("error", err.Error()))
 		}
 	}
+	e.destroySigningKey(ctx, s.gen)
+	e.limiter.ClearLimit(tag)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key destroyed", slog.String("keyTag", tag))
 	return nil
 }

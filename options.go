@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/pocketkms/kms/ratelimit"
 )
 
 // Clock tells the time. The Engine reads every time through it, so tests
@@ -28,6 +30,8 @@ type config struct {
 	clock    Clock
 	random   io.Reader
 	maintain time.Duration
+	limit    ratelimit.Limit
+	cacheMax int
 }
 
 func defaultConfig() config {
@@ -37,6 +41,37 @@ func defaultConfig() config {
 		clock:    systemClock{},
 		random:   rand.Reader,
 		maintain: time.Minute,
+		limit:    ratelimit.DefaultLimit(),
+		cacheMax: DefaultTokenCacheSize,
+	}
+}
+
+// DefaultTokenCacheSize is the default bound on verified tokens cached.
+const DefaultTokenCacheSize = 10_000
+
+// WithRateLimit sets the rate limit of every key without its own (see
+// SetKeyRateLimit). The default is NAVER's 300 operations per second with
+// a burst of 300; ratelimit.Limit{Unlimited: true} switches limiting off.
+func WithRateLimit(l ratelimit.Limit) Option {
+	return func(c *config) error {
+		if err := l.Validate(); err != nil {
+			return err
+		}
+		c.limit = l
+		return nil
+	}
+}
+
+// WithTokenCacheSize bounds the number of verified tokens cached (default
+// DefaultTokenCacheSize). A cache hit skips the RS256 signature check but
+// is still checked against the generator's id, the expiry and the key.
+func WithTokenCacheSize(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return errors.New("WithTokenCacheSize: size must be at least 1")
+		}
+		c.cacheMax = n
+		return nil
 	}
 }
 

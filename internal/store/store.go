@@ -13,6 +13,8 @@
 //	k/<keyTag>               KeyRecord
 //	v/<keyTag>/<%010d ver>   VersionRecord
 //	n/<lower-case name>      the key tag owning a name (uniqueness index)
+//	g/<keyTag>               GeneratorRecord (token generator)
+//	a/<keyTag>               ACLRecord (IP allow-list)
 //
 // Values are framed records: 'P', codec version, JSON, CRC-32C over the
 // record key and the frame. Anything that fails the frame is ErrCorrupt.
@@ -40,6 +42,8 @@ const (
 	prefixKey     = "k/"
 	prefixVersion = "v/"
 	prefixName    = "n/"
+	prefixGen     = "g/"
+	prefixACL     = "a/"
 	keySchema     = "m/schema"
 )
 
@@ -142,12 +146,18 @@ type Contents struct {
 	Versions map[string][]VersionRecord
 	// Names maps lower-case names to key tags.
 	Names map[string]string
+	// Generators and ACLs by key tag.
+	Generators map[string]GeneratorRecord
+	ACLs       map[string]ACLRecord
 }
 
 // Load reads every record. A record that fails its checksum fails Load
 // with ErrCorrupt.
 func (s *Store) Load() (*Contents, error) {
-	c := &Contents{Versions: map[string][]VersionRecord{}, Names: map[string]string{}}
+	c := &Contents{
+		Versions: map[string][]VersionRecord{}, Names: map[string]string{},
+		Generators: map[string]GeneratorRecord{}, ACLs: map[string]ACLRecord{},
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		if err := scan(txn, prefixKey, func(key, val []byte) error {
 			var r KeyRecord
@@ -171,6 +181,32 @@ func (s *Store) Load() (*Contents, error) {
 				return fmt.Errorf("%w: version record under wrong key", ErrCorrupt)
 			}
 			c.Versions[r.Tag] = append(c.Versions[r.Tag], r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := scan(txn, prefixGen, func(key, val []byte) error {
+			var r GeneratorRecord
+			if err := decode(key, val, &r); err != nil {
+				return err
+			}
+			if string(key) != prefixGen+r.Tag {
+				return fmt.Errorf("%w: generator record under wrong key", ErrCorrupt)
+			}
+			c.Generators[r.Tag] = r
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := scan(txn, prefixACL, func(key, val []byte) error {
+			var r ACLRecord
+			if err := decode(key, val, &r); err != nil {
+				return err
+			}
+			if string(key) != prefixACL+r.Tag {
+				return fmt.Errorf("%w: acl record under wrong key", ErrCorrupt)
+			}
+			c.ACLs[r.Tag] = r
 			return nil
 		}); err != nil {
 			return err
@@ -246,6 +282,12 @@ func (t *Txn) PutKey(r *KeyRecord) error { return t.put(keyKey(r.Tag), r) }
 // PutVersion writes a version record.
 func (t *Txn) PutVersion(r *VersionRecord) error { return t.put(versionKey(r.Tag, r.Version), r) }
 
+// PutGenerator writes a token generator record.
+func (t *Txn) PutGenerator(r *GeneratorRecord) error { return t.put(prefixGen+r.Tag, r) }
+
+// PutACL writes an IP allow-list record.
+func (t *Txn) PutACL(r *ACLRecord) error { return t.put(prefixACL+r.Tag, r) }
+
 // ClaimName records that tag owns the lower-cased name. It fails with
 // ErrNameTaken when another tag owns it.
 func (t *Txn) ClaimName(name, tag string) error {
@@ -267,14 +309,20 @@ func (t *Txn) ReleaseName(name string) error {
 	return t.txn.Delete([]byte(prefixName + strings.ToLower(name)))
 }
 
-// DeleteKey removes a key record and the given versions' records.
+// DeleteKey removes a key record, the given versions' records, and the
+// key's generator and ACL records.
 func (t *Txn) DeleteKey(tag string, versions []uint32) error {
 	for _, v := range versions {
 		if err := t.txn.Delete([]byte(versionKey(tag, v))); err != nil {
 			return err
 		}
 	}
-	return t.txn.Delete([]byte(keyKey(tag)))
+	for _, k := range []string{prefixGen + tag, prefixACL + tag, keyKey(tag)} {
+		if err := t.txn.Delete([]byte(k)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func keyKey(tag string) string { return prefixKey + tag }

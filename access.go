@@ -1,0 +1,175 @@
+package kms
+
+import (
+	"context"
+	"time"
+
+	"github.com/pocketkms/kms/acl"
+	"github.com/pocketkms/kms/internal/store"
+	"github.com/pocketkms/kms/ratelimit"
+)
+
+// ACL is a key's IP allow-list for token-plane callers.
+type ACL struct {
+	// Enabled: when true only listed addresses may use the key's tokens
+	// (an empty list denies everyone); when false anyone may.
+	Enabled bool
+	// Entries as entered, sorted by string.
+	Entries []string
+}
+
+func aclInfo(l acl.List) *ACL { return &ACL{Enabled: l.Enabled(), Entries: l.Entries()} }
+
+// GetKeyACL returns a key's IP allow-list.
+func (e *Engine) GetKeyACL(ctx context.Context, keyTag string) (*ACL, error) {
+	const op = "get key acl"
+	if !e.enter() {
+		return nil, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	_, s, err := e.lookup(op, keyTag)
+	if err != nil {
+		return nil, err
+	}
+	return aclInfo(s.acl), nil
+}
+
+// ListAllowedIPs returns a page of a key's allow-list entries, sorted by
+// string: pageNo from 0, pageSize 1..200 (0 means 20).
+func (e *Engine) ListAllowedIPs(ctx context.Context, keyTag string, pageNo, pageSize int) ([]string, int, error) {
+	const op = "list allowed ips"
+	if !e.enter() {
+		return nil, 0, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	_, s, err := e.lookup(op, keyTag)
+	if err != nil {
+		return nil, 0, err
+	}
+	page, err := s.acl.Page(pageNo, pageSize)
+	if err != nil {
+		return nil, 0, wrapErr(op, s.rec.Tag, ErrInvalidArgument, err)
+	}
+	return page, s.acl.Len(), nil
+}
+
+// SetKeyACLEnabled turns an ENABLED key's IP allow-list on or off. On with
+// an empty list denies every token caller. The change applies to the very
+// next token-plane call, tokens issued before included.
+func (e *Engine) SetKeyACLEnabled(ctx context.Context, keyTag string, enabled bool) (*ACL, error) {
+	return e.changeACL(ctx, "set key acl", keyTag, func(l acl.List) (acl.List, error) { return l.WithEnabled(enabled), nil })
+}
+
+// AddAllowedIPs adds 1..100 entries to an ENABLED key's allow-list: IPv4
+// addresses, CIDRs /0../32, addresses with '*' octets, and IPv6 addresses
+// and CIDRs in canonical form, stored exactly as entered (see package acl;
+// at most acl.MaxEntries per key). Entries already listed are no-ops; any
+// bad entry fails the whole call, naming every bad entry.
+func (e *Engine) AddAllowedIPs(ctx context.Context, keyTag string, entries []string) (*ACL, error) {
+	return e.changeACL(ctx, "add allowed ips", keyTag, func(l acl.List) (acl.List, error) { return l.Add(entries) })
+}
+
+// RemoveAllowedIPs removes 1..100 entries, matched exactly as entered. If
+// any is not listed nothing is removed and the error names every missing
+// one; on an empty list it succeeds, as on NAVER.
+func (e *Engine) RemoveAllowedIPs(ctx context.Context, keyTag string, entries []string) (*ACL, error) {
+	return e.changeACL(ctx, "remove allowed ips", keyTag, func(l acl.List) (acl.List, error) { return l.Remove(entries) })
+}
+
+func (e *Engine) changeACL(ctx context.Context, op, keyTag string, fn func(acl.List) (acl.List, error)) (*ACL, error) {
+	s, err := e.update(ctx, op, keyTag, func(s *keySnap, _ time.Time) (*keySnap, func(*store.Txn) error, error) {
+		tag := s.rec.Tag
+		if KeyState(s.rec.State) != StateEnabled {
+			return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
+		}
+		l, err := fn(s.acl)
+		if err != nil {
+			return nil, nil, wrapErr(op, tag, ErrInvalidArgument, err)
+		}
+		st := l.State()
+		if st.Enabled == s.acl.Enabled() && slicesEqual(st.Entries, s.acl.Entries()) {
+			return s, nil, nil
+		}
+		ns := s.clone()
+		ns.acl, ns.aclM = l, l.Compile()
+		rec := store.ACLRecord{Tag: tag, Enabled: st.Enabled, Entries: st.Entries}
+		return ns, func(tx *store.Txn) error { return tx.PutACL(&rec) }, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return aclInfo(s.acl), nil
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func limitOf(r *store.RateLimitRecord) ratelimit.Limit {
+	return ratelimit.Limit{Unlimited: r.Unlimited, Rate: r.PerSecond, Burst: r.Burst}
+}
+
+// SetKeyRateLimit gives a key its own token-plane rate limit, persisted,
+// in place of the Engine's (WithRateLimit); ratelimit.Limit{Unlimited:
+// true} switches limiting off for the key.
+func (e *Engine) SetKeyRateLimit(ctx context.Context, keyTag string, l ratelimit.Limit) error {
+	const op = "set key rate limit"
+	if err := l.Validate(); err != nil {
+		return wrapErr(op, "", ErrInvalidArgument, err)
+	}
+	return e.putRateLimit(ctx, op, keyTag, &store.RateLimitRecord{Unlimited: l.Unlimited, PerSecond: l.Rate, Burst: l.Burst})
+}
+
+// ClearKeyRateLimit returns a key to the Engine's rate limit.
+func (e *Engine) ClearKeyRateLimit(ctx context.Context, keyTag string) error {
+	return e.putRateLimit(ctx, "clear key rate limit", keyTag, nil)
+}
+
+func (e *Engine) putRateLimit(ctx context.Context, op, keyTag string, r *store.RateLimitRecord) error {
+	_, err := e.update(ctx, op, keyTag, func(s *keySnap, _ time.Time) (*keySnap, func(*store.Txn) error, error) {
+		rec := s.rec
+		rec.RateLimit = r
+		ns := s.clone()
+		ns.rec = rec
+		return ns, nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	// Applied after the commit, under no lock: the limiter keeps its own
+	// per-key state, and a racing second change applies in commit order
+	// closely enough for a limit (each is a whole configuration).
+	tag, _ := normalizeTag(keyTag)
+	if r == nil {
+		e.limiter.ClearLimit(tag)
+		return nil
+	}
+	if err := e.limiter.SetLimit(tag, limitOf(r)); err != nil {
+		return wrapErr(op, tag, ErrInternal, err)
+	}
+	return nil
+}
+
+// KeyRateLimit returns the limit in force for a key and whether it is the
+// key's own.
+func (e *Engine) KeyRateLimit(ctx context.Context, keyTag string) (ratelimit.Limit, bool, error) {
+	const op = "get key rate limit"
+	if !e.enter() {
+		return ratelimit.Limit{}, false, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	_, s, err := e.lookup(op, keyTag)
+	if err != nil {
+		return ratelimit.Limit{}, false, err
+	}
+	l, own := e.limiter.LimitOf(s.rec.Tag)
+	return l, own, nil
+}
