@@ -387,7 +387,9 @@ func (e *Engine) rotateLocked(ctx context.Context, op string, ent *keyEntry) (*K
 		e.discard(ctx, tag, next, s.typ, gen.Handle)
 		return nil, wrapErr(op, tag, ErrInternal, err)
 	}
-	ns := &keySnap{rec: rec, typ: s.typ, versions: append(slices.Clip(s.versions), newVersionSnap(tag, vrec))}
+	ns := s.clone()
+	ns.rec = rec
+	ns.versions = append(slices.Clip(s.versions), newVersionSnap(tag, vrec))
 	ent.snap.Store(ns)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key rotated", slog.String("keyTag", tag), slog.Int("version", int(next)))
 	return &KeyVersion{Version: next, State: VersionEnabled, Current: true, CreatedAt: msTime(vrec.CreatedAt)}, nil
