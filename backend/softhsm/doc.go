@@ -1,0 +1,158 @@
+// Package softhsm is a [backend.Backend] whose key material lives in a
+// PKCS#11 token: SoftHSM2 in development and tests, in principle any
+// module that offers the same mechanisms. Keys are generated inside the
+// token and never leave it; the Engine stores only handles that name the
+// token objects.
+//
+// Start with [New] and a [Config], written in code or parsed from a
+// pkcs11 URI with [ParseURI]:
+//
+//	cfg, err := softhsm.ParseURI("pkcs11:token=pocketkms" +
+//		"?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/run/secrets/hsm-pin")
+//	if err != nil {
+//		return err
+//	}
+//	b, err := softhsm.New(ctx, cfg)
+//	if err != nil {
+//		return err
+//	}
+//	defer b.Close()
+//	// hand b to kms.New
+//
+// Tests get a fresh SoftHSM2 token of their own from
+// backend/softhsm/softhsmtest. The package needs cgo: in a build without
+// it, New fails with an error wrapping [backend.ErrUnsupported] (the root
+// kms package never imports this one, so it builds without cgo).
+//
+// # Configuration
+//
+// A Config names the module (the PKCS#11 library), the token by label
+// and/or serial number (never by slot number, which SoftHSM2 changes as
+// tokens come and go), and the user PIN, given as a [PIN] value or as a
+// file readable by the owner only. [ParseURI] accepts the RFC 7512 subset
+//
+//	pkcs11:token=<label>;serial=<serial>?module-path=<path>&pin-source=<file>&max-sessions=<n>
+//
+// and refuses pin-value: a PIN does not belong in a URI. Create the token
+// beforehand, for SoftHSM2 with
+//
+//	softhsm2-util --init-token --free --label pocketkms --so-pin <so-pin> --pin <pin>
+//
+// (before the process starts: see Limitations). The Backend
+// implements [backend.Importer] (bring your own key, known-answer tests)
+// and [backend.PublicVerifier].
+//
+// # Key material and handles
+//
+// Every object is a token object with CKA_PRIVATE, and every secret or
+// private key has CKA_SENSITIVE set and CKA_EXTRACTABLE, CKA_WRAP,
+// CKA_UNWRAP and CKA_DERIVE cleared; imported keys get the same
+// attributes. The objects of one piece of material share a random 16-byte
+// CKA_ID and carry the CKA_LABEL "pocketkms:<purpose>:<keyTag>:<version>"
+// (the convergent nonce key adds ":convergent"). The handle is a 25-byte
+// header plus the key tag: format version, type, convergent flag,
+// purpose, version and CKA_ID (see handle.go). It holds no key material.
+// Load checks that the objects under the CKA_ID carry the labels of the
+// requested KeyRef.
+//
+// The mechanisms are:
+//
+//   - AES256: CKM_AES_KEY_GEN (32 bytes) and CKM_AES_GCM with a 12-byte
+//     nonce from crypto/rand and a 128-bit tag; the output is nonce ‖
+//     ciphertext ‖ tag. A convergent key has a second, CKK_GENERIC_SECRET
+//     key, and its nonce is the first 12 bytes of CKM_SHA256_HMAC over
+//     [backend.ConvergentNonceMessage], computed in the token: the same
+//     construction as [backend.ConvergentNonce].
+//   - RSA2048: CKM_RSA_PKCS_KEY_PAIR_GEN (e = 65537). Cipher keys sign
+//     with CKM_RSA_PKCS_PSS (SHA-256, MGF1-SHA256, 222-byte salt) and
+//     decrypt RSA-OAEP-SHA256 (see Limitations); token-signing keys sign
+//     with CKM_RSA_PKCS over the SHA-256 DigestInfo. Encryption and
+//     verification use the public key in software.
+//   - ECDSA: CKM_EC_KEY_PAIR_GEN on prime256v1 and CKM_ECDSA, whose r ‖ s
+//     output is encoded in ASN.1 DER.
+//
+// Public keys are read from the token (CKA_MODULUS and
+// CKA_PUBLIC_EXPONENT; CKA_EC_POINT, a DER OCTET STRING around the
+// uncompressed point) by Generate and again by Load.
+//
+// # Concurrency
+//
+// A Backend and its keys are safe for concurrent use. PKCS#11 allows one
+// C_Initialize per process and keeps login state per process and token,
+// so the package shares one initialised module per library file among
+// all Backends of the process (the last Close finalises it) and logs each
+// token in once: the first Backend on a token opens an extra session that
+// holds the login until the last Backend on that token closes. A later
+// New on a logged-in token must present the same PIN.
+//
+// Each Backend has a bounded pool of read-write sessions
+// (Config.MaxSessions, default [DefaultMaxSessions]), opened on demand and
+// kept; an operation takes one session for its duration, and callers wait
+// (or give up with their context) when all are busy. Close waits for the
+// operations in flight.
+//
+// The hot path never searches the token. Load resolves a handle to object
+// handles once and the Key keeps them. Because SoftHSM2 re-reads a token
+// object's file on every use, Load also copies the operational objects
+// into session objects (C_CopyObject with CKA_TOKEN false), owned by the
+// login session and shared by every Key of the process loaded from the
+// same handle; an AES-GCM encryption of 1 KiB then costs about half as
+// much. Config.NoSessionCopies turns the copies off. SoftHSM2 also
+// compares every object of the token on each search, so the first Load
+// after login enumerates the token once and indexes this package's
+// objects by CKA_ID; Generate, ImportKey and Destroy keep the index
+// current, and an ID it lacks falls back to a search. New itself reads no
+// object.
+//
+// # Security
+//
+// Secret and private keys exist in plaintext only inside the token (and,
+// for session copies, in the SoftHSM2 library's memory, which holds the
+// token objects there too). What passes through this process: plaintexts
+// and ciphertexts, the HMAC input of convergent encryption, the decoded
+// RSA block during OAEP decoding, public keys, and the material given to
+// ImportKey. Buffers this package owns are cleared after use (best
+// effort: Go may have copied them, and the PKCS#11 binding frees its C
+// copies of attribute values without clearing them).
+//
+// The PIN is read once by New and kept only as a salted SHA-256 digest,
+// to check later logins in the process. [Config] and [PIN] never print,
+// marshal or log the PIN. Errors name modules, tokens, key tags and
+// PKCS#11 return values, never a PIN, plaintext or key material; every
+// decryption failure (tag mismatch, padding, length) is the opaque
+// [backend.ErrDecryptionFailed].
+//
+// # Limitations
+//
+//   - SoftHSM2 2.6 decrypts RSA-OAEP with SHA-1 only (SHA-256 parameters
+//     fail with CKR_ARGUMENTS_BAD). The token therefore performs the raw
+//     RSA decryption (CKM_RSA_X_509) and this package decodes EME-OAEP
+//     (RFC 8017 §7.1.2) in constant time, with one opaque error for every
+//     failure; the Wycheproof OAEP vectors check it. The decoded block is
+//     in this process's memory for a moment.
+//   - SoftHSM2 reports a GCM tag mismatch as CKR_GENERAL_ERROR; C_Decrypt
+//     errors that are not about the key or the session are therefore all
+//     mapped to backend.ErrDecryptionFailed.
+//   - Generate creates token objects before the Engine has stored the
+//     handle. If the process dies in between, the objects stay in the
+//     token as orphans; they carry the pocketkms: label of their KeyRef,
+//     so an operator can find and destroy them.
+//   - Session copies and the index belong to this process. Destroy
+//     removes them here, but if another process destroys the token objects
+//     of a key this process has loaded, the key keeps working here until
+//     the token's last Backend closes (set NoSessionCopies to avoid that).
+//   - A token that other code in the process logged in without this
+//     package (C_Login answers "already logged in") cannot have its PIN
+//     checked by New.
+//   - Creating token objects with SoftHSM2's file store takes milliseconds
+//     per object, and the first Load after login costs about 70 µs per
+//     object in the token (the index).
+//   - SoftHSM2 reads SOFTHSM2_CONF once per process, at the first
+//     C_Initialize, and does not see tokens another process creates later
+//     until the module is finalised (when the last Backend closes).
+//   - The package is tested with SoftHSM2 2.6.1 only. It relies on object
+//     handles staying valid and unique while the token is logged in, which
+//     SoftHSM2 guarantees; Destroy also marks the destroyed material in
+//     this process, so stale Keys fail with backend.ErrKeyNotFound rather
+//     than reaching a reused handle.
+package softhsm

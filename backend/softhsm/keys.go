@@ -1,0 +1,435 @@
+//go:build cgo
+
+package softhsm
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/asn1"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/backend/softhsm/internal/p11"
+)
+
+var (
+	_ backend.Encrypter = (*aesKey)(nil)
+	_ backend.Decrypter = (*aesKey)(nil)
+	_ backend.Encrypter = (*rsaKey)(nil)
+	_ backend.Decrypter = (*rsaKey)(nil)
+	_ backend.Signer    = (*rsaKey)(nil)
+	_ backend.Verifier  = (*rsaKey)(nil)
+	_ backend.Signer    = (*ecdsaKey)(nil)
+	_ backend.Verifier  = (*ecdsaKey)(nil)
+)
+
+var nativeEndian = binary.NativeEndian
+
+// pssMaxSalt is the maximum PSS salt length for SHA-256 under a 2048-bit
+// modulus: emLen − hLen − 2 = 256 − 32 − 2.
+const pssMaxSalt = backend.RSAModulusBits/8 - sha256.Size - 2
+
+// rsaSize is the size of an RSA-2048 block.
+const rsaSize = backend.RSAModulusBits / 8
+
+// sha256DigestInfo is the DER prefix of a SHA-256 DigestInfo (RFC 8017
+// §9.2, note 1), which CKM_RSA_PKCS signs in front of the digest.
+var sha256DigestInfo = []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
+
+// keyBase is embedded in every loaded key: the object handles it was
+// resolved to once, at Load, and never searches again.
+type keyBase struct {
+	b   *Backend
+	set *objectSet
+	ref backend.KeyRef
+	typ backend.KeyType
+}
+
+// Ref returns the KeyRef the material was created for.
+func (k *keyBase) Ref() backend.KeyRef { return k.ref }
+
+// Type returns the key type.
+func (k *keyBase) Type() backend.KeyType { return k.typ }
+
+func (k *keyBase) errorf(op string, err error) error {
+	return fmt.Errorf("softhsm: %s %s: %w", op, describe(k.ref), err)
+}
+
+// check returns ErrClosed after the backend's Close, ErrKeyNotFound after
+// Destroy, or the context's error.
+func (k *keyBase) check(ctx context.Context) error {
+	if err := k.b.check(ctx); err != nil {
+		return err
+	}
+	if k.set.gone.Load() {
+		return backend.ErrKeyNotFound
+	}
+	return nil
+}
+
+// String returns a redacted description: type and KeyRef, never material
+// or object handles.
+func (k *keyBase) String() string {
+	return fmt.Sprintf("softhsm.Key{%s %s, material in %s}", k.typ, describe(k.ref), k.b.desc)
+}
+
+// GoString returns the same description as String.
+func (k *keyBase) GoString() string { return k.String() }
+
+// Format prints the same description as String for every verb.
+func (k *keyBase) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
+
+// MarshalJSON encodes the same description as String as a JSON string.
+func (k *keyBase) MarshalJSON() ([]byte, error) { return jsonString(k.String()), nil }
+
+// LogValue logs the same description as String.
+func (k *keyBase) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// opErr maps the error of a token operation that is not a decryption.
+func (k *keyBase) opErr(op string, err error) error { return k.errorf(op, objErr(err)) }
+
+// decryptErr maps the error of a token decryption: every failure that is
+// not about the key, the session or the context is ErrDecryptionFailed,
+// with no detail (SoftHSM2 reports a GCM tag mismatch as
+// CKR_GENERAL_ERROR).
+func (k *keyBase) decryptErr(err error) error {
+	var rv pkcs11.Error
+	switch {
+	case !errors.As(err, &rv):
+		return k.errorf("decrypt", err) // ErrClosed, context errors
+	case p11.Is(err, pkcs11.CKR_OBJECT_HANDLE_INVALID), p11.Is(err, pkcs11.CKR_KEY_HANDLE_INVALID), sessionBroken(err):
+		return k.errorf("decrypt", objErr(err))
+	}
+	return k.errorf("decrypt", backend.ErrDecryptionFailed)
+}
+
+// aesKey is a loaded AES256 key.
+type aesKey struct {
+	keyBase
+}
+
+// Encrypt encrypts with CKM_AES_GCM in the token under a random nonce,
+// or under the convergent nonce computed in the token.
+func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
+	if err := k.check(ctx); err != nil {
+		return nil, k.errorf("encrypt", err)
+	}
+	if req == nil {
+		return nil, k.errorf("encrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	}
+	if len(req.Plaintext) > MaxAESInput || len(req.AdditionalData) > MaxAESInput {
+		return nil, k.errorf("encrypt", fmt.Errorf("%w: input larger than %d bytes", backend.ErrInvalidArgument, MaxAESInput))
+	}
+	p := k.b.mod.Ctx
+	var out []byte
+	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+		nonce := make([]byte, backend.NonceSize)
+		if k.set.mac != 0 {
+			// The convergent nonce is the HMAC-SHA256, computed in the
+			// token, of backend.ConvergentNonceMessage: the construction
+			// of backend.ConvergentNonce.
+			msg := backend.ConvergentNonceMessage(req.AdditionalData, req.Plaintext)
+			defer clear(msg)
+			if err := p.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}, k.set.mac); err != nil {
+				return err
+			}
+			mac, err := p.Sign(s, msg)
+			if err != nil {
+				return err
+			}
+			if len(mac) != sha256.Size {
+				return errors.New("token returned an HMAC of the wrong size")
+			}
+			copy(nonce, mac)
+		} else if _, err := rand.Read(nonce); err != nil {
+			return err
+		}
+		params := pkcs11.NewGCMParams(nonce, req.AdditionalData, 8*backend.TagSize)
+		defer params.Free()
+		if err := p.EncryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, k.set.primary); err != nil {
+			return err
+		}
+		ct, err := p.Encrypt(s, req.Plaintext)
+		if err != nil {
+			return err
+		}
+		if len(ct) != len(req.Plaintext)+backend.TagSize {
+			return errors.New("token returned a ciphertext of the wrong size")
+		}
+		out = make([]byte, 0, backend.NonceSize+len(ct))
+		out = append(append(out, nonce...), ct...)
+		return nil
+	})
+	if err != nil {
+		return nil, k.opErr("encrypt", err)
+	}
+	return out, nil
+}
+
+// Decrypt decrypts with CKM_AES_GCM in the token; every failure that is
+// not about the key, the session or the context is
+// backend.ErrDecryptionFailed.
+func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]byte, error) {
+	if err := k.check(ctx); err != nil {
+		return nil, k.errorf("decrypt", err)
+	}
+	if req == nil {
+		return nil, k.errorf("decrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	}
+	if len(req.AdditionalData) > MaxAESInput {
+		return nil, k.errorf("decrypt", fmt.Errorf("%w: additional data larger than %d bytes", backend.ErrInvalidArgument, MaxAESInput))
+	}
+	ct := req.Ciphertext
+	if len(ct) < backend.NonceSize+backend.TagSize || len(ct) > backend.NonceSize+MaxAESInput+backend.TagSize {
+		return nil, k.errorf("decrypt", backend.ErrDecryptionFailed)
+	}
+	p := k.b.mod.Ctx
+	var pt []byte
+	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+		params := pkcs11.NewGCMParams(ct[:backend.NonceSize], req.AdditionalData, 8*backend.TagSize)
+		defer params.Free()
+		if err := p.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, k.set.primary); err != nil {
+			return err
+		}
+		var err error
+		pt, err = p.Decrypt(s, ct[backend.NonceSize:])
+		return err
+	})
+	if err != nil {
+		return nil, k.decryptErr(err)
+	}
+	if pt == nil {
+		pt = []byte{}
+	}
+	return pt, nil
+}
+
+// rsaKey is a loaded RSA2048 key. Public-key operations (Encrypt, Verify)
+// run in software on the public key read at Load.
+type rsaKey struct {
+	keyBase
+	pub *rsa.PublicKey
+}
+
+func (k *rsaKey) tokenSigning() bool { return k.ref.Purpose == backend.PurposeTokenSigning }
+
+// Public returns the *rsa.PublicKey read from the token at Load.
+func (k *rsaKey) Public() crypto.PublicKey { return k.pub }
+
+// Encrypt encrypts RSA-OAEP-SHA256 in software under the public key.
+func (k *rsaKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
+	if err := k.check(ctx); err != nil {
+		return nil, k.errorf("encrypt", err)
+	}
+	switch {
+	case req == nil:
+		return nil, k.errorf("encrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	case k.tokenSigning():
+		return nil, k.errorf("encrypt", fmt.Errorf("%w: token-signing keys do not encrypt", backend.ErrInvalidArgument))
+	case len(req.AdditionalData) != 0:
+		return nil, k.errorf("encrypt", fmt.Errorf("%w: rsa encryption takes no additional data", backend.ErrInvalidArgument))
+	}
+	ct, err := backend.EncryptOAEP(k.pub, req.Plaintext)
+	if err != nil {
+		return nil, k.errorf("encrypt", err)
+	}
+	return ct, nil
+}
+
+// Decrypt decrypts RSA-OAEP-SHA256. SoftHSM2 2.6 decrypts OAEP with SHA-1
+// only, so the token does the raw RSA decryption (CKM_RSA_X_509) and
+// oaepDecode the EME-OAEP decoding, in constant time.
+func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]byte, error) {
+	if err := k.check(ctx); err != nil {
+		return nil, k.errorf("decrypt", err)
+	}
+	switch {
+	case req == nil:
+		return nil, k.errorf("decrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	case k.tokenSigning():
+		return nil, k.errorf("decrypt", fmt.Errorf("%w: token-signing keys do not decrypt", backend.ErrInvalidArgument))
+	case len(req.AdditionalData) != 0:
+		return nil, k.errorf("decrypt", fmt.Errorf("%w: rsa decryption takes no additional data", backend.ErrInvalidArgument))
+	}
+	// RFC 8017 §7.1.2 step 1.b: the ciphertext must be k bytes.
+	if len(req.Ciphertext) != rsaSize {
+		return nil, k.errorf("decrypt", backend.ErrDecryptionFailed)
+	}
+	p := k.b.mod.Ctx
+	var em []byte
+	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+		if err := p.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil)}, k.set.primary); err != nil {
+			return err
+		}
+		var err error
+		em, err = p.Decrypt(s, req.Ciphertext)
+		return err
+	})
+	if err != nil {
+		return nil, k.decryptErr(err)
+	}
+	defer clear(em)
+	if len(em) > rsaSize {
+		return nil, k.errorf("decrypt", backend.ErrDecryptionFailed)
+	}
+	// I2OSP to exactly k bytes (a module may drop leading zeros).
+	full := make([]byte, rsaSize)
+	defer clear(full)
+	copy(full[rsaSize-len(em):], em)
+	msg, ok := oaepDecode(full, rsaSize)
+	if !ok {
+		return nil, k.errorf("decrypt", backend.ErrDecryptionFailed)
+	}
+	return append([]byte{}, msg...), nil
+}
+
+// checkAlgorithm enforces key separation, as backend/memory does: PSS for
+// cipher keys, PKCS #1 v1.5 for token-signing keys.
+func (k *rsaKey) checkAlgorithm(a backend.Algorithm) error {
+	want := backend.AlgRSAPSSSHA256
+	if k.tokenSigning() {
+		want = backend.AlgRSAPKCS1v15SHA256
+	}
+	if a != want {
+		return fmt.Errorf("%w: algorithm %v does not fit a %s %s key", backend.ErrInvalidArgument, a, k.typ, k.ref.Purpose)
+	}
+	return nil
+}
+
+// Sign signs the digest in the token: CKM_RSA_PKCS_PSS (SHA-256,
+// MGF1-SHA256, 222-byte salt) for cipher keys, CKM_RSA_PKCS over the
+// SHA-256 DigestInfo for token-signing keys.
+func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
+	if err := k.check(ctx); err != nil {
+		return nil, k.errorf("sign", err)
+	}
+	if err := checkSignRequest(req); err != nil {
+		return nil, k.errorf("sign", err)
+	}
+	if err := k.checkAlgorithm(req.Algorithm); err != nil {
+		return nil, k.errorf("sign", err)
+	}
+	var mech *pkcs11.Mechanism
+	var data []byte
+	if req.Algorithm == backend.AlgRSAPSSSHA256 {
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256, pssMaxSalt))
+		data = req.Digest
+	} else {
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)
+		data = append(append(make([]byte, 0, len(sha256DigestInfo)+sha256.Size), sha256DigestInfo...), req.Digest...)
+	}
+	sig, err := k.sign(ctx, mech, data)
+	if err != nil {
+		return nil, k.opErr("sign", err)
+	}
+	if len(sig) != rsaSize {
+		return nil, k.errorf("sign", errors.New("token returned a signature of the wrong size"))
+	}
+	return sig, nil
+}
+
+func (k *keyBase) sign(ctx context.Context, mech *pkcs11.Mechanism, data []byte) ([]byte, error) {
+	p := k.b.mod.Ctx
+	var sig []byte
+	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+		if err := p.SignInit(s, []*pkcs11.Mechanism{mech}, k.set.primary); err != nil {
+			return err
+		}
+		var err error
+		sig, err = p.Sign(s, data)
+		return err
+	})
+	return sig, err
+}
+
+// Verify verifies in software under the public key read at Load.
+func (k *rsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
+	if err := k.check(ctx); err != nil {
+		return false, k.errorf("verify", err)
+	}
+	if req == nil {
+		return false, k.errorf("verify", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	}
+	if err := k.checkAlgorithm(req.Algorithm); err != nil {
+		return false, k.errorf("verify", err)
+	}
+	ok, err := backend.VerifyWithPublicKey(k.pub, req)
+	if err != nil {
+		return false, k.errorf("verify", err)
+	}
+	return ok, nil
+}
+
+// ecdsaKey is a loaded ECDSA P-256 key.
+type ecdsaKey struct {
+	keyBase
+	pub *ecdsa.PublicKey
+}
+
+// Public returns the *ecdsa.PublicKey read from the token at Load.
+func (k *ecdsaKey) Public() crypto.PublicKey { return k.pub }
+
+// Sign signs the digest in the token with CKM_ECDSA, which returns r ‖ s,
+// and encodes the signature in ASN.1 DER.
+func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
+	if err := k.check(ctx); err != nil {
+		return nil, k.errorf("sign", err)
+	}
+	if err := checkSignRequest(req); err != nil {
+		return nil, k.errorf("sign", err)
+	}
+	if req.Algorithm != backend.AlgECDSAP256SHA256 {
+		return nil, k.errorf("sign", fmt.Errorf("%w: algorithm %v does not fit an ECDSA key", backend.ErrInvalidArgument, req.Algorithm))
+	}
+	raw, err := k.sign(ctx, pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil), req.Digest)
+	if err != nil {
+		return nil, k.opErr("sign", err)
+	}
+	if len(raw) != 64 {
+		return nil, k.errorf("sign", errors.New("token returned a signature of the wrong size"))
+	}
+	sig, err := asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:32]), new(big.Int).SetBytes(raw[32:])})
+	if err != nil {
+		return nil, k.errorf("sign", err)
+	}
+	return sig, nil
+}
+
+// Verify verifies in software under the public key read at Load.
+func (k *ecdsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
+	if err := k.check(ctx); err != nil {
+		return false, k.errorf("verify", err)
+	}
+	ok, err := backend.VerifyWithPublicKey(k.pub, req)
+	if err != nil {
+		return false, k.errorf("verify", err)
+	}
+	return ok, nil
+}
+
+func checkSignRequest(req *backend.SignRequest) error {
+	if req == nil {
+		return fmt.Errorf("%w: nil request", backend.ErrInvalidArgument)
+	}
+	if len(req.Digest) != sha256.Size {
+		return fmt.Errorf("%w: digest must be %d bytes", backend.ErrInvalidArgument, sha256.Size)
+	}
+	return nil
+}
+
+func jsonString(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}

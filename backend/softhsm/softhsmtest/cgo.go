@@ -1,0 +1,5 @@
+//go:build cgo
+
+package softhsmtest
+
+const haveCgo = true
