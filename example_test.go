@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
@@ -82,4 +83,58 @@ func ExampleError() {
 		fmt.Println(ke.Code, ke.Status, errors.Is(err, kms.ErrKeyNotFound))
 	}
 	// Output: ResourceNotFound 404 true
+}
+
+// exampleClock is a clock an example can move forward.
+type exampleClock struct{ now time.Time }
+
+func (c *exampleClock) Now() time.Time { return c.now }
+
+func ExampleEngine_DisableKeyVersion() {
+	ctx := context.Background()
+	e := newExampleEngine()
+	defer e.Close()
+
+	k, _ := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "orders", Type: kms.AES256})
+	old, _ := e.Encrypt(ctx, k.Tag, []byte("v1 data"), nil)
+	e.RotateKey(ctx, k.Tag)
+
+	_, err := e.DisableKeyVersion(ctx, k.Tag, 2)
+	fmt.Println("disable current:", errors.Is(err, kms.ErrInvalidState))
+	e.DisableKeyVersion(ctx, k.Tag, 1)
+	_, err = e.Decrypt(ctx, k.Tag, old, nil)
+	fmt.Println("decrypt v1 while disabled:", errors.Is(err, kms.ErrVersionDisabled))
+	e.EnableKeyVersion(ctx, k.Tag, 1)
+	pt, _ := e.Decrypt(ctx, k.Tag, old, nil)
+	fmt.Println("after enable:", string(pt))
+	// Output:
+	// disable current: true
+	// decrypt v1 while disabled: true
+	// after enable: v1 data
+}
+
+func ExampleEngine_RequestKeyDeletion() {
+	ctx := context.Background()
+	clk := &exampleClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	root, _ := memory.GenerateRootKey()
+	be, _ := memory.New(root)
+	e, _ := kms.New(ctx, be, kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+	defer e.Close()
+
+	k, _ := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "retired", Type: kms.AES256})
+	k, _ = e.RequestKeyDeletion(ctx, k.Tag)
+	fmt.Println(k.State, "until", k.DestroyAt.Format(time.RFC3339))
+
+	k, _ = e.CancelKeyDeletion(ctx, k.Tag) // changed our mind: DISABLED, not ENABLED
+	fmt.Println(k.State)
+
+	e.RequestKeyDeletion(ctx, k.Tag)
+	clk.now = clk.now.Add(kms.DeletionDelay)
+	e.Maintain(ctx) // the background worker does this every minute
+	_, err := e.GetKey(ctx, k.Tag)
+	fmt.Println("after 72h:", errors.Is(err, kms.ErrKeyNotFound))
+	// Output:
+	// REVOKED until 2026-03-04T09:00:00Z
+	// DISABLED
+	// after 72h: true
 }

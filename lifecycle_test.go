@@ -392,3 +392,35 @@ func TestBackgroundMaintenance(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestAutoRotationAfterRestart: a rotation that fell due while the process
+// was down runs once when the Engine is back, however many periods passed.
+func TestAutoRotationAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	clk := newFakeClock()
+	ctx := context.Background()
+	open := func() *kms.Engine {
+		e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open()
+	k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "restart", Type: kms.AES256, AutoRotation: true, RotationPeriodDays: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	clk.Advance(10 * 24 * time.Hour) // ten periods while down
+	e = open()
+	defer e.Close()
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.Maintain(ctx)
+	got, _ := e.GetKey(ctx, k.Tag)
+	if got.CurrentVersion != 2 || !got.AutoRotation.NextRotationAt.Equal(clk.Now().Add(24*time.Hour)) {
+		t.Fatalf("after restart: version %d, next %v", got.CurrentVersion, got.AutoRotation.NextRotationAt)
+	}
+}
