@@ -22,35 +22,33 @@ func aclInfo(l acl.List) *ACL { return &ACL{Enabled: l.Enabled(), Entries: l.Ent
 
 // GetKeyACL returns a key's IP allow-list.
 func (e *Engine) GetKeyACL(ctx context.Context, keyTag string) (*ACL, error) {
-	const op = "get key acl"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return aclInfo(s.acl), nil
+	return readKey(e, "get key acl", keyTag, func(op string, s *keySnap) (*ACL, error) {
+		return aclInfo(s.acl), nil
+	})
+}
+
+// AllowedIPPage is one page of a key's allow-list.
+type AllowedIPPage struct {
+	// Entries as entered, sorted by string.
+	Entries    []string
+	PageNo     int
+	PageSize   int
+	TotalCount int
 }
 
 // ListAllowedIPs returns a page of a key's allow-list entries, sorted by
 // string: pageNo from 0, pageSize 1..200 (0 means 20).
-func (e *Engine) ListAllowedIPs(ctx context.Context, keyTag string, pageNo, pageSize int) ([]string, int, error) {
-	const op = "list allowed ips"
-	if !e.enter() {
-		return nil, 0, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return nil, 0, err
-	}
-	page, err := s.acl.Page(pageNo, pageSize)
-	if err != nil {
-		return nil, 0, wrapErr(op, s.rec.Tag, ErrInvalidArgument, err)
-	}
-	return page, s.acl.Len(), nil
+func (e *Engine) ListAllowedIPs(ctx context.Context, keyTag string, pageNo, pageSize int) (*AllowedIPPage, error) {
+	return readKey(e, "list allowed ips", keyTag, func(op string, s *keySnap) (*AllowedIPPage, error) {
+		if pageSize == 0 {
+			pageSize = acl.DefaultPageSize
+		}
+		page, err := s.acl.Page(pageNo, pageSize)
+		if err != nil {
+			return nil, wrapErr(op, s.rec.Tag, ErrInvalidArgument, err)
+		}
+		return &AllowedIPPage{Entries: page, PageNo: pageNo, PageSize: pageSize, TotalCount: s.acl.Len()}, nil
+	})
 }
 
 // SetKeyACLEnabled turns an ENABLED key's IP allow-list on or off. On with
@@ -158,18 +156,18 @@ func (e *Engine) putRateLimit(ctx context.Context, op, keyTag string, r *store.R
 	return nil
 }
 
-// KeyRateLimit returns the limit in force for a key and whether it is the
-// key's own.
-func (e *Engine) KeyRateLimit(ctx context.Context, keyTag string) (ratelimit.Limit, bool, error) {
-	const op = "get key rate limit"
-	if !e.enter() {
-		return ratelimit.Limit{}, false, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return ratelimit.Limit{}, false, err
-	}
-	l, own := e.limiter.LimitOf(s.rec.Tag)
-	return l, own, nil
+// KeyRateLimit is the rate limit in force for a key.
+type KeyRateLimit struct {
+	ratelimit.Limit
+	// Own is true when the key has its own limit (SetKeyRateLimit) rather
+	// than the Engine's.
+	Own bool
+}
+
+// GetKeyRateLimit returns the rate limit in force for a key.
+func (e *Engine) GetKeyRateLimit(ctx context.Context, keyTag string) (*KeyRateLimit, error) {
+	return readKey(e, "get key rate limit", keyTag, func(op string, s *keySnap) (*KeyRateLimit, error) {
+		l, own := e.limiter.LimitOf(s.rec.Tag)
+		return &KeyRateLimit{Limit: l, Own: own}, nil
+	})
 }

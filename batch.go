@@ -109,19 +109,12 @@ func asError(op, tag string, err error) *Error {
 // either every item succeeds, or the call fails with a *BatchError (inside
 // the *Error) naming each failed item and returns no ciphertexts.
 func (e *Engine) BatchEncrypt(ctx context.Context, keyTag string, items []EncryptItem) ([]string, error) {
-	const op = "batch encrypt"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	if err := checkBatchSize(op, len(items)); err != nil {
+	if err := checkBatchSize("batch encrypt", len(items)); err != nil {
 		return nil, err
 	}
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return e.batchEncrypt(ctx, op, s, items)
+	return onKey(e, "batch encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
+		return e.batchEncrypt(ctx, op, s, items)
+	})
 }
 
 func (e *Engine) batchEncrypt(ctx context.Context, op string, s *keySnap, items []EncryptItem) ([]string, error) {
@@ -151,19 +144,12 @@ func decryptShape(op, tag string) func(DecryptItem) *Error {
 // BatchDecrypt decrypts 1..100 items atomically, each with the version
 // its prefix names; see BatchEncrypt for the failure contract.
 func (e *Engine) BatchDecrypt(ctx context.Context, keyTag string, items []DecryptItem) ([][]byte, error) {
-	const op = "batch decrypt"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	if err := checkBatchSize(op, len(items)); err != nil {
+	if err := checkBatchSize("batch decrypt", len(items)); err != nil {
 		return nil, err
 	}
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return e.batchDecrypt(ctx, op, s, items)
+	return onKey(e, "batch decrypt", keyTag, func(op string, s *keySnap) ([][]byte, error) {
+		return e.batchDecrypt(ctx, op, s, items)
+	})
 }
 
 func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([][]byte, error) {
@@ -175,19 +161,12 @@ func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items 
 // BatchReEncrypt re-encrypts 1..100 items atomically under the current
 // version; see BatchEncrypt for the failure contract.
 func (e *Engine) BatchReEncrypt(ctx context.Context, keyTag string, items []DecryptItem) ([]string, error) {
-	const op = "batch re-encrypt"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	if err := checkBatchSize(op, len(items)); err != nil {
+	if err := checkBatchSize("batch re-encrypt", len(items)); err != nil {
 		return nil, err
 	}
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return e.batchReEncrypt(ctx, op, s, items)
+	return onKey(e, "batch re-encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
+		return e.batchReEncrypt(ctx, op, s, items)
+	})
 }
 
 func (e *Engine) batchReEncrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([]string, error) {

@@ -62,16 +62,23 @@ func (c *CustomKey) GoString() string { return c.String() }
 // Format writes String for every verb, so no verb prints the plaintext.
 func (c *CustomKey) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
 
-// opKey resolves a key for a cipher operation and checks it is ENABLED.
-func (e *Engine) opKey(op, tag string) (*keySnap, error) {
-	_, s, err := e.lookup(op, tag)
+// onKey runs a trusted-plane cipher operation: it registers the call
+// (ErrClosed once closed), resolves the key and checks it is ENABLED, then
+// runs fn on the key's snapshot.
+func onKey[R any](e *Engine, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
+	var zero R
+	if !e.enter() {
+		return zero, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	_, s, err := e.lookup(op, keyTag)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	if s.rec.State != string(StateEnabled) {
-		return nil, newErr(op, s.rec.Tag, ErrKeyNotEnabled, "")
+		return zero, newErr(op, s.rec.Tag, ErrKeyNotEnabled, "")
 	}
-	return s, nil
+	return fn(op, s)
 }
 
 // aesAD returns the associated data of an AES body: the version's prefix,
@@ -102,16 +109,9 @@ func checkContext(op string, s *keySnap, encCtx []byte) error {
 // encCtx is required (1..50 bytes) for convergent keys and ignored
 // otherwise, as NAVER does.
 func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error) {
-	const op = "encrypt"
-	if !e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return "", err
-	}
-	return e.encrypt(ctx, op, s, plaintext, encCtx)
+	return onKey(e, "encrypt", keyTag, func(op string, s *keySnap) (string, error) {
+		return e.encrypt(ctx, op, s, plaintext, encCtx)
+	})
 }
 
 func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, encCtx []byte) (string, error) {
@@ -149,16 +149,9 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 // version its prefix names. encCtx must be the context used to encrypt
 // (convergent keys). Any mismatch or tampering fails with ErrDecryptionFailed.
 func (e *Engine) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) ([]byte, error) {
-	const op = "decrypt"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return e.decrypt(ctx, op, s, ciphertext, encCtx)
+	return onKey(e, "decrypt", keyTag, func(op string, s *keySnap) ([]byte, error) {
+		return e.decrypt(ctx, op, s, ciphertext, encCtx)
+	})
 }
 
 func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) ([]byte, error) {
@@ -221,16 +214,9 @@ func (e *Engine) envelopeVersion(op string, s *keySnap, text string) (*versionSn
 // current version, without the plaintext leaving the Engine. A ciphertext
 // already at the current version gets a fresh encryption.
 func (e *Engine) ReEncrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) (string, error) {
-	const op = "re-encrypt"
-	if !e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return "", err
-	}
-	return e.reEncrypt(ctx, op, s, ciphertext, encCtx)
+	return onKey(e, "re-encrypt", keyTag, func(op string, s *keySnap) (string, error) {
+		return e.reEncrypt(ctx, op, s, ciphertext, encCtx)
+	})
 }
 
 func (e *Engine) reEncrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) (string, error) {
@@ -247,16 +233,9 @@ func (e *Engine) reEncrypt(ctx context.Context, op string, s *keySnap, ciphertex
 // RSA2048), and in plaintext only when RequestPlainKey is set. pocketkms
 // does not store data keys.
 func (e *Engine) CreateCustomKey(ctx context.Context, keyTag string, req CustomKeyRequest) (*CustomKey, error) {
-	const op = "create custom key"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return e.createCustomKey(ctx, op, s, req)
+	return onKey(e, "create custom key", keyTag, func(op string, s *keySnap) (*CustomKey, error) {
+		return e.createCustomKey(ctx, op, s, req)
+	})
 }
 
 func (e *Engine) createCustomKey(ctx context.Context, op string, s *keySnap, req CustomKeyRequest) (*CustomKey, error) {
@@ -293,16 +272,9 @@ func (e *Engine) createCustomKey(ctx context.Context, op string, s *keySnap, req
 // SHA-256) with the key's current version: RSA-PSS for RSA2048, DER ECDSA
 // for ECDSA. It returns "ncpkms:v{N}:<base64 signature>".
 func (e *Engine) Sign(ctx context.Context, keyTag string, data []byte) (string, error) {
-	const op = "sign"
-	if !e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return "", err
-	}
-	return e.sign(ctx, op, s, data)
+	return onKey(e, "sign", keyTag, func(op string, s *keySnap) (string, error) {
+		return e.sign(ctx, op, s, data)
+	})
 }
 
 func signAlg(t KeyType) backend.Algorithm {
@@ -343,16 +315,9 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 // ECDSA signature that is not DER is ErrInvalidArgument; an unknown
 // version is ErrVersionNotFound and a disabled one ErrVersionDisabled.
 func (e *Engine) Verify(ctx context.Context, keyTag string, data []byte, signature string) (bool, error) {
-	const op = "verify"
-	if !e.enter() {
-		return false, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return false, err
-	}
-	return e.verify(ctx, op, s, data, signature)
+	return onKey(e, "verify", keyTag, func(op string, s *keySnap) (bool, error) {
+		return e.verify(ctx, op, s, data, signature)
+	})
 }
 
 func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte, signature string) (bool, error) {
@@ -399,16 +364,9 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 // key of an RSA2048 or ECDSA key version; version 0 means the current one.
 // A disabled version's public key is refused.
 func (e *Engine) GetPublicKey(ctx context.Context, keyTag string, version uint32) (string, error) {
-	const op = "get public key"
-	if !e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	s, err := e.opKey(op, keyTag)
-	if err != nil {
-		return "", err
-	}
-	return publicKeyPEM(op, s, version)
+	return onKey(e, "get public key", keyTag, func(op string, s *keySnap) (string, error) {
+		return publicKeyPEM(op, s, version)
+	})
 }
 
 func publicKeyPEM(op string, s *keySnap, version uint32) (string, error) {

@@ -265,37 +265,23 @@ func lower(s string) string {
 
 // GetKey returns a key's description.
 func (e *Engine) GetKey(ctx context.Context, keyTag string) (*Key, error) {
-	const op = "get key"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return s.info(), nil
+	return readKey(e, "get key", keyTag, func(op string, s *keySnap) (*Key, error) {
+		return s.info(), nil
+	})
 }
 
 // ListKeyVersions returns a key's versions in ascending order.
 func (e *Engine) ListKeyVersions(ctx context.Context, keyTag string) ([]KeyVersion, error) {
-	const op = "list key versions"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]KeyVersion, len(s.versions))
-	for i, v := range s.versions {
-		out[i] = KeyVersion{
-			Version: v.rec.Version, State: VersionState(v.rec.State),
-			Current: i == len(s.versions)-1, CreatedAt: msTime(v.rec.CreatedAt),
+	return readKey(e, "list key versions", keyTag, func(op string, s *keySnap) ([]KeyVersion, error) {
+		out := make([]KeyVersion, len(s.versions))
+		for i, v := range s.versions {
+			out[i] = KeyVersion{
+				Version: v.rec.Version, State: VersionState(v.rec.State),
+				Current: i == len(s.versions)-1, CreatedAt: msTime(v.rec.CreatedAt),
+			}
 		}
-	}
-	return out, nil
+		return out, nil
+	})
 }
 
 // ListKeys returns a page of keys, newest first.

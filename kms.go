@@ -404,3 +404,18 @@ func normalizeTag(tag string) (string, bool) {
 }
 
 func (e *Engine) now() time.Time { return e.clock.Now() }
+
+// readKey runs a trusted-plane read of a key in any state: it registers
+// the call (ErrClosed once closed), resolves the key, then runs fn.
+func readKey[R any](e *Engine, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
+	var zero R
+	if !e.enter() {
+		return zero, newErr(op, "", ErrClosed, "")
+	}
+	defer e.leave()
+	_, s, err := e.lookup(op, keyTag)
+	if err != nil {
+		return zero, err
+	}
+	return fn(op, s)
+}

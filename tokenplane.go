@@ -112,158 +112,107 @@ func tokenErr(op, tag string, err error) *Error {
 	return wrapErr(op, tag, ErrTokenInvalid, err)
 }
 
-// Encrypt is Engine.Encrypt on the token plane (permission Encrypt).
-func (c TokenClient) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error) {
-	const op = "encrypt"
+// onToken runs a token-plane call: it registers the call (ErrClosed once
+// closed), runs the checks of auth, then fn on the key's snapshot.
+func onToken[R any](c TokenClient, op, keyTag string, kind token.Kind, perm token.Permission, cost int,
+	fn func(op string, s *keySnap, claims *token.Claims) (R, error)) (R, error) {
+	var zero R
 	if !c.e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
+		return zero, newErr(op, "", ErrClosed, "")
 	}
 	defer c.e.leave()
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermEncrypt, 1)
+	s, claims, err := c.auth(op, keyTag, kind, perm, cost)
 	if err != nil {
-		return "", err
+		return zero, err
 	}
-	return c.e.encrypt(ctx, op, s, plaintext, encCtx)
+	return fn(op, s, claims)
+}
+
+// Encrypt is Engine.Encrypt on the token plane (permission Encrypt).
+func (c TokenClient) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error) {
+	return onToken(c, "encrypt", keyTag, token.Access, token.PermEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+		return c.e.encrypt(ctx, op, s, plaintext, encCtx)
+	})
 }
 
 // Decrypt is Engine.Decrypt on the token plane (permission Decrypt).
 func (c TokenClient) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) ([]byte, error) {
-	const op = "decrypt"
-	if !c.e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermDecrypt, 1)
-	if err != nil {
-		return nil, err
-	}
-	return c.e.decrypt(ctx, op, s, ciphertext, encCtx)
+	return onToken(c, "decrypt", keyTag, token.Access, token.PermDecrypt, 1, func(op string, s *keySnap, _ *token.Claims) ([]byte, error) {
+		return c.e.decrypt(ctx, op, s, ciphertext, encCtx)
+	})
 }
 
 // ReEncrypt is Engine.ReEncrypt on the token plane (permission ReEncrypt).
 func (c TokenClient) ReEncrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) (string, error) {
-	const op = "re-encrypt"
-	if !c.e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermReEncrypt, 1)
-	if err != nil {
-		return "", err
-	}
-	return c.e.reEncrypt(ctx, op, s, ciphertext, encCtx)
+	return onToken(c, "re-encrypt", keyTag, token.Access, token.PermReEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+		return c.e.reEncrypt(ctx, op, s, ciphertext, encCtx)
+	})
 }
 
 // CreateCustomKey is Engine.CreateCustomKey on the token plane
 // (permission CreateCustomKey).
 func (c TokenClient) CreateCustomKey(ctx context.Context, keyTag string, req CustomKeyRequest) (*CustomKey, error) {
-	const op = "create custom key"
-	if !c.e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermCreateCustomKey, 1)
-	if err != nil {
-		return nil, err
-	}
-	return c.e.createCustomKey(ctx, op, s, req)
+	return onToken(c, "create custom key", keyTag, token.Access, token.PermCreateCustomKey, 1, func(op string, s *keySnap, _ *token.Claims) (*CustomKey, error) {
+		return c.e.createCustomKey(ctx, op, s, req)
+	})
 }
 
 // Sign is Engine.Sign on the token plane (permission Sign).
 func (c TokenClient) Sign(ctx context.Context, keyTag string, data []byte) (string, error) {
-	const op = "sign"
-	if !c.e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermSign, 1)
-	if err != nil {
-		return "", err
-	}
-	return c.e.sign(ctx, op, s, data)
+	return onToken(c, "sign", keyTag, token.Access, token.PermSign, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+		return c.e.sign(ctx, op, s, data)
+	})
 }
 
 // Verify is Engine.Verify on the token plane (permission Verify).
 func (c TokenClient) Verify(ctx context.Context, keyTag string, data []byte, signature string) (bool, error) {
-	const op = "verify"
-	if !c.e.enter() {
-		return false, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermVerify, 1)
-	if err != nil {
-		return false, err
-	}
-	return c.e.verify(ctx, op, s, data, signature)
+	return onToken(c, "verify", keyTag, token.Access, token.PermVerify, 1, func(op string, s *keySnap, _ *token.Claims) (bool, error) {
+		return c.e.verify(ctx, op, s, data, signature)
+	})
 }
 
 // GetPublicKey is Engine.GetPublicKey on the token plane (permission
 // GetPublicKey).
 func (c TokenClient) GetPublicKey(ctx context.Context, keyTag string, version uint32) (string, error) {
-	const op = "get public key"
-	if !c.e.enter() {
-		return "", newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermGetPublicKey, 1)
-	if err != nil {
-		return "", err
-	}
-	return publicKeyPEM(op, s, version)
+	return onToken(c, "get public key", keyTag, token.Access, token.PermGetPublicKey, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+		return publicKeyPEM(op, s, version)
+	})
 }
 
 // BatchEncrypt is Engine.BatchEncrypt on the token plane (permission
 // Encrypt; costs one per item).
 func (c TokenClient) BatchEncrypt(ctx context.Context, keyTag string, items []EncryptItem) ([]string, error) {
 	const op = "batch encrypt"
-	if !c.e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
 	if err := checkBatchSize(op, len(items)); err != nil {
 		return nil, err
 	}
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermEncrypt, len(items))
-	if err != nil {
-		return nil, err
-	}
-	return c.e.batchEncrypt(ctx, op, s, items)
+	return onToken(c, op, keyTag, token.Access, token.PermEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
+		return c.e.batchEncrypt(ctx, op, s, items)
+	})
 }
 
 // BatchDecrypt is Engine.BatchDecrypt on the token plane (permission
 // Decrypt; costs one per item).
 func (c TokenClient) BatchDecrypt(ctx context.Context, keyTag string, items []DecryptItem) ([][]byte, error) {
 	const op = "batch decrypt"
-	if !c.e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
 	if err := checkBatchSize(op, len(items)); err != nil {
 		return nil, err
 	}
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermDecrypt, len(items))
-	if err != nil {
-		return nil, err
-	}
-	return c.e.batchDecrypt(ctx, op, s, items)
+	return onToken(c, op, keyTag, token.Access, token.PermDecrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([][]byte, error) {
+		return c.e.batchDecrypt(ctx, op, s, items)
+	})
 }
 
 // BatchReEncrypt is Engine.BatchReEncrypt on the token plane (permission
 // ReEncrypt; costs one per item).
 func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []DecryptItem) ([]string, error) {
 	const op = "batch re-encrypt"
-	if !c.e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
 	if err := checkBatchSize(op, len(items)); err != nil {
 		return nil, err
 	}
-	s, _, err := c.auth(op, keyTag, token.Access, token.PermReEncrypt, len(items))
-	if err != nil {
-		return nil, err
-	}
-	return c.e.batchReEncrypt(ctx, op, s, items)
+	return onToken(c, op, keyTag, token.Access, token.PermReEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
+		return c.e.batchReEncrypt(ctx, op, s, items)
+	})
 }
 
 // ReissueTokens issues a new access and refresh token from a refresh
@@ -272,38 +221,24 @@ func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []
 // changed). The refresh token used stays valid, as on NAVER. Zero TTLs
 // mean the defaults.
 func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL, refreshTTL token.TTL) (*token.Set, error) {
-	const op = "reissue tokens"
-	if !c.e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, claims, err := c.auth(op, keyTag, token.Refresh, 0, 1)
-	if err != nil {
-		return nil, err
-	}
-	return c.e.issue(ctx, op, s.rec.Tag, token.Request{
-		Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-		AccessTTL:  withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
-		RefreshTTL: withDefaultTTL(refreshTTL, token.DefaultRefreshTTLMinutes),
-	}, false)
+	return onToken(c, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
+		return c.e.issue(ctx, op, s.rec.Tag, token.Request{
+			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
+			AccessTTL:  withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
+			RefreshTTL: withDefaultTTL(refreshTTL, token.DefaultRefreshTTLMinutes),
+		}, false)
+	})
 }
 
 // IssueAccessToken issues an access token alone from a refresh token
 // (NAVER v3 issueKeyAccessToken); the returned Set has no refresh token.
 func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, accessTTL token.TTL) (*token.Set, error) {
-	const op = "issue access token"
-	if !c.e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer c.e.leave()
-	s, claims, err := c.auth(op, keyTag, token.Refresh, 0, 1)
-	if err != nil {
-		return nil, err
-	}
-	return c.e.issue(ctx, op, s.rec.Tag, token.Request{
-		Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-		AccessTTL: withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
-	}, true)
+	return onToken(c, "issue access token", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
+		return c.e.issue(ctx, op, s.rec.Tag, token.Request{
+			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
+			AccessTTL: withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
+		}, true)
+	})
 }
 
 func knownPermissions(ps []token.Permission) []token.Permission {

@@ -358,10 +358,12 @@ func TestTokenPlaneACL(t *testing.T) {
 	}
 	_, err = e.AddAllowedIPs(ctx, k.Tag, []string{"10.0.0.256", "bad", "10.0.0.1"})
 	wantErr(t, err, kms.ErrInvalidArgument)
-	page, total, err := e.ListAllowedIPs(ctx, k.Tag, 0, 2)
-	if err != nil || total != 3 || fmt.Sprint(page) != "[10.1.0.0/16 192.168.*.*]" {
-		t.Fatalf("ListAllowedIPs = %v %d %v", page, total, err)
+	page, err := e.ListAllowedIPs(ctx, k.Tag, 0, 2)
+	if err != nil || page.TotalCount != 3 || fmt.Sprint(page.Entries) != "[10.1.0.0/16 192.168.*.*]" {
+		t.Fatalf("ListAllowedIPs = %+v %v", page, err)
 	}
+	_, err = e.ListAllowedIPs(ctx, k.Tag, 0, 201)
+	wantErr(t, err, kms.ErrInvalidArgument)
 	if _, err := e.SetKeyACLEnabled(ctx, k.Tag, false); err != nil {
 		t.Fatal(err)
 	}
@@ -425,9 +427,9 @@ func TestTokenPlaneRateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l, own, _ := e.KeyRateLimit(ctx, k.Tag)
-	if !own || !l.Unlimited {
-		t.Fatalf("KeyRateLimit = %+v %v", l, own)
+	l, _ := e.GetKeyRateLimit(ctx, k.Tag)
+	if !l.Own || !l.Unlimited {
+		t.Fatalf("GetKeyRateLimit = %+v", l)
 	}
 	err = e.SetKeyRateLimit(ctx, k.Tag, ratelimit.Limit{Rate: -1})
 	wantErr(t, err, kms.ErrInvalidArgument)
@@ -462,8 +464,8 @@ func TestTokenStatePersists(t *testing.T) {
 	}
 	_, err = e2.WithToken(set.Access, netip.MustParseAddr("10.1.2.4")).Encrypt(ctx, k.Tag, []byte("x"), nil)
 	wantErr(t, err, kms.ErrAccessDenied)
-	if l, own, _ := e2.KeyRateLimit(ctx, k.Tag); !own || l.Rate != 5 {
-		t.Fatalf("rate limit after restart: %+v %v", l, own)
+	if l, _ := e2.GetKeyRateLimit(ctx, k.Tag); !l.Own || l.Rate != 5 {
+		t.Fatalf("rate limit after restart: %+v", l)
 	}
 	// Issuance works with the reloaded signing key.
 	if _, err := e2.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "again"}); err != nil {

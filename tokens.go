@@ -86,16 +86,9 @@ func (g *genSnap) info() *TokenGenerator {
 // GetTokenGenerator describes a key's token generator; a key whose
 // generator was never activated has an INACTIVE one.
 func (e *Engine) GetTokenGenerator(ctx context.Context, keyTag string) (*TokenGenerator, error) {
-	const op = "get token generator"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	return s.gen.info(), nil
+	return readKey(e, "get token generator", keyTag, func(op string, s *keySnap) (*TokenGenerator, error) {
+		return s.gen.info(), nil
+	})
 }
 
 // ActivateTokenGenerator activates an ENABLED key's token generator with a
