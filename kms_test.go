@@ -156,11 +156,8 @@ func TestKeyInfo(t *testing.T) {
 func TestListKeysPaging(t *testing.T) {
 	e := newEngine(t)
 	ctx := context.Background()
-	var names []string
 	for i := range 5 {
-		n := fmt.Sprintf("key%d", i)
-		createKey(t, e, n, kms.AES256, false)
-		names = append(names, n)
+		createKey(t, e, fmt.Sprintf("key%d", i), kms.AES256, false)
 	}
 	var got []string
 	for p := 0; p < 3; p++ {
