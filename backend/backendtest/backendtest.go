@@ -212,7 +212,7 @@ func testRoundTrip(t *testing.T, nb func(t *testing.T) backend.Backend) {
 // checkPublic checks that a signing key's Public matches Generate's.
 func checkPublic(t *testing.T, k backend.Key, g generated) {
 	t.Helper()
-	pub := asSigner(t, k).Public()
+	pub := as[backend.Signer](t, k).Public()
 	eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !eq.Equal(g.resp.Public) {
 		t.Errorf("the loaded key's Public (%T) differs from Generate's (%T)", pub, g.resp.Public)
@@ -242,7 +242,7 @@ func testDiffer(t *testing.T, nb func(t *testing.T) backend.Backend) {
 		if bytes.Equal(c1, f.encrypt(k2, pt, ad)) {
 			t.Error("two keys gave the same ciphertext")
 		}
-		_, err := asDecrypter(t, k2).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c1, AdditionalData: ad})
+		_, err := as[backend.Decrypter](t, k2).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c1, AdditionalData: ad})
 		wantErr(t, "decrypting under another key", err, backend.ErrDecryptionFailed)
 	})
 
@@ -268,7 +268,7 @@ func testDiffer(t *testing.T, nb func(t *testing.T) backend.Backend) {
 		if bytes.Equal(c1[:backend.NonceSize], c2[:backend.NonceSize]) {
 			t.Error("two versions of a convergent key derived the same nonce")
 		}
-		_, err := asDecrypter(t, k2).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c1, AdditionalData: ad})
+		_, err := as[backend.Decrypter](t, k2).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c1, AdditionalData: ad})
 		wantErr(t, "decrypting under another version", err, backend.ErrDecryptionFailed)
 	})
 
@@ -373,7 +373,7 @@ func testMalformed(t *testing.T, nb func(t *testing.T) backend.Backend) {
 			}
 			for _, c := range cases {
 				noPanic(t, c.name, func() {
-					got, err := asDecrypter(t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c.ct, AdditionalData: c.ad})
+					got, err := as[backend.Decrypter](t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c.ct, AdditionalData: c.ad})
 					wantErr(t, c.name, err, backend.ErrDecryptionFailed)
 					noLeak(t, c.name, err, pt, ad)
 					if err == nil && got != nil {
@@ -382,9 +382,9 @@ func testMalformed(t *testing.T, nb func(t *testing.T) backend.Backend) {
 				})
 			}
 			noPanic(t, "NilRequest", func() {
-				_, err := asDecrypter(t, k).Decrypt(f.ctx, nil)
+				_, err := as[backend.Decrypter](t, k).Decrypt(f.ctx, nil)
 				wantErr(t, "Decrypt(nil)", err, backend.ErrInvalidArgument)
-				_, err = asEncrypter(t, k).Encrypt(f.ctx, nil)
+				_, err = as[backend.Encrypter](t, k).Encrypt(f.ctx, nil)
 				wantErr(t, "Encrypt(nil)", err, backend.ErrInvalidArgument)
 			})
 		})
@@ -417,7 +417,7 @@ func testMalformed(t *testing.T, nb func(t *testing.T) backend.Backend) {
 		}
 		for _, c := range decCases {
 			noPanic(t, c.name, func() {
-				got, err := asDecrypter(t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c.ct})
+				got, err := as[backend.Decrypter](t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: c.ct})
 				wantErr(t, "Decrypt "+c.name, err, backend.ErrDecryptionFailed)
 				noLeak(t, c.name, err, pt)
 				if err == nil && got != nil {
@@ -435,18 +435,18 @@ func testMalformed(t *testing.T, nb func(t *testing.T) backend.Backend) {
 		}
 		for _, c := range encCases {
 			noPanic(t, c.name, func() {
-				_, err := asEncrypter(t, k).Encrypt(f.ctx, &backend.EncryptRequest{Plaintext: c.pt, AdditionalData: c.ad})
+				_, err := as[backend.Encrypter](t, k).Encrypt(f.ctx, &backend.EncryptRequest{Plaintext: c.pt, AdditionalData: c.ad})
 				wantErr(t, "Encrypt "+c.name, err, backend.ErrInvalidArgument)
 			})
 		}
 		noPanic(t, "DecryptAdditionalData", func() {
-			_, err := asDecrypter(t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: ct, AdditionalData: []byte("ad")})
+			_, err := as[backend.Decrypter](t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: ct, AdditionalData: []byte("ad")})
 			wantErr(t, "Decrypt with additional data", err, backend.ErrInvalidArgument)
 		})
 		noPanic(t, "NilRequest", func() {
-			_, err := asDecrypter(t, k).Decrypt(f.ctx, nil)
+			_, err := as[backend.Decrypter](t, k).Decrypt(f.ctx, nil)
 			wantErr(t, "Decrypt(nil)", err, backend.ErrInvalidArgument)
-			_, err = asEncrypter(t, k).Encrypt(f.ctx, nil)
+			_, err = as[backend.Encrypter](t, k).Encrypt(f.ctx, nil)
 			wantErr(t, "Encrypt(nil)", err, backend.ErrInvalidArgument)
 		})
 		testMalformedSign(t, f, k, specRSA)
@@ -472,9 +472,9 @@ func testMalformedSign(t *testing.T, f *fixture, k backend.Key, s spec) {
 	for _, n := range []int{0, 1, 20, 31, 33, 48, 64} {
 		name := fmt.Sprintf("Digest%d", n)
 		noPanic(t, name, func() {
-			_, err := asSigner(t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: alg, Digest: make([]byte, n)})
+			_, err := as[backend.Signer](t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: alg, Digest: make([]byte, n)})
 			wantErr(t, "Sign "+name, err, backend.ErrInvalidArgument)
-			_, err = asVerifier(t, k).Verify(f.ctx, &backend.VerifyRequest{Algorithm: alg, Digest: make([]byte, n), Signature: make([]byte, 64)})
+			_, err = as[backend.Verifier](t, k).Verify(f.ctx, &backend.VerifyRequest{Algorithm: alg, Digest: make([]byte, n), Signature: make([]byte, 64)})
 			wantErr(t, "Verify "+name, err, backend.ErrInvalidArgument)
 		})
 	}
@@ -488,22 +488,22 @@ func testMalformedSign(t *testing.T, f *fixture, k backend.Key, s spec) {
 	for _, a := range wrong {
 		name := fmt.Sprintf("Algorithm(%d)", int(a))
 		noPanic(t, name, func() {
-			_, err := asSigner(t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: a, Digest: d})
+			_, err := as[backend.Signer](t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: a, Digest: d})
 			wantErr(t, "Sign "+name, err, backend.ErrInvalidArgument)
-			_, err = asVerifier(t, k).Verify(f.ctx, &backend.VerifyRequest{Algorithm: a, Digest: d, Signature: make([]byte, 256)})
+			_, err = as[backend.Verifier](t, k).Verify(f.ctx, &backend.VerifyRequest{Algorithm: a, Digest: d, Signature: make([]byte, 256)})
 			wantErr(t, "Verify "+name, err, backend.ErrInvalidArgument)
 		})
 	}
 	if alg == backend.AlgRSAPSSSHA256 {
 		noPanic(t, "NegativeSalt", func() {
-			_, err := asVerifier(t, k).Verify(f.ctx, &backend.VerifyRequest{Algorithm: alg, Digest: d, Signature: make([]byte, 256), PSSSaltLength: -1})
+			_, err := as[backend.Verifier](t, k).Verify(f.ctx, &backend.VerifyRequest{Algorithm: alg, Digest: d, Signature: make([]byte, 256), PSSSaltLength: -1})
 			wantErr(t, "Verify with a negative salt length", err, backend.ErrInvalidArgument)
 		})
 	}
 	noPanic(t, "NilRequest", func() {
-		_, err := asSigner(t, k).Sign(f.ctx, nil)
+		_, err := as[backend.Signer](t, k).Sign(f.ctx, nil)
 		wantErr(t, "Sign(nil)", err, backend.ErrInvalidArgument)
-		_, err = asVerifier(t, k).Verify(f.ctx, nil)
+		_, err = as[backend.Verifier](t, k).Verify(f.ctx, nil)
 		wantErr(t, "Verify(nil)", err, backend.ErrInvalidArgument)
 	})
 }
@@ -537,7 +537,7 @@ func testVerify(t *testing.T, nb func(t *testing.T) backend.Backend) {
 			}
 			for _, c := range cases {
 				noPanic(t, c.name, func() {
-					got, err := asVerifier(t, k1).Verify(f.ctx, &backend.VerifyRequest{Algorithm: alg, Digest: c.digest, Signature: c.sig})
+					got, err := as[backend.Verifier](t, k1).Verify(f.ctx, &backend.VerifyRequest{Algorithm: alg, Digest: c.digest, Signature: c.sig})
 					if err != nil || got != c.want {
 						t.Errorf("%s: Verify = %v, %v; want %v, nil", c.name, got, err, c.want)
 					}

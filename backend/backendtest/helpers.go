@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -117,46 +118,32 @@ func (f *fixture) key(s spec) (backend.Key, generated) {
 	return f.load(g), g
 }
 
-func asEncrypter(t *testing.T, k backend.Key) backend.Encrypter {
+// as returns k as the capability T (backend.Encrypter, backend.Signer,
+// ...), or fails the test if the key does not implement it.
+func as[T any](t *testing.T, k backend.Key) T {
 	t.Helper()
-	e, ok := k.(backend.Encrypter)
+	c, ok := k.(T)
 	if !ok {
-		t.Fatalf("%v key does not implement backend.Encrypter", k.Type())
+		t.Fatalf("%v key does not implement %v", k.Type(), reflect.TypeFor[T]())
 	}
-	return e
+	return c
 }
 
-func asDecrypter(t *testing.T, k backend.Key) backend.Decrypter {
-	t.Helper()
-	d, ok := k.(backend.Decrypter)
+// capability returns the fixture's backend as the optional capability T
+// (backend.Importer, backend.PublicVerifier), or skips the test.
+func capability[T any](f *fixture) T {
+	f.t.Helper()
+	c, ok := f.b.(T)
 	if !ok {
-		t.Fatalf("%v key does not implement backend.Decrypter", k.Type())
+		f.t.Skipf("the backend does not implement %v", reflect.TypeFor[T]())
 	}
-	return d
-}
-
-func asSigner(t *testing.T, k backend.Key) backend.Signer {
-	t.Helper()
-	s, ok := k.(backend.Signer)
-	if !ok {
-		t.Fatalf("%v key does not implement backend.Signer", k.Type())
-	}
-	return s
-}
-
-func asVerifier(t *testing.T, k backend.Key) backend.Verifier {
-	t.Helper()
-	v, ok := k.(backend.Verifier)
-	if !ok {
-		t.Fatalf("%v key does not implement backend.Verifier", k.Type())
-	}
-	return v
+	return c
 }
 
 // encrypt encrypts and fails the test on error.
 func (f *fixture) encrypt(k backend.Key, pt, ad []byte) []byte {
 	f.t.Helper()
-	ct, err := asEncrypter(f.t, k).Encrypt(f.ctx, &backend.EncryptRequest{Plaintext: pt, AdditionalData: ad})
+	ct, err := as[backend.Encrypter](f.t, k).Encrypt(f.ctx, &backend.EncryptRequest{Plaintext: pt, AdditionalData: ad})
 	if err != nil {
 		f.t.Fatalf("Encrypt: %v", err)
 	}
@@ -166,7 +153,7 @@ func (f *fixture) encrypt(k backend.Key, pt, ad []byte) []byte {
 // decrypt decrypts and fails the test on error.
 func (f *fixture) decrypt(k backend.Key, ct, ad []byte) []byte {
 	f.t.Helper()
-	pt, err := asDecrypter(f.t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: ct, AdditionalData: ad})
+	pt, err := as[backend.Decrypter](f.t, k).Decrypt(f.ctx, &backend.DecryptRequest{Ciphertext: ct, AdditionalData: ad})
 	if err != nil {
 		f.t.Fatalf("Decrypt: %v", err)
 	}
@@ -176,7 +163,7 @@ func (f *fixture) decrypt(k backend.Key, ct, ad []byte) []byte {
 // sign signs and fails the test on error.
 func (f *fixture) sign(k backend.Key, alg backend.Algorithm, digest []byte) []byte {
 	f.t.Helper()
-	sig, err := asSigner(f.t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: alg, Digest: digest})
+	sig, err := as[backend.Signer](f.t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: alg, Digest: digest})
 	if err != nil {
 		f.t.Fatalf("Sign %v: %v", alg, err)
 	}
@@ -189,7 +176,7 @@ func (f *fixture) sign(k backend.Key, alg backend.Algorithm, digest []byte) []by
 // verify verifies and fails the test on error.
 func (f *fixture) verify(k backend.Key, req *backend.VerifyRequest) bool {
 	f.t.Helper()
-	ok, err := asVerifier(f.t, k).Verify(f.ctx, req)
+	ok, err := as[backend.Verifier](f.t, k).Verify(f.ctx, req)
 	if err != nil {
 		f.t.Fatalf("Verify %v: %v", req.Algorithm, err)
 	}

@@ -18,14 +18,7 @@ import (
 )
 
 // importer returns the backend's Importer or skips the test.
-func (f *fixture) importer() backend.Importer {
-	f.t.Helper()
-	imp, ok := f.b.(backend.Importer)
-	if !ok {
-		f.t.Skip("the backend does not implement backend.Importer")
-	}
-	return imp
-}
+func (f *fixture) importer() backend.Importer { return capability[backend.Importer](f) }
 
 // importKey imports material and loads it.
 func (f *fixture) importKey(s spec, material any, convergentKey []byte) (backend.Key, generated) {

@@ -333,7 +333,7 @@ func readWycheproof(t *testing.T, dir, name string) *wycheproofFile {
 // ciphertext; a failure that is not ErrDecryptionFailed is a test error.
 func decryptOutcome(t *testing.T, ctx context.Context, k backend.Key, tc wycheproofTest, ct, ad []byte) (bool, string) {
 	t.Helper()
-	pt, err := asDecrypter(t, k).Decrypt(ctx, &backend.DecryptRequest{Ciphertext: ct, AdditionalData: ad})
+	pt, err := as[backend.Decrypter](t, k).Decrypt(ctx, &backend.DecryptRequest{Ciphertext: ct, AdditionalData: ad})
 	if err != nil {
 		if !errors.Is(err, backend.ErrDecryptionFailed) {
 			t.Errorf("tcId %d: Decrypt failed with %v, want a result or backend.ErrDecryptionFailed", tc.TcID, err)
@@ -388,14 +388,7 @@ func wycheproofOAEP(t *testing.T, nb func(t *testing.T) backend.Backend, dir str
 		if len(g.PrivateKeyPkcs8) == 0 {
 			t.Fatalf("%s: group without privateKeyPkcs8", name)
 		}
-		parsed, err := x509.ParsePKCS8PrivateKey(g.PrivateKeyPkcs8)
-		if err != nil {
-			t.Fatalf("%s: privateKeyPkcs8: %v", name, err)
-		}
-		priv, ok := parsed.(*rsa.PrivateKey)
-		if !ok {
-			t.Fatalf("%s: privateKeyPkcs8 holds a %T", name, parsed)
-		}
+		priv := parseDER[*rsa.PrivateKey](t, name+": privateKeyPkcs8", x509.ParsePKCS8PrivateKey, g.PrivateKeyPkcs8)
 		k, _ := f.importKey(specRSA, priv, nil)
 		for _, tc := range g.Tests {
 			if len(tc.Label) != 0 {
@@ -413,12 +406,22 @@ func wycheproofOAEP(t *testing.T, nb func(t *testing.T) backend.Backend, dir str
 
 // publicVerifier returns the backend's PublicVerifier or skips the test.
 func (f *fixture) publicVerifier() backend.PublicVerifier {
-	f.t.Helper()
-	pv, ok := f.b.(backend.PublicVerifier)
-	if !ok {
-		f.t.Skip("the backend does not implement backend.PublicVerifier")
+	return capability[backend.PublicVerifier](f)
+}
+
+// parseDER parses der with parse and fails the test unless it holds a T;
+// what names the field in messages.
+func parseDER[T any](t *testing.T, what string, parse func([]byte) (any, error), der []byte) T {
+	t.Helper()
+	parsed, err := parse(der)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
-	return pv
+	k, ok := parsed.(T)
+	if !ok {
+		t.Fatalf("%s holds a %T", what, parsed)
+	}
+	return k
 }
 
 // verifyOutcome verifies and reports whether the backend accepted the
@@ -453,14 +456,7 @@ func wycheproofPSS(t *testing.T, nb func(t *testing.T) backend.Backend, dir stri
 			c.skip("with sLen 0 (0 means any salt in the SPI)", len(g.Tests))
 			continue
 		}
-		parsed, err := x509.ParsePKIXPublicKey(g.PublicKeyDer)
-		if err != nil {
-			t.Fatalf("%s: publicKeyDer: %v", name, err)
-		}
-		pub, ok := parsed.(*rsa.PublicKey)
-		if !ok {
-			t.Fatalf("%s: publicKeyDer holds a %T", name, parsed)
-		}
+		pub := parseDER[*rsa.PublicKey](t, name+": publicKeyDer", x509.ParsePKIXPublicKey, g.PublicKeyDer)
 		for _, tc := range g.Tests {
 			d := sha256.Sum256(tc.Msg)
 			req := &backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d[:], Signature: tc.Sig, PSSSaltLength: *g.SLen}
@@ -482,14 +478,7 @@ func wycheproofECDSA(t *testing.T, nb func(t *testing.T) backend.Backend, dir st
 			c.skip("group hash is not SHA-256", len(g.Tests))
 			continue
 		}
-		parsed, err := x509.ParsePKIXPublicKey(g.PublicKeyDer)
-		if err != nil {
-			t.Fatalf("%s: publicKeyDer: %v", name, err)
-		}
-		pub, ok := parsed.(*ecdsa.PublicKey)
-		if !ok {
-			t.Fatalf("%s: publicKeyDer holds a %T", name, parsed)
-		}
+		pub := parseDER[*ecdsa.PublicKey](t, name+": publicKeyDer", x509.ParsePKIXPublicKey, g.PublicKeyDer)
 		for _, tc := range g.Tests {
 			d := sha256.Sum256(tc.Msg)
 			req := &backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d[:], Signature: tc.Sig}

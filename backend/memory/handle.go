@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,63 +92,4 @@ func parsePrivate(typ backend.KeyType, der []byte) (crypto.Signer, error) {
 		}
 	}
 	return nil, errOpen
-}
-
-// validateKind checks a KeyRef, a key type and the convergent flag.
-func validateKind(ref backend.KeyRef, typ backend.KeyType, convergent bool) error {
-	switch {
-	case !validKeyTag(ref.KeyTag):
-		return fmt.Errorf("%w: key tag must be 64 lowercase hex characters", backend.ErrInvalidArgument)
-	case ref.Version < 1:
-		return fmt.Errorf("%w: version must be at least 1", backend.ErrInvalidArgument)
-	case !ref.Purpose.Valid():
-		return fmt.Errorf("%w: unknown purpose %q", backend.ErrInvalidArgument, truncate(string(ref.Purpose)))
-	case !typ.Valid():
-		return fmt.Errorf("%w: unknown key type %q", backend.ErrInvalidArgument, truncate(string(typ)))
-	case convergent && typ != backend.AES256:
-		return fmt.Errorf("%w: only AES256 keys can be convergent", backend.ErrInvalidArgument)
-	case ref.Purpose == backend.PurposeTokenSigning && typ != backend.RSA2048:
-		return fmt.Errorf("%w: token-signing keys must be RSA2048", backend.ErrInvalidArgument)
-	}
-	return nil
-}
-
-func validKeyTag(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// describe names a KeyRef in errors. Key tags and versions are not secret.
-func describe(ref backend.KeyRef) string {
-	tag := ref.KeyTag
-	if !validKeyTag(tag) {
-		tag = fmt.Sprintf("%q", truncate(tag))
-	}
-	purpose := string(ref.Purpose)
-	if !ref.Purpose.Valid() {
-		purpose = fmt.Sprintf("%q", truncate(purpose))
-	}
-	return fmt.Sprintf("key %s v%d (%s)", tag, ref.Version, purpose)
-}
-
-// truncate shortens caller-supplied identifiers that go into messages.
-func truncate(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "…"
-	}
-	return s
-}
-
-func jsonString(s string) []byte {
-	b, _ := json.Marshal(s)
-	return b
 }

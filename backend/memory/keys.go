@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,9 +37,8 @@ type keyBase struct {
 
 func (k *keyBase) Ref() backend.KeyRef   { return k.ref }
 func (k *keyBase) Type() backend.KeyType { return k.typ }
-func (k *keyBase) describe() string      { return describe(k.ref) }
 func (k *keyBase) errorf(op string, err error) error {
-	return fmt.Errorf("memory: %s %s: %w", op, k.describe(), err)
+	return fmt.Errorf("memory: %s %s: %w", op, k.ref, err)
 }
 
 // check returns ErrClosed after the backend's Close, or the context's error.
@@ -48,7 +48,7 @@ func (k *keyBase) check(ctx context.Context) error {
 
 // String returns a redacted description: type and KeyRef, never material.
 func (k *keyBase) String() string {
-	return fmt.Sprintf("memory.Key{%s %s, material redacted}", k.typ, describe(k.ref))
+	return fmt.Sprintf("memory.Key{%s %s, material redacted}", k.typ, k.ref)
 }
 
 // GoString returns the same redacted description as String.
@@ -58,7 +58,7 @@ func (k *keyBase) GoString() string { return k.String() }
 func (k *keyBase) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
 
 // MarshalJSON encodes the redacted description as a JSON string.
-func (k *keyBase) MarshalJSON() ([]byte, error) { return jsonString(k.String()), nil }
+func (k *keyBase) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
 
 // LogValue logs the redacted description.
 func (k *keyBase) LogValue() slog.Value { return slog.StringValue(k.String()) }
@@ -74,8 +74,8 @@ func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]by
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("encrypt", err)
 	}
-	if req == nil {
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("encrypt", err)
 	}
 	if len(req.Plaintext) > MaxAESInput || len(req.AdditionalData) > MaxAESInput {
 		return nil, k.errorf("encrypt", fmt.Errorf("%w: input larger than %d bytes", backend.ErrInvalidArgument, MaxAESInput))
@@ -93,8 +93,8 @@ func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
-	if req == nil {
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	if err := backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("decrypt", err)
 	}
 	if len(req.AdditionalData) > MaxAESInput {
 		return nil, k.errorf("decrypt", fmt.Errorf("%w: additional data larger than %d bytes", backend.ErrInvalidArgument, MaxAESInput))
@@ -123,21 +123,14 @@ type rsaKey struct {
 // modulus: emLen − hLen − 2 = 256 − 32 − 2.
 const pssMaxSalt = backend.RSAModulusBits/8 - sha256.Size - 2
 
-func (k *rsaKey) tokenSigning() bool { return k.ref.Purpose == backend.PurposeTokenSigning }
-
 func (k *rsaKey) Public() crypto.PublicKey { return &k.priv.PublicKey }
 
 func (k *rsaKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("encrypt", err)
 	}
-	switch {
-	case req == nil:
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
-	case k.tokenSigning():
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: token-signing keys do not encrypt", backend.ErrInvalidArgument))
-	case len(req.AdditionalData) != 0:
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: rsa encryption takes no additional data", backend.ErrInvalidArgument))
+	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("encrypt", err)
 	}
 	ct, err := backend.EncryptOAEP(&k.priv.PublicKey, req.Plaintext)
 	if err != nil {
@@ -150,13 +143,8 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
-	switch {
-	case req == nil:
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
-	case k.tokenSigning():
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: token-signing keys do not decrypt", backend.ErrInvalidArgument))
-	case len(req.AdditionalData) != 0:
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: rsa decryption takes no additional data", backend.ErrInvalidArgument))
+	if err := backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("decrypt", err)
 	}
 	pt, err := rsa.DecryptOAEP(sha256.New(), nil, k.priv, req.Ciphertext, nil)
 	if err != nil {
@@ -168,27 +156,11 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	return pt, nil
 }
 
-// checkAlgorithm enforces key separation: PSS for cipher keys, PKCS #1
-// v1.5 for token-signing keys.
-func (k *rsaKey) checkAlgorithm(a backend.Algorithm) error {
-	want := backend.AlgRSAPSSSHA256
-	if k.tokenSigning() {
-		want = backend.AlgRSAPKCS1v15SHA256
-	}
-	if a != want {
-		return fmt.Errorf("%w: algorithm %v does not fit a %s %s key", backend.ErrInvalidArgument, a, k.typ, k.ref.Purpose)
-	}
-	return nil
-}
-
 func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
 	}
-	if err := checkSignRequest(req); err != nil {
-		return nil, k.errorf("sign", err)
-	}
-	if err := k.checkAlgorithm(req.Algorithm); err != nil {
+	if err := backend.CheckSignRequest(req, k.typ, k.ref.Purpose); err != nil {
 		return nil, k.errorf("sign", err)
 	}
 	var sig []byte
@@ -206,20 +178,7 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 }
 
 func (k *rsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	if err := k.check(ctx); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	if req == nil {
-		return false, k.errorf("verify", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
-	}
-	if err := k.checkAlgorithm(req.Algorithm); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(&k.priv.PublicKey, req)
-	if err != nil {
-		return false, k.errorf("verify", err)
-	}
-	return ok, nil
+	return k.verify(ctx, &k.priv.PublicKey, req)
 }
 
 // ecdsaKey is a loaded ECDSA P-256 key.
@@ -234,11 +193,8 @@ func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, 
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
 	}
-	if err := checkSignRequest(req); err != nil {
+	if err := backend.CheckSignRequest(req, k.typ, k.ref.Purpose); err != nil {
 		return nil, k.errorf("sign", err)
-	}
-	if req.Algorithm != backend.AlgECDSAP256SHA256 {
-		return nil, k.errorf("sign", fmt.Errorf("%w: algorithm %v does not fit an ECDSA key", backend.ErrInvalidArgument, req.Algorithm))
 	}
 	sig, err := ecdsa.SignASN1(rand.Reader, k.priv, req.Digest)
 	if err != nil {
@@ -248,22 +204,21 @@ func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, 
 }
 
 func (k *ecdsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
+	return k.verify(ctx, &k.priv.PublicKey, req)
+}
+
+// verify checks req against the key's type and purpose and verifies it in
+// software under pub, the key's public key.
+func (k *keyBase) verify(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
 	if err := k.check(ctx); err != nil {
 		return false, k.errorf("verify", err)
 	}
-	ok, err := backend.VerifyWithPublicKey(&k.priv.PublicKey, req)
+	if err := backend.CheckVerifyRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return false, k.errorf("verify", err)
+	}
+	ok, err := backend.VerifyWithPublicKey(pub, req)
 	if err != nil {
 		return false, k.errorf("verify", err)
 	}
 	return ok, nil
-}
-
-func checkSignRequest(req *backend.SignRequest) error {
-	if req == nil {
-		return fmt.Errorf("%w: nil request", backend.ErrInvalidArgument)
-	}
-	if len(req.Digest) != sha256.Size {
-		return fmt.Errorf("%w: digest must be %d bytes", backend.ErrInvalidArgument, sha256.Size)
-	}
-	return nil
 }

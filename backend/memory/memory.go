@@ -11,6 +11,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -198,8 +199,8 @@ func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*
 	if req == nil {
 		return nil, fmt.Errorf("memory: generate: %w: nil request", backend.ErrInvalidArgument)
 	}
-	if err := validateKind(req.Ref, req.Type, req.Convergent); err != nil {
-		return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, req.Convergent); err != nil {
+		return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
 	}
 	var material []byte
 	var pub crypto.PublicKey
@@ -211,31 +212,31 @@ func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*
 		}
 		material = make([]byte, n)
 		if _, err := rand.Read(material); err != nil {
-			return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+			return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
 		}
 	case backend.RSA2048:
 		priv, err := rsa.GenerateKey(rand.Reader, backend.RSAModulusBits)
 		if err != nil {
-			return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+			return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
 		}
 		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: generate %s: encode key: %w", describe(req.Ref), err)
+			return nil, fmt.Errorf("memory: generate %s: encode key: %w", req.Ref, err)
 		}
 		pub = &priv.PublicKey
 	case backend.ECDSA:
 		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+			return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
 		}
 		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: generate %s: encode key: %w", describe(req.Ref), err)
+			return nil, fmt.Errorf("memory: generate %s: encode key: %w", req.Ref, err)
 		}
 		pub = &priv.PublicKey
 	}
 	defer clear(material)
 	h, err := b.seal(req.Ref, req.Type, req.Convergent, material)
 	if err != nil {
-		return nil, fmt.Errorf("memory: generate %s: %w", describe(req.Ref), err)
+		return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
 	}
 	return &backend.GenerateResponse{Handle: h, Public: pub}, nil
 }
@@ -254,8 +255,8 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 		return nil, fmt.Errorf("memory: import: %w: nil request", backend.ErrInvalidArgument)
 	}
 	convergent := len(req.ConvergentKey) > 0
-	if err := validateKind(req.Ref, req.Type, convergent); err != nil {
-		return nil, fmt.Errorf("memory: import %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, convergent); err != nil {
+		return nil, fmt.Errorf("memory: import %s: %w", req.Ref, err)
 	}
 	var material []byte
 	var pub crypto.PublicKey
@@ -264,10 +265,10 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 	case backend.AES256:
 		k, ok := req.Material.([]byte)
 		if !ok || len(k) != aesKeySize {
-			return nil, fmt.Errorf("memory: import %s: %w: material must be a %d-byte []byte", describe(req.Ref), backend.ErrInvalidArgument, aesKeySize)
+			return nil, fmt.Errorf("memory: import %s: %w: material must be a %d-byte []byte", req.Ref, backend.ErrInvalidArgument, aesKeySize)
 		}
 		if convergent && len(req.ConvergentKey) != backend.ConvergentKeySize {
-			return nil, fmt.Errorf("memory: import %s: %w: convergent key must be %d bytes", describe(req.Ref), backend.ErrInvalidArgument, backend.ConvergentKeySize)
+			return nil, fmt.Errorf("memory: import %s: %w: convergent key must be %d bytes", req.Ref, backend.ErrInvalidArgument, backend.ConvergentKeySize)
 		}
 		material = make([]byte, 0, aesKeySize+backend.ConvergentKeySize)
 		material = append(material, k...)
@@ -275,21 +276,21 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 	case backend.RSA2048:
 		priv, ok := req.Material.(*rsa.PrivateKey)
 		if !ok || priv == nil || priv.N == nil || priv.N.BitLen() != backend.RSAModulusBits {
-			return nil, fmt.Errorf("memory: import %s: %w: material must be an *rsa.PrivateKey of %d bits", describe(req.Ref), backend.ErrInvalidArgument, backend.RSAModulusBits)
+			return nil, fmt.Errorf("memory: import %s: %w: material must be an *rsa.PrivateKey of %d bits", req.Ref, backend.ErrInvalidArgument, backend.RSAModulusBits)
 		}
 		if err := priv.Validate(); err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: invalid rsa key", describe(req.Ref), backend.ErrInvalidArgument)
+			return nil, fmt.Errorf("memory: import %s: %w: invalid rsa key", req.Ref, backend.ErrInvalidArgument)
 		}
 		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: rsa key cannot be encoded", describe(req.Ref), backend.ErrInvalidArgument)
+			return nil, fmt.Errorf("memory: import %s: %w: rsa key cannot be encoded", req.Ref, backend.ErrInvalidArgument)
 		}
 	case backend.ECDSA:
 		priv, ok := req.Material.(*ecdsa.PrivateKey)
 		if !ok || priv == nil || priv.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("memory: import %s: %w: material must be an *ecdsa.PrivateKey on P-256", describe(req.Ref), backend.ErrInvalidArgument)
+			return nil, fmt.Errorf("memory: import %s: %w: material must be an *ecdsa.PrivateKey on P-256", req.Ref, backend.ErrInvalidArgument)
 		}
 		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: ecdsa key cannot be encoded", describe(req.Ref), backend.ErrInvalidArgument)
+			return nil, fmt.Errorf("memory: import %s: %w: ecdsa key cannot be encoded", req.Ref, backend.ErrInvalidArgument)
 		}
 	}
 	defer clear(material)
@@ -298,13 +299,13 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 		// the encoding is known to load.
 		signer, err := parsePrivate(req.Type, material)
 		if err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: key cannot be decoded", describe(req.Ref), backend.ErrInvalidArgument)
+			return nil, fmt.Errorf("memory: import %s: %w: key cannot be decoded", req.Ref, backend.ErrInvalidArgument)
 		}
 		pub = signer.Public()
 	}
 	h, err := b.seal(req.Ref, req.Type, convergent, material)
 	if err != nil {
-		return nil, fmt.Errorf("memory: import %s: %w", describe(req.Ref), err)
+		return nil, fmt.Errorf("memory: import %s: %w", req.Ref, err)
 	}
 	return &backend.GenerateResponse{Handle: h, Public: pub}, nil
 }
@@ -321,12 +322,12 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 	if req == nil {
 		return nil, fmt.Errorf("memory: load: %w: nil request", backend.ErrInvalidArgument)
 	}
-	if err := validateKind(req.Ref, req.Type, req.Convergent); err != nil {
-		return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, req.Convergent); err != nil {
+		return nil, fmt.Errorf("memory: load %s: %w", req.Ref, err)
 	}
 	material, err := b.open(req.Ref, req.Type, req.Convergent, req.Handle)
 	if err != nil {
-		return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
 	defer clear(material)
 	base := keyBase{b: b, ref: req.Ref, typ: req.Type}
@@ -337,11 +338,11 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 			want += backend.ConvergentKeySize
 		}
 		if len(material) != want {
-			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 		}
 		aead, err := newGCM(material[:aesKeySize])
 		if err != nil {
-			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 		}
 		k := &aesKey{keyBase: base, aead: aead}
 		if req.Convergent {
@@ -351,13 +352,13 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 	case backend.RSA2048:
 		signer, err := parsePrivate(req.Type, material)
 		if err != nil {
-			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 		}
 		return &rsaKey{keyBase: base, priv: signer.(*rsa.PrivateKey)}, nil
-	default: // backend.ECDSA; validateKind admits nothing else
+	default: // backend.ECDSA; KeyRef.Validate admits nothing else
 		signer, err := parsePrivate(req.Type, material)
 		if err != nil {
-			return nil, fmt.Errorf("memory: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 		}
 		return &ecdsaKey{keyBase: base, priv: signer.(*ecdsa.PrivateKey)}, nil
 	}
@@ -376,11 +377,11 @@ func (b *Backend) Destroy(ctx context.Context, req *backend.DestroyRequest) erro
 	if req == nil {
 		return fmt.Errorf("memory: destroy: %w: nil request", backend.ErrInvalidArgument)
 	}
-	if err := validateKind(req.Ref, req.Type, false); err != nil {
-		return fmt.Errorf("memory: destroy %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, false); err != nil {
+		return fmt.Errorf("memory: destroy %s: %w", req.Ref, err)
 	}
 	if len(req.Handle) < handleOverhead || req.Handle[0] != handleFormatV1 {
-		return fmt.Errorf("memory: destroy %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		return fmt.Errorf("memory: destroy %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
 	return nil
 }
@@ -427,7 +428,7 @@ func (b *Backend) GoString() string { return b.String() }
 func (b *Backend) Format(f fmt.State, _ rune) { io.WriteString(f, b.String()) }
 
 // MarshalJSON encodes the redacted description as a JSON string.
-func (b *Backend) MarshalJSON() ([]byte, error) { return jsonString(b.String()), nil }
+func (b *Backend) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
 
 // LogValue logs the redacted description.
 func (b *Backend) LogValue() slog.Value { return slog.StringValue(b.String()) }

@@ -81,7 +81,7 @@ func parseHandle(b []byte) (handle, error) {
 	h.ref.Version = binary.BigEndian.Uint32(b[4:8])
 	copy(h.id[:], b[8:24])
 	h.ref.KeyTag = string(b[handleFixed:])
-	if validateKind(h.ref, h.typ, h.convergent) != nil {
+	if h.ref.Validate(h.typ, h.convergent) != nil {
 		return h, backend.ErrInvalidHandle
 	}
 	return h, nil
@@ -97,49 +97,3 @@ func (h *handle) label() string {
 const labelPrefix = "pocketkms:"
 
 func (h *handle) convergentLabel() string { return h.label() + ":convergent" }
-
-// validateKind checks a KeyRef, a key type and the convergent flag, as
-// every backend of this module does.
-func validateKind(ref backend.KeyRef, typ backend.KeyType, convergent bool) error {
-	switch {
-	case !validKeyTag(ref.KeyTag):
-		return fmt.Errorf("%w: key tag must be 64 lowercase hex characters", backend.ErrInvalidArgument)
-	case ref.Version < 1:
-		return fmt.Errorf("%w: version must be at least 1", backend.ErrInvalidArgument)
-	case !ref.Purpose.Valid():
-		return fmt.Errorf("%w: unknown purpose %q", backend.ErrInvalidArgument, truncate(string(ref.Purpose)))
-	case !typ.Valid():
-		return fmt.Errorf("%w: unknown key type %q", backend.ErrInvalidArgument, truncate(string(typ)))
-	case convergent && typ != backend.AES256:
-		return fmt.Errorf("%w: only AES256 keys can be convergent", backend.ErrInvalidArgument)
-	case ref.Purpose == backend.PurposeTokenSigning && typ != backend.RSA2048:
-		return fmt.Errorf("%w: token-signing keys must be RSA2048", backend.ErrInvalidArgument)
-	}
-	return nil
-}
-
-func validKeyTag(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// describe names a KeyRef in errors. Key tags and versions are not secret.
-func describe(ref backend.KeyRef) string {
-	tag := ref.KeyTag
-	if !validKeyTag(tag) {
-		tag = fmt.Sprintf("%q", truncate(tag))
-	}
-	purpose := string(ref.Purpose)
-	if !ref.Purpose.Valid() {
-		purpose = fmt.Sprintf("%q", truncate(purpose))
-	}
-	return fmt.Sprintf("key %s v%d (%s)", tag, ref.Version, purpose)
-}

@@ -64,7 +64,7 @@ func (k *keyBase) Ref() backend.KeyRef { return k.ref }
 func (k *keyBase) Type() backend.KeyType { return k.typ }
 
 func (k *keyBase) errorf(op string, err error) error {
-	return fmt.Errorf("softhsm: %s %s: %w", op, describe(k.ref), err)
+	return fmt.Errorf("softhsm: %s %s: %w", op, k.ref, err)
 }
 
 // check returns ErrClosed after the backend's Close, ErrKeyNotFound after
@@ -82,7 +82,7 @@ func (k *keyBase) check(ctx context.Context) error {
 // String returns a redacted description: type and KeyRef, never material
 // or object handles.
 func (k *keyBase) String() string {
-	return fmt.Sprintf("softhsm.Key{%s %s, material in %s}", k.typ, describe(k.ref), k.b.desc)
+	return fmt.Sprintf("softhsm.Key{%s %s, material in %s}", k.typ, k.ref, k.b.desc)
 }
 
 // GoString returns the same description as String.
@@ -92,7 +92,7 @@ func (k *keyBase) GoString() string { return k.String() }
 func (k *keyBase) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
 
 // MarshalJSON encodes the same description as String as a JSON string.
-func (k *keyBase) MarshalJSON() ([]byte, error) { return jsonString(k.String()), nil }
+func (k *keyBase) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
 
 // LogValue logs the same description as String.
 func (k *keyBase) LogValue() slog.Value { return slog.StringValue(k.String()) }
@@ -126,8 +126,8 @@ func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]by
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("encrypt", err)
 	}
-	if req == nil {
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("encrypt", err)
 	}
 	if len(req.Plaintext) > MaxAESInput || len(req.AdditionalData) > MaxAESInput {
 		return nil, k.errorf("encrypt", fmt.Errorf("%w: input larger than %d bytes", backend.ErrInvalidArgument, MaxAESInput))
@@ -185,8 +185,8 @@ func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
-	if req == nil {
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
+	if err := backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("decrypt", err)
 	}
 	if len(req.AdditionalData) > MaxAESInput {
 		return nil, k.errorf("decrypt", fmt.Errorf("%w: additional data larger than %d bytes", backend.ErrInvalidArgument, MaxAESInput))
@@ -223,8 +223,6 @@ type rsaKey struct {
 	pub *rsa.PublicKey
 }
 
-func (k *rsaKey) tokenSigning() bool { return k.ref.Purpose == backend.PurposeTokenSigning }
-
 // Public returns the *rsa.PublicKey read from the token at Load.
 func (k *rsaKey) Public() crypto.PublicKey { return k.pub }
 
@@ -233,13 +231,8 @@ func (k *rsaKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]by
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("encrypt", err)
 	}
-	switch {
-	case req == nil:
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
-	case k.tokenSigning():
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: token-signing keys do not encrypt", backend.ErrInvalidArgument))
-	case len(req.AdditionalData) != 0:
-		return nil, k.errorf("encrypt", fmt.Errorf("%w: rsa encryption takes no additional data", backend.ErrInvalidArgument))
+	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("encrypt", err)
 	}
 	ct, err := backend.EncryptOAEP(k.pub, req.Plaintext)
 	if err != nil {
@@ -255,13 +248,8 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
-	switch {
-	case req == nil:
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
-	case k.tokenSigning():
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: token-signing keys do not decrypt", backend.ErrInvalidArgument))
-	case len(req.AdditionalData) != 0:
-		return nil, k.errorf("decrypt", fmt.Errorf("%w: rsa decryption takes no additional data", backend.ErrInvalidArgument))
+	if err := backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return nil, k.errorf("decrypt", err)
 	}
 	// RFC 8017 §7.1.2 step 1.b: the ciphertext must be k bytes.
 	if len(req.Ciphertext) != rsaSize {
@@ -295,19 +283,6 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	return append([]byte{}, msg...), nil
 }
 
-// checkAlgorithm enforces key separation, as backend/memory does: PSS for
-// cipher keys, PKCS #1 v1.5 for token-signing keys.
-func (k *rsaKey) checkAlgorithm(a backend.Algorithm) error {
-	want := backend.AlgRSAPSSSHA256
-	if k.tokenSigning() {
-		want = backend.AlgRSAPKCS1v15SHA256
-	}
-	if a != want {
-		return fmt.Errorf("%w: algorithm %v does not fit a %s %s key", backend.ErrInvalidArgument, a, k.typ, k.ref.Purpose)
-	}
-	return nil
-}
-
 // Sign signs the digest in the token: CKM_RSA_PKCS_PSS (SHA-256,
 // MGF1-SHA256, 222-byte salt) for cipher keys, CKM_RSA_PKCS over the
 // SHA-256 DigestInfo for token-signing keys.
@@ -315,10 +290,7 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
 	}
-	if err := checkSignRequest(req); err != nil {
-		return nil, k.errorf("sign", err)
-	}
-	if err := k.checkAlgorithm(req.Algorithm); err != nil {
+	if err := backend.CheckSignRequest(req, k.typ, k.ref.Purpose); err != nil {
 		return nil, k.errorf("sign", err)
 	}
 	var mech *pkcs11.Mechanism
@@ -356,20 +328,7 @@ func (k *keyBase) sign(ctx context.Context, mech *pkcs11.Mechanism, data []byte)
 
 // Verify verifies in software under the public key read at Load.
 func (k *rsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	if err := k.check(ctx); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	if req == nil {
-		return false, k.errorf("verify", fmt.Errorf("%w: nil request", backend.ErrInvalidArgument))
-	}
-	if err := k.checkAlgorithm(req.Algorithm); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(k.pub, req)
-	if err != nil {
-		return false, k.errorf("verify", err)
-	}
-	return ok, nil
+	return k.verify(ctx, k.pub, req)
 }
 
 // ecdsaKey is a loaded ECDSA P-256 key.
@@ -387,11 +346,8 @@ func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, 
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
 	}
-	if err := checkSignRequest(req); err != nil {
+	if err := backend.CheckSignRequest(req, k.typ, k.ref.Purpose); err != nil {
 		return nil, k.errorf("sign", err)
-	}
-	if req.Algorithm != backend.AlgECDSAP256SHA256 {
-		return nil, k.errorf("sign", fmt.Errorf("%w: algorithm %v does not fit an ECDSA key", backend.ErrInvalidArgument, req.Algorithm))
 	}
 	raw, err := k.sign(ctx, pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil), req.Digest)
 	if err != nil {
@@ -409,27 +365,21 @@ func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, 
 
 // Verify verifies in software under the public key read at Load.
 func (k *ecdsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
+	return k.verify(ctx, k.pub, req)
+}
+
+// verify checks req against the key's type and purpose and verifies it in
+// software under pub, the key's public key.
+func (k *keyBase) verify(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
 	if err := k.check(ctx); err != nil {
 		return false, k.errorf("verify", err)
 	}
-	ok, err := backend.VerifyWithPublicKey(k.pub, req)
+	if err := backend.CheckVerifyRequest(req, k.typ, k.ref.Purpose); err != nil {
+		return false, k.errorf("verify", err)
+	}
+	ok, err := backend.VerifyWithPublicKey(pub, req)
 	if err != nil {
 		return false, k.errorf("verify", err)
 	}
 	return ok, nil
-}
-
-func checkSignRequest(req *backend.SignRequest) error {
-	if req == nil {
-		return fmt.Errorf("%w: nil request", backend.ErrInvalidArgument)
-	}
-	if len(req.Digest) != sha256.Size {
-		return fmt.Errorf("%w: digest must be %d bytes", backend.ErrInvalidArgument, sha256.Size)
-	}
-	return nil
-}
-
-func jsonString(s string) []byte {
-	b, _ := json.Marshal(s)
-	return b
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/asn1"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -184,12 +185,12 @@ func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*
 	if req == nil {
 		return nil, fmt.Errorf("softhsm: generate: %w: nil request", backend.ErrInvalidArgument)
 	}
-	if err := validateKind(req.Ref, req.Type, req.Convergent); err != nil {
-		return nil, fmt.Errorf("softhsm: generate %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, req.Convergent); err != nil {
+		return nil, fmt.Errorf("softhsm: generate %s: %w", req.Ref, err)
 	}
 	h := handle{ref: req.Ref, typ: req.Type, convergent: req.Convergent}
 	if _, err := rand.Read(h.id[:]); err != nil {
-		return nil, fmt.Errorf("softhsm: generate %s: %w", describe(req.Ref), err)
+		return nil, fmt.Errorf("softhsm: generate %s: %w", req.Ref, err)
 	}
 	var pub crypto.PublicKey
 	err := b.withSession(ctx, func(s pkcs11.SessionHandle) error {
@@ -198,7 +199,7 @@ func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("softhsm: generate %s in %s: %w", describe(req.Ref), b.desc, err)
+		return nil, fmt.Errorf("softhsm: generate %s in %s: %w", req.Ref, b.desc, err)
 	}
 	return &backend.GenerateResponse{Handle: h.marshal(), Public: pub}, nil
 }
@@ -220,17 +221,17 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 		return nil, fmt.Errorf("softhsm: import: %w: nil request", backend.ErrInvalidArgument)
 	}
 	convergent := len(req.ConvergentKey) > 0
-	if err := validateKind(req.Ref, req.Type, convergent); err != nil {
-		return nil, fmt.Errorf("softhsm: import %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, convergent); err != nil {
+		return nil, fmt.Errorf("softhsm: import %s: %w", req.Ref, err)
 	}
 	m, err := importMaterial(req)
 	if err != nil {
-		return nil, fmt.Errorf("softhsm: import %s: %w", describe(req.Ref), err)
+		return nil, fmt.Errorf("softhsm: import %s: %w", req.Ref, err)
 	}
 	defer m.clear()
 	h := handle{ref: req.Ref, typ: req.Type, convergent: convergent}
 	if _, err := rand.Read(h.id[:]); err != nil {
-		return nil, fmt.Errorf("softhsm: import %s: %w", describe(req.Ref), err)
+		return nil, fmt.Errorf("softhsm: import %s: %w", req.Ref, err)
 	}
 	var pub crypto.PublicKey
 	err = b.withSession(ctx, func(s pkcs11.SessionHandle) error {
@@ -239,7 +240,7 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("softhsm: import %s into %s: %w", describe(req.Ref), b.desc, err)
+		return nil, fmt.Errorf("softhsm: import %s into %s: %w", req.Ref, b.desc, err)
 	}
 	return &backend.GenerateResponse{Handle: h.marshal(), Public: pub}, nil
 }
@@ -258,12 +259,12 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 	if req == nil {
 		return nil, fmt.Errorf("softhsm: load: %w: nil request", backend.ErrInvalidArgument)
 	}
-	if err := validateKind(req.Ref, req.Type, req.Convergent); err != nil {
-		return nil, fmt.Errorf("softhsm: load %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, req.Convergent); err != nil {
+		return nil, fmt.Errorf("softhsm: load %s: %w", req.Ref, err)
 	}
 	h, err := parseHandle(req.Handle)
 	if err != nil || h.ref != req.Ref || h.typ != req.Type || h.convergent != req.Convergent {
-		return nil, fmt.Errorf("softhsm: load %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		return nil, fmt.Errorf("softhsm: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
 	var set *objectSet
 	err = b.withSession(ctx, func(s pkcs11.SessionHandle) error {
@@ -272,7 +273,7 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("softhsm: load %s from %s: %w", describe(req.Ref), b.desc, objErr(err))
+		return nil, fmt.Errorf("softhsm: load %s from %s: %w", req.Ref, b.desc, objErr(err))
 	}
 	base := keyBase{b: b, set: set, ref: h.ref, typ: h.typ}
 	switch h.typ {
@@ -280,7 +281,7 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 		return &aesKey{keyBase: base}, nil
 	case backend.RSA2048:
 		return &rsaKey{keyBase: base, pub: set.public.(*rsa.PublicKey)}, nil
-	default: // backend.ECDSA; validateKind admits nothing else
+	default: // backend.ECDSA; KeyRef.Validate admits nothing else
 		return &ecdsaKey{keyBase: base, pub: set.public.(*ecdsa.PublicKey)}, nil
 	}
 }
@@ -298,18 +299,18 @@ func (b *Backend) Destroy(ctx context.Context, req *backend.DestroyRequest) erro
 	if req == nil {
 		return fmt.Errorf("softhsm: destroy: %w: nil request", backend.ErrInvalidArgument)
 	}
-	if err := validateKind(req.Ref, req.Type, false); err != nil {
-		return fmt.Errorf("softhsm: destroy %s: %w", describe(req.Ref), err)
+	if err := req.Ref.Validate(req.Type, false); err != nil {
+		return fmt.Errorf("softhsm: destroy %s: %w", req.Ref, err)
 	}
 	h, err := parseHandle(req.Handle)
 	if err != nil || h.ref != req.Ref || h.typ != req.Type {
-		return fmt.Errorf("softhsm: destroy %s: %w", describe(req.Ref), backend.ErrInvalidHandle)
+		return fmt.Errorf("softhsm: destroy %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
 	err = b.withSession(ctx, func(s pkcs11.SessionHandle) error {
 		return b.tok.destroy(s, h)
 	})
 	if err != nil {
-		return fmt.Errorf("softhsm: destroy %s in %s: %w", describe(req.Ref), b.desc, err)
+		return fmt.Errorf("softhsm: destroy %s in %s: %w", req.Ref, b.desc, err)
 	}
 	return nil
 }
@@ -361,7 +362,7 @@ func (b *Backend) GoString() string { return b.String() }
 func (b *Backend) Format(f fmt.State, _ rune) { io.WriteString(f, b.String()) }
 
 // MarshalJSON encodes the same description as String as a JSON string.
-func (b *Backend) MarshalJSON() ([]byte, error) { return jsonString(b.String()), nil }
+func (b *Backend) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
 
 // LogValue logs the same description as String.
 func (b *Backend) LogValue() slog.Value { return slog.StringValue(b.String()) }
