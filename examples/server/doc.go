@@ -1,0 +1,211 @@
+// Command server is a NAVER Cloud KMS-compatible HTTP server built on
+// pocketkms: the API 2.0 token and account APIs (/kms/v1/…) and the v3 API
+// (/kms/v3/…) on net/http, so that client code written for
+// https://ocapi.ncloud.com works against it with only its base URL changed.
+// It doubles as a local stand-in for NAVER KMS in development and tests.
+//
+//	go run ./examples/server                      # 127.0.0.1:8080, data in ./kms-data
+//	go run ./examples/server -addr 127.0.0.1:9000 -data /var/lib/kms
+//
+// The first run creates the data directory (mode 0700) with a root key
+// (root.key, 0600, from memory.GenerateRootKey) that seals every key of the
+// software backend, an access/secret key pair (credentials, 0600) and the key
+// store (store/). It prints the paths, the access key (never the secret) and
+// a ready curl line that signs a request with the secret read from the file:
+//
+//	AK=…; SK=$(grep -m1 "^$AK:" kms-data/credentials | cut -d: -f2-); TS=$(($(date +%s)*1000));
+//	SIG=$(printf 'GET /kms/v1/keys\n%s\n%s' "$TS" "$AK" | openssl dgst -sha256 -hmac "$SK" -binary | openssl base64 -A);
+//	curl -s http://127.0.0.1:8080/kms/v1/keys -H "x-ncp-apigw-timestamp: $TS" -H "x-ncp-iam-access-key: $AK" -H "x-ncp-apigw-signature-v2: $SIG"
+//
+// Flags: -addr, -data, -root-key-file (an existing root key, 64 hex
+// characters or 32 bytes, mode 0600), -credentials (an existing
+// "accessKey:secretKey" file, one pair a line, '#' comments, mode 0600),
+// -trusted-proxies (comma-separated addresses and CIDRs), -tls-cert and
+// -tls-key (serve HTTPS). SIGINT and SIGTERM shut the server down gracefully:
+// requests in flight finish (up to 15 s), then the Engine closes.
+//
+// # Endpoints
+//
+// Every endpoint below is implemented. "either" means the same path accepts
+// a token (x-ncp-ocapi-token: the token plane, kms.TokenClient) or account
+// authentication (the signature headers: the trusted plane, *kms.Engine); a
+// request carrying a token is a token request. K2 is /kms/v1/keys/{keyTag},
+// K3 /kms/v3/keys/{keyTag}, T3 /kms/v3/token/keys/{keyTag}.
+//
+//	API 2.0 cipher (either)        POST K2/encrypt, /decrypt, /re-encrypt, /reencrypt,
+//	                               /create-custom-key, /sign, /verify, /get-pub-key
+//	API 2.0 renewal (refresh token) PUT K2/token-set
+//	API 1.0 paths (account)        POST /keys/v2/{keyTag}/encrypt, /decrypt, /reencrypt,
+//	                               /createCustomKey, /sign, /verify
+//	API 2.0 keys (account)         POST, GET /kms/v1/keys; GET K2; POST K2/enable, /disable,
+//	                               /rotate, /request-deletion, /cancel-deletion,
+//	                               /enable-auto-rotation, /disable-auto-rotation;
+//	                               PUT K2/rotation-period, /memo
+//	API 2.0 versions (account)     GET K2/versions, K2/versions/{version};
+//	                               POST K2/versions/{version}/enable, /disable
+//	API 2.0 tokens (account)       POST, GET, PUT, DELETE K2/token-generator; POST K2/token-set
+//	API 2.0 IP ACL (account)       POST K2/acl/enable, K2/acl/disable; POST, DELETE, GET K2/acl
+//	v3 cipher (token: T3, account: K3)
+//	                               POST …/encrypt, /decrypt, /re-encrypt, /issue-custom-key,
+//	                               /sign, /verify, /batch-encrypt, /batch-decrypt,
+//	                               /batch-re-encrypt; GET …/versions/{version}/public-key
+//	v3 renewal (refresh token)     POST T3/reissue-tokens, T3/issue-access-token
+//	v3 keys (account)              POST, GET /kms/v3/keys; GET, PATCH K3; PATCH K3/rotation;
+//	                               POST K3/request-deletion, K3/cancel-deletion
+//	v3 versions (account)          GET, POST K3/versions; GET, PATCH K3/versions/{version}
+//	v3 tokens (account)            POST K3/issue-tokens, K3/activate-token-generator,
+//	                               K3/rotate-token-generator, K3/deactivate-token-generator;
+//	                               GET K3/token-generator (pocketkms addition)
+//	v3 IP ACL (account)            PATCH K3/acl; POST K3/acl/add-allowed-ips,
+//	                               K3/acl/remove-allowed-ips; GET K3/acl/allowed-ips
+//
+// Other paths answer 404 NotFound, other methods on a known path 405
+// MethodNotAllowed with Allow, both in the envelope of the path's API.
+//
+// # Bodies and envelopes
+//
+// API 2.0 (and 1.0) success: {"code":"SUCCESS","data":…} with epoch-millisecond
+// dates. v3 success: the flat body, with RFC 3339 UTC dates (milliseconds) in
+// fields ending in DateTime. v3 errors: {"error":{"errorCode","message",
+// "detail","fieldErrors":[{"field","message"}]}}, or for batch item failures
+// {"failures":{"<index>":{…}}} (never both). NAVER does not show its API 2.0
+// error body; this server answers {"code":"<errorCode>","msg":"<message>",
+// "data":null,"error":{…as v3…}} (plus "failures" for array inputs), so a
+// client testing code != "SUCCESS" sees the failure. Every *kms.Error is
+// answered with its Code and Status; 429 carries Retry-After. Every response
+// past net/http's own parsing carries a random x-ncp-request-id (a version 4
+// UUID), and Cache-Control: no-store.
+//
+// Inputs follow spec §4.2 exactly: standard padded base64 (no URL alphabet,
+// whitespace or missing padding); plaintext ≤ 43,692 characters and 32,768
+// bytes; context ≤ 68 characters and 50 bytes; sign data ≤ 10,924 characters
+// and 8,192 bytes; ciphertexts and signatures match
+// ^ncpkms:v[1-9][0-9]{0,8}:<base64>$ and are ≤ 43,746 characters. A JSON
+// value of the wrong type (a number where a string is expected) is 400
+// InvalidParameter with fieldErrors naming it, e.g. requests[0].ciphertext.
+// Unknown members are ignored; integers must be written as integers (30, not
+// 30.0 or "30") except where NAVER documents "Integer or String".
+//
+// API 2.0 plaintext and ciphertext inputs may be a String or an Array<String>
+// of 1..100 items (the v3 batch limit; NAVER does not document one for v2)
+// with one context for all; arrays are answered as arrays in request order
+// and run as one atomic batch (Engine.Batch…): any failing item fails the
+// call, and "failures" names the items that failed. v3 batches take
+// {"requests":[{…},…]} (1..100 items, a context per item) and answer
+// {"results":{"<index>":{…}}}; missing or malformed items fail by index
+// before anything runs (NAVER's phase 1).
+//
+// # Decisions where NAVER does not show the schema
+//
+//   - v2 keys: keyTag, keyName, keyType, status (ENABLE, DISABLE, REVOKE),
+//     protectionType, isConvergent, memo, isAutoRotation, rotationPeriod,
+//     nextRotationDate, currentVersion, registerDate, statusDate, destroyDate.
+//     The list is {keyList, currentPageNo, totalPageNo, totalCount}; pageNo
+//     counts from 1 (default 1), pageSize 1..200 (default 100). pocketkms has
+//     no numeric keyId, so none is sent.
+//   - v2 versions: GET …/versions → {keyTag, versionList:[{keyTag, version,
+//     status, isCurrent, registerDate}]}; version enable/disable →
+//     {keyTag, version, status, statusDate} (statusDate: the time of the call).
+//   - v2 rotation calls → {keyTag, isAutoRotation, rotationPeriod,
+//     nextRotationDate}; enable-auto-rotation takes an optional rotationPeriod.
+//   - v2 deletion → {keyTag, status, statusDate} plus destroyDate while REVOKE.
+//   - v2 token-generator GET: tokenGeneratorId (null when inactive), status
+//     ACTIVE|INACTIVE, enabledDate, disabledDate (null when never), and
+//     issuedTokenCount (a set counts 2, an access token 1; never reset).
+//   - v2 token-set: accessTokenHours / refreshTokenHours as an integer or a
+//     string of digits, 1..17,520, or exactly "UL" for unlimited.
+//   - get-pub-key → {publicKey} (PEM, SubjectPublicKeyInfo); Create Custom Key
+//     → {ciphertext, key_version, plaintext?} on v2 (NAVER's snake_case) and
+//     {ciphertext, keyVersion, plaintext?} on v3.
+//   - v3 single calls → {ciphertext}, {plaintext}, {signature}, {valid};
+//     public key → {keyTag, version, publicKey}.
+//   - v3 keys: keyTag, keyName, nrn ("nrn:PUB:KMS::local:Key/<keyTag>"),
+//     keyType, protectionType, convergent, status, memo (null when empty),
+//     currentVersion, rotation {enabled, periodDays, nextRotationDateTime},
+//     createdDateTime, statusUpdatedDateTime, scheduledDestroyDateTime. Lists:
+//     {keys|versions|allowedIps, pageNo, pageSize, totalCount}, pageNo from 0
+//     (default 0), pageSize 1..200 (default 20). createKey and createKeyVersion
+//     answer 201; versions are {version, status, current, createdDateTime}.
+//   - v3 token lifetimes: accessTokenMinutes / accessTokenUnlimited (NAVER's)
+//     and refreshTokenMinutes / refreshTokenUnlimited (our names, by analogy);
+//     token bodies are {accessToken, refreshToken} (no refreshToken from
+//     issue-access-token). v3 generator calls answer {status ENABLED|DISABLED,
+//     tokenGeneratorId}; PATCH acl answers {enabled}; add/remove answer the
+//     whole list {allowedIps}.
+//   - Tokens issued with account authentication carry every permission and the
+//     caller's access key as subject ("sub").
+//   - protectionType: BASIC only (the memory backend seals keys under the root
+//     key); COMMON_HSM is refused with 400 rather than silently downgraded.
+//     It is required on v2 create (as NAVER documents) and optional on v3.
+//   - Content type: API 2.0 accepts any, because NAVER's own curl examples
+//     send JSON with curl --data (application/x-www-form-urlencoded); v3
+//     answers 415 to a Content-Type that is not JSON (application/json,
+//     application/merge-patch+json, …); none at all is accepted.
+//   - context: NAVER checks it only on convergent keys. A context string that
+//     is not valid base64 of at most 50 bytes is passed to the Engine as an
+//     over-long context, which the Engine ignores on other keys and refuses
+//     (400 InvalidParameter) on convergent ones, after authentication. A
+//     non-string context is refused on every key.
+//   - The API 1.0 paths /keys/v2/{keyTag}/… are served (account only) because
+//     NAVER's API 2.0 overview shows them on the API 2.0 host.
+//
+// # Authentication
+//
+// Account authentication is NCP API Gateway signature v2:
+// x-ncp-apigw-signature-v2 = base64(HMAC-SHA256(secretKey, method + " " +
+// pathWithQuery + "\n" + timestamp + "\n" + accessKey)), with
+// x-ncp-apigw-timestamp (epoch milliseconds; refused when 5 minutes or more
+// from the server's clock) and x-ncp-iam-access-key. The signed path is the
+// request target exactly as sent, query included. Every configured access key
+// may do everything: there are no sub-accounts. The token plane follows the
+// Engine: IP allow-list (403 AccessDenied), then the token (401), permission
+// (403), rate limit (429, 300/s per key by default).
+//
+// The caller's address, for the allow-list and the log, is the connection's
+// peer. Only when the peer is one of -trusted-proxies is X-Forwarded-For
+// read: the right-most address in it that is not itself a trusted proxy. A
+// malformed entry yields no address, which an enabled allow-list refuses.
+//
+// # Limits
+//
+// Request bodies are limited to 6 MiB (a 100-item batch of 43,746-character
+// ciphertexts with contexts is about 4.4 MB); headers to 64 KiB. Timeouts:
+// 10 s to read headers, 60 s to read a request, 60 s to write a response,
+// 120 s idle keep-alive. The number of concurrent requests is not limited.
+//
+// # Security
+//
+// The log has one line per request (method, path with the key tag, status,
+// duration, request id, client address) and nothing else about it: no body,
+// header value, token, signature, access secret, plaintext or key material.
+// Errors carry no secret either; token failures and decryption failures are
+// answered alike whatever the cause. The banner prints file paths and the
+// access key, never the secret key. The credentials file and the root key
+// must not be readable by group or others (the server refuses to start
+// otherwise); new ones are written 0600 in a 0700 directory. Signatures are
+// compared in constant time (crypto/hmac.Equal), and an unknown access key
+// costs the same HMAC as a known one. Plaintext buffers the server owns are
+// cleared after use, best effort: JSON strings are Go strings and cannot be
+// wiped.
+//
+// The server speaks plain HTTP unless -tls-cert and -tls-key are given;
+// keep it on loopback (the default) or behind TLS, since tokens and data
+// cross the wire. It warns when it serves plain HTTP on another address.
+// As on NAVER, a signed request can be replayed within the 5-minute window,
+// and a token is a bearer credential until it expires or its generator is
+// rotated.
+//
+// # Limitations
+//
+//   - One account: every access key may manage every key; NAVER's sub-account
+//     permissions, Forbidden answers from listKeys and the permission
+//     snapshot of sub-accounts do not exist here.
+//   - Global keys only: no region-isolated keys (kr-, jpn- prefixes) or
+//     region hosts.
+//   - No API Gateway signature v1 (x-ncp-apigw-api-key), no usage-history
+//     API, no v2 "access token only" call (v3 issue-access-token exists).
+//   - Memos are stored as sent (NAVER v3 strips emoji and sanitises HTML).
+//   - Messages are in English; x-ncp-lang is ignored. Authentication failures
+//     answer 401 Unauthorized, not the API gateway's own numeric codes.
+//   - Rate limits are per process.
+package main

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+
+	"github.com/pocketkms/kms"
+)
+
+// Error codes this server answers besides the ones *kms.Error carries.
+const (
+	codeInvalidParameter     = "InvalidParameter"
+	codeResourceNotFound     = "ResourceNotFound"
+	codeInvalidState         = "InvalidState"
+	codeUnauthorized         = "Unauthorized"
+	codeNotFound             = "NotFound"
+	codeMethodNotAllowed     = "MethodNotAllowed"
+	codeUnsupportedMediaType = "UnsupportedMediaType"
+	codePayloadTooLarge      = "PayloadTooLarge"
+	codeInternal             = "InternalServerError"
+)
+
+// messages are the fixed, human-readable messages per error code; the
+// variable part goes in detail.
+var messages = map[string]string{
+	codeInvalidParameter:     "The specified parameter is invalid.",
+	codeResourceNotFound:     "One or more of the resources in the request do not exist in the system.",
+	codeNotFound:             "The requested path does not exist.",
+	"AlreadyExists":          "The resource already exists.",
+	codeInvalidState:         "The resource is not in a state that allows this operation.",
+	"LimitExceeded":          "A limit of the resource has been reached.",
+	"AccessDenied":           "Access from the caller's IP address is denied.",
+	"Forbidden":              "The credentials do not allow this operation.",
+	codeUnauthorized:         "Authentication failed.",
+	"TooManyRequests":        "Too many requests for this key; retry later.",
+	"ServiceUnavailable":     "The service is unavailable.",
+	codeInternal:             "An internal error occurred.",
+	codeMethodNotAllowed:     "The method is not allowed on this path.",
+	codeUnsupportedMediaType: "The media type of the request body is not supported.",
+	codePayloadTooLarge:      "The request body is too large.",
+}
+
+// apiError is an error answered to the caller: an HTTP status, a NAVER error
+// code, a non-secret detail, and field errors or per-item batch failures.
+type apiError struct {
+	status     int
+	code       string
+	detail     string
+	fields     []fieldError
+	failures   map[int]*apiError
+	retryAfter float64 // seconds, for 429
+}
+
+// Error describes the error for logs; it holds no secret.
+func (e *apiError) Error() string { return e.code + ": " + e.detail }
+
+// errorBody is NAVER's Error object.
+type errorBody struct {
+	ErrorCode   string       `json:"errorCode"`
+	Message     string       `json:"message"`
+	Detail      string       `json:"detail,omitempty"`
+	FieldErrors []fieldError `json:"fieldErrors,omitempty"`
+}
+
+func (e *apiError) body() *errorBody {
+	msg, ok := messages[e.code]
+	if !ok {
+		msg = http.StatusText(e.status)
+	}
+	return &errorBody{ErrorCode: e.code, Message: msg, Detail: e.detail, FieldErrors: e.fields}
+}
+
+// failureBodies renders failures keyed by the item index as a string.
+func (e *apiError) failureBodies() map[string]*errorBody {
+	out := make(map[string]*errorBody, len(e.failures))
+	for i, f := range e.failures {
+		out[strconv.Itoa(i)] = f.body()
+	}
+	return out
+}
+
+// toAPIError turns any error into what is answered. *kms.Error gives its
+// Code and Status; its detail is passed on except for token and decryption
+// failures, which are answered alike whatever the cause (no oracle).
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ke *kms.Error
+	if !errors.As(err, &ke) {
+		return &apiError{status: http.StatusInternalServerError, code: codeInternal}
+	}
+	out := fromKMS(ke)
+	var be *kms.BatchError
+	if errors.As(err, &be) {
+		out.detail = ""
+		out.failures = make(map[int]*apiError, len(be.Failures))
+		for i, f := range be.Failures {
+			out.failures[i] = fromKMS(f)
+		}
+	}
+	var rl *kms.RateLimitError
+	if errors.As(err, &rl) {
+		out.retryAfter = rl.RetryAfter.Seconds()
+	}
+	return out
+}
+
+func fromKMS(ke *kms.Error) *apiError {
+	out := &apiError{status: ke.Status, code: ke.Code, detail: ke.Detail}
+	switch {
+	case errors.Is(ke, kms.ErrTokenExpired):
+		out.detail = "the token has expired"
+	case errors.Is(ke, kms.ErrTokenInvalid):
+		out.detail = "the token is not valid for this key"
+	case errors.Is(ke, kms.ErrDecryptionFailed):
+		out.detail = "decryption failed"
+	case out.detail == "" && ke.Kind != nil:
+		out.detail = ke.Kind.Error()
+	}
+	if out.status == 0 {
+		out.status, out.code = http.StatusInternalServerError, codeInternal
+	}
+	return out
+}
+
+// v2Error is the API 2.0 error envelope. NAVER's v2 error body is not
+// documented; this one carries the code where "SUCCESS" would be, so v2
+// clients that test code see the failure, plus the v3 Error object (and the
+// per-item failures of an array input) for details.
+type v2Error struct {
+	Code     string                `json:"code"`
+	Msg      string                `json:"msg"`
+	Data     any                   `json:"data"`
+	Error    *errorBody            `json:"error"`
+	Failures map[string]*errorBody `json:"failures,omitempty"`
+}
+
+// v3Error is the Ncloud-standard error envelope: exactly one of error or
+// failures.
+type v3Error struct {
+	Error    *errorBody            `json:"error,omitempty"`
+	Failures map[string]*errorBody `json:"failures,omitempty"`
+}
+
+// writeError answers err in the envelope of the API generation.
+func writeError(w http.ResponseWriter, v2 bool, err error) {
+	ae := toAPIError(err)
+	if ae.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ae.retryAfter))))
+	}
+	var body any
+	switch {
+	case v2:
+		b := ae.body()
+		body = &v2Error{Code: ae.code, Msg: b.Message, Error: b}
+		if len(ae.failures) > 0 {
+			body.(*v2Error).Failures = ae.failureBodies()
+		}
+	case len(ae.failures) > 0:
+		body = &v3Error{Failures: ae.failureBodies()}
+	default:
+		body = &v3Error{Error: ae.body()}
+	}
+	writeJSON(w, ae.status, body)
+}
+
+// writeJSON writes v as the JSON response body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		data = []byte(`{"error":{"errorCode":"InternalServerError","message":"An internal error occurred."}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(data)+1))
+	h.Set("Cache-Control", "no-store") // bodies may hold tokens, plaintext or data keys
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(data, '\n'))
+}
+
+// batchFailures builds the answer to a batch whose items failed the format
+// checks (phase 1): 400 InvalidParameter with the failures by index.
+func batchFailures(problems map[int][]fieldError) *apiError {
+	out := &apiError{status: http.StatusBadRequest, code: codeInvalidParameter, failures: map[int]*apiError{}}
+	for i, fe := range problems {
+		out.failures[i] = &apiError{status: http.StatusBadRequest, code: codeInvalidParameter, fields: fe}
+	}
+	return out
+}

@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/pocketkms/kms"
+)
+
+// v2 management (/kms/v1/keys…, account authentication), answered in the
+// {"code":"SUCCESS","data":…} envelope with epoch-millisecond dates.
+
+// ms is an epoch-millisecond date, null when t is zero.
+func ms(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	v := t.UnixMilli()
+	return &v
+}
+
+// v2Status maps key and version states to v2's names.
+func v2Status[S ~string](s S) string {
+	switch s {
+	case "ENABLED":
+		return "ENABLE"
+	case "DISABLED":
+		return "DISABLE"
+	case "REVOKED":
+		return "REVOKE"
+	}
+	return string(s)
+}
+
+// v2Key is a key in v2 responses: the documented list fields (without the
+// numeric keyId, which pocketkms does not have) plus the key's settings.
+type v2Key struct {
+	KeyTag           string `json:"keyTag"`
+	KeyName          string `json:"keyName"`
+	KeyType          string `json:"keyType"`
+	Status           string `json:"status"`
+	ProtectionType   string `json:"protectionType"`
+	IsConvergent     bool   `json:"isConvergent"`
+	Memo             string `json:"memo"`
+	IsAutoRotation   bool   `json:"isAutoRotation"`
+	RotationPeriod   int    `json:"rotationPeriod"`
+	NextRotationDate *int64 `json:"nextRotationDate"`
+	CurrentVersion   uint32 `json:"currentVersion"`
+	RegisterDate     *int64 `json:"registerDate"`
+	StatusDate       *int64 `json:"statusDate"`
+	DestroyDate      *int64 `json:"destroyDate"`
+}
+
+func newV2Key(k *kms.Key) *v2Key {
+	return &v2Key{
+		KeyTag: k.Tag, KeyName: k.Name, KeyType: string(k.Type), Status: v2Status(k.State),
+		ProtectionType: protectionBasic, IsConvergent: k.Convergent, Memo: k.Memo,
+		IsAutoRotation: k.AutoRotation.Enabled, RotationPeriod: k.AutoRotation.PeriodDays,
+		NextRotationDate: ms(k.AutoRotation.NextRotationAt), CurrentVersion: k.CurrentVersion,
+		RegisterDate: ms(k.CreatedAt), StatusDate: ms(k.StateChangedAt), DestroyDate: ms(k.DestroyAt),
+	}
+}
+
+// protectionBasic is the only protection type offered: keys sealed under the
+// root key of backend/memory (NAVER's "stored encrypted in internal storage").
+const protectionBasic = "BASIC"
+
+// checkProtection checks a protectionType member: BASIC, or absent where not
+// required. COMMON_HSM is refused rather than silently downgraded.
+func checkProtection(o object) {
+	p, ok := o.str("protectionType")
+	switch {
+	case !ok || p == protectionBasic:
+	case p == "COMMON_HSM":
+		o.fail("protectionType", "COMMON_HSM is not offered by this server; use BASIC")
+	default:
+		o.fail("protectionType", "must be BASIC")
+	}
+}
+
+// v2CreateKey serves POST /kms/v1/keys.
+func v2CreateKey(c *call) (any, error) {
+	o, err := c.body()
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"keyName", "keyType", "isAutoRotation", "protectionType"} {
+		o.require(f)
+	}
+	name, _ := o.str("keyName")
+	typ, _ := o.str("keyType")
+	memo, _ := o.str("memo")
+	conv, _ := o.boolean("isConvergent")
+	auto, _ := o.boolean("isAutoRotation")
+	period, _ := o.integer("rotationPeriod", 1, kms.MaxRotationPeriodDays)
+	checkProtection(o)
+	if err := o.err(); err != nil {
+		return nil, err
+	}
+	k, err := c.s.eng.CreateKey(c.ctx, kms.CreateKeyRequest{Name: name, Type: kms.KeyType(typ), Memo: memo,
+		Convergent: conv, AutoRotation: auto, RotationPeriodDays: period})
+	if err != nil {
+		return nil, err
+	}
+	return newV2Key(k), nil
+}
+
+// queryInt reads a decimal query parameter in min..max, def when absent.
+func (c *call) queryInt(o object, name string, def, min, max int) int {
+	q := c.r.URL.Query()
+	if !q.Has(name) {
+		return def
+	}
+	n, ok := parseDecimal(q.Get(name), min, max)
+	if !ok {
+		o.fail(name, "must be an integer from "+strconv.Itoa(min)+" to "+strconv.Itoa(max))
+	}
+	return n
+}
+
+func newQuery() object { return object{errs: new([]fieldError)} }
+
+// v2ListKeys serves GET /kms/v1/keys?pageNo&pageSize: pageNo from 1
+// (default 1), pageSize 1..200 (default 100).
+func v2ListKeys(c *call) (any, error) {
+	q := newQuery()
+	pageNo := c.queryInt(q, "pageNo", 1, 1, 1<<31-1)
+	pageSize := c.queryInt(q, "pageSize", 100, 1, 200)
+	if err := q.err(); err != nil {
+		return nil, err
+	}
+	page, err := c.s.eng.ListKeys(c.ctx, kms.ListKeysRequest{PageNo: pageNo - 1, PageSize: pageSize})
+	if err != nil {
+		return nil, err
+	}
+	list := make([]*v2Key, len(page.Keys))
+	for i := range page.Keys {
+		list[i] = newV2Key(&page.Keys[i])
+	}
+	return map[string]any{"keyList": list, "currentPageNo": pageNo,
+		"totalPageNo": (page.TotalCount + pageSize - 1) / pageSize, "totalCount": page.TotalCount}, nil
+}
+
+// v2GetKey serves GET /kms/v1/keys/{keyTag}.
+func v2GetKey(c *call) (any, error) {
+	k, err := c.s.eng.GetKey(c.ctx, c.tag)
+	if err != nil {
+		return nil, err
+	}
+	return newV2Key(k), nil
+}
+
+// keyChange is an Engine method that changes a key's state.
+type keyChange func(e *kms.Engine, ctx context.Context, keyTag string) (*kms.Key, error)
+
+// v2KeyState serves enable, disable, request-deletion and cancel-deletion:
+// {keyTag, status, statusDate} (+ destroyDate while REVOKE).
+func v2KeyState(change keyChange) handler {
+	return func(c *call) (any, error) {
+		k, err := change(c.s.eng, c.ctx, c.tag)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]any{"keyTag": k.Tag, "status": v2Status(k.State), "statusDate": ms(k.StateChangedAt)}
+		if !k.DestroyAt.IsZero() {
+			out["destroyDate"] = ms(k.DestroyAt)
+		}
+		return out, nil
+	}
+}
+
+// v2Rotate serves POST rotate: {keyTag, version, rotatedDate}.
+func v2Rotate(c *call) (any, error) {
+	v, err := c.s.eng.RotateKey(c.ctx, c.tag)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"keyTag": c.keyTag(), "version": v.Version, "rotatedDate": ms(v.CreatedAt)}, nil
+}
+
+// v2Rotation serves rotation-period (rotationPeriod required),
+// enable-auto-rotation (rotationPeriod optional) and disable-auto-rotation:
+// {keyTag, isAutoRotation, rotationPeriod, nextRotationDate}.
+func v2Rotation(enabled *bool, needPeriod bool) handler {
+	return func(c *call) (any, error) {
+		o, err := c.body()
+		if err != nil {
+			return nil, err
+		}
+		up := kms.RotationUpdate{Enabled: enabled}
+		if needPeriod {
+			o.require("rotationPeriod")
+		}
+		if enabled == nil || *enabled {
+			if p, ok := o.integer("rotationPeriod", 1, kms.MaxRotationPeriodDays); ok {
+				up.PeriodDays = &p
+			}
+		}
+		if err := o.err(); err != nil {
+			return nil, err
+		}
+		k, err := c.s.eng.UpdateKeyRotation(c.ctx, c.tag, up)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"keyTag": k.Tag, "isAutoRotation": k.AutoRotation.Enabled,
+			"rotationPeriod": k.AutoRotation.PeriodDays, "nextRotationDate": ms(k.AutoRotation.NextRotationAt)}, nil
+	}
+}
+
+// v2Memo serves PUT memo: {"memo"} (0..100 characters) → {keyTag, memo}.
+func v2Memo(c *call) (any, error) {
+	o, err := c.body()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := o.m["memo"]; !ok {
+		o.fail("memo", "is required")
+	}
+	memo, _ := o.str("memo")
+	if err := o.err(); err != nil {
+		return nil, err
+	}
+	k, err := c.s.eng.UpdateKey(c.ctx, c.tag, kms.UpdateKeyRequest{Memo: &memo})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"keyTag": k.Tag, "memo": k.Memo}, nil
+}
+
+// findVersion returns one version of a key.
+func findVersion(c *call, max int) (*kms.KeyVersion, error) {
+	n, err := c.version(max)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := c.s.eng.ListKeyVersions(c.ctx, c.tag)
+	if err != nil {
+		return nil, err
+	}
+	for i := range vs {
+		if vs[i].Version == n {
+			return &vs[i], nil
+		}
+	}
+	return nil, &apiError{status: http.StatusNotFound, code: codeResourceNotFound, detail: "key version not found"}
+}
+
+func newV2Version(tag string, v *kms.KeyVersion) map[string]any {
+	return map[string]any{"keyTag": tag, "version": v.Version, "status": v2Status(v.State),
+		"isCurrent": v.Current, "registerDate": ms(v.CreatedAt)}
+}
+
+// v2ListVersions serves GET versions: {keyTag, versionList}.
+func v2ListVersions(c *call) (any, error) {
+	vs, err := c.s.eng.ListKeyVersions(c.ctx, c.tag)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]map[string]any, len(vs))
+	for i := range vs {
+		list[i] = newV2Version(c.keyTag(), &vs[i])
+	}
+	return map[string]any{"keyTag": c.keyTag(), "versionList": list}, nil
+}
+
+// v2GetVersion serves GET versions/{version}.
+func v2GetVersion(c *call) (any, error) {
+	v, err := findVersion(c, kms.MaxVersions)
+	if err != nil {
+		return nil, err
+	}
+	return newV2Version(c.keyTag(), v), nil
+}
+
+// versionChange is an Engine method that changes a version's state.
+type versionChange func(e *kms.Engine, ctx context.Context, keyTag string, version uint32) (*kms.KeyVersion, error)
+
+// v2VersionState serves versions/{version}/enable and /disable:
+// {keyTag, version, status, statusDate} (statusDate is the time of the call).
+func v2VersionState(change versionChange) handler {
+	return func(c *call) (any, error) {
+		n, err := c.version(kms.MaxVersions)
+		if err != nil {
+			return nil, err
+		}
+		v, err := change(c.s.eng, c.ctx, c.tag, n)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"keyTag": c.keyTag(), "version": v.Version, "status": v2Status(v.State), "statusDate": ms(c.s.now())}, nil
+	}
+}
+
+// generatorChange is an Engine method that changes a token generator.
+type generatorChange func(e *kms.Engine, ctx context.Context, keyTag string) (*kms.TokenGenerator, error)
+
+// v2GeneratorChange serves POST, PUT and DELETE token-generator: data null.
+func v2GeneratorChange(change generatorChange) handler {
+	return func(c *call) (any, error) {
+		_, err := change(c.s.eng, c.ctx, c.tag)
+		return nil, err
+	}
+}
+
+// v2GetGenerator serves GET token-generator.
+func v2GetGenerator(c *call) (any, error) {
+	g, err := c.s.eng.GetTokenGenerator(c.ctx, c.tag)
+	if err != nil {
+		return nil, err
+	}
+	var id *string
+	if g.ID != "" {
+		id = &g.ID
+	}
+	return map[string]any{"tokenGeneratorId": id, "status": string(g.Status), "enabledDate": ms(g.EnabledAt),
+		"disabledDate": ms(g.DisabledAt), "issuedTokenCount": g.IssuedTokenCount}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// v2ACLEnabled serves acl/enable and acl/disable: {keyTag, isAclEnabled}.
+func v2ACLEnabled(enabled bool) handler {
+	return func(c *call) (any, error) {
+		a, err := c.s.eng.SetKeyACLEnabled(c.ctx, c.tag, enabled)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"keyTag": c.keyTag(), "isAclEnabled": a.Enabled}, nil
+	}
+}
+
+// aclChange is an Engine method that adds or removes allow-list entries.
+type aclChange func(e *kms.Engine, ctx context.Context, keyTag string, entries []string) (*kms.ACL, error)
+
+// readIPs reads a required list of IP entries.
+func readIPs(c *call, field string) ([]string, error) {
+	o, err := c.body()
+	if err != nil {
+		return nil, err
+	}
+	o.require(field)
+	ips, ok := o.strList(field)
+	if ok && (len(ips) == 0 || len(ips) > maxArrayItems) {
+		o.fail(field, "must hold 1.."+strconv.Itoa(maxArrayItems)+" entries")
+	}
+	return ips, o.err()
+}
+
+// v2ACLList serves POST acl (add) and DELETE acl (remove), body
+// {"ipList":[…]}: {keyTag, allowedIpList}.
+func v2ACLList(change aclChange) handler {
+	return func(c *call) (any, error) {
+		ips, err := readIPs(c, "ipList")
+		if err != nil {
+			return nil, err
+		}
+		a, err := change(c.s.eng, c.ctx, c.tag, ips)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"keyTag": c.keyTag(), "allowedIpList": nonNil(a.Entries)}, nil
+	}
+}
+
+// v2GetACL serves GET acl: {keyTag, isAclEnabled, allowedIpList}.
+func v2GetACL(c *call) (any, error) {
+	a, err := c.s.eng.GetKeyACL(c.ctx, c.tag)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"keyTag": c.keyTag(), "isAclEnabled": a.Enabled, "allowedIpList": nonNil(a.Entries)}, nil
+}

@@ -1,0 +1,143 @@
+package main
+
+import "github.com/pocketkms/kms"
+
+var (
+	on  = func() *bool { b := true; return &b }()
+	off = func() *bool { b := false; return &b }()
+)
+
+// register registers every endpoint; this table is the API (see doc.go).
+func (s *server) register() {
+	// API 2.0 cipher calls: the same paths serve a token (token plane) or
+	// account authentication (trusted plane), told apart by the headers.
+	const k2 = "/kms/v1/keys/{keyTag}"
+	for _, r := range []struct {
+		path string
+		h    handler
+	}{
+		{"/encrypt", textHandler(opEncrypt)},
+		{"/decrypt", textHandler(opDecrypt)},
+		{"/re-encrypt", textHandler(opReEncrypt)},
+		{"/reencrypt", textHandler(opReEncrypt)},
+		{"/create-custom-key", customKey},
+		{"/sign", sign},
+		{"/verify", verify},
+		{"/get-pub-key", v2PublicKey},
+	} {
+		s.handle("POST "+k2+r.path, v2, viaEither, r.h)
+	}
+	s.handle("PUT "+k2+"/token-set", v2, viaToken, reissueTokens)
+
+	// API 1.0 paths as NAVER's API 2.0 overview shows them on the same host
+	// (account authentication, signature v2).
+	const k1 = "/keys/v2/{keyTag}"
+	for _, r := range []struct {
+		path string
+		h    handler
+	}{
+		{"/encrypt", textHandler(opEncrypt)},
+		{"/decrypt", textHandler(opDecrypt)},
+		{"/reencrypt", textHandler(opReEncrypt)},
+		{"/createCustomKey", customKey},
+		{"/sign", sign},
+		{"/verify", verify},
+	} {
+		s.handle("POST "+k1+r.path, v2, viaAccount, r.h)
+	}
+
+	// API 2.0 management (account authentication).
+	for _, r := range []struct {
+		pattern string
+		h       handler
+	}{
+		{"POST /kms/v1/keys", v2CreateKey},
+		{"GET /kms/v1/keys", v2ListKeys},
+		{"GET " + k2, v2GetKey},
+		{"POST " + k2 + "/enable", v2KeyState((*kms.Engine).EnableKey)},
+		{"POST " + k2 + "/disable", v2KeyState((*kms.Engine).DisableKey)},
+		{"POST " + k2 + "/request-deletion", v2KeyState((*kms.Engine).RequestKeyDeletion)},
+		{"POST " + k2 + "/cancel-deletion", v2KeyState((*kms.Engine).CancelKeyDeletion)},
+		{"POST " + k2 + "/rotate", v2Rotate},
+		{"PUT " + k2 + "/rotation-period", v2Rotation(nil, true)},
+		{"POST " + k2 + "/enable-auto-rotation", v2Rotation(on, false)},
+		{"POST " + k2 + "/disable-auto-rotation", v2Rotation(off, false)},
+		{"PUT " + k2 + "/memo", v2Memo},
+		{"GET " + k2 + "/versions", v2ListVersions},
+		{"GET " + k2 + "/versions/{version}", v2GetVersion},
+		{"POST " + k2 + "/versions/{version}/enable", v2VersionState((*kms.Engine).EnableKeyVersion)},
+		{"POST " + k2 + "/versions/{version}/disable", v2VersionState((*kms.Engine).DisableKeyVersion)},
+		{"POST " + k2 + "/token-generator", v2GeneratorChange((*kms.Engine).ActivateTokenGenerator)},
+		{"PUT " + k2 + "/token-generator", v2GeneratorChange((*kms.Engine).RotateTokenGenerator)},
+		{"DELETE " + k2 + "/token-generator", v2GeneratorChange((*kms.Engine).DeactivateTokenGenerator)},
+		{"GET " + k2 + "/token-generator", v2GetGenerator},
+		{"POST " + k2 + "/token-set", issueTokens},
+		{"POST " + k2 + "/acl/enable", v2ACLEnabled(true)},
+		{"POST " + k2 + "/acl/disable", v2ACLEnabled(false)},
+		{"POST " + k2 + "/acl", v2ACLList((*kms.Engine).AddAllowedIPs)},
+		{"DELETE " + k2 + "/acl", v2ACLList((*kms.Engine).RemoveAllowedIPs)},
+		{"GET " + k2 + "/acl", v2GetACL},
+	} {
+		s.handle(r.pattern, v2, viaAccount, r.h)
+	}
+
+	// v3 cipher calls, the same on both planes.
+	for _, plane := range []struct {
+		prefix string
+		how    auth
+	}{
+		{"/kms/v3/keys/{keyTag}", viaAccount},
+		{"/kms/v3/token/keys/{keyTag}", viaToken},
+	} {
+		for _, r := range []struct {
+			path string
+			h    handler
+		}{
+			{"/encrypt", textHandler(opEncrypt)},
+			{"/decrypt", textHandler(opDecrypt)},
+			{"/re-encrypt", textHandler(opReEncrypt)},
+			{"/batch-encrypt", batchHandler(opEncrypt)},
+			{"/batch-decrypt", batchHandler(opDecrypt)},
+			{"/batch-re-encrypt", batchHandler(opReEncrypt)},
+			{"/issue-custom-key", customKey},
+			{"/sign", sign},
+			{"/verify", verify},
+		} {
+			s.handle("POST "+plane.prefix+r.path, v3, plane.how, r.h)
+		}
+		s.handle("GET "+plane.prefix+"/versions/{version}/public-key", v3, plane.how, v3PublicKey)
+	}
+	const t3 = "/kms/v3/token/keys/{keyTag}"
+	s.handle("POST "+t3+"/reissue-tokens", v3, viaToken, reissueTokens)
+	s.handle("POST "+t3+"/issue-access-token", v3, viaToken, issueAccessToken)
+
+	// v3 management (account authentication).
+	const k3 = "/kms/v3/keys/{keyTag}"
+	for _, r := range []struct {
+		pattern string
+		h       handler
+	}{
+		{"POST /kms/v3/keys", v3CreateKey},
+		{"GET /kms/v3/keys", v3ListKeys},
+		{"GET " + k3, v3GetKey},
+		{"PATCH " + k3, v3UpdateKey},
+		{"PATCH " + k3 + "/rotation", v3UpdateRotation},
+		{"POST " + k3 + "/request-deletion", v3KeyChange((*kms.Engine).RequestKeyDeletion)},
+		{"POST " + k3 + "/cancel-deletion", v3KeyChange((*kms.Engine).CancelKeyDeletion)},
+		{"GET " + k3 + "/versions", v3ListVersions},
+		{"POST " + k3 + "/versions", v3CreateVersion},
+		{"GET " + k3 + "/versions/{version}", v3GetVersion},
+		{"PATCH " + k3 + "/versions/{version}", v3UpdateVersion},
+		{"POST " + k3 + "/issue-tokens", issueTokens},
+		{"POST " + k3 + "/activate-token-generator", v3GeneratorChange((*kms.Engine).ActivateTokenGenerator)},
+		{"POST " + k3 + "/rotate-token-generator", v3GeneratorChange((*kms.Engine).RotateTokenGenerator)},
+		{"POST " + k3 + "/deactivate-token-generator", v3GeneratorChange((*kms.Engine).DeactivateTokenGenerator)},
+		{"GET " + k3 + "/token-generator", v3GetGenerator},
+		{"PATCH " + k3 + "/acl", v3UpdateACL},
+		{"POST " + k3 + "/acl/add-allowed-ips", v3ACLList((*kms.Engine).AddAllowedIPs)},
+		{"POST " + k3 + "/acl/remove-allowed-ips", v3ACLList((*kms.Engine).RemoveAllowedIPs)},
+		{"GET " + k3 + "/acl/allowed-ips", v3ListACL},
+	} {
+		s.handle(r.pattern, v3, viaAccount, r.h)
+	}
+}
