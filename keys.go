@@ -71,6 +71,20 @@ type KeyVersion struct {
 	State     VersionState
 	Current   bool
 	CreatedAt time.Time
+	// StateChangedAt is when the version was last enabled or disabled;
+	// CreatedAt if never.
+	StateChangedAt time.Time
+}
+
+func (s *keySnap) versionInfo(v *versionSnap) KeyVersion {
+	changed := v.rec.StateChangedAt
+	if changed == 0 {
+		changed = v.rec.CreatedAt
+	}
+	return KeyVersion{
+		Version: v.rec.Version, State: VersionState(v.rec.State), Current: v == s.current(),
+		CreatedAt: msTime(v.rec.CreatedAt), StateChangedAt: msTime(changed),
+	}
 }
 
 // KeyPage is one page of ListKeys.
@@ -275,12 +289,21 @@ func (e *Engine) ListKeyVersions(ctx context.Context, keyTag string) ([]KeyVersi
 	return readKey(e, "list key versions", keyTag, func(op string, s *keySnap) ([]KeyVersion, error) {
 		out := make([]KeyVersion, len(s.versions))
 		for i, v := range s.versions {
-			out[i] = KeyVersion{
-				Version: v.rec.Version, State: VersionState(v.rec.State),
-				Current: i == len(s.versions)-1, CreatedAt: msTime(v.rec.CreatedAt),
-			}
+			out[i] = s.versionInfo(v)
 		}
 		return out, nil
+	})
+}
+
+// GetKeyVersion describes one version of a key.
+func (e *Engine) GetKeyVersion(ctx context.Context, keyTag string, version uint32) (*KeyVersion, error) {
+	return readKey(e, "get key version", keyTag, func(op string, s *keySnap) (*KeyVersion, error) {
+		v := s.version(version)
+		if v == nil {
+			return nil, newErr(op, s.rec.Tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
+		}
+		info := s.versionInfo(v)
+		return &info, nil
 	})
 }
 
@@ -378,7 +401,8 @@ func (e *Engine) rotateLocked(ctx context.Context, op string, ent *keyEntry) (*K
 	ns.versions = append(slices.Clip(s.versions), newVersionSnap(tag, vrec))
 	ent.snap.Store(ns)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key rotated", slog.String("keyTag", tag), slog.Int("version", int(next)))
-	return &KeyVersion{Version: next, State: VersionEnabled, Current: true, CreatedAt: msTime(vrec.CreatedAt)}, nil
+	info := ns.versionInfo(ns.current())
+	return &info, nil
 }
 
 // backendErr maps a backend error to the Engine's error classes.

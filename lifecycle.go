@@ -247,21 +247,21 @@ func (e *Engine) setVersionState(ctx context.Context, op, keyTag string, version
 		if v == nil {
 			return nil, nil, newErr(op, tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
 		}
-		current := v == s.current()
-		out = KeyVersion{Version: version, State: want, Current: current, CreatedAt: msTime(v.rec.CreatedAt)}
+		out = s.versionInfo(v)
 		if VersionState(v.rec.State) == want {
 			return s, nil, nil
 		}
-		if current {
+		if out.Current {
 			return nil, nil, newErr(op, tag, ErrInvalidState, "the current version's state cannot change")
 		}
 		vrec := v.rec
-		vrec.State = string(want)
+		vrec.State, vrec.StateChangedAt = string(want), now.UnixMilli()
 		nv := &versionSnap{rec: vrec, ad: v.ad, lk: v.lk}
 		versions := slices.Clone(s.versions)
 		versions[version-1] = nv
 		ns := s.clone()
 		ns.versions = versions
+		out = ns.versionInfo(nv)
 		return ns, func(tx *store.Txn) error { return tx.PutVersion(&vrec) }, nil
 	})
 	if err != nil {

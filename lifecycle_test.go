@@ -89,7 +89,7 @@ func TestDisableEnableKey(t *testing.T) {
 }
 
 func TestVersionStates(t *testing.T) {
-	e, _ := newClockEngine(t)
+	e, clk := newClockEngine(t)
 	ctx := context.Background()
 	k := createKey(t, e, "vers", kms.RSA2048, false)
 	data := []byte("signed")
@@ -108,6 +108,12 @@ func TestVersionStates(t *testing.T) {
 	if err != nil || v.State != kms.VersionDisabled || v.Current {
 		t.Fatalf("DisableKeyVersion = %+v, %v", v, err)
 	}
+	got, err := e.GetKeyVersion(ctx, k.Tag, 1)
+	if err != nil || *got != *v || !got.StateChangedAt.Equal(clk.Now()) {
+		t.Fatalf("GetKeyVersion = %+v, %v; want %+v", got, err, v)
+	}
+	_, err = e.GetKeyVersion(ctx, k.Tag, 9)
+	wantErr(t, err, kms.ErrVersionNotFound)
 	_, err = e.Decrypt(ctx, k.Tag, ct, nil)
 	wantErr(t, err, kms.ErrVersionDisabled)
 	_, err = e.ReEncrypt(ctx, k.Tag, ct, nil)

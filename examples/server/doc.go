@@ -105,7 +105,7 @@
 //     no numeric keyId, so none is sent.
 //   - v2 versions: GET …/versions → {keyTag, versionList:[{keyTag, version,
 //     status, isCurrent, registerDate}]}; version enable/disable →
-//     {keyTag, version, status, statusDate} (statusDate: the time of the call).
+//     {keyTag, version, status, statusDate}.
 //   - v2 rotation calls → {keyTag, isAutoRotation, rotationPeriod,
 //     nextRotationDate}; enable-auto-rotation takes an optional rotationPeriod.
 //   - v2 deletion → {keyTag, status, statusDate} plus destroyDate while REVOKE.

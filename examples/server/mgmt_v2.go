@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -236,16 +235,7 @@ func findVersion(c *call, max int) (*kms.KeyVersion, error) {
 	if err != nil {
 		return nil, err
 	}
-	vs, err := c.s.eng.ListKeyVersions(c.ctx, c.tag)
-	if err != nil {
-		return nil, err
-	}
-	for i := range vs {
-		if vs[i].Version == n {
-			return &vs[i], nil
-		}
-	}
-	return nil, &apiError{status: http.StatusNotFound, code: codeResourceNotFound, detail: "key version not found"}
+	return c.s.eng.GetKeyVersion(c.ctx, c.tag, n)
 }
 
 func newV2Version(tag string, v *kms.KeyVersion) map[string]any {
@@ -279,7 +269,7 @@ func v2GetVersion(c *call) (any, error) {
 type versionChange func(e *kms.Engine, ctx context.Context, keyTag string, version uint32) (*kms.KeyVersion, error)
 
 // v2VersionState serves versions/{version}/enable and /disable:
-// {keyTag, version, status, statusDate} (statusDate is the time of the call).
+// {keyTag, version, status, statusDate}.
 func v2VersionState(change versionChange) handler {
 	return func(c *call) (any, error) {
 		n, err := c.version(kms.MaxVersions)
@@ -290,7 +280,7 @@ func v2VersionState(change versionChange) handler {
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"keyTag": c.keyTag(), "version": v.Version, "status": v2Status(v.State), "statusDate": ms(c.s.now())}, nil
+		return map[string]any{"keyTag": c.keyTag(), "version": v.Version, "status": v2Status(v.State), "statusDate": ms(v.StateChangedAt)}, nil
 	}
 }
 

@@ -33,6 +33,8 @@ type VersionRecord struct {
 	Version   uint32 `json:"version"`
 	State     string `json:"state"`
 	CreatedAt int64  `json:"createdAt"`
+	// StateChangedAt is the last enable/disable of the version (0: never).
+	StateChangedAt int64 `json:"stateChangedAt,omitempty"`
 	// Handle is the backend's opaque, storable handle.
 	Handle []byte `json:"handle"`
 	// PublicKey is the PKIX DER public key, absent for AES256.
