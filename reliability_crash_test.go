@@ -1,0 +1,667 @@
+package kms_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/ratelimit"
+)
+
+var (
+	mxCycles = flag.Int("crashmix.cycles", 0, "kill-and-restart cycles of TestCrashMixedWorkload (0: 200, or 20 with -short)")
+	mxSeed   = flag.Uint64("crashmix.seed", 0, "seed of TestCrashMixedWorkload's choices (0: from the clock; the test logs it)")
+)
+
+const mxEnv = "POCKETKMS_CRASHMIX_CHILD"
+
+// mxOp is one change the child makes, printed as BEGIN before the call
+// and ACK after it returned (FAIL if it returned an error, which the
+// child never expects: it only picks changes the key's state allows).
+type mxOp struct {
+	Phase      string `json:"phase"`
+	Op         string `json:"op"`
+	Tag        string `json:"tag,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Convergent bool   `json:"convergent,omitempty"`
+	Version    uint32 `json:"version,omitempty"`
+	Entry      string `json:"entry,omitempty"`
+	Limit      string `json:"limit,omitempty"`
+	GenID      string `json:"genID,omitempty"`
+	CT         string `json:"ct,omitempty"`
+	PT         string `json:"pt,omitempty"`
+	Ctx        string `json:"ctx,omitempty"`
+	Access     string `json:"access,omitempty"`
+	Refresh    string `json:"refresh,omitempty"`
+	Err        string `json:"err,omitempty"`
+}
+
+// mxACLPool is every allow-list entry the child uses, with an address
+// each one admits.
+var mxACLPool = map[string]string{
+	"10.1.2.3":    "10.1.2.3",
+	"10.7.0.0/16": "10.7.9.9",
+	"192.0.2.*":   "192.0.2.77",
+	"2001:db8::1": "2001:db8::1",
+}
+
+// mxLimits are the rate limits the child gives keys; all leave room for
+// the parent's few token calls per key and restart.
+var mxLimits = []ratelimit.Limit{{Rate: 1000, Burst: 500}, {Rate: 100, Burst: 50}, {Unlimited: true}}
+
+// mxKey is the model of a key: what every acknowledged change says it is.
+type mxKey struct {
+	Convergent bool
+	State      kms.KeyState
+	Versions   []kms.VersionState
+	ACLOn      bool
+	ACL        []string
+	GenActive  bool
+	GenID      string
+	Issued     uint64
+	Limit      string // "" when the key has no limit of its own
+}
+
+func (m mxKey) clone() mxKey {
+	m.Versions = slices.Clone(m.Versions)
+	m.ACL = slices.Clone(m.ACL)
+	return m
+}
+
+func (m mxKey) String() string {
+	return fmt.Sprintf("{state %s versions %v acl %v %v generator %v %.8s issued %d limit %q}",
+		m.State, m.Versions, m.ACLOn, m.ACL, m.GenActive, m.GenID, m.Issued, m.Limit)
+}
+
+func mxNewKey(convergent bool) mxKey {
+	return mxKey{Convergent: convergent, State: kms.StateEnabled, Versions: []kms.VersionState{kms.VersionEnabled}}
+}
+
+// mxApply is the model of each change. A generator id made by a change
+// still in flight is unknown: newID is used for it.
+func mxApply(m mxKey, op mxOp, newID string) mxKey {
+	m = m.clone()
+	switch op.Op {
+	case "rotate":
+		m.Versions = append(m.Versions, kms.VersionEnabled)
+	case "vdisable":
+		m.Versions[op.Version-1] = kms.VersionDisabled
+	case "venable":
+		m.Versions[op.Version-1] = kms.VersionEnabled
+	case "disable", "cancel":
+		m.State = kms.StateDisabled
+	case "enable":
+		m.State = kms.StateEnabled
+	case "delete":
+		m.State = kms.StateRevoked
+	case "acladd":
+		m.ACL = append(m.ACL, op.Entry)
+		slices.Sort(m.ACL)
+	case "aclremove":
+		m.ACL = slices.DeleteFunc(m.ACL, func(s string) bool { return s == op.Entry })
+	case "aclon":
+		m.ACLOn = true
+	case "acloff":
+		m.ACLOn = false
+	case "limit":
+		m.Limit = op.Limit
+	case "unlimit":
+		m.Limit = ""
+	case "genactivate", "genrotate":
+		m.GenActive, m.GenID = true, op.GenID
+		if m.GenID == "" {
+			m.GenID = newID
+		}
+	case "gendeactivate":
+		m.GenActive, m.GenID = false, ""
+	case "issue":
+		m.Issued += 2
+	}
+	return m
+}
+
+func mxEqual(a, b mxKey) bool {
+	return a.Convergent == b.Convergent && a.State == b.State && slices.Equal(a.Versions, b.Versions) &&
+		a.ACLOn == b.ACLOn && slices.Equal(a.ACL, b.ACL) && a.GenActive == b.GenActive && a.GenID == b.GenID &&
+		a.Issued == b.Issued && a.Limit == b.Limit
+}
+
+// mxActual reads a key's state through the API; ok is false if the key
+// does not exist.
+func mxActual(t *testing.T, e *kms.Engine, tag string) (mxKey, bool) {
+	t.Helper()
+	ctx := context.Background()
+	k, err := e.GetKey(ctx, tag)
+	if errors.Is(err, kms.ErrKeyNotFound) {
+		return mxKey{}, false
+	}
+	if err != nil {
+		t.Fatalf("GetKey(%s): %v", tag, err)
+	}
+	vs, err := e.ListKeyVersions(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(k.CurrentVersion) != len(vs) {
+		t.Fatalf("key %s: current version %d of %d versions", tag, k.CurrentVersion, len(vs))
+	}
+	a, err := e.GetKeyACL(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.GetTokenGenerator(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.GetKeyRateLimit(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mxKey{Convergent: k.Convergent, State: k.State, ACLOn: a.Enabled, ACL: slices.Clone(a.Entries),
+		GenActive: g.Status == kms.GeneratorActive, GenID: g.ID, Issued: g.IssuedTokenCount}
+	if len(m.ACL) == 0 {
+		m.ACL = nil
+	}
+	for _, v := range vs {
+		m.Versions = append(m.Versions, v.State)
+	}
+	if l.Own {
+		m.Limit = l.Limit.String()
+	}
+	return m, true
+}
+
+type mxCT struct {
+	tag, ct, pt string
+	ctx         []byte
+}
+
+type mxToken struct {
+	tag, access, refresh, genID string
+}
+
+// mxAddr is a caller address the key's allow-list admits, and whether
+// one exists.
+func mxAddr(m mxKey) (netip.Addr, bool) {
+	if !m.ACLOn {
+		return netip.MustParseAddr("203.0.113.9"), true
+	}
+	if len(m.ACL) == 0 {
+		return netip.MustParseAddr("10.1.2.3"), false
+	}
+	return netip.MustParseAddr(mxACLPool[m.ACL[0]]), true
+}
+
+// mxCheckToken checks that a token works exactly when the model says it
+// must: its generator is the key's current one and the key is ENABLED.
+func mxCheckToken(t *testing.T, e *kms.Engine, m mxKey, tk mxToken) {
+	t.Helper()
+	ctx := context.Background()
+	addr, admitted := mxAddr(m)
+	live := m.State == kms.StateEnabled && m.GenActive && m.GenID == tk.genID
+	ct, err := e.WithToken(tk.access, addr).Encrypt(ctx, tk.tag, []byte("token check"), []byte("ctx"))
+	switch {
+	case !admitted:
+		if !errors.Is(err, kms.ErrAccessDenied) {
+			t.Fatalf("key %.8s: token from outside an empty allow-list: %v, want access denied", tk.tag, err)
+		}
+		return
+	case live && err != nil:
+		t.Fatalf("key %.8s: acknowledged token (generator %.8s) no longer works: %v (model %v)", tk.tag, tk.genID, err, m)
+	case !live && err == nil:
+		t.Fatalf("key %.8s: token of a replaced generator (%.8s) works (model %v)", tk.tag, tk.genID, m)
+	case !live && !errors.Is(err, kms.ErrTokenInvalid):
+		t.Fatalf("key %.8s: dead token: %v, want invalid token", tk.tag, err)
+	}
+	if live {
+		pt, err := e.Decrypt(ctx, tk.tag, ct, []byte("ctx"))
+		if err != nil || string(pt) != "token check" {
+			t.Fatalf("key %.8s: token-plane ciphertext: %q %v", tk.tag, pt, err)
+		}
+		// A refresh token is never an access token.
+		if _, err := e.WithToken(tk.refresh, addr).Encrypt(ctx, tk.tag, []byte("x"), []byte("ctx")); !errors.Is(err, kms.ErrTokenInvalid) {
+			t.Fatalf("key %.8s: refresh token as access token: %v", tk.tag, err)
+		}
+	}
+}
+
+// mxCheckCT checks an acknowledged ciphertext decrypts to its plaintext,
+// when the model says the key and version can decrypt.
+func mxCheckCT(t *testing.T, e *kms.Engine, m mxKey, c mxCT) bool {
+	t.Helper()
+	var v uint32
+	fmt.Sscanf(c.ct, "ncpkms:v%d:", &v)
+	if v == 0 || int(v) > len(m.Versions) {
+		t.Fatalf("key %.8s: ciphertext of version %d, key has %d", c.tag, v, len(m.Versions))
+	}
+	if m.State != kms.StateEnabled || m.Versions[v-1] != kms.VersionEnabled {
+		return false
+	}
+	pt, err := e.Decrypt(context.Background(), c.tag, c.ct, c.ctx)
+	if err != nil || string(pt) != c.pt {
+		t.Fatalf("key %.8s: acknowledged ciphertext of v%d: %q, %v; want %q", c.tag, v, pt, err, c.pt)
+	}
+	return true
+}
+
+// TestCrashMixedWorkload kills a child process with SIGKILL at random
+// moments while it creates keys, rotates them, changes key and version
+// states, requests and cancels deletions, edits allow-lists and rate
+// limits, activates, rotates and deactivates token generators, issues
+// tokens and encrypts. After every kill the store is reopened: every
+// acknowledged change is there (at most the one change in flight may or
+// may not be), no half-made key exists, every acknowledged ciphertext of a
+// usable version decrypts, and every acknowledged token works exactly
+// when its generator is still the key's current one. A last pass enables
+// everything and decrypts every ciphertext ever acknowledged.
+func TestCrashMixedWorkload(t *testing.T) {
+	if dir := os.Getenv(mxEnv); dir != "" {
+		mxChild(dir)
+		return
+	}
+	cycles := *mxCycles
+	if cycles <= 0 {
+		cycles = 200
+		if testing.Short() {
+			cycles = 20
+		}
+	}
+	dir := t.TempDir()
+	seed := *mxSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (-crashmix.seed repeats the choices; the kill times differ)", seed)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	ctx := context.Background()
+	model := map[string]mxKey{}
+	var cts []mxCT
+	var toks []mxToken
+	checked := 0
+	acked := map[string]int{}
+	inflightSeen := 0
+	start := time.Now()
+	for cycle := range cycles {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashMixedWorkload$")
+		cmd.Env = append(os.Environ(), mxEnv+"="+dir, fmt.Sprintf("POCKETKMS_CRASHMIX_SEED=%d", rng.Uint64()))
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan mxOp, 1024)
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				var op mxOp
+				if json.Unmarshal(sc.Bytes(), &op) == nil && op.Phase != "" {
+					lines <- op
+				}
+			}
+		}()
+		killAfter := time.Duration(5+rng.IntN(56)) * time.Millisecond
+		var timer <-chan time.Time
+		var inflight *mxOp
+		newCTs := len(cts)
+		silence := time.NewTimer(30 * time.Second)
+	read:
+		for {
+			select {
+			case op, ok := <-lines:
+				if !ok {
+					break read
+				}
+				switch op.Phase {
+				case "BEGIN":
+					o := op
+					inflight = &o
+				case "FAIL":
+					cmd.Process.Kill()
+					cmd.Wait()
+					t.Fatalf("cycle %d: the child's %s failed: %s", cycle, op.Op, op.Err)
+				case "ACK":
+					inflight = nil
+					acked[op.Op]++
+					if timer == nil {
+						timer = time.After(killAfter)
+					}
+					switch op.Op {
+					case "create":
+						model[op.Tag] = mxNewKey(op.Convergent)
+					case "encrypt":
+						cts = append(cts, mxCT{op.Tag, op.CT, op.PT, []byte(op.Ctx)})
+						model[op.Tag] = mxApply(model[op.Tag], op, "")
+					case "issue":
+						toks = append(toks, mxToken{op.Tag, op.Access, op.Refresh, op.GenID})
+						model[op.Tag] = mxApply(model[op.Tag], op, "")
+					default:
+						model[op.Tag] = mxApply(model[op.Tag], op, "")
+					}
+				}
+			case <-timer:
+				cmd.Process.Kill()
+				timer = nil
+			case <-silence.C:
+				cmd.Process.Kill()
+				t.Fatalf("cycle %d: child silent for 30 s", cycle)
+			}
+		}
+		silence.Stop()
+		cmd.Wait()
+		if inflight != nil {
+			inflightSeen++
+		}
+
+		// Restart on the same directory and compare with the model.
+		e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+		if err != nil {
+			t.Fatalf("cycle %d: reopen after kill (in flight: %+v): %v", cycle, inflight, err)
+		}
+		page, err := e.ListKeys(ctx, kms.ListKeysRequest{PageSize: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range page.Keys {
+			if _, known := model[k.Tag]; known {
+				continue
+			}
+			if inflight == nil || inflight.Op != "create" || k.Name != inflight.Name {
+				t.Fatalf("cycle %d: key %s (%s) was never acknowledged (in flight: %+v)", cycle, k.Name, k.Tag, inflight)
+			}
+			model[k.Tag] = mxNewKey(inflight.Convergent)
+		}
+		if page.TotalCount != len(model) {
+			t.Fatalf("cycle %d: %d keys stored, %d acknowledged", cycle, page.TotalCount, len(model))
+		}
+		for tag, want := range model {
+			got, ok := mxActual(t, e, tag)
+			if !ok {
+				t.Fatalf("cycle %d: acknowledged key %s is missing", cycle, tag)
+			}
+			if mxEqual(got, want) {
+				continue
+			}
+			if inflight != nil && inflight.Tag == tag {
+				newID := ""
+				if got.GenID != want.GenID {
+					newID = got.GenID
+				}
+				if alt := mxApply(want, *inflight, newID); mxEqual(got, alt) {
+					model[tag] = got // the change in flight was committed before the kill
+					continue
+				}
+			}
+			t.Fatalf("cycle %d: key %s is %v, acknowledged %v (in flight: %+v)", cycle, tag, got, want, inflight)
+		}
+		// Ciphertexts: all new ones, and a sample of the older ones.
+		for i := newCTs; i < len(cts); i++ {
+			if mxCheckCT(t, e, model[cts[i].tag], cts[i]) {
+				checked++
+			}
+		}
+		for range min(newCTs, 30) {
+			c := cts[rng.IntN(newCTs)]
+			if mxCheckCT(t, e, model[c.tag], c) {
+				checked++
+			}
+		}
+		// Tokens: the latest few of each key.
+		perKey := map[string]int{}
+		for i := len(toks) - 1; i >= 0; i-- {
+			tk := toks[i]
+			if perKey[tk.tag]++; perKey[tk.tag] <= 4 {
+				mxCheckToken(t, e, model[tk.tag], tk)
+			}
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Last pass: make every key and version usable and lift the rate
+	// limits, then every ciphertext ever acknowledged must decrypt and
+	// every token behave.
+	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0),
+		kms.WithRateLimit(ratelimit.Limit{Unlimited: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	for tag, m := range model {
+		if m.Limit != "" {
+			if err := e.ClearKeyRateLimit(ctx, tag); err != nil {
+				t.Fatal(err)
+			}
+			m.Limit = ""
+		}
+		if m.State == kms.StateRevoked {
+			if _, err := e.CancelKeyDeletion(ctx, tag); err != nil {
+				t.Fatal(err)
+			}
+			m.State = kms.StateDisabled
+		}
+		if m.State == kms.StateDisabled {
+			if _, err := e.EnableKey(ctx, tag); err != nil {
+				t.Fatal(err)
+			}
+			m.State = kms.StateEnabled
+		}
+		for i, v := range m.Versions {
+			if v == kms.VersionDisabled {
+				if _, err := e.EnableKeyVersion(ctx, tag, uint32(i+1)); err != nil {
+					t.Fatal(err)
+				}
+				m.Versions[i] = kms.VersionEnabled
+			}
+		}
+		model[tag] = m
+	}
+	for _, c := range cts {
+		if !mxCheckCT(t, e, model[c.tag], c) {
+			t.Fatalf("ciphertext of key %s not checked in the last pass", c.tag)
+		}
+	}
+	for _, tk := range toks {
+		mxCheckToken(t, e, model[tk.tag], tk)
+	}
+	t.Logf("%d cycles in %v: %d keys, %d ciphertexts (%d decryptions checked), %d token sets, %d kills with a change in flight; acknowledged: %v",
+		cycles, time.Since(start).Round(time.Millisecond), len(model), len(cts), checked+len(cts), len(toks), inflightSeen, acked)
+	for _, op := range []string{"create", "rotate", "encrypt", "issue", "acladd", "genactivate"} {
+		if acked[op] == 0 && cycles >= 100 {
+			t.Errorf("no %s was acknowledged in %d cycles: the workload does not exercise it", op, cycles)
+		}
+	}
+}
+
+// mxChild makes random changes until killed (or for 20 s).
+func mxChild(dir string) {
+	ctx := context.Background()
+	var seed uint64
+	fmt.Sscan(os.Getenv("POCKETKMS_CRASHMIX_SEED"), &seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	be, err := memory.New(rootKey)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	e, err := kms.New(ctx, be, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child open:", err)
+		os.Exit(2)
+	}
+	out := json.NewEncoder(os.Stdout)
+	say := func(op mxOp, phase string) {
+		op.Phase = phase
+		out.Encode(op)
+	}
+	// Generator changes make an RSA key pair (tens of milliseconds): one
+	// cycle in six starts with one, so that some are acknowledged before
+	// the kill, which comes soon after the first acknowledgement.
+	genFirst := rng.IntN(6) == 0
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		op, run := mxPick(ctx, e, rng, seed, i, genFirst && i == 0)
+		say(op, "BEGIN")
+		if err := run(&op); err != nil {
+			op.Err = err.Error()
+			say(op, "FAIL")
+			os.Exit(1)
+		}
+		say(op, "ACK")
+	}
+	e.Close()
+}
+
+// mxPick chooses a change the current state allows and returns it with
+// the call that makes it; the call fills in the results.
+func mxPick(ctx context.Context, e *kms.Engine, rng *rand.Rand, seed uint64, i int, genFirst bool) (mxOp, func(*mxOp) error) {
+	page, err := e.ListKeys(ctx, kms.ListKeysRequest{PageSize: 200})
+	if err != nil {
+		return mxOp{Op: "list"}, func(*mxOp) error { return err }
+	}
+	if len(page.Keys) < 2 || (len(page.Keys) < 6 && rng.IntN(25) == 0) {
+		op := mxOp{Op: "create", Name: fmt.Sprintf("m%d_%d", seed%1000000, i), Convergent: rng.IntN(4) == 0}
+		return op, func(op *mxOp) error {
+			k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: op.Name, Type: kms.AES256, Convergent: op.Convergent})
+			if err == nil {
+				op.Tag = k.Tag
+			}
+			return err
+		}
+	}
+	k := page.Keys[rng.IntN(len(page.Keys))]
+	op := mxOp{Tag: k.Tag}
+	switch k.State {
+	case kms.StateRevoked:
+		op.Op = "cancel"
+		return op, func(op *mxOp) error { _, err := e.CancelKeyDeletion(ctx, op.Tag); return err }
+	case kms.StateDisabled:
+		if rng.IntN(4) == 0 {
+			op.Op = "delete"
+			return op, func(op *mxOp) error { _, err := e.RequestKeyDeletion(ctx, op.Tag); return err }
+		}
+		op.Op = "enable"
+		return op, func(op *mxOp) error { _, err := e.EnableKey(ctx, op.Tag); return err }
+	}
+	g, gerr := e.GetTokenGenerator(ctx, k.Tag)
+	a, aerr := e.GetKeyACL(ctx, k.Tag)
+	if err := errors.Join(gerr, aerr); err != nil {
+		return mxOp{Op: "read"}, func(*mxOp) error { return err }
+	}
+	r := rng.IntN(100)
+	if genFirst {
+		r = 45
+	}
+	switch {
+	case r < 12 && k.CurrentVersion < 12:
+		op.Op = "rotate"
+		return op, func(op *mxOp) error { _, err := e.RotateKey(ctx, op.Tag); return err }
+	case r < 22 && k.CurrentVersion > 1:
+		op.Version = 1 + uint32(rng.IntN(int(k.CurrentVersion-1)))
+		vs, err := e.ListKeyVersions(ctx, k.Tag)
+		if err != nil {
+			return op, func(*mxOp) error { return err }
+		}
+		if vs[op.Version-1].State == kms.VersionEnabled {
+			op.Op = "vdisable"
+			return op, func(op *mxOp) error { _, err := e.DisableKeyVersion(ctx, op.Tag, op.Version); return err }
+		}
+		op.Op = "venable"
+		return op, func(op *mxOp) error { _, err := e.EnableKeyVersion(ctx, op.Tag, op.Version); return err }
+	case r < 26:
+		op.Op = "disable"
+		return op, func(op *mxOp) error { _, err := e.DisableKey(ctx, op.Tag); return err }
+	case r < 29:
+		op.Op = "delete"
+		return op, func(op *mxOp) error { _, err := e.RequestKeyDeletion(ctx, op.Tag); return err }
+	case r < 38:
+		entries := slices.Sorted(func(yield func(string) bool) {
+			for e := range mxACLPool {
+				if !yield(e) {
+					return
+				}
+			}
+		})
+		op.Entry = entries[rng.IntN(len(entries))]
+		if slices.Contains(a.Entries, op.Entry) {
+			op.Op = "aclremove"
+			return op, func(op *mxOp) error { _, err := e.RemoveAllowedIPs(ctx, op.Tag, []string{op.Entry}); return err }
+		}
+		op.Op = "acladd"
+		return op, func(op *mxOp) error { _, err := e.AddAllowedIPs(ctx, op.Tag, []string{op.Entry}); return err }
+	case r < 43:
+		op.Op = "aclon"
+		if a.Enabled {
+			op.Op = "acloff"
+		}
+		return op, func(op *mxOp) error { _, err := e.SetKeyACLEnabled(ctx, op.Tag, op.Op == "aclon"); return err }
+	case r < 45:
+		l := mxLimits[rng.IntN(len(mxLimits))]
+		if rng.IntN(3) == 0 {
+			op.Op = "unlimit"
+			return op, func(op *mxOp) error { return e.ClearKeyRateLimit(ctx, op.Tag) }
+		}
+		op.Op, op.Limit = "limit", l.String()
+		return op, func(op *mxOp) error { return e.SetKeyRateLimit(ctx, op.Tag, l) }
+	case r < 46 || (r < 48 && g.Status != kms.GeneratorActive):
+		switch {
+		case g.Status != kms.GeneratorActive:
+			op.Op = "genactivate"
+			return op, func(op *mxOp) error {
+				g, err := e.ActivateTokenGenerator(ctx, op.Tag)
+				if err == nil {
+					op.GenID = g.ID
+				}
+				return err
+			}
+		case rng.IntN(5) == 0:
+			op.Op = "gendeactivate"
+			return op, func(op *mxOp) error { _, err := e.DeactivateTokenGenerator(ctx, op.Tag); return err }
+		default:
+			op.Op = "genrotate"
+			return op, func(op *mxOp) error {
+				g, err := e.RotateTokenGenerator(ctx, op.Tag)
+				if err == nil {
+					op.GenID = g.ID
+				}
+				return err
+			}
+		}
+	case r < 60 && g.Status == kms.GeneratorActive:
+		op.Op, op.GenID = "issue", g.ID
+		return op, func(op *mxOp) error {
+			set, err := e.IssueTokens(ctx, op.Tag, kms.IssueTokensRequest{Subject: "crash-test"})
+			if err == nil {
+				op.Access, op.Refresh = set.Access, set.Refresh
+			}
+			return err
+		}
+	default:
+		op.Op, op.PT = "encrypt", fmt.Sprintf("pt-%d-%d", seed%1000, i)
+		if k.Convergent || rng.IntN(2) == 0 {
+			op.Ctx = fmt.Sprintf("ctx-%d", rng.IntN(3))
+		}
+		return op, func(op *mxOp) error {
+			ct, err := e.Encrypt(ctx, op.Tag, []byte(op.PT), []byte(op.Ctx))
+			op.CT = ct
+			return err
+		}
+	}
+}
