@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/asn1"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 
 	"github.com/pocketkms/kms/backend"
@@ -41,7 +43,10 @@ type CustomKeyRequest struct {
 }
 
 // CustomKey is a data key made by CreateCustomKey. Plaintext is a secret:
-// it is redacted from every fmt verb; clear it when done.
+// String, GoString, Format, MarshalJSON and LogValue all redact it, for
+// values and pointers alike; clear it when done. (fmt cannot call methods
+// on a value held in an unexported struct field, so do not keep a
+// CustomKey in one if that struct is ever printed.)
 type CustomKey struct {
 	// Ciphertext is the data key encrypted under the key's current version.
 	Ciphertext string
@@ -52,15 +57,28 @@ type CustomKey struct {
 }
 
 // String describes the data key without its plaintext.
-func (c *CustomKey) String() string {
+func (c CustomKey) String() string {
 	return fmt.Sprintf("CustomKey{Ciphertext:%q KeyVersion:%d Plaintext:[REDACTED %d bytes]}", c.Ciphertext, c.KeyVersion, len(c.Plaintext))
 }
 
 // GoString is String.
-func (c *CustomKey) GoString() string { return c.String() }
+func (c CustomKey) GoString() string { return c.String() }
 
 // Format writes String for every verb, so no verb prints the plaintext.
-func (c *CustomKey) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
+func (c CustomKey) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
+
+// MarshalJSON encodes the ciphertext and version only.
+func (c CustomKey) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Ciphertext string `json:"ciphertext"`
+		KeyVersion uint32 `json:"keyVersion"`
+	}{c.Ciphertext, c.KeyVersion})
+}
+
+// LogValue logs the ciphertext and version only.
+func (c CustomKey) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("ciphertext", c.Ciphertext), slog.Int("keyVersion", int(c.KeyVersion)))
+}
 
 // onKey runs a trusted-plane cipher operation: it registers the call
 // (ErrClosed once closed), resolves the key and checks it is ENABLED, then

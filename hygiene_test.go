@@ -143,15 +143,24 @@ type hygOutput struct {
 // leaks reported as bugs and not yet fixed (see TESTING.md): they make the
 // test skip with "BUG:" instead of failing, unless -reliability.strict is
 // given. A prefix that no longer leaks is logged so it can be removed.
-var hygKnownLeaks = []struct{ prefix, why string }{
-	{"kms.CustomKey ", "CustomKey's String, GoString and Format have pointer receivers: a CustomKey value prints its Plaintext"},
-	{"*kms.CustomKey JSON", "CustomKey has no MarshalJSON: json.Marshal shows Plaintext"},
-	{"*kms.CustomKey slog", "CustomKey has no LogValue: slog's JSON handler marshals Plaintext"},
-	{"kms.TokenClient %d", "TokenClient has String and GoString but no Format: verbs other than v, s, q, x, X print its token"},
-	{"*kms.TokenClient %d", "TokenClient has no Format: verbs other than v, s, q, x, X print its token"},
-	{"unexported field holding token.Set", "token.Set holds its tokens as plain strings: inside an unexported field, fmt prints them"},
-	{"unexported field holding kms.TokenClient", "TokenClient holds its token as a plain string: inside an unexported field, fmt prints it"},
-	{"unexported field holding kms.CustomKey", "CustomKey holds Plaintext as a plain slice: inside an unexported field, fmt prints it"},
+var hygKnownLeaks = []struct{ prefix, why string }{}
+
+// hygDocumented lists leaks that are documented limitations, not bugs:
+// token.Set and kms.CustomKey must hand their secrets to the caller in
+// exported fields, and fmt cannot call a type's methods on a value held in
+// an unexported struct field of another type. Both types say so.
+var hygDocumented = []string{
+	"unexported field holding token.Set ",
+	"unexported field holding kms.CustomKey ",
+}
+
+func documented(what string) bool {
+	for _, p := range hygDocumented {
+		if strings.HasPrefix(what, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func hygKnown(what string) (string, bool) {
@@ -448,6 +457,10 @@ func TestSecretHygiene(t *testing.T) {
 	for _, o := range append(outs, values...) {
 		leak := sec.find(o.text)
 		if leak == "" {
+			continue
+		}
+		if documented(o.what) {
+			t.Logf("documented limitation: %s shows a secret", o.what)
 			continue
 		}
 		if prefix, known := hygKnown(o.what); known && !*relStrict {

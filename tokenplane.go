@@ -2,7 +2,11 @@ package kms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 
 	"github.com/pocketkms/kms/ratelimit"
@@ -34,14 +38,17 @@ import (
 // a batch of n items n, public key and token renewal 1. RSA and AES
 // operations cost the same, as NAVER states one figure (300 TPS per key).
 type TokenClient struct {
-	e    *Engine
-	tok  string
+	e *Engine
+	// tok is behind a pointer so that even fmt's reflection over an
+	// unexported field holding a TokenClient prints an address, not the
+	// token.
+	tok  *string
 	addr netip.Addr
 }
 
 // WithToken returns the token plane for a caller presenting tok from addr.
 func (e *Engine) WithToken(tok string, addr netip.Addr) TokenClient {
-	return TokenClient{e: e, tok: tok, addr: addr}
+	return TokenClient{e: e, tok: &tok, addr: addr}
 }
 
 // String describes the client without its token.
@@ -52,10 +59,29 @@ func (c TokenClient) String() string {
 // GoString is String.
 func (c TokenClient) GoString() string { return c.String() }
 
+// Format writes String for every verb, so no verb prints the token.
+func (c TokenClient) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
+
+// LogValue logs the caller's address only.
+func (c TokenClient) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("token", "[REDACTED]"), slog.String("addr", c.addr.String()))
+}
+
+// MarshalJSON encodes the caller's address only.
+func (c TokenClient) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Addr string `json:"addr"`
+	}{c.addr.String()})
+}
+
 // auth runs checks 2–5 and returns the key snapshot and claims.
 func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permission, cost int) (*keySnap, *token.Claims, error) {
 	e := c.e
-	if len(c.tok) == 0 || len(c.tok) > token.MaxTokenSize {
+	var tok string
+	if c.tok != nil {
+		tok = *c.tok
+	}
+	if len(tok) == 0 || len(tok) > token.MaxTokenSize {
 		return nil, nil, newErr(op, "", ErrTokenInvalid, "missing or oversized token")
 	}
 	v, ok := e.keys.Load(keyTag)
@@ -72,17 +98,17 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 	}
 	want := token.Expect{Kind: kind, KeyTag: tag, Now: e.now()}
 	var claims *token.Claims
-	if hit, ok := e.tokens.Get(c.tok); ok {
+	if hit, ok := e.tokens.Get(tok); ok {
 		if err := hit.Recheck(s.gen.rec.ID, want); err != nil {
 			return nil, nil, tokenErr(op, tag, err)
 		}
 		claims = &hit.Claims
 	} else {
-		cl, err := token.Verify(c.tok, s.gen.pub, want)
+		cl, err := token.Verify(tok, s.gen.pub, want)
 		if err != nil {
 			return nil, nil, tokenErr(op, tag, err)
 		}
-		e.tokens.Put(c.tok, &token.Verified{GeneratorID: s.gen.rec.ID, Claims: *cl})
+		e.tokens.Put(tok, &token.Verified{GeneratorID: s.gen.rec.ID, Claims: *cl})
 		claims = cl
 	}
 	if kind == token.Access && !claims.Has(perm) {

@@ -145,7 +145,8 @@ type Request struct {
 // The two token strings are bearer secrets. Hand them to the caller by
 // reading the fields; Set's String, GoString, Format, LogValue and
 // MarshalJSON all redact them, so printing, logging or marshalling a Set
-// never shows a token.
+// never shows a token. (fmt cannot call these methods on a Set held in an
+// unexported field of another struct; do not print such a struct.)
 type Set struct {
 	// Access is the access token.
 	Access string

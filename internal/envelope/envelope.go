@@ -75,6 +75,11 @@ func Parse(s string, maxBody int) (version uint32, body []byte, err error) {
 		return 0, nil, ErrMalformed
 	}
 	body = body[:n]
+	// Strict decoding still skips '\r' and '\n'; a canonical envelope has
+	// exactly the characters its body needs.
+	if std.EncodedLen(n) != len(enc) {
+		return 0, nil, ErrMalformed
+	}
 	if maxBody > 0 && len(body) > maxBody {
 		return 0, nil, ErrMalformed
 	}

@@ -57,6 +57,8 @@ func TestParseRejects(t *testing.T) {
 		{"trailing newline", "ncpkms:v1:YWJj\n"},
 		{"newline inside", "ncpkms:v1:YW\nJj"},
 		{"cr inside", "ncpkms:v1:YW\rJj"},
+		{"crlf inside, length kept", "ncpkms:v1:000\r\r\r\r0"},
+		{"crlf between quads", "ncpkms:v1:YWJj\r\nYWJj"},
 		{"nonzero pad bits", "ncpkms:v1:/x=="},
 		{"too much padding", "ncpkms:v1:YQ==="},
 		{"padding in middle", "ncpkms:v1:YQ==YWJj"},
