@@ -12,6 +12,9 @@ var (
 	ErrNotFound = errors.New("store: record not found")
 	// ErrSchemaTooNew: the directory was written by a newer schema.
 	ErrSchemaTooNew = errors.New("store: schema newer than this build")
+	// ErrBroken: a commit failed inside Badger (disk full, I/O error); the
+	// store refuses writes until it is reopened. Reads keep working.
+	ErrBroken = errors.New("store: storage failed; reopen to recover")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 )

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -62,6 +63,11 @@ type Options struct {
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
 	db *badger.DB
+	// broken is set when Badger failed to commit (disk full, I/O error).
+	// Badger v4 leaves its memtable unusable then, and its next write
+	// would end the process (log.Fatal); so every later write and Close
+	// stop short of Badger. Reopening the directory recovers.
+	broken atomic.Bool
 }
 
 // Open opens (creating if needed) the database and checks its schema.
@@ -72,6 +78,11 @@ func Open(o Options) (*Store, error) {
 	dir := o.Dir
 	if o.InMemory {
 		dir = ""
+	}
+	if !o.InMemory && !o.ReadOnly {
+		if err := precheck(dir); err != nil {
+			return nil, err
+		}
 	}
 	bo := badger.DefaultOptions(dir).
 		WithInMemory(o.InMemory).
@@ -127,9 +138,10 @@ func (s *Store) checkSchema(readOnly bool) error {
 	return nil
 }
 
-// Close closes the database. It is idempotent.
+// Close closes the database. It is idempotent. A broken store is left to
+// the operating system: closing it would make Badger write again.
 func (s *Store) Close() error {
-	if s.db.IsClosed() {
+	if s.db.IsClosed() || s.broken.Load() {
 		return nil
 	}
 	if err := s.db.Close(); err != nil {
@@ -251,16 +263,30 @@ func getRecord(txn *badger.Txn, key string, v any) error {
 }
 
 // Update runs fn in one read-write transaction and commits it synced. If
-// fn fails nothing is written.
+// fn fails nothing is written. If Badger fails to commit, the store is
+// broken: this and every later Update fail with ErrBroken.
 func (s *Store) Update(fn func(tx *Txn) error) error {
 	if s.db.IsClosed() {
 		return ErrClosed
 	}
-	err := s.db.Update(func(txn *badger.Txn) error { return fn(&Txn{txn: txn}) })
-	if errors.Is(err, badger.ErrDBClosed) {
-		return ErrClosed
+	if s.broken.Load() {
+		return ErrBroken
 	}
-	return err
+	var fnErr error
+	err := s.db.Update(func(txn *badger.Txn) error {
+		fnErr = fn(&Txn{txn: txn})
+		return fnErr
+	})
+	switch {
+	case err == nil || (fnErr != nil && errors.Is(err, fnErr)):
+		return err
+	case errors.Is(err, badger.ErrDBClosed):
+		return ErrClosed
+	case errors.Is(err, badger.ErrConflict), errors.Is(err, badger.ErrTxnTooBig):
+		return err
+	}
+	s.broken.Store(true)
+	return fmt.Errorf("%w: %w", ErrBroken, err)
 }
 
 // Txn is a read-write transaction passed to Update's function.
