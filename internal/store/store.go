@@ -19,6 +19,25 @@
 // Values are framed records: 'P', codec version, JSON, CRC-32C over the
 // record key and the frame. Anything that fails the frame is ErrCorrupt.
 //
+// # Integrity
+//
+// Beside Badger's files the store keeps pocketkms.integrity: a digest of
+// its whole content, advanced with every commit (pending before, committed
+// after). Open recomputes the digest and refuses, with ErrCorrupt, content
+// that matches neither — which is what Badger leaves when damage to its
+// write-ahead log or manifest silently drops committed transactions.
+// Tables are checksummed before Badger opens them, and a failed commit
+// leaves the store refusing writes (ErrBroken) until it is reopened.
+//
+// # Limitations
+//
+// Commits are serialised (the digest follows them in order), and each
+// costs two extra small synced file replacements. Badger memory-maps its
+// write-ahead log: on a file system that runs completely full the kernel
+// may kill the process with SIGBUS instead of returning an error, so keep
+// the store on a file system with free space; nothing acknowledged is
+// lost either way.
+//
 // # Security
 //
 // The store holds key handles as the backend gave them; a backend must make
@@ -30,6 +49,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
@@ -62,7 +82,11 @@ type Options struct {
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	db *badger.DB
+	db  *badger.DB
+	dir string // "" in memory: no integrity record
+	// mu serialises commits so the integrity digest follows them in order.
+	mu     sync.Mutex
+	digest digest
 	// broken is set when Badger failed to commit (disk full, I/O error).
 	// Badger v4 leaves its memtable unusable then, and its next write
 	// would end the process (log.Fatal); so every later write and Close
@@ -110,6 +134,13 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
 	s := &Store{db: db}
+	if !o.InMemory {
+		s.dir = dir
+		if err := s.checkIntegrity(o.ReadOnly); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -272,26 +303,60 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 	if s.broken.Load() {
 		return ErrBroken
 	}
-	var fnErr error
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var fnErr, pendErr error
+	var next digest
 	err := s.db.Update(func(txn *badger.Txn) error {
-		fnErr = fn(&Txn{txn: txn})
-		return fnErr
+		t := &Txn{txn: txn}
+		if s.dir != "" {
+			t.d = &txnDelta{}
+		}
+		if fnErr = fn(t); fnErr != nil {
+			return fnErr
+		}
+		if t.d != nil {
+			next = s.digest
+			next.xor(t.d.delta)
+			if pendErr = writeIntegrity(s.dir, integrity{committed: s.digest, pending: next, hasPending: true}); pendErr != nil {
+				return pendErr
+			}
+		}
+		return nil
 	})
 	switch {
-	case err == nil || (fnErr != nil && errors.Is(err, fnErr)):
+	case err == nil:
+	case fnErr != nil && errors.Is(err, fnErr):
 		return err
 	case errors.Is(err, badger.ErrDBClosed):
 		return ErrClosed
 	case errors.Is(err, badger.ErrConflict), errors.Is(err, badger.ErrTxnTooBig):
 		return err
+	case pendErr != nil:
+		// Nothing was committed; the store itself is fine.
+		return fmt.Errorf("store: write integrity record: %w", pendErr)
+	default:
+		s.broken.Store(true)
+		return fmt.Errorf("%w: %w", ErrBroken, err)
 	}
-	s.broken.Store(true)
-	return fmt.Errorf("%w: %w", ErrBroken, err)
+	if s.dir == "" {
+		return nil
+	}
+	s.digest = next
+	if err := writeIntegrity(s.dir, integrity{committed: next}); err != nil {
+		// The commit stands and the pending digest matches it, so a
+		// reopen settles this; later commits need a sound record.
+		s.broken.Store(true)
+		return fmt.Errorf("%w: write integrity record: %w", ErrBroken, err)
+	}
+	return nil
 }
 
 // Txn is a read-write transaction passed to Update's function.
 type Txn struct {
-	txn *badger.Txn
+	txn  *badger.Txn
+	d    *txnDelta         // nil in memory
+	last map[string][]byte // latest value written per key in this txn
 }
 
 func (t *Txn) put(key string, v any) error {
@@ -299,7 +364,17 @@ func (t *Txn) put(key string, v any) error {
 	if err != nil {
 		return err
 	}
+	if err := t.change(key, b); err != nil {
+		return err
+	}
 	return t.txn.Set([]byte(key), b)
+}
+
+func (t *Txn) delete(key string) error {
+	if err := t.change(key, nil); err != nil {
+		return err
+	}
+	return t.txn.Delete([]byte(key))
 }
 
 // PutKey writes a key record.
@@ -332,19 +407,19 @@ func (t *Txn) ClaimName(name, tag string) error {
 
 // ReleaseName drops the name index entry of name.
 func (t *Txn) ReleaseName(name string) error {
-	return t.txn.Delete([]byte(prefixName + strings.ToLower(name)))
+	return t.delete(prefixName + strings.ToLower(name))
 }
 
 // DeleteKey removes a key record, the given versions' records, and the
 // key's generator and ACL records.
 func (t *Txn) DeleteKey(tag string, versions []uint32) error {
 	for _, v := range versions {
-		if err := t.txn.Delete([]byte(versionKey(tag, v))); err != nil {
+		if err := t.delete(versionKey(tag, v)); err != nil {
 			return err
 		}
 	}
 	for _, k := range []string{prefixGen + tag, prefixACL + tag, keyKey(tag)} {
-		if err := t.txn.Delete([]byte(k)); err != nil {
+		if err := t.delete(k); err != nil {
 			return err
 		}
 	}
