@@ -15,6 +15,9 @@ var (
 	// ErrBroken: a commit failed inside Badger (disk full, I/O error); the
 	// store refuses writes until it is reopened. Reads keep working.
 	ErrBroken = errors.New("store: storage failed; reopen to recover")
+	// ErrNoSpace: the file system is nearly full; the change was refused
+	// before it reached Badger.
+	ErrNoSpace = errors.New("store: not enough free space")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 )

@@ -34,9 +34,10 @@
 // Commits are serialised (the digest follows them in order), and each
 // costs two extra small synced file replacements. Badger memory-maps its
 // write-ahead log: on a file system that runs completely full the kernel
-// may kill the process with SIGBUS instead of returning an error, so keep
-// the store on a file system with free space; nothing acknowledged is
-// lost either way.
+// may kill the process with SIGBUS instead of returning an error. On Linux
+// the store therefore refuses changes (ErrNoSpace) once less than
+// MinFreeBytes are free; another process filling the disk in between can
+// still beat that check. Nothing acknowledged is lost either way.
 //
 // # Security
 //
@@ -55,6 +56,10 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 )
+
+// MinFreeBytes is the free space below which Update refuses changes with
+// ErrNoSpace (Linux): room for Badger's memtables and log files.
+const MinFreeBytes = 32 << 20
 
 // SchemaVersion is the schema this build writes and reads.
 const SchemaVersion = 1
@@ -302,6 +307,14 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 	}
 	if s.broken.Load() {
 		return ErrBroken
+	}
+	if s.dir != "" {
+		// Badger writes its log through a memory map: on a file system that
+		// is full, that write can kill the process (SIGBUS) instead of
+		// failing. Refuse the change while there is still room to refuse.
+		if free, ok := freeBytes(s.dir); ok && free < MinFreeBytes {
+			return fmt.Errorf("%w: %d bytes free, need %d", ErrNoSpace, free, MinFreeBytes)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
