@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/ristretto/v2/z"
@@ -21,7 +22,7 @@ import (
 //     recover, and damage is ErrCorrupt;
 //   - a write that failed on a full disk leaves an empty memtable (.mem)
 //     file, which makes the next open fail: empty memtable files hold no
-//     data and are removed; an empty table file is damage.
+//     data and are removed.
 func precheck(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -31,19 +32,35 @@ func precheck(dir string) error {
 		return fmt.Errorf("store: open: %w", err)
 	}
 	for _, ent := range entries {
-		name := ent.Name()
-		path := filepath.Join(dir, name)
-		switch {
-		case strings.HasSuffix(name, ".mem"):
+		if name := ent.Name(); strings.HasSuffix(name, ".mem") {
 			if info, err := ent.Info(); err == nil && info.Size() == 0 {
-				if err := os.Remove(path); err != nil {
+				if err := os.Remove(filepath.Join(dir, name)); err != nil {
 					return fmt.Errorf("store: open: remove empty memtable file: %w", err)
 				}
 			}
-		case strings.HasSuffix(name, ".sst"):
-			if err := checkTable(path); err != nil {
-				return fmt.Errorf("%w: table %s: %v", ErrCorrupt, name, err)
-			}
+		}
+	}
+	// Only tables the manifest names hold data: a table a crash left half
+	// written is not named yet, and Badger deletes it as an orphan.
+	mf, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: open: %w", err)
+	}
+	defer mf.Close()
+	m, _, err := badger.ReplayManifestFile(mf, 0, badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		return fmt.Errorf("%w: manifest: %v", ErrCorrupt, err)
+	}
+	for id := range m.Tables {
+		path := table.NewFilename(id, dir)
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			continue // Badger reports a missing table itself
+		}
+		if err := checkTable(path); err != nil {
+			return fmt.Errorf("%w: table %s: %v", ErrCorrupt, filepath.Base(path), err)
 		}
 	}
 	return nil
