@@ -98,11 +98,12 @@
 // login session and shared by every Key of the process loaded from the
 // same handle; an AES-GCM encryption of 1 KiB then costs about half as
 // much. Config.NoSessionCopies turns the copies off. SoftHSM2 also
-// compares every object of the token on each search, so the first Load
+// compares every object of the token on each search, so the second Load
 // after login enumerates the token once and indexes this package's
 // objects by CKA_ID; Generate, ImportKey and Destroy keep the index
-// current, and an ID it lacks falls back to a search. New itself reads no
-// object.
+// current, and an ID it lacks falls back to a search. New reads no
+// object, and the first Load is one search, so opening an Engine (which
+// loads one key) does not walk the token.
 //
 // # Security
 //
@@ -145,7 +146,7 @@
 //     package (C_Login answers "already logged in") cannot have its PIN
 //     checked by New.
 //   - Creating token objects with SoftHSM2's file store takes milliseconds
-//     per object, and the first Load after login costs about 70 µs per
+//     per object, and the second Load after login costs about 70 µs per
 //     object in the token (the index).
 //   - SoftHSM2 reads SOFTHSM2_CONF once per process, at the first
 //     C_Initialize, and does not see tokens another process creates later

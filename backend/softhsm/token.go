@@ -43,7 +43,10 @@ type token struct {
 	mu      sync.Mutex // guards anchor use, objects and index
 	anchor  pkcs11.SessionHandle
 	objects map[[idSize]byte]*objectSet
-	index   map[[idSize]byte][]tokenObject // nil until the first lookup
+	index   map[[idSize]byte][]tokenObject // nil until the second lookup
+	// searched is set by the first lookup, which searches instead of
+	// indexing: opening an Engine loads one key and must not walk the token.
+	searched bool
 }
 
 // objectSet is the resolved objects of one handle on this token, shared
@@ -133,7 +136,7 @@ func (t *token) release() {
 	for _, set := range t.objects {
 		set.gone.Store(true)
 	}
-	t.objects, t.index = nil, nil
+	t.objects, t.index, t.searched = nil, nil, false
 	_ = t.mod.Ctx.CloseSession(t.anchor)
 }
 
@@ -181,13 +184,20 @@ func (t *token) load(s pkcs11.SessionHandle, h handle, copies bool) (*objectSet,
 //
 // SoftHSM2 compares every object of the token on each search (C_FindObjects
 // costs about 15 µs per object in the token), so one search per Load
-// would make loading N keys cost O(N²). Instead, the first lookup after
+// would make loading N keys cost O(N²). Instead, the second lookup after
 // login enumerates the token once and indexes this package's objects by
 // CKA_ID (about 70 µs per object); Generate, ImportKey and Destroy keep
-// the index current. An ID missing from the index (material created by
-// another process since, or gone) falls back to a search by CKA_ID.
-// Opening a Backend does not build the index.
+// the index current. The first lookup is a plain search, so that opening
+// an Engine — which loads one key to check the token — does not walk the
+// token. An ID missing from the index (material created by another
+// process since, or gone) falls back to a search by CKA_ID. Opening a
+// Backend does not build the index.
 func (t *token) lookup(s pkcs11.SessionHandle, id [idSize]byte) ([]tokenObject, error) {
+	byID := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id[:])}
+	if t.index == nil && !t.searched {
+		t.searched = true
+		return t.find(s, byID)
+	}
 	if t.index == nil {
 		if err := t.buildIndex(s); err != nil {
 			return nil, err
@@ -196,7 +206,7 @@ func (t *token) lookup(s pkcs11.SessionHandle, id [idSize]byte) ([]tokenObject, 
 	if objs, ok := t.index[id]; ok {
 		return objs, nil
 	}
-	objs, err := t.find(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id[:])})
+	objs, err := t.find(s, byID)
 	if err != nil {
 		return nil, err
 	}
