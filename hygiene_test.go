@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net/netip"
 	"strings"
 	"sync"
@@ -120,7 +121,7 @@ func (b *hygBackend) Generate(ctx context.Context, req *backend.GenerateRequest)
 		imp.Material = k
 		b.secrets.addBytes(name+" D", k.D.Bytes())
 		b.secrets.addBytes(name+" P", k.Primes[0].Bytes())
-		b.secrets.addForms(name+" D decimal", []string{k.D.String()})
+		b.secrets.addForms(name+" D decimal", []string{new(big.Int).SetBytes(d).String()})
 	case backend.ECDSA:
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -129,7 +130,7 @@ func (b *hygBackend) Generate(ctx context.Context, req *backend.GenerateRequest)
 		imp.Material = k
 		d, _ := k.Bytes()
 		b.secrets.addBytes(name+" D", d)
-		b.secrets.addForms(name+" D decimal", []string{k.D.String()})
+		b.secrets.addForms(name+" D decimal", []string{new(big.Int).SetBytes(d).String()})
 	}
 	return b.ImportKey(ctx, imp)
 }
