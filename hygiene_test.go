@@ -121,7 +121,7 @@ func (b *hygBackend) Generate(ctx context.Context, req *backend.GenerateRequest)
 		imp.Material = k
 		b.secrets.addBytes(name+" D", k.D.Bytes())
 		b.secrets.addBytes(name+" P", k.Primes[0].Bytes())
-		b.secrets.addForms(name+" D decimal", []string{new(big.Int).SetBytes(d).String()})
+		b.secrets.addForms(name+" D decimal", []string{k.D.String()})
 	case backend.ECDSA:
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
