@@ -116,7 +116,14 @@
 // # Limitations
 //
 // ListKeys sorts every key on each call (fine for tens of thousands of
-// keys). When the backend creates material and the process dies before
+// keys). Management changes are serialised through the store, each a
+// synced Badger commit plus two small synced writes of the store's
+// integrity record (which makes New refuse a store that silently lost
+// committed changes); on Linux they are refused with an ErrInternal
+// naming the cause while less than 32 MiB are free, because Badger's
+// memory-mapped log can kill the process on a full file system. A failed
+// commit leaves the store refusing changes until the Engine is reopened;
+// cipher operations keep working throughout. When the backend creates material and the process dies before
 // the store commits, the material is orphaned in the backend (harmless
 // for backend/memory; an unused object in an HSM).
 package kms
