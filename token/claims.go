@@ -322,7 +322,17 @@ const (
 // insists that the payload is byte for byte the canonical encoding of
 // what was parsed: whitespace, reordered members, escapes and number
 // spellings that this package never writes are refused.
+//
+// The walk allocates for every JSON token, so a payload is first decoded
+// the quick way (json.Unmarshal into typed fields) and checked against its
+// canonical encoding: encoding/json keeps the last of duplicate members,
+// but the canonical encoding has each member once, so a payload with a
+// duplicate can never equal it. Only a payload that fails this is walked,
+// to name the reason (ReasonDuplicateClaim or ReasonClaims).
 func parseClaims(payload []byte) (*Claims, Reason) {
+	if c, ok := quickClaims(payload); ok {
+		return c, 0
+	}
 	c := new(Claims)
 	if r := c.walk(payload); r != 0 {
 		return nil, r
@@ -335,6 +345,63 @@ func parseClaims(payload []byte) (*Claims, Reason) {
 		return nil, ReasonClaims
 	}
 	return c, 0
+}
+
+// rawClaims is the typed shape json.Unmarshal fills for quickClaims.
+type rawClaims struct {
+	Sub   *string  `json:"sub"`
+	Iat   *int64   `json:"iat"`
+	Exp   *int64   `json:"exp"`
+	Kind  *string  `json:"1"`
+	Key   *string  `json:"2"`
+	Ext   *string  `json:"3"`
+	Perms *[]int64 `json:"4"`
+}
+
+// quickClaims parses payload with json.Unmarshal and accepts it only if it
+// is byte for byte the canonical encoding of a valid claim set.
+func quickClaims(payload []byte) (*Claims, bool) {
+	var r rawClaims
+	if json.Unmarshal(payload, &r) != nil ||
+		r.Sub == nil || r.Iat == nil || r.Kind == nil || r.Key == nil || r.Ext == nil || r.Perms == nil ||
+		*r.Ext != extValue || *r.Iat < 0 || *r.Iat > maxUnix {
+		return nil, false
+	}
+	c := &Claims{Subject: *r.Sub, IssuedAt: time.Unix(*r.Iat, 0).UTC()}
+	if r.Exp != nil {
+		if *r.Exp < 0 || *r.Exp > maxUnix {
+			return nil, false
+		}
+		c.ExpiresAt = time.Unix(*r.Exp, 0).UTC()
+	}
+	switch *r.Kind {
+	case "ACCESS":
+		c.Kind = Access
+	case "REFRESH":
+		c.Kind = Refresh
+	default:
+		return nil, false
+	}
+	key := *r.Key
+	if len(key) != len(keyTagPrefix)+keyTagLen || key[:len(keyTagPrefix)] != keyTagPrefix {
+		return nil, false
+	}
+	c.KeyTag = key[len(keyTagPrefix):]
+	c.Permissions = make([]Permission, 0, len(*r.Perms))
+	for _, id := range *r.Perms {
+		if id < 0 || id > maxPermissionID {
+			return nil, false
+		}
+		c.Permissions = append(c.Permissions, Permission(id))
+	}
+	if c.validate(false) != nil {
+		return nil, false
+	}
+	var buf [1024]byte
+	if !bytes.Equal(c.appendPayload(buf[:0]), payload) {
+		return nil, false
+	}
+	return c, true
 }
 
 func (c *Claims) walk(payload []byte) Reason {

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -314,4 +315,39 @@ func assertReason(tb testing.TB, err error, want Reason) {
 	if want != ReasonExpired && errors.Is(err, ErrTokenExpired) || want == ReasonExpired && errors.Is(err, ErrTokenInvalid) {
 		tb.Fatalf("%v matches both sentinels", err)
 	}
+}
+
+// slowClaims is parseClaims without the quick path: the token walk, then
+// validation and the canonical comparison.
+func slowClaims(payload []byte) (*Claims, Reason) {
+	c := new(Claims)
+	if r := c.walk(payload); r != 0 {
+		return nil, r
+	}
+	if c.validate(false) != nil {
+		return nil, ReasonClaims
+	}
+	if !bytes.Equal(c.appendPayload(nil), payload) {
+		return nil, ReasonClaims
+	}
+	return c, 0
+}
+
+// FuzzQuickClaims: the quick json.Unmarshal path never accepts what the
+// strict token walk refuses, and agrees with it on what it accepts.
+func FuzzQuickClaims(f *testing.F) {
+	f.Add([]byte(goodPayload))
+	f.Add([]byte(`{"sub":"s","iat":100,"exp":200,"1":"ACCESS","1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0,1]}`))
+	f.Add([]byte(`{"SUB":"s","iat":100,"exp":200,"1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0,1]}`))
+	f.Add([]byte(`{"sub":"s","iat":100,"exp":null,"1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0,1]}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		q, ok := quickClaims(payload)
+		if !ok {
+			return
+		}
+		s, r := slowClaims(payload)
+		if r != 0 || !reflect.DeepEqual(q, s) {
+			t.Fatalf("quick path accepted %q; walk: %v %+v", payload, r, s)
+		}
+	})
 }
