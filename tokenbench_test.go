@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/big"
-	"net/netip"
 	"testing"
 
 	"github.com/pocketkms/kms"
@@ -181,4 +180,3 @@ func BenchmarkIssueTokens(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sets/s")
 }
 
-var _ = netip.Addr{}
