@@ -179,4 +179,3 @@ func BenchmarkIssueTokens(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sets/s")
 }
-
