@@ -49,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,6 +180,14 @@ func (s *Store) checkSchema(readOnly bool) error {
 func (s *Store) Close() error {
 	if s.db.IsClosed() || s.broken.Load() {
 		return nil
+	}
+	// Badger's Close flushes the memtable into a new table file and retries
+	// for ever if the directory no longer takes new files (made read-only
+	// under a running store). Every commit is already in its write-ahead
+	// log, so leave the flush to the next open rather than hang.
+	if s.dir != "" && !writable(s.dir) {
+		s.broken.Store(true)
+		return fmt.Errorf("%w: directory not writable; closed without flushing (the log holds every commit)", ErrBroken)
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
@@ -346,8 +355,10 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 	case errors.Is(err, badger.ErrConflict), errors.Is(err, badger.ErrTxnTooBig):
 		return err
 	case pendErr != nil:
-		// Nothing was committed; the store itself is fine.
-		return fmt.Errorf("store: write integrity record: %w", pendErr)
+		// Nothing was committed, but the directory refuses writes (full,
+		// read-only): Badger would fail next, or hang flushing on Close.
+		s.broken.Store(true)
+		return fmt.Errorf("%w: write integrity record: %w", ErrBroken, pendErr)
 	default:
 		s.broken.Store(true)
 		return fmt.Errorf("%w: %w", ErrBroken, err)
@@ -443,4 +454,15 @@ func keyKey(tag string) string { return prefixKey + tag }
 
 func versionKey(tag string, v uint32) string {
 	return prefixVersion + tag + "/" + fmt.Sprintf("%010d", v)
+}
+
+// writable reports whether a file can be created in dir.
+func writable(dir string) bool {
+	f, err := os.CreateTemp(dir, ".pocketkms-probe-*")
+	if err != nil {
+		return false
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return true
 }
