@@ -55,6 +55,14 @@
 // Load checks that the objects under the CKA_ID carry the labels of the
 // requested KeyRef.
 //
+// The package calls PKCS#11 through github.com/miekg/pkcs11 directly.
+// github.com/ThalesGroup/crypto11 was considered and not used: its GCM
+// Seal panics when the token returns an error, its default GCM nonce is
+// 16 bytes where NAVER's envelope has 12, and its OAEP decryption asks
+// the token for SHA-256 parameters, which SoftHSM2 2.6 refuses (see
+// Limitations). Each mechanism below needs a few calls, and owning them
+// lets every token error become a typed backend error.
+//
 // The mechanisms are:
 //
 //   - AES256: CKM_AES_KEY_GEN (32 bytes) and CKM_AES_GCM with a 12-byte

@@ -125,30 +125,75 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// FuzzEncode: the fast encoder gives exactly encoding/base64's output.
+// FuzzEncode: the SIMD encoder gives exactly encoding/base64's output.
 func FuzzEncode(f *testing.F) {
-	for _, n := range []int{0, 1, 2, 3, 5, 6, 7, 8, 9, 13, 14, 1052} {
+	for _, n := range []int{0, 1, 2, 3, 5, 6, 7, 8, 9, 13, 14, 27, 28, 29, 1052} {
 		f.Add(bytes.Repeat([]byte{0xa5, 0x0f, 0xff}, n)[:n])
 	}
 	f.Fuzz(func(t *testing.T, src []byte) {
 		got := make([]byte, base64.StdEncoding.EncodedLen(len(src)))
-		encode(got, src)
+		std.Encode(got, src)
 		if want := base64.StdEncoding.EncodeToString(src); string(got) != want {
 			t.Fatalf("encode(%x) = %q, want %q", src, got, want)
 		}
 	})
 }
 
-func TestEncodeAllLengths(t *testing.T) {
+// stdDecode is the reference: encoding/base64's strict decoder.
+var stdDecode = base64.StdEncoding.Strict()
+
+// checkDecode compares the SIMD decoder with encoding/base64 on src: the
+// same bytes written, the same count, an error exactly when it errs.
+func checkDecode(t *testing.T, src []byte) {
+	t.Helper()
+	n := stdDecode.DecodedLen(len(src))
+	want := make([]byte, n)
+	wn, werr := stdDecode.Decode(want, src)
+	got := make([]byte, n)
+	gn, gerr := std.Decode(got, src)
+	if (werr == nil) != (gerr == nil) || (werr == nil && (wn != gn || !bytes.Equal(want[:wn], got[:gn]))) {
+		t.Fatalf("decode(%q) = %d, %x, %v; encoding/base64: %d, %x, %v", src, gn, got[:gn], gerr, wn, want[:wn], werr)
+	}
+}
+
+// FuzzDecode: the SIMD decoder agrees with encoding/base64 on any input,
+// valid or not.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{"", "/w==", "YWJj", "YQ===", "/x==", "YW\nJj", strings.Repeat("QUJD", 20), strings.Repeat("QUJD", 20) + "-" + strings.Repeat("QUJD", 5)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, src []byte) { checkDecode(t, src) })
+}
+
+func TestCodecAllLengths(t *testing.T) {
 	src := make([]byte, 300)
 	for i := range src {
 		src[i] = byte(i*131 + 7)
 	}
 	for n := 0; n <= len(src); n++ {
 		got := make([]byte, base64.StdEncoding.EncodedLen(n))
-		encode(got, src[:n])
-		if want := base64.StdEncoding.EncodeToString(src[:n]); string(got) != want {
-			t.Fatalf("length %d: %q, want %q", n, got, want)
+		std.Encode(got, src[:n])
+		want := base64.StdEncoding.EncodeToString(src[:n])
+		if string(got) != want {
+			t.Fatalf("encode length %d: %q, want %q", n, got, want)
+		}
+		checkDecode(t, got)
+	}
+}
+
+// TestDecodeBadByteEverywhere puts each kind of byte the alphabet lacks at
+// every position of inputs long enough for the SIMD loop, so the vector
+// code's refusal and the hand-over to encoding/base64 are both exercised.
+func TestDecodeBadByteEverywhere(t *testing.T) {
+	good := []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xa5, 0x0f, 0x7e}, 40)))
+	for _, bad := range []byte{'=', '-', '_', ' ', '\r', '\n', 0, 0x80, 0xff, '.', '@', '[', '`', '{'} {
+		for i := range good {
+			src := bytes.Clone(good)
+			src[i] = bad
+			checkDecode(t, src)
+			if _, _, err := Parse(Prefix+"1:"+string(src), 0); err == nil {
+				t.Fatalf("Parse accepted byte %#x at %d", bad, i)
+			}
 		}
 	}
 }
@@ -168,5 +213,27 @@ func BenchmarkStdlibBase64_1KiB(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = base64.StdEncoding.EncodeToString(body)
+	}
+}
+
+func BenchmarkParse1KiB(b *testing.B) {
+	s := Format(1, make([]byte, 1052))
+	b.SetBytes(1052)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Parse(s, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkStdlibDecode1KiB(b *testing.B) {
+	s := base64.StdEncoding.EncodeToString(make([]byte, 1052))
+	b.SetBytes(1052)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := base64.StdEncoding.Strict().DecodeString(s); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
