@@ -61,6 +61,19 @@ func BenchmarkAllow(b *testing.B) {
 	}
 }
 
+// BenchmarkAllowAt is BenchmarkAllow with the caller's own clock reading,
+// as the Engine's token plane calls it.
+func BenchmarkAllowAt(b *testing.B) {
+	l := newBench(b)
+	key := benchKey(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := l.AllowAt(key, 1, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkAllowRefused is one drained key, one goroutine: every call is
 // refused and allocates its error.
 func BenchmarkAllowRefused(b *testing.B) {

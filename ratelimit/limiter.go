@@ -99,6 +99,23 @@ func New(opts ...Option) (*Limiter, error) {
 // ErrInvalidCost. Keys whose limit is Unlimited are always admitted and hold
 // no bucket.
 func (l *Limiter) Allow(key string, n int) error {
+	return l.allow(key, n, time.Time{}, false)
+}
+
+// AllowAt is Allow for a caller that has just read the Limiter's clock
+// (the one given to WithClock, or time.Now) and passes that reading as
+// now, saving a second read on a hot path. The reading must be fresh:
+// taken just before the call, with nothing slow in between. x/time/rate
+// refills nothing for a reading older than the bucket's last update but
+// then records it as the last update, so the next call refills from it
+// again; a reading held for long would let the bucket count the same
+// time twice. (Allow's own reading has the same property when goroutines
+// race to the bucket, bounded by how long they wait for its lock.)
+func (l *Limiter) AllowAt(key string, n int, now time.Time) error {
+	return l.allow(key, n, now, true)
+}
+
+func (l *Limiter) allow(key string, n int, t time.Time, haveNow bool) error {
 	if n <= 0 {
 		if n == 0 {
 			return nil
@@ -111,7 +128,9 @@ func (l *Limiter) Allow(key string, n int) error {
 	s := l.shard(key)
 	s.mu.RLock()
 	if b, ok := s.buckets[key]; ok {
-		t := l.now()
+		if !haveNow {
+			t = l.now()
+		}
 		if b.lim.AllowN(t, n) {
 			s.mu.RUnlock()
 			return nil
@@ -125,15 +144,17 @@ func (l *Limiter) Allow(key string, n int) error {
 	if lim.Unlimited {
 		return nil
 	}
-	return l.allowNew(s, key, n)
+	return l.allowNew(s, key, n, t, haveNow)
 }
 
 // allowNew is Allow's slow path for a key without a bucket: it creates the
 // bucket under the shard's write lock, sweeping the shard first when it has
 // grown.
-func (l *Limiter) allowNew(s *shard, key string, n int) error {
+func (l *Limiter) allowNew(s *shard, key string, n int, t time.Time, haveNow bool) error {
 	s.mu.Lock()
-	t := l.now()
+	if !haveNow {
+		t = l.now()
+	}
 	b, ok := s.buckets[key]
 	if !ok {
 		lim := s.limitLocked(key, l.def)

@@ -167,6 +167,43 @@ func TestBurstThenRate(t *testing.T) {
 	}
 }
 
+// TestAllowAt checks that AllowAt uses the reading it is given, not the
+// Limiter's clock, both when it creates a bucket and when the bucket
+// exists, and that its refusals are Allow's.
+func TestAllowAt(t *testing.T) {
+	l, c := newTest(t, WithDefaultLimit(Limit{Rate: 10, Burst: 2}))
+	c.Set(time.Hour) // the clock is far ahead of the readings passed below
+	at := func(d time.Duration) time.Time { return epoch.Add(d) }
+	if err := l.AllowAt("k", 2, at(0)); err != nil { // new bucket, full
+		t.Fatalf("first call: %v", err)
+	}
+	// Had the clock been read, an hour would have refilled the bucket.
+	err := l.AllowAt("k", 1, at(50*time.Millisecond))
+	var rl *RateLimitedError
+	if !errors.As(err, &rl) || rl.RetryAfter != 50*time.Millisecond {
+		t.Fatalf("half a token in: %v, want *RateLimitedError with RetryAfter 50ms", err)
+	}
+	if err := l.AllowAt("k", 1, at(100*time.Millisecond)); err != nil {
+		t.Fatalf("one token in: %v", err)
+	}
+	if err := l.AllowAt("k", 3, at(time.Hour)); !errors.Is(err, ErrExceedsBurst) {
+		t.Fatalf("cost above the burst: %v, want ErrExceedsBurst", err)
+	}
+	if err := l.AllowAt("k", -1, at(time.Hour)); !errors.Is(err, ErrInvalidCost) {
+		t.Fatalf("negative cost: %v, want ErrInvalidCost", err)
+	}
+	// Allow, by contrast, reads the clock: an hour on, the bucket is full.
+	if err := l.Allow("k", 2); err != nil {
+		t.Fatalf("Allow an hour on: %v", err)
+	}
+	if err := l.SetLimit("off", Limit{Unlimited: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AllowAt("off", 1000, at(0)); err != nil {
+		t.Fatalf("unlimited key: %v", err)
+	}
+}
+
 func TestRefusalSpendsNothing(t *testing.T) {
 	l, c := newTest(t, WithDefaultLimit(Limit{Rate: 100, Burst: 10}))
 	if err := l.Allow("k", 10); err != nil {
@@ -484,6 +521,7 @@ func TestAllowDoesNotAllocate(t *testing.T) {
 		f    func()
 	}{
 		{"admitted", func() { _ = l.Allow(key, 0); _ = l.Allow(key, 1) }},
+		{"admitted at", func() { _ = l.AllowAt(key, 1, epoch) }},
 		{"unlimited key", func() { _ = l.Allow("off", 1) }},
 	} {
 		// The clock never moves, so stay within the burst.
