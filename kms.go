@@ -154,6 +154,8 @@ func (e *Engine) loadKey(ctx context.Context, s *keySnap, v *versionSnap) (backe
 // kept in memory. With a directory, every key is read back, and the backend
 // must be able to open the recorded key material: a backend with another
 // root key (or token) fails with ErrBackendMismatch and changes nothing.
+// The Engine owns the backend once New succeeds (Close closes it); when New
+// fails, the backend is still the caller's to close.
 func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, error) {
 	if be == nil {
 		return nil, newErr("new", "", ErrInvalidArgument, "nil backend")
@@ -183,7 +185,10 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		idle:  make(chan struct{}, 1),
 	}
 	if err := e.load(ctx); err != nil {
-		st.Close()
+		// The backend stays the caller's to close, as on every failure.
+		if cerr := st.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
 		return nil, err
 	}
 	e.stopWork, e.workDone = make(chan struct{}), make(chan struct{})

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -25,7 +26,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
+func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if len(args) > 0 {
 		return fmt.Errorf("unexpected arguments %q", args)
 	}
@@ -42,6 +43,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer e.Close()
+	defer func() {
+		// Every write was synced when it returned; Close reports a store
+		// or backend that did not shut down cleanly.
+		err = errors.Join(err, e.Close())
+	}()
 	return demo.Run(ctx, e, out)
 }

@@ -40,7 +40,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
+func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	fs := flag.NewFlagSet("softhsm", flag.ContinueOnError)
 	fs.SetOutput(out)
 	uri := fs.String("uri", "", "pkcs11 URI of the token (default: a throw-away SoftHSM2 token)")
@@ -76,7 +76,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		be.Close()
 		return err
 	}
-	defer e.Close()
+	defer func() {
+		// Every write was synced when it returned; Close reports a store
+		// or backend that did not shut down cleanly.
+		err = errors.Join(err, e.Close())
+	}()
 	fmt.Fprintf(out, "using PKCS#11 token %q of %s\n", cfg.TokenLabel, cfg.Module)
 	return demo.Run(ctx, e, out)
 }
