@@ -132,28 +132,30 @@ func (e *Engine) ClearKeyRateLimit(ctx context.Context, keyTag string) error {
 }
 
 func (e *Engine) putRateLimit(ctx context.Context, op, keyTag string, r *store.RateLimitRecord) error {
-	_, err := e.update(ctx, op, keyTag, func(s *keySnap, _ time.Time) (*keySnap, func(*store.Txn) error, error) {
+	var applyErr error
+	_, err := e.updateThen(ctx, op, keyTag, func(s *keySnap, _ time.Time) (*keySnap, func(*store.Txn) error, error) {
 		rec := s.rec
 		rec.RateLimit = r
 		ns := s.clone()
 		ns.rec = rec
 		return ns, nil, nil
+	}, func(ns *keySnap) {
+		// Under the key's lock, right after the commit: two racing changes
+		// reach the limiter in the order they reached the store, and none
+		// lands after the key's destruction cleared its limit.
+		tag := ns.rec.Tag
+		if r == nil {
+			e.limiter.ClearLimit(tag)
+			return
+		}
+		if err := e.limiter.SetLimit(tag, limitOf(r)); err != nil {
+			applyErr = wrapErr(op, tag, ErrInternal, err)
+		}
 	})
 	if err != nil {
 		return err
 	}
-	// Applied after the commit, under no lock: the limiter keeps its own
-	// per-key state, and a racing second change applies in commit order
-	// closely enough for a limit (each is a whole configuration).
-	tag, _ := normalizeTag(keyTag)
-	if r == nil {
-		e.limiter.ClearLimit(tag)
-		return nil
-	}
-	if err := e.limiter.SetLimit(tag, limitOf(r)); err != nil {
-		return wrapErr(op, tag, ErrInternal, err)
-	}
-	return nil
+	return applyErr
 }
 
 // KeyRateLimit is the rate limit in force for a key.

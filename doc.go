@@ -44,7 +44,13 @@
 // key stops every operation and keeps each version's own state for when it
 // is enabled again. [Engine.RequestKeyDeletion] schedules destruction
 // [DeletionDelay] (72 h) later; [Engine.CancelKeyDeletion] leaves the key
-// DISABLED. A version can be disabled unless it is current; a disabled
+// DISABLED, and is refused once that time has come, even if the key has
+// not been destroyed yet (NAVER's periodic job may leave a short window;
+// here the time is the promise). Destruction destroys the material in the
+// backend first (every version and the token-signing key) and deletes the
+// records after, so a backend failure or a crash in between leaves the
+// key pending deletion and the next run retries: material is never left
+// behind without a record naming it. A version can be disabled unless it is current; a disabled
 // version refuses decrypt, re-encrypt, verify and its public key.
 // Auto-rotation runs every 1..730 days (default 90). Destruction and
 // auto-rotation are done by [Engine.Maintain], which a background worker
@@ -52,7 +58,9 @@
 // rotation missed while the process was down happens once, not once per
 // missed period, and a disabled key is not auto-rotated (it rotates when
 // enabled again if overdue). Batch operations take 1..100 items and are
-// atomic: any failure returns no results and a [BatchError] by index.
+// atomic: any failure of an item returns no results and a [BatchError] by
+// index; a failure that is not about the items (a key that cannot do the
+// operation, a key not ENABLED) is one error without a BatchError.
 //
 // # Keys and formats
 //
@@ -122,8 +130,12 @@
 // committed changes); on Linux they are refused with an ErrInternal
 // naming the cause while less than 32 MiB are free, because Badger's
 // memory-mapped log can kill the process on a full file system. A failed
-// commit leaves the store refusing changes until the Engine is reopened;
-// cipher operations keep working throughout. When the backend creates material and the process dies before
+// commit leaves the store refusing changes until the process restarts
+// (Badger cannot be closed safely after it; Close then returns an error
+// and the directory stays locked); cipher operations keep working
+// throughout. When the store cannot tell whether a failed commit reached
+// the disk, the Engine keeps the key material it made for the change
+// rather than risk destroying material a committed record names. When the backend creates material and the process dies before
 // the store commits, the material is orphaned in the backend (harmless
 // for backend/memory; an unused object in an HSM).
 package kms

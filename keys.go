@@ -174,15 +174,14 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 			return nil, newErr(op, "", ErrInvalidArgument, err.Error())
 		}
 	}
-	tag, err := e.newTag()
-	if err != nil {
-		return nil, wrapErr(op, "", ErrInternal, err)
-	}
-
 	e.createMu.Lock()
 	defer e.createMu.Unlock()
 	if _, taken := e.names[lower(req.Name)]; taken {
 		return nil, newErr(op, "", ErrAlreadyExists, "a key with this name exists")
+	}
+	tag, err := e.freshTag()
+	if err != nil {
+		return nil, wrapErr(op, "", ErrInternal, err)
 	}
 	gen, err := e.be.Generate(ctx, &backend.GenerateRequest{
 		Ref:  backend.KeyRef{KeyTag: tag, Version: 1, Purpose: backend.PurposeCipher},
@@ -217,7 +216,7 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 		return tx.PutVersion(&vrec)
 	})
 	if err != nil {
-		e.discard(ctx, tag, 1, req.Type, gen.Handle)
+		e.discardAfter(ctx, err, tag, 1, req.Type, gen.Handle)
 		if errors.Is(err, store.ErrNameTaken) {
 			return nil, newErr(op, "", ErrAlreadyExists, "a key with this name exists")
 		}
@@ -259,12 +258,34 @@ func (e *Engine) discard(ctx context.Context, tag string, v uint32, typ KeyType,
 	}
 }
 
-func (e *Engine) newTag() (string, error) {
-	var b [32]byte
-	if _, err := io.ReadFull(e.random, b[:]); err != nil {
-		return "", fmt.Errorf("read random key tag: %w", err)
+// discardAfter is discard after a failed commit, unless the store cannot
+// tell whether the commit landed: destroying material that a committed
+// record names would lose the key, so then the material is kept (at worst
+// orphaned) and the next open reads the truth.
+func (e *Engine) discardAfter(ctx context.Context, commitErr error, tag string, v uint32, typ KeyType, handle []byte) {
+	if errors.Is(commitErr, store.ErrUncertain) {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: keeping key material whose commit may have landed",
+			slog.String("keyTag", tag), slog.Int("version", int(v)))
+		return
 	}
-	return hex.EncodeToString(b[:]), nil
+	e.discard(ctx, tag, v, typ, handle)
+}
+
+// freshTag returns a random key tag no key of this Engine has. Two equal
+// 256-bit tags mean a broken random source; the check keeps that from
+// overwriting a key. The caller holds createMu.
+func (e *Engine) freshTag() (string, error) {
+	var b [32]byte
+	for range 3 {
+		if _, err := io.ReadFull(e.random, b[:]); err != nil {
+			return "", fmt.Errorf("read random key tag: %w", err)
+		}
+		tag := hex.EncodeToString(b[:])
+		if _, taken := e.keys.Load(tag); !taken {
+			return tag, nil
+		}
+	}
+	return "", errors.New("the random source repeats itself: three key tags in a row were taken")
 }
 
 func lower(s string) string {
@@ -322,7 +343,9 @@ func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, e
 	}
 	var snaps []*keySnap
 	e.keys.Range(func(_, v any) bool {
-		snaps = append(snaps, v.(*keyEntry).snap.Load())
+		if s := v.(*keyEntry).snap.Load(); s.rec.State != stateDestroyed {
+			snaps = append(snaps, s)
+		}
 		return true
 	})
 	slices.SortFunc(snaps, func(a, b *keySnap) int { return cmp.Compare(b.rec.Seq, a.rec.Seq) })
@@ -393,7 +416,7 @@ func (e *Engine) rotateLocked(ctx context.Context, op string, ent *keyEntry) (*K
 		}
 		return tx.PutKey(&rec)
 	}); err != nil {
-		e.discard(ctx, tag, next, s.typ, gen.Handle)
+		e.discardAfter(ctx, err, tag, next, s.typ, gen.Handle)
 		return nil, wrapErr(op, tag, ErrInternal, err)
 	}
 	ns := s.clone()

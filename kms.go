@@ -264,7 +264,11 @@ func (e *Engine) load(ctx context.Context) error {
 		if rec.Seq > e.seq {
 			e.seq = rec.Seq
 		}
-		if probe == nil || rec.Seq > probe.rec.Seq {
+		// A REVOKED key past its destruction time may have lost its
+		// material already (destroyLocked destroys it before deleting the
+		// records), so it proves nothing about the backend.
+		due := KeyState(rec.State) == StateRevoked && rec.DestroyAt <= e.now().UnixMilli()
+		if !due && (probe == nil || rec.Seq > probe.rec.Seq) {
 			probe = snap
 		}
 	}
@@ -386,7 +390,12 @@ func (e *Engine) lookup(op, tag string) (*keyEntry, *keySnap, error) {
 		}
 	}
 	ent := v.(*keyEntry)
-	return ent, ent.snap.Load(), nil
+	s := ent.snap.Load()
+	if s.rec.State == stateDestroyed {
+		// Looked up just as Maintain destroyed it.
+		return nil, nil, newErr(op, s.rec.Tag, ErrKeyNotFound, "")
+	}
+	return ent, s, nil
 }
 
 // normalizeTag lower-cases a 64-hex-digit key tag; trusted-plane tags are

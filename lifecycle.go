@@ -37,6 +37,13 @@ func validatePeriod(p int) error {
 // written with them in one synced transaction, then the snapshot is
 // published.
 func (e *Engine) update(ctx context.Context, op, keyTag string, fn func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error)) (*keySnap, error) {
+	return e.updateThen(ctx, op, keyTag, fn, nil)
+}
+
+// updateThen is update with published, which runs after a change is
+// committed and published, still under the key's lock, so that state kept
+// outside the snapshot (the limiter) follows the commits in their order.
+func (e *Engine) updateThen(ctx context.Context, op, keyTag string, fn func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error), published func(*keySnap)) (*keySnap, error) {
 	if !e.enter() {
 		return nil, newErr(op, "", ErrClosed, "")
 	}
@@ -70,6 +77,9 @@ func (e *Engine) update(ctx context.Context, op, keyTag string, fn func(s *keySn
 		return nil, wrapErr(op, s.rec.Tag, ErrInternal, err)
 	}
 	ent.snap.Store(ns)
+	if published != nil {
+		published(ns)
+	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key updated", slog.String("op", op), slog.String("keyTag", s.rec.Tag), slog.String("state", ns.rec.State))
 	return ns, nil
 }
@@ -185,7 +195,8 @@ func (e *Engine) DisableKey(ctx context.Context, keyTag string) (*Key, error) {
 
 // RequestKeyDeletion schedules an ENABLED or DISABLED key for destruction
 // DeletionDelay (72 h) from now; it becomes REVOKED and serves nothing.
-// The time is fixed; CancelKeyDeletion undoes the request until then.
+// The time is fixed; CancelKeyDeletion undoes the request until then, and
+// Maintain destroys the key at its first run from then on.
 func (e *Engine) RequestKeyDeletion(ctx context.Context, keyTag string) (*Key, error) {
 	const op = "request key deletion"
 	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
@@ -205,12 +216,18 @@ func (e *Engine) RequestKeyDeletion(ctx context.Context, keyTag string) (*Key, e
 
 // CancelKeyDeletion cancels a pending deletion; the key becomes DISABLED
 // (not ENABLED), as on NAVER. A key that is not REVOKED fails with
-// ErrInvalidState.
+// ErrInvalidState, and so does one whose destruction time has come, even
+// if Maintain has not run since: NAVER's periodic job may leave a key
+// cancellable a little past its time, but here the time is the promise,
+// however long the process was down or maintenance was off.
 func (e *Engine) CancelKeyDeletion(ctx context.Context, keyTag string) (*Key, error) {
 	const op = "cancel key deletion"
 	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
 		if KeyState(s.rec.State) != StateRevoked {
 			return nil, nil, newErr(op, s.rec.Tag, ErrInvalidState, "no deletion is pending")
+		}
+		if s.rec.DestroyAt <= now.UnixMilli() {
+			return nil, nil, newErr(op, s.rec.Tag, ErrInvalidState, "the destruction time has passed")
 		}
 		rec := s.rec
 		rec.State, rec.StateChangedAt, rec.DestroyAt = string(StateDisabled), now.UnixMilli(), 0
@@ -357,7 +374,7 @@ func (e *Engine) Maintain(ctx context.Context) error {
 	var errs []error
 	for _, ent := range due {
 		if err := ctx.Err(); err != nil {
-			return err
+			return wrapErr("maintain", "", ErrInternal, errors.Join(append(errs, err)...))
 		}
 		if err := e.maintainKey(ctx, ent, now); err != nil {
 			errs = append(errs, err)
@@ -397,14 +414,34 @@ func (e *Engine) maintainKey(ctx context.Context, ent *keyEntry, now int64) erro
 	return nil
 }
 
-// destroyLocked removes a key's records in one transaction, then destroys
-// its material in the backend. The caller holds createMu and ent.mu.
+// destroyLocked destroys a key: first its material in the backend (every
+// version and the token-signing key), then its records in one transaction.
+// That order never orphans material: if a destruction fails, or the
+// process dies before the records go, the key stays REVOKED and past its
+// time (it can no longer be cancelled) and the next Maintain does both
+// steps again; backends treat destroying what is gone as success. The
+// caller holds createMu and ent.mu.
 func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) error {
 	const op = "destroy key"
 	tag := s.rec.Tag
+	var errs []error
 	nums := make([]uint32, len(s.versions))
 	for i, v := range s.versions {
 		nums[i] = v.rec.Version
+		if err := e.be.Destroy(ctx, &backend.DestroyRequest{
+			Ref:  backend.KeyRef{KeyTag: tag, Version: v.rec.Version, Purpose: backend.PurposeCipher},
+			Type: s.typ, Handle: v.rec.Handle,
+		}); err != nil {
+			errs = append(errs, fmt.Errorf("version %d: %w", v.rec.Version, err))
+		}
+	}
+	if s.gen.active() {
+		if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: s.gen.ref(), Type: RSA2048, Handle: s.gen.rec.Handle}); err != nil {
+			errs = append(errs, fmt.Errorf("token-signing key: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return wrapErr(op, tag, ErrInternal, fmt.Errorf("the backend could not destroy the key material; the key stays pending deletion and the next maintenance run retries: %w", errors.Join(errs...)))
 	}
 	if err := e.st.Update(func(tx *store.Txn) error {
 		if err := tx.ReleaseName(s.rec.Name); err != nil {
@@ -414,24 +451,16 @@ func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) e
 	}); err != nil {
 		return wrapErr(op, tag, ErrInternal, err)
 	}
+	// Out of the map first, so no new lookup finds it; a caller that
+	// looked it up before and waits for ent.mu sees the tombstone.
+	e.keys.Delete(tag)
 	rec := s.rec
 	rec.State = stateDestroyed
 	ent.snap.Store(s.withRec(rec))
-	e.keys.Delete(tag)
 	delete(e.names, lower(s.rec.Name))
-	// The records are gone, so the key is destroyed whatever happens next;
-	// material the backend fails to destroy is orphaned, and logged.
-	for _, v := range s.versions {
-		err := e.be.Destroy(ctx, &backend.DestroyRequest{
-			Ref:  backend.KeyRef{KeyTag: tag, Version: v.rec.Version, Purpose: backend.PurposeCipher},
-			Type: s.typ, Handle: v.rec.Handle,
-		})
-		if err != nil {
-			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: backend could not destroy key material",
-				slog.String("keyTag", tag), slog.Int("version", int(v.rec.Version)), slog.String("error", err.Error()))
-		}
+	if s.gen.active() {
+		e.tokens.DeleteGenerator(s.gen.rec.ID)
 	}
-	e.destroySigningKey(ctx, s.gen)
 	e.limiter.ClearLimit(tag)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key destroyed", slog.String("keyTag", tag))
 	return nil

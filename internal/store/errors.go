@@ -12,9 +12,17 @@ var (
 	ErrNotFound = errors.New("store: record not found")
 	// ErrSchemaTooNew: the directory was written by a newer schema.
 	ErrSchemaTooNew = errors.New("store: schema newer than this build")
-	// ErrBroken: a commit failed inside Badger (disk full, I/O error); the
-	// store refuses writes until it is reopened. Reads keep working.
-	ErrBroken = errors.New("store: storage failed; reopen to recover")
+	// ErrBroken: a commit failed inside Badger (disk full, I/O error), or
+	// the directory refused the integrity record before a commit. The
+	// store refuses writes from then on; reads keep working. Badger is
+	// left open (closing it would make it write again), so the directory
+	// stays locked until the process exits: restart to recover.
+	ErrBroken = errors.New("store: storage failed; restart the process to recover")
+	// ErrUncertain, always with ErrBroken: Badger failed while committing,
+	// and the change may or may not be on disk. The next open reads which.
+	ErrUncertain = errors.New("store: the change may or may not have been committed")
+	// ErrInUse: the directory is already open in this process.
+	ErrInUse = errors.New("store: directory already open in this process")
 	// ErrNoSpace: the file system is nearly full; the change was refused
 	// before it reached Badger.
 	ErrNoSpace = errors.New("store: not enough free space")

@@ -27,7 +27,18 @@
 // that matches neither — which is what Badger leaves when damage to its
 // write-ahead log or manifest silently drops committed transactions.
 // Tables are checksummed before Badger opens them, and a failed commit
-// leaves the store refusing writes (ErrBroken) until it is reopened.
+// leaves the store refusing writes (ErrBroken) until the process restarts.
+//
+// # Failed commits
+//
+// Update's error says what happened to the change. Validation errors,
+// ErrNoSpace, ErrClosed and a refused integrity record mean nothing was
+// written. ErrUncertain (with ErrBroken) means Badger failed part-way: the
+// change may be on disk, and the caller must not undo side effects that
+// only make sense if it is absent (such as destroying new key material).
+// A failure to record the digest after Badger committed is not an error:
+// the change stands, the pending digest on disk already matches it, and
+// the next commit rewrites the record whole; it is logged.
 //
 // # Limitations
 //
@@ -46,10 +57,12 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,9 +109,22 @@ type Store struct {
 	// broken is set when Badger failed to commit (disk full, I/O error).
 	// Badger v4 leaves its memtable unusable then, and its next write
 	// would end the process (log.Fatal); so every later write and Close
-	// stop short of Badger. Reopening the directory recovers.
+	// stop short of Badger, which keeps its directory lock until the
+	// process exits.
 	broken atomic.Bool
+	log    *slog.Logger
+	// held is the key of this store in openDirs ("" in memory).
+	held string
 }
+
+// recordIntegrity writes the integrity record around commits; tests
+// replace it to fail a write on cue.
+var recordIntegrity = writeIntegrity
+
+// openDirs holds the absolute directory of every store this process has
+// opened and not closed (a broken store is never closed), so that a second
+// Open says why instead of failing on Badger's lock file.
+var openDirs sync.Map // string → *Store
 
 // Open opens (creating if needed) the database and checks its schema.
 func Open(o Options) (*Store, error) {
@@ -109,6 +135,35 @@ func Open(o Options) (*Store, error) {
 	if o.InMemory {
 		dir = ""
 	}
+	var held string
+	if !o.InMemory {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, fmt.Errorf("store: directory: %w", err)
+		}
+		if prev, loaded := openDirs.LoadOrStore(abs, (*Store)(nil)); loaded {
+			if st, _ := prev.(*Store); st != nil && st.broken.Load() {
+				return nil, fmt.Errorf("%w: it is held by a store that failed earlier (%w)", ErrInUse, ErrBroken)
+			}
+			return nil, ErrInUse
+		}
+		held = abs
+	}
+	s, err := open(o, dir)
+	if err != nil {
+		if held != "" {
+			openDirs.Delete(held)
+		}
+		return nil, err
+	}
+	if held != "" {
+		s.held = held
+		openDirs.Store(held, s)
+	}
+	return s, nil
+}
+
+func open(o Options, dir string) (*Store, error) {
 	if !o.InMemory && !o.ReadOnly {
 		if err := precheck(dir); err != nil {
 			return nil, err
@@ -139,7 +194,11 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
-	s := &Store{db: db}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{db: db, log: log}
 	if !o.InMemory {
 		s.dir = dir
 		if err := s.checkIntegrity(o.ReadOnly); err != nil {
@@ -176,10 +235,15 @@ func (s *Store) checkSchema(readOnly bool) error {
 }
 
 // Close closes the database. It is idempotent. A broken store is left to
-// the operating system: closing it would make Badger write again.
+// the operating system, since closing it would make Badger write again:
+// Close then returns ErrBroken, and the directory stays locked until the
+// process exits.
 func (s *Store) Close() error {
-	if s.db.IsClosed() || s.broken.Load() {
+	if s.db.IsClosed() {
 		return nil
+	}
+	if s.broken.Load() {
+		return fmt.Errorf("%w: closed without releasing the directory", ErrBroken)
 	}
 	// Badger's Close flushes the memtable into a new table file and retries
 	// for ever if the directory no longer takes new files (made read-only
@@ -189,7 +253,11 @@ func (s *Store) Close() error {
 		s.broken.Store(true)
 		return fmt.Errorf("%w: directory not writable; closed without flushing (the log holds every commit)", ErrBroken)
 	}
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	if s.held != "" {
+		openDirs.Delete(s.held)
+	}
+	if err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
@@ -340,7 +408,7 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		if t.d != nil {
 			next = s.digest
 			next.xor(t.d.delta)
-			if pendErr = writeIntegrity(s.dir, integrity{committed: s.digest, pending: next, hasPending: true}); pendErr != nil {
+			if pendErr = recordIntegrity(s.dir, integrity{committed: s.digest, pending: next, hasPending: true}); pendErr != nil {
 				return pendErr
 			}
 		}
@@ -360,18 +428,22 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		s.broken.Store(true)
 		return fmt.Errorf("%w: write integrity record: %w", ErrBroken, pendErr)
 	default:
+		// Badger failed inside its commit: with synced writes the log
+		// entry may or may not be on disk.
 		s.broken.Store(true)
-		return fmt.Errorf("%w: %w", ErrBroken, err)
+		return fmt.Errorf("%w: %w: %w", ErrBroken, ErrUncertain, err)
 	}
 	if s.dir == "" {
 		return nil
 	}
 	s.digest = next
-	if err := writeIntegrity(s.dir, integrity{committed: next}); err != nil {
-		// The commit stands and the pending digest matches it, so a
-		// reopen settles this; later commits need a sound record.
-		s.broken.Store(true)
-		return fmt.Errorf("%w: write integrity record: %w", ErrBroken, err)
+	if err := recordIntegrity(s.dir, integrity{committed: next}); err != nil {
+		// The commit stands, and the record on disk names it as pending,
+		// which Open accepts; the next commit writes the record whole.
+		// Reporting a failure here would make callers undo a change that
+		// is durable.
+		s.log.LogAttrs(context.Background(), slog.LevelError, "store: committed, but the integrity record could not be updated",
+			slog.String("error", err.Error()))
 	}
 	return nil
 }

@@ -317,3 +317,85 @@ func TestIntegrityTracksEveryChange(t *testing.T) {
 		}
 	}
 }
+
+// TestCommittedDespiteIntegrityFailure: when the integrity record cannot
+// be written after Badger committed, the change stands and Update reports
+// success: callers must not undo a durable change. The store keeps
+// working, and a reopen accepts the content.
+func TestCommittedDespiteIntegrityFailure(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	fail := true
+	recordIntegrity = func(d string, in integrity) error {
+		if fail && !in.hasPending {
+			fail = false
+			return errors.New("EIO (simulated)")
+		}
+		return writeIntegrity(d, in)
+	}
+	defer func() { recordIntegrity = writeIntegrity }()
+	tag := "cd" + string(bytes.Repeat([]byte("0"), 62))
+	k := sampleKey(tag)
+	if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) }); err != nil {
+		t.Fatalf("Update whose commit landed: %v, want nil", err)
+	}
+	if fail {
+		t.Fatal("the failure was not injected")
+	}
+	k2 := k
+	k2.Memo = "second"
+	if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k2) }); err != nil {
+		t.Fatalf("the next Update: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := openT(t, dir).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Keys) != 1 || c.Keys[0].Memo != "second" {
+		t.Fatalf("after reopen: %+v", c.Keys)
+	}
+}
+
+// TestPendingFailureIsCertain: when the integrity record is refused before
+// the commit, nothing was written and the error says so (not
+// ErrUncertain); the store refuses later changes and says so on Close.
+// (A failure inside Badger's commit, which is ErrUncertain, is exercised
+// by the root package's TestDiskFull.)
+func TestPendingFailureIsCertain(t *testing.T) {
+	s := openT(t, t.TempDir())
+	recordIntegrity = func(string, integrity) error { return errors.New("EROFS (simulated)") }
+	defer func() { recordIntegrity = writeIntegrity }()
+	k := sampleKey("ef" + string(bytes.Repeat([]byte("0"), 62)))
+	err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) })
+	if !errors.Is(err, ErrBroken) || errors.Is(err, ErrUncertain) {
+		t.Fatalf("integrity record refused before the commit: %v, want ErrBroken and not ErrUncertain", err)
+	}
+	if err := s.Close(); !errors.Is(err, ErrBroken) {
+		t.Fatalf("Close of a broken store: %v, want ErrBroken", err)
+	}
+}
+
+// TestOpenTwiceInProcess: a second Open of a directory this process holds
+// says so, also when the holder is a broken store that cannot be closed.
+func TestOpenTwiceInProcess(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrInUse) || errors.Is(err, ErrBroken) {
+		t.Fatalf("second Open: %v, want ErrInUse", err)
+	}
+	if _, err := Open(Options{Dir: dir + "/."}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Open by another spelling: %v, want ErrInUse", err)
+	}
+	s.broken.Store(true)
+	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrInUse) || !errors.Is(err, ErrBroken) {
+		t.Fatalf("Open while a broken store holds it: %v, want ErrInUse and ErrBroken", err)
+	}
+	s.broken.Store(false)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	openT(t, dir)
+}
