@@ -71,9 +71,21 @@ func checkBatchSize(op string, n int) error {
 	return nil
 }
 
+// batchKeyType fails a whole batch, as one error and before any item is
+// looked at, when the key cannot do the operation at all: that is not a
+// failure of any item.
+func batchKeyType(op string, s *keySnap, verb string) error {
+	if s.typ != AES256 && s.typ != RSA2048 {
+		return newErr(op, s.rec.Tag, ErrWrongKeyType, string(s.typ)+" keys do not "+verb)
+	}
+	return nil
+}
+
 // runBatch validates the shape of every item (phase 1) and, only when all
 // pass, runs every item (phase 2); any failure means no results at all.
-func runBatch[T, R any](op, tag string, items []T, shape func(T) *Error, run func(T) (R, error)) ([]R, error) {
+// drop, when not nil, is given each result made before a failure (to
+// clear plaintexts).
+func runBatch[T, R any](op, tag string, items []T, shape func(T) *Error, run func(T) (R, error), drop func(R)) ([]R, error) {
 	failures := map[int]*Error{}
 	for i, it := range items {
 		if err := shape(it); err != nil {
@@ -93,6 +105,13 @@ func runBatch[T, R any](op, tag string, items []T, shape func(T) *Error, run fun
 		out[i] = r
 	}
 	if len(failures) > 0 {
+		if drop != nil {
+			for i, r := range out {
+				if _, failed := failures[i]; !failed {
+					drop(r)
+				}
+			}
+		}
 		return nil, batchFailed(op, tag, failures)
 	}
 	return out, nil
@@ -118,6 +137,9 @@ func (e *Engine) BatchEncrypt(ctx context.Context, keyTag string, items []Encryp
 }
 
 func (e *Engine) batchEncrypt(ctx context.Context, op string, s *keySnap, items []EncryptItem) ([]string, error) {
+	if err := batchKeyType(op, s, "encrypt"); err != nil {
+		return nil, err
+	}
 	tag := s.rec.Tag
 	return runBatch(op, tag, items,
 		func(it EncryptItem) *Error {
@@ -126,7 +148,7 @@ func (e *Engine) batchEncrypt(ctx context.Context, op string, s *keySnap, items 
 			}
 			return nil
 		},
-		func(it EncryptItem) (string, error) { return e.encrypt(ctx, op, s, it.Plaintext, it.Context) })
+		func(it EncryptItem) (string, error) { return e.encrypt(ctx, op, s, it.Plaintext, it.Context) }, nil)
 }
 
 func decryptShape(op, tag string) func(DecryptItem) *Error {
@@ -153,8 +175,12 @@ func (e *Engine) BatchDecrypt(ctx context.Context, keyTag string, items []Decryp
 }
 
 func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([][]byte, error) {
+	if err := batchKeyType(op, s, "decrypt"); err != nil {
+		return nil, err
+	}
 	out, err := runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),
-		func(it DecryptItem) ([]byte, error) { return e.decrypt(ctx, op, s, it.Ciphertext, it.Context) })
+		func(it DecryptItem) ([]byte, error) { return e.decrypt(ctx, op, s, it.Ciphertext, it.Context) },
+		func(pt []byte) { clear(pt) })
 	return out, err
 }
 
@@ -170,6 +196,9 @@ func (e *Engine) BatchReEncrypt(ctx context.Context, keyTag string, items []Decr
 }
 
 func (e *Engine) batchReEncrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([]string, error) {
+	if err := batchKeyType(op, s, "re-encrypt"); err != nil {
+		return nil, err
+	}
 	return runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),
-		func(it DecryptItem) (string, error) { return e.reEncrypt(ctx, op, s, it.Ciphertext, it.Context) })
+		func(it DecryptItem) (string, error) { return e.reEncrypt(ctx, op, s, it.Ciphertext, it.Context) }, nil)
 }

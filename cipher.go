@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/asn1"
@@ -351,7 +352,10 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 	if err != nil {
 		return false, err
 	}
-	_, sig, err := envelope.Parse(signature, 1024)
+	// envelopeVersion bounded the text at MaxCiphertextLength, which
+	// bounds the body too; an RSA body of any other length than 256 bytes
+	// is a mismatch, not malformed input.
+	_, sig, err := envelope.Parse(signature, 0)
 	if err != nil {
 		return false, newErr(op, tag, ErrInvalidArgument, "malformed signature")
 	}
@@ -361,8 +365,7 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 			return false, nil
 		}
 	case ECDSA:
-		var rs struct{ R, S *big.Int }
-		if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) != 0 {
+		if !isDERSignature(sig) {
 			return false, newErr(op, tag, ErrInvalidArgument, "signature is not a DER ECDSA signature")
 		}
 	}
@@ -376,6 +379,19 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 		return false, e.backendErr(op, tag, err)
 	}
 	return ok, nil
+}
+
+// isDERSignature reports whether sig is exactly the DER of an ECDSA
+// signature, SEQUENCE { r INTEGER, s INTEGER }. encoding/asn1 alone would
+// accept trailing elements inside the SEQUENCE; encoding the parsed value
+// again and comparing refuses them, and any other non-canonical form.
+func isDERSignature(sig []byte) bool {
+	var rs struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) != 0 {
+		return false
+	}
+	again, err := asn1.Marshal(rs)
+	return err == nil && bytes.Equal(again, sig)
 }
 
 // GetPublicKey returns the PEM ("PUBLIC KEY", SubjectPublicKeyInfo) public

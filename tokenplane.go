@@ -250,14 +250,15 @@ func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []
 // token, for the same subject with the same permission snapshot (in
 // process there are no sub-accounts whose permissions could have
 // changed). The refresh token used stays valid, as on NAVER. Zero TTLs
-// mean the defaults.
+// mean the defaults. A generator rotated or deactivated while the call
+// runs, or an allow-list that stops admitting the caller, refuses it.
 func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL, refreshTTL token.TTL) (*token.Set, error) {
 	return onToken(c, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
 		return c.e.issue(ctx, op, s.rec.Tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
 			AccessTTL:  withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
 			RefreshTTL: withDefaultTTL(refreshTTL, token.DefaultRefreshTTLMinutes),
-		}, false)
+		}, false, c.stillValid(op, s))
 	})
 }
 
@@ -268,8 +269,28 @@ func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, access
 		return c.e.issue(ctx, op, s.rec.Tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
 			AccessTTL: withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
-		}, true)
+		}, true, c.stillValid(op, s))
 	})
+}
+
+// stillValid returns issue's recheck for a renewal authorised on snapshot
+// s: under the key's lock, the caller must still pass the allow-list and
+// the generator that verified the refresh token must still be the key's.
+// Without it, a rotation or deactivation committed between the check and
+// the signing would let the old refresh token obtain tokens from the new
+// generator.
+func (c TokenClient) stillValid(op string, s *keySnap) func(*keySnap) error {
+	genID := s.gen.rec.ID
+	return func(ns *keySnap) error {
+		tag := ns.rec.Tag
+		if !ns.aclM.Allow(c.addr) {
+			return newErr(op, tag, ErrAccessDenied, "caller address not allowed")
+		}
+		if !ns.gen.active() || ns.gen.rec.ID != genID {
+			return newErr(op, tag, ErrTokenInvalid, "")
+		}
+		return nil
+	}
 }
 
 func knownPermissions(ps []token.Permission) []token.Permission {

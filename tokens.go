@@ -149,6 +149,8 @@ func (e *Engine) DeactivateTokenGenerator(ctx context.Context, keyTag string) (*
 // changeGenerator makes a new signing key pair and id when need says so.
 func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need func(*genSnap) (bool, error)) (*TokenGenerator, error) {
 	var old *genSnap
+	// made is the new signing key once the change is ready to commit.
+	var made *backend.DestroyRequest
 	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
 		tag := s.rec.Tag
 		if KeyState(s.rec.State) != StateEnabled {
@@ -185,11 +187,16 @@ func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need fu
 			return nil, nil, wrapErr(op, tag, ErrInternal, err)
 		}
 		old = s.gen
+		made = &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: res.Handle}
 		ns := s.clone()
 		ns.gen = g
 		return ns, func(tx *store.Txn) error { return tx.PutGenerator(&rec) }, nil
 	})
 	if err != nil {
+		if made != nil && !errors.Is(err, store.ErrUncertain) {
+			// The commit failed: nothing names the new key pair.
+			e.discardRef(ctx, made.Ref, made.Handle)
+		}
 		return nil, err
 	}
 	if old.active() && old.rec.Generation != s.gen.rec.Generation {
@@ -252,12 +259,16 @@ func (e *Engine) IssueTokens(ctx context.Context, keyTag string, req IssueTokens
 		Subject: req.Subject, Permissions: perms,
 		AccessTTL:  withDefaultTTL(req.AccessTTL, token.DefaultAccessTTLMinutes),
 		RefreshTTL: withDefaultTTL(req.RefreshTTL, token.DefaultRefreshTTLMinutes),
-	}, false)
+	}, false, nil)
 }
 
-// issue signs a set (or only an access token) and counts it, under the
-// key's lock so counts and generator changes serialise.
-func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, accessOnly bool) (*token.Set, error) {
+// issue signs a token set (or an access token alone) with the key's
+// current generator and counts it, under the key's lock so that counts and
+// generator changes serialise. recheck, when not nil, runs first under the key's
+// lock on the snapshot that will sign: the token plane uses it so that a
+// generator replaced or an allow-list changed after the refresh token was
+// checked also stops the renewal.
+func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, accessOnly bool, recheck func(*keySnap) error) (*token.Set, error) {
 	if err := r.AccessTTL.Validate(); err != nil {
 		return nil, wrapErr(op, keyTag, ErrInvalidArgument, err)
 	}
@@ -269,6 +280,11 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 	var set token.Set
 	_, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
 		tag := s.rec.Tag
+		if recheck != nil {
+			if err := recheck(s); err != nil {
+				return nil, nil, err
+			}
+		}
 		if KeyState(s.rec.State) != StateEnabled {
 			return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
 		}
