@@ -100,7 +100,8 @@ func New(rootKey []byte, opts ...Option) (*Backend, error) {
 //
 // The file holds either exactly RootKeySize raw bytes, or the key as 64
 // hexadecimal characters (either case) optionally followed by one "\n" or
-// "\r\n"; nothing else is accepted. On Unix-like systems the file must not
+// "\r\n"; nothing else is accepted. A file of 32 hexadecimal characters
+// (a 128-bit key as text) is refused, not read as 32 raw bytes. On Unix-like systems the file must not
 // be readable, writable or executable by group or others (mode 0600 or
 // 0400): a looser mode fails with backend.ErrInvalidArgument. Errors name
 // the path but never the content.
@@ -138,6 +139,10 @@ func readRootKeyFile(path string) ([]byte, error) {
 	}
 	data := buf[:n]
 	switch {
+	case len(data) == RootKeySize && allHex(data):
+		// 32 hexadecimal characters are a 128-bit key written as text,
+		// not 32 raw bytes (which are all hex digits with probability
+		// about 10^-34): refuse rather than use the text as the key.
 	case len(data) == RootKeySize:
 		key := make([]byte, RootKeySize)
 		copy(key, data)
@@ -432,3 +437,12 @@ func (b *Backend) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()
 
 // LogValue logs the redacted description.
 func (b *Backend) LogValue() slog.Value { return slog.StringValue(b.String()) }
+
+func allHex(b []byte) bool {
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}

@@ -191,6 +191,7 @@ func TestNewFromFile(t *testing.T) {
 		{"short", root[:31], 0o600},
 		{"raw-newline", append(bytes.Clone(root), '\n'), 0o600},
 		{"hex-short", []byte(hexRoot[:62]), 0o600},
+		{"hex-128-bit", []byte(hexRoot[:32]), 0o600},
 		{"hex-two-newlines", []byte(hexRoot + "\n\n"), 0o600},
 		{"hex-space", []byte(" " + hexRoot), 0o600},
 		{"hex-bad-char", []byte("zz" + hexRoot[2:]), 0o600},
