@@ -71,10 +71,10 @@ func checkBatchSize(op string, n int) error {
 	return nil
 }
 
-// batchKeyType fails a whole batch, as one error and before any item is
-// looked at, when the key cannot do the operation at all: that is not a
-// failure of any item.
-func batchKeyType(op string, s *keySnap, verb string) error {
+// cipherKeyType refuses keys that do not encrypt and decrypt (ECDSA).
+// Batches call it before looking at any item: a key that cannot do the
+// operation at all is one error, not a failure of every item.
+func cipherKeyType(op string, s *keySnap, verb string) error {
 	if s.typ != AES256 && s.typ != RSA2048 {
 		return newErr(op, s.rec.Tag, ErrWrongKeyType, string(s.typ)+" keys do not "+verb)
 	}
@@ -137,7 +137,7 @@ func (e *Engine) BatchEncrypt(ctx context.Context, keyTag string, items []Encryp
 }
 
 func (e *Engine) batchEncrypt(ctx context.Context, op string, s *keySnap, items []EncryptItem) ([]string, error) {
-	if err := batchKeyType(op, s, "encrypt"); err != nil {
+	if err := cipherKeyType(op, s, "encrypt"); err != nil {
 		return nil, err
 	}
 	tag := s.rec.Tag
@@ -175,7 +175,7 @@ func (e *Engine) BatchDecrypt(ctx context.Context, keyTag string, items []Decryp
 }
 
 func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([][]byte, error) {
-	if err := batchKeyType(op, s, "decrypt"); err != nil {
+	if err := cipherKeyType(op, s, "decrypt"); err != nil {
 		return nil, err
 	}
 	out, err := runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),
@@ -196,7 +196,7 @@ func (e *Engine) BatchReEncrypt(ctx context.Context, keyTag string, items []Decr
 }
 
 func (e *Engine) batchReEncrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([]string, error) {
-	if err := batchKeyType(op, s, "re-encrypt"); err != nil {
+	if err := cipherKeyType(op, s, "re-encrypt"); err != nil {
 		return nil, err
 	}
 	return runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),

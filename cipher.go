@@ -175,8 +175,8 @@ func (e *Engine) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx 
 
 func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) ([]byte, error) {
 	tag := s.rec.Tag
-	if s.typ != AES256 && s.typ != RSA2048 {
-		return nil, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not decrypt")
+	if err := cipherKeyType(op, s, "decrypt"); err != nil {
+		return nil, err
 	}
 	v, err := e.envelopeVersion(op, s, ciphertext)
 	if err != nil {

@@ -110,7 +110,7 @@ func TestDiscardAfterFailedCommit(t *testing.T) {
 		be.mu.Lock()
 		be.calls = 0
 		be.mu.Unlock()
-		e.discardAfter(ctx, tc.err, tag, 1, AES256, gen.Handle)
+		e.discardAfter(ctx, tc.err, cipherMaterial(tag, 1, AES256, gen.Handle))
 		if be.calls != tc.want {
 			t.Errorf("after %v: %d Destroy calls, want %d", tc.err, be.calls, tc.want)
 		}

@@ -203,7 +203,7 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 	}
 	vrec, err := versionRecord(tag, 1, now, gen)
 	if err != nil {
-		e.discard(ctx, tag, 1, req.Type, gen.Handle)
+		e.discard(ctx, cipherMaterial(tag, 1, req.Type, gen.Handle))
 		return nil, wrapErr(op, tag, ErrInternal, err)
 	}
 	err = e.st.Update(func(tx *store.Txn) error {
@@ -216,7 +216,7 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 		return tx.PutVersion(&vrec)
 	})
 	if err != nil {
-		e.discardAfter(ctx, err, tag, 1, req.Type, gen.Handle)
+		e.discardAfter(ctx, err, cipherMaterial(tag, 1, req.Type, gen.Handle))
 		if errors.Is(err, store.ErrNameTaken) {
 			return nil, newErr(op, "", ErrAlreadyExists, "a key with this name exists")
 		}
@@ -247,14 +247,17 @@ func versionRecord(tag string, v uint32, now int64, gen *backend.GenerateRespons
 	return vr, nil
 }
 
-// discard destroys material generated for a change that was not committed.
-func (e *Engine) discard(ctx context.Context, tag string, v uint32, typ KeyType, handle []byte) {
-	err := e.be.Destroy(ctx, &backend.DestroyRequest{
-		Ref: backend.KeyRef{KeyTag: tag, Version: v, Purpose: backend.PurposeCipher}, Type: typ, Handle: handle,
-	})
-	if err != nil {
+// cipherMaterial names the cipher material of one key version.
+func cipherMaterial(tag string, v uint32, typ KeyType, handle []byte) *backend.DestroyRequest {
+	return &backend.DestroyRequest{Ref: backend.KeyRef{KeyTag: tag, Version: v, Purpose: backend.PurposeCipher}, Type: typ, Handle: handle}
+}
+
+// discard destroys material generated for a change that was not
+// committed (a cipher version or a token-signing key pair).
+func (e *Engine) discard(ctx context.Context, req *backend.DestroyRequest) {
+	if err := e.be.Destroy(ctx, req); err != nil {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not destroy uncommitted key material",
-			slog.String("keyTag", tag), slog.Int("version", int(v)), slog.String("error", err.Error()))
+			slog.String("key", req.Ref.String()), slog.String("error", err.Error()))
 	}
 }
 
@@ -262,13 +265,13 @@ func (e *Engine) discard(ctx context.Context, tag string, v uint32, typ KeyType,
 // tell whether the commit landed: destroying material that a committed
 // record names would lose the key, so then the material is kept (at worst
 // orphaned) and the next open reads the truth.
-func (e *Engine) discardAfter(ctx context.Context, commitErr error, tag string, v uint32, typ KeyType, handle []byte) {
+func (e *Engine) discardAfter(ctx context.Context, commitErr error, req *backend.DestroyRequest) {
 	if errors.Is(commitErr, store.ErrUncertain) {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: keeping key material whose commit may have landed",
-			slog.String("keyTag", tag), slog.Int("version", int(v)))
+			slog.String("key", req.Ref.String()))
 		return
 	}
-	e.discard(ctx, tag, v, typ, handle)
+	e.discard(ctx, req)
 }
 
 // freshTag returns a random key tag no key of this Engine has. Two equal
@@ -400,7 +403,7 @@ func (e *Engine) rotateLocked(ctx context.Context, op string, ent *keyEntry) (*K
 	now := e.now()
 	vrec, err := versionRecord(tag, next, now.UnixMilli(), gen)
 	if err != nil {
-		e.discard(ctx, tag, next, s.typ, gen.Handle)
+		e.discard(ctx, cipherMaterial(tag, next, s.typ, gen.Handle))
 		return nil, wrapErr(op, tag, ErrInternal, err)
 	}
 	rec := s.rec
@@ -416,7 +419,7 @@ func (e *Engine) rotateLocked(ctx context.Context, op string, ent *keyEntry) (*K
 		}
 		return tx.PutKey(&rec)
 	}); err != nil {
-		e.discardAfter(ctx, err, tag, next, s.typ, gen.Handle)
+		e.discardAfter(ctx, err, cipherMaterial(tag, next, s.typ, gen.Handle))
 		return nil, wrapErr(op, tag, ErrInternal, err)
 	}
 	ns := s.clone()

@@ -175,27 +175,27 @@ func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need fu
 		if err != nil {
 			return nil, nil, e.backendErr(op, tag, err)
 		}
+		pair := &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: res.Handle}
 		der, err := x509.MarshalPKIXPublicKey(res.Public)
 		if err != nil {
-			e.discardRef(ctx, ref, res.Handle)
+			e.discard(ctx, pair)
 			return nil, nil, wrapErr(op, tag, ErrInternal, err)
 		}
 		rec.ID, rec.Active, rec.Handle, rec.PublicKey, rec.EnabledAt = id, true, res.Handle, der, now.UnixMilli()
 		g, err := newGenSnap(rec)
 		if err != nil {
-			e.discardRef(ctx, ref, res.Handle)
+			e.discard(ctx, pair)
 			return nil, nil, wrapErr(op, tag, ErrInternal, err)
 		}
 		old = s.gen
-		made = &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: res.Handle}
+		made = pair
 		ns := s.clone()
 		ns.gen = g
 		return ns, func(tx *store.Txn) error { return tx.PutGenerator(&rec) }, nil
 	})
 	if err != nil {
-		if made != nil && !errors.Is(err, store.ErrUncertain) {
-			// The commit failed: nothing names the new key pair.
-			e.discardRef(ctx, made.Ref, made.Handle)
+		if made != nil {
+			e.discardAfter(ctx, err, made)
 		}
 		return nil, err
 	}
@@ -203,13 +203,6 @@ func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need fu
 		e.destroySigningKey(ctx, old)
 	}
 	return s.gen.info(), nil
-}
-
-func (e *Engine) discardRef(ctx context.Context, ref backend.KeyRef, handle []byte) {
-	if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: handle}); err != nil {
-		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not destroy uncommitted signing key",
-			slog.String("keyTag", ref.KeyTag), slog.String("error", err.Error()))
-	}
 }
 
 // destroySigningKey destroys a replaced generator key pair after the
