@@ -74,6 +74,39 @@ func BenchmarkAllowAt(b *testing.B) {
 	}
 }
 
+// BenchmarkAllowLimitAt is BenchmarkAllowAt with the key's own limit
+// passed on every call, as the Engine passes the limit in the key's
+// snapshot: the bucket exists under that limit, so the cost over AllowAt
+// is one comparison of limits.
+func BenchmarkAllowLimitAt(b *testing.B) {
+	l := newBench(b)
+	key := benchKey(1)
+	lim := Limit{Rate: MaxRate, Burst: 1 << 29} // not the default
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := l.AllowLimitAt(key, lim, 1, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAllowLimitChange changes the key's limit on every call, between
+// two limits: the rare path, which takes the shard's write lock, moves
+// the bucket and clones the key.
+func BenchmarkAllowLimitChange(b *testing.B) {
+	l := newBench(b)
+	key := benchKey(1)
+	lims := [2]Limit{{Rate: MaxRate, Burst: 1 << 29}, {Rate: MaxRate / 2, Burst: 1 << 29}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := l.AllowLimitAt(key, lims[i&1], 1, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // BenchmarkAllowRefused is one drained key, one goroutine: every call is
 // refused and allocates its error.
 func BenchmarkAllowRefused(b *testing.B) {
@@ -106,17 +139,15 @@ func BenchmarkAllowDisabled(b *testing.B) {
 	}
 }
 
-// BenchmarkAllowUnlimitedKey is one key switched off by SetLimit while the
-// default limits every other key.
+// BenchmarkAllowUnlimitedKey is one key passed an unlimited limit of its
+// own while the default limits every other key.
 func BenchmarkAllowUnlimitedKey(b *testing.B) {
 	l := newBench(b)
 	key := benchKey(1)
-	if err := l.SetLimit(key, Limit{Unlimited: true}); err != nil {
-		b.Fatal(err)
-	}
+	off := Limit{Unlimited: true}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := l.Allow(key, 1); err != nil {
+		if err := l.AllowLimit(key, off, 1); err != nil {
 			b.Fatal(err)
 		}
 	}

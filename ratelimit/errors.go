@@ -23,13 +23,15 @@ var (
 	ErrInvalidCost = errors.New("ratelimit: invalid cost")
 
 	// ErrInvalidLimit reports configuration that cannot be used: a Limit
-	// that fails Validate, or an invalid Option passed to New.
+	// that fails Validate, an invalid Option passed to New, or a Limit
+	// passed to AllowLimit or AllowLimitAt that Normalize would refuse or
+	// change.
 	ErrInvalidLimit = errors.New("ratelimit: invalid limit")
 )
 
-// RateLimitedError is the error Allow returns when a key is over its limit.
-// It matches ErrRateLimited through errors.Is; use errors.As to read
-// RetryAfter. Nothing was consumed from the key's budget.
+// RateLimitedError is the error Allow and AllowLimit return when a key is
+// over its limit. It matches ErrRateLimited through errors.Is; use
+// errors.As to read RetryAfter. Nothing was consumed from the key's budget.
 type RateLimitedError struct {
 	// Key is the key that was refused, as passed to Allow (a key tag, which
 	// is not secret).
@@ -40,7 +42,8 @@ type RateLimitedError struct {
 	// again. It is always positive. It is an estimate: other callers of the
 	// same key may spend the tokens first.
 	RetryAfter time.Duration
-	// Limit is the limit the key was refused under.
+	// Limit is the limit the key was refused under: the default for Allow,
+	// the limit passed for AllowLimit.
 	Limit Limit
 }
 

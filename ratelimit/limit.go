@@ -41,32 +41,46 @@ type Limit struct {
 func DefaultLimit() Limit { return Limit{Rate: DefaultRate, Burst: DefaultBurst} }
 
 // Validate reports whether l can be used, with an error matching
-// ErrInvalidLimit if not. SetLimit and WithDefaultLimit accept exactly the
-// limits Validate accepts, so a caller that persists limits can check first.
+// ErrInvalidLimit if not. WithDefaultLimit accepts exactly the limits
+// Validate accepts, and AllowLimit exactly those that Normalize returns.
 func (l Limit) Validate() error {
-	_, err := l.normalize()
+	_, err := l.Normalize()
 	return err
 }
 
-// normalize validates l and fills in the default burst.
-func (l Limit) normalize() (Limit, error) {
+// Normalize validates l and returns it with the default burst filled in
+// (Burst zero becomes one second's worth of Rate), or an error matching
+// ErrInvalidLimit. AllowLimit and AllowLimitAt take only normalized limits,
+// so a caller normalizes a limit once, when it stores it, and passes the
+// result on every call. Normalize is idempotent.
+func (l Limit) Normalize() (Limit, error) {
+	n, why := l.normalize()
+	if why != "" {
+		return Limit{}, fmt.Errorf("%w: %s", ErrInvalidLimit, why)
+	}
+	return n, nil
+}
+
+// normalize is Normalize with the reason for a refusal as a string (empty
+// when l is valid), so that callers can name the key in their error.
+func (l Limit) normalize() (Limit, string) {
 	if l.Unlimited {
 		if l.Rate != 0 || l.Burst != 0 {
-			return Limit{}, fmt.Errorf("%w: unlimited with rate %v and burst %d set", ErrInvalidLimit, l.Rate, l.Burst)
+			return Limit{}, fmt.Sprintf("unlimited with rate %v and burst %d set", l.Rate, l.Burst)
 		}
-		return l, nil
+		return l, ""
 	}
 	// The negated comparison also rejects NaN.
 	if !(l.Rate > 0 && l.Rate <= MaxRate) {
-		return Limit{}, fmt.Errorf("%w: rate %v is not in (0, %v]", ErrInvalidLimit, l.Rate, float64(MaxRate))
+		return Limit{}, fmt.Sprintf("rate %v is not in (0, %v]", l.Rate, float64(MaxRate))
 	}
 	if l.Burst < 0 {
-		return Limit{}, fmt.Errorf("%w: negative burst %d", ErrInvalidLimit, l.Burst)
+		return Limit{}, fmt.Sprintf("negative burst %d", l.Burst)
 	}
 	if l.Burst == 0 {
 		l.Burst = int(math.Ceil(l.Rate))
 	}
-	return l, nil
+	return l, ""
 }
 
 // String returns "unlimited" or the rate and burst, as in "300/s burst 300".

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -28,30 +27,29 @@ const (
 // Limiter is a set of per-key token buckets. Create it with New; the zero
 // Limiter is not usable. A Limiter is safe for concurrent use.
 type Limiter struct {
-	clock     Clock // nil means time.Now
-	def       Limit // normalized
-	shardCap  int   // the most buckets one shard holds
-	mask      uint64
-	seed      maphash.Seed
-	overrides atomic.Int64 // number of per-key overrides, for the all-unlimited fast path
-	shards    []shard
+	clock    Clock // nil means time.Now
+	def      Limit // normalized
+	shardCap int   // the most buckets one shard holds
+	mask     uint64
+	seed     maphash.Seed
+	shards   []shard
 }
 
 // shard is one lock's worth of the key space. Its read lock is held across
 // the bucket's AllowN, so a sweep (write lock) never removes a bucket that a
 // caller is about to spend from: eviction loses no tokens.
 type shard struct {
-	mu        sync.RWMutex
-	buckets   map[string]bucket
-	overrides map[string]Limit // normalized; nil until the first SetLimit
-	sweepAt   int              // sweep when an insert finds this many buckets
-	_         [128 - 24 - 3*8]byte
+	mu      sync.RWMutex
+	buckets map[string]bucket
+	sweepAt int // sweep when an insert finds this many buckets
+	_       [128 - 24 - 2*8]byte
 }
 
 // bucket is one key's token bucket. The map holds it by value; limit is the
-// (normalized, finite) limit lim enforces, kept beside it so that sweeps and
-// refusals need not lock lim to read it, and changed only under the shard's
-// write lock.
+// (normalized, finite) limit lim enforces, which is the limit of the call
+// that last used the bucket. It is kept beside lim so that a call can tell
+// whether its limit changed, and sweeps and refusals need not lock lim to
+// read it; it changes only under the shard's write lock.
 type bucket struct {
 	lim   *rate.Limiter
 	limit Limit
@@ -89,17 +87,24 @@ func New(opts ...Option) (*Limiter, error) {
 	return l, nil
 }
 
-// Allow spends n tokens from key's bucket and returns nil, or refuses the
-// call without spending anything. It never blocks.
+// Allow spends n tokens from key's bucket under the Limiter's default
+// limit (WithDefaultLimit) and returns nil, or refuses the call without
+// spending anything. It never blocks. It is AllowLimit(key, default, n),
+// except that under an unlimited default it admits every call without
+// looking key up, so a bucket that AllowLimit left for key stays until a
+// sweep drops it.
 //
-// A refusal is a *RateLimitedError (matching ErrRateLimited) when the bucket
-// holds fewer than n tokens, or an error matching ErrExceedsBurst when n is
-// larger than the key's burst, since no amount of waiting would admit it. A
-// cost of zero is always admitted and a negative one is refused with
-// ErrInvalidCost. Keys whose limit is Unlimited are always admitted and hold
-// no bucket.
+// A cost of zero is always admitted. Otherwise Allow returns:
+//   - a *RateLimitedError (matching ErrRateLimited) when the bucket holds
+//     fewer than n tokens; it says when to retry;
+//   - an error matching ErrExceedsBurst when n is larger than the burst,
+//     since no amount of waiting would admit it;
+//   - an error matching ErrInvalidCost when n is negative.
 func (l *Limiter) Allow(key string, n int) error {
-	return l.allow(key, n, time.Time{}, false)
+	if l.def.Unlimited && n >= 0 {
+		return nil
+	}
+	return l.allow(key, l.def, n, time.Time{}, false)
 }
 
 // AllowAt is Allow for a caller that has just read the Limiter's clock
@@ -112,22 +117,55 @@ func (l *Limiter) Allow(key string, n int) error {
 // time twice. (Allow's own reading has the same property when goroutines
 // race to the bucket, bounded by how long they wait for its lock.)
 func (l *Limiter) AllowAt(key string, n int, now time.Time) error {
-	return l.allow(key, n, now, true)
+	if l.def.Unlimited && n >= 0 {
+		return nil
+	}
+	return l.allow(key, l.def, n, now, true)
 }
 
-func (l *Limiter) allow(key string, n int, t time.Time, haveNow bool) error {
+// AllowLimit is Allow for a key with a limit of its own: lim is the limit
+// in force for key for this call, as the caller stores it (the Engine keeps
+// it in the key's snapshot). The Limiter stores no per-key limits, so there
+// is no copy to keep in step with the caller's: a bucket only remembers the
+// limit it was last used under, to notice a change.
+//
+// lim must be normalized (see Limit.Normalize). Any other lim is refused
+// with an error matching ErrInvalidLimit, whatever n, and nothing is spent
+// or changed. Limit{Unlimited: true} admits every call of a non-negative
+// cost and drops key's bucket if it has one.
+//
+// When lim is finite and key's bucket was last used under another limit,
+// the bucket moves to lim keeping its current tokens (capped at lim.Burst)
+// and refills at lim.Rate from now on, so changing a limit never hands out
+// a fresh burst. That move takes the shard's write lock; a call under the
+// bucket's current limit costs what Allow costs. A key without a bucket
+// (never used, swept because its bucket was full, evicted, or last used
+// unlimited) starts with a full bucket under lim.
+//
+// Otherwise AllowLimit behaves and fails as Allow does, with lim.Burst as
+// the burst; a *RateLimitedError it returns carries lim as its Limit.
+func (l *Limiter) AllowLimit(key string, lim Limit, n int) error {
+	return l.allow(key, lim, n, time.Time{}, false)
+}
+
+// AllowLimitAt is AllowLimit with the caller's own fresh reading of the
+// Limiter's clock, on the terms of AllowAt.
+func (l *Limiter) AllowLimitAt(key string, lim Limit, n int, now time.Time) error {
+	return l.allow(key, lim, n, now, true)
+}
+
+// allow is the common path: lim is the limit in force for key for this
+// call, as the caller passed it (not yet checked). When key's bucket
+// exists under lim, which then is known to be normalized, it spends under
+// the shard's read lock; everything else goes to allowSlow.
+func (l *Limiter) allow(key string, lim Limit, n int, t time.Time, haveNow bool) error {
 	if n <= 0 {
-		if n == 0 {
-			return nil
-		}
-		return fmt.Errorf("%w: key %s cost %d is negative", ErrInvalidCost, key, n)
-	}
-	if l.def.Unlimited && l.overrides.Load() == 0 {
-		return nil
+		return trivial(key, lim, n)
 	}
 	s := l.shard(key)
 	s.mu.RLock()
-	if b, ok := s.buckets[key]; ok {
+	b, ok := s.buckets[key]
+	if ok && b.limit == lim {
 		if !haveNow {
 			t = l.now()
 		}
@@ -139,29 +177,35 @@ func (l *Limiter) allow(key string, n int, t time.Time, haveNow bool) error {
 		s.mu.RUnlock()
 		return d.err(key, n)
 	}
-	lim := s.limitLocked(key, l.def)
 	s.mu.RUnlock()
-	if lim.Unlimited {
+	if why := notNormalized(lim); why != "" {
+		return invalidLimit(key, why)
+	}
+	if lim.Unlimited && !ok {
 		return nil
 	}
-	return l.allowNew(s, key, n, t, haveNow)
+	return l.allowSlow(s, key, lim, n, t, haveNow)
 }
 
-// allowNew is Allow's slow path for a key without a bucket: it creates the
-// bucket under the shard's write lock, sweeping the shard first when it has
-// grown.
-func (l *Limiter) allowNew(s *shard, key string, n int, t time.Time, haveNow bool) error {
+// allowSlow is the rare path, under the shard's write lock: for a
+// normalized lim it drops key's bucket if lim is unlimited, moves the
+// bucket to lim if it was last used under another limit, or creates it,
+// sweeping the shard first when it has grown; then it spends.
+func (l *Limiter) allowSlow(s *shard, key string, lim Limit, n int, t time.Time, haveNow bool) error {
 	s.mu.Lock()
+	b, ok := s.buckets[key]
+	if lim.Unlimited {
+		if ok {
+			delete(s.buckets, key)
+		}
+		s.mu.Unlock()
+		return nil
+	}
 	if !haveNow {
 		t = l.now()
 	}
-	b, ok := s.buckets[key]
-	if !ok {
-		lim := s.limitLocked(key, l.def)
-		if lim.Unlimited {
-			s.mu.Unlock()
-			return nil
-		}
+	switch {
+	case !ok:
 		if n > lim.Burst {
 			s.mu.Unlock()
 			return exceedsBurst(key, n, lim.Burst)
@@ -171,6 +215,14 @@ func (l *Limiter) allowNew(s *shard, key string, n int, t time.Time, haveNow boo
 		}
 		b = bucket{lim: rate.NewLimiter(rate.Limit(lim.Rate), lim.Burst), limit: lim}
 		// Clone: the map must not pin a caller's larger buffer.
+		s.buckets[strings.Clone(key)] = b
+	case b.limit != lim:
+		// Tokens so far accrue at the old rate; SetBurstAt leaves them
+		// above a lowered burst, and AllowN and TokensAt cap them.
+		b.lim.SetLimitAt(t, rate.Limit(lim.Rate))
+		b.lim.SetBurstAt(t, lim.Burst)
+		b.limit = lim
+		// Clone: assigning to an existing entry replaces its key too.
 		s.buckets[strings.Clone(key)] = b
 	}
 	if b.lim.AllowN(t, n) {
@@ -182,66 +234,34 @@ func (l *Limiter) allowNew(s *shard, key string, n int, t time.Time, haveNow boo
 	return d.err(key, n)
 }
 
-// SetLimit overrides the limit of key; Limit{Unlimited: true} switches
-// limiting off for it. It returns an error matching ErrInvalidLimit, and
-// changes nothing, if lim fails Validate.
-//
-// A key that already has a bucket keeps its current tokens (capped at the
-// new burst) and refills at the new rate from now on, so changing a limit
-// never hands out a fresh burst. Overrides live in memory only; the caller
-// persists them and calls SetLimit again after a restart.
-func (l *Limiter) SetLimit(key string, lim Limit) error {
-	lim, err := lim.normalize()
-	if err != nil {
-		return err
+// trivial answers a call of cost n ≤ 0, which spends nothing and needs no
+// bucket, after checking lim as any other call would.
+func trivial(key string, lim Limit, n int) error {
+	if why := notNormalized(lim); why != "" {
+		return invalidLimit(key, why)
 	}
-	// Clone: the maps must not pin a caller's larger buffer, and assigning
-	// to an existing entry replaces its key too.
-	key = strings.Clone(key)
-	s := l.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := l.now()
-	if s.overrides == nil {
-		s.overrides = make(map[string]Limit)
+	if n < 0 {
+		return fmt.Errorf("%w: key %s cost %d is negative", ErrInvalidCost, key, n)
 	}
-	if _, ok := s.overrides[key]; !ok {
-		l.overrides.Add(1)
-	}
-	s.overrides[key] = lim
-	applyLocked(s, key, lim, t)
 	return nil
 }
 
-// ClearLimit removes key's override, if any, so the default limit applies to
-// it again. Like SetLimit it keeps the key's current tokens.
-func (l *Limiter) ClearLimit(key string) {
-	s := l.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.overrides[key]; !ok {
-		return
+// notNormalized returns why lim is not a normalized Limit, or "".
+func notNormalized(lim Limit) string {
+	norm, why := lim.normalize()
+	if why == "" && norm != lim {
+		why = fmt.Sprintf("burst 0 is not normalized (normalized: %v)", norm)
 	}
-	delete(s.overrides, key)
-	l.overrides.Add(-1)
-	applyLocked(s, strings.Clone(key), l.def, l.now())
+	return why
 }
 
-// LimitOf returns the limit that applies to key (Burst filled in if it was
-// given as zero) and whether it is a per-key override.
-func (l *Limiter) LimitOf(key string) (lim Limit, overridden bool) {
-	s := l.shard(key)
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	lim, overridden = s.overrides[key]
-	if !overridden {
-		lim = l.def
-	}
-	return lim, overridden
+func invalidLimit(key, why string) error {
+	return fmt.Errorf("%w: key %s: %s", ErrInvalidLimit, key, why)
 }
 
-// Len returns the number of buckets currently held. Keys with an override
-// count only while they hold a bucket, as other keys do.
+// Len returns the number of buckets currently held. A key holds one from
+// its first limited call until its bucket is swept, evicted or dropped by
+// an unlimited call.
 func (l *Limiter) Len() int {
 	n := 0
 	for i := range l.shards {
@@ -254,10 +274,12 @@ func (l *Limiter) Len() int {
 }
 
 // Sweep removes every bucket that is full, returning how many it removed. A
-// full bucket behaves exactly like the fresh one Allow would create, so
-// sweeping never changes a decision. Allow already sweeps a shard whenever
-// it has doubled since its last sweep, so calling Sweep is optional: it
-// returns memory after a burst of keys has gone idle.
+// full bucket behaves exactly like the fresh one Allow would create under
+// the same limit, so sweeping never changes a decision while a key's limit
+// stays put (see AllowLimit for a changed one). Creating a bucket already
+// sweeps its shard whenever the shard has doubled since its last sweep, so
+// calling Sweep is optional: it returns memory after a burst of keys has
+// gone idle.
 func (l *Limiter) Sweep() int {
 	t := l.now()
 	removed := 0
@@ -280,32 +302,6 @@ func (l *Limiter) now() time.Time {
 
 func (l *Limiter) shard(key string) *shard {
 	return &l.shards[maphash.String(l.seed, key)&l.mask]
-}
-
-// limitLocked returns key's override or def. The shard's lock must be held.
-func (s *shard) limitLocked(key string, def Limit) Limit {
-	if lim, ok := s.overrides[key]; ok {
-		return lim
-	}
-	return def
-}
-
-// applyLocked makes key's bucket, if any, follow lim. The shard's write
-// lock must be held, and key must not pin a caller's buffer (it may become
-// the map's key).
-func applyLocked(s *shard, key string, lim Limit, t time.Time) {
-	b, ok := s.buckets[key]
-	if !ok {
-		return
-	}
-	if lim.Unlimited {
-		delete(s.buckets, key)
-		return
-	}
-	b.lim.SetLimitAt(t, rate.Limit(lim.Rate))
-	b.lim.SetBurstAt(t, lim.Burst)
-	b.limit = lim
-	s.buckets[key] = b
 }
 
 // maintainLocked runs when an insert finds the shard at its sweep

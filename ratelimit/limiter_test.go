@@ -36,16 +36,38 @@ func TestLimitValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.in.Validate()
+			norm, nerr := tt.in.Normalize()
 			if tt.err {
 				if !errors.Is(err, ErrInvalidLimit) {
 					t.Fatalf("Validate(%+v) = %v, want ErrInvalidLimit", tt.in, err)
 				}
-				l, _ := newTest(t)
-				if err := l.SetLimit("k", tt.in); !errors.Is(err, ErrInvalidLimit) {
-					t.Fatalf("SetLimit(%+v) = %v, want ErrInvalidLimit", tt.in, err)
+				if !errors.Is(nerr, ErrInvalidLimit) || norm != (Limit{}) {
+					t.Fatalf("Normalize(%+v) = %+v, %v; want the zero Limit, ErrInvalidLimit", tt.in, norm, nerr)
 				}
-				if _, over := l.LimitOf("k"); over {
-					t.Fatal("a refused SetLimit left an override")
+				l, _ := newTest(t)
+				// On a key without a bucket: refused whatever the cost,
+				// and no bucket is made.
+				for _, n := range []int{1, 0, -1} {
+					if err := l.AllowLimit("k", tt.in, n); !errors.Is(err, ErrInvalidLimit) {
+						t.Fatalf("AllowLimit(%+v, %d) = %v, want ErrInvalidLimit", tt.in, n, err)
+					}
+				}
+				if n := l.Len(); n != 0 {
+					t.Fatalf("Len = %d after refused limits, want 0", n)
+				}
+				// On a key with a bucket: refused, nothing spent, and
+				// the bucket keeps its limit.
+				if err := l.Allow("k", 1); err != nil {
+					t.Fatal(err)
+				}
+				if err := l.AllowLimit("k", tt.in, 1); !errors.Is(err, ErrInvalidLimit) {
+					t.Fatalf("AllowLimit(%+v) on a bucket = %v, want ErrInvalidLimit", tt.in, err)
+				}
+				if got := bucketLimit(l, "k"); got != DefaultLimit() {
+					t.Fatalf("a refused limit changed the bucket's limit to %+v", got)
+				}
+				if err := l.Allow("k", DefaultBurst-1); err != nil {
+					t.Fatalf("a refused limit spent tokens: %v", err)
 				}
 				if _, err := New(WithDefaultLimit(tt.in)); !errors.Is(err, ErrInvalidLimit) {
 					t.Fatalf("New(WithDefaultLimit(%+v)) = %v, want ErrInvalidLimit", tt.in, err)
@@ -55,15 +77,43 @@ func TestLimitValidate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Validate(%+v) = %v", tt.in, err)
 			}
+			if nerr != nil || norm != tt.want {
+				t.Fatalf("Normalize(%+v) = %+v, %v; want %+v", tt.in, norm, nerr, tt.want)
+			}
+			if again, err := norm.Normalize(); err != nil || again != norm {
+				t.Fatalf("Normalize is not idempotent: %+v, %v", again, err)
+			}
 			l, _ := newTest(t)
-			if err := l.SetLimit("k", tt.in); err != nil {
+			if err := l.AllowLimit("k", norm, 1); err != nil {
 				t.Fatal(err)
 			}
-			if got, over := l.LimitOf("k"); got != tt.want || !over {
-				t.Fatalf("LimitOf = %+v, %v; want %+v, true", got, over, tt.want)
+			if tt.want.Unlimited {
+				if n := l.Len(); n != 0 {
+					t.Fatalf("Len = %d, want 0 (an unlimited key holds no bucket)", n)
+				}
+			} else if got := bucketLimit(l, "k"); got != tt.want {
+				t.Fatalf("bucket limit = %+v, want %+v", got, tt.want)
+			}
+			if tt.in != tt.want {
+				if err := l.AllowLimit("k", tt.in, 1); !errors.Is(err, ErrInvalidLimit) {
+					t.Fatalf("AllowLimit(%+v), not normalized: %v, want ErrInvalidLimit", tt.in, err)
+				}
+			}
+			d, err := New(WithDefaultLimit(tt.in))
+			if err != nil || d.def != tt.want {
+				t.Fatalf("New(WithDefaultLimit(%+v)): default %+v, %v; want %+v", tt.in, d.def, err, tt.want)
 			}
 		})
 	}
+}
+
+// bucketLimit returns the limit key's bucket was last used under, or the
+// zero Limit if key has no bucket.
+func bucketLimit(l *Limiter, key string) Limit {
+	s := l.shard(key)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.buckets[key].limit
 }
 
 func TestLimitString(t *testing.T) {
@@ -110,8 +160,8 @@ func TestNewOptions(t *testing.T) {
 			if err != nil || l == nil {
 				t.Fatalf("New = %v, %v", l, err)
 			}
-			if got, over := l.LimitOf("k"); got != DefaultLimit() || over {
-				t.Fatalf("LimitOf = %+v, %v; want the default", got, over)
+			if l.def != DefaultLimit() {
+				t.Fatalf("default limit %+v, want %+v", l.def, DefaultLimit())
 			}
 		})
 	}
@@ -196,11 +246,108 @@ func TestAllowAt(t *testing.T) {
 	if err := l.Allow("k", 2); err != nil {
 		t.Fatalf("Allow an hour on: %v", err)
 	}
-	if err := l.SetLimit("off", Limit{Unlimited: true}); err != nil {
+	if err := l.AllowLimitAt("off", Limit{Unlimited: true}, 1000, at(0)); err != nil {
+		t.Fatalf("unlimited key: %v", err)
+	}
+	if n := l.Len(); n != 1 {
+		t.Fatalf("Len = %d, want 1 (an unlimited key holds no bucket)", n)
+	}
+}
+
+// TestAllowLimitAt is TestAllowAt for AllowLimitAt: the reading it is
+// given serves when the bucket is created, when it is used, and when it
+// moves to another limit, and refusals carry the limit passed.
+func TestAllowLimitAt(t *testing.T) {
+	l, c := newTest(t) // the default, 300/s, is not the limit used below
+	c.Set(time.Hour)
+	at := func(d time.Duration) time.Time { return epoch.Add(d) }
+	lim := Limit{Rate: 10, Burst: 2}
+	if err := l.AllowLimitAt("k", lim, 2, at(0)); err != nil { // new bucket, full
+		t.Fatalf("first call: %v", err)
+	}
+	err := l.AllowLimitAt("k", lim, 1, at(50*time.Millisecond))
+	var rl *RateLimitedError
+	if !errors.As(err, &rl) || rl.RetryAfter != 50*time.Millisecond || rl.Limit != lim {
+		t.Fatalf("half a token in: %v, want *RateLimitedError with RetryAfter 50ms under %v", err, lim)
+	}
+	// At 50 ms the key moves to 20/s with its half token: the other half
+	// takes 25 ms at the new rate, not 50 ms at the old one.
+	faster := Limit{Rate: 20, Burst: 2}
+	err = l.AllowLimitAt("k", faster, 1, at(50*time.Millisecond))
+	if !errors.As(err, &rl) || rl.RetryAfter < 25*time.Millisecond || rl.RetryAfter > 25*time.Millisecond+3 || rl.Limit != faster {
+		t.Fatalf("after the change: %v, want *RateLimitedError with RetryAfter 25ms under %v", err, faster)
+	}
+	if err := l.AllowLimitAt("k", faster, 1, at(74*time.Millisecond)); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("just before a token at the new rate: %v, want ErrRateLimited", err)
+	}
+	if err := l.AllowLimitAt("k", faster, 1, at(75*time.Millisecond)); err != nil {
+		t.Fatalf("one token at the new rate: %v", err)
+	}
+	if err := l.AllowLimitAt("k", faster, 3, at(time.Hour)); !errors.Is(err, ErrExceedsBurst) {
+		t.Fatalf("cost above the burst: %v, want ErrExceedsBurst", err)
+	}
+	if err := l.AllowLimitAt("k", faster, -1, at(time.Hour)); !errors.Is(err, ErrInvalidCost) {
+		t.Fatalf("negative cost: %v, want ErrInvalidCost", err)
+	}
+	if err := l.AllowLimitAt("k", Limit{Rate: 20}, 1, at(time.Hour)); !errors.Is(err, ErrInvalidLimit) {
+		t.Fatalf("limit not normalized: %v, want ErrInvalidLimit", err)
+	}
+	// AllowLimit, by contrast, reads the clock: an hour on, the bucket is
+	// full.
+	if err := l.AllowLimit("k", faster, 2); err != nil {
+		t.Fatalf("AllowLimit an hour on: %v", err)
+	}
+	if err := l.AllowLimitAt("off", Limit{Unlimited: true}, 1000, at(0)); err != nil {
+		t.Fatalf("unlimited key: %v", err)
+	}
+	if n := l.Len(); n != 1 {
+		t.Fatalf("Len = %d, want 1 (an unlimited key holds no bucket)", n)
+	}
+}
+
+// TestAllowLimitNotNormalized checks the new error: a limit that Normalize
+// would change (or refuse) is refused, on a new key and on a key with a
+// bucket, whatever the cost, and nothing is spent, made or changed.
+func TestAllowLimitNotNormalized(t *testing.T) {
+	l, c := newTest(t)
+	c.Set(time.Hour)
+	raw := Limit{Rate: 100} // Normalize fills in Burst: 100
+	norm, err := raw.Normalize()
+	if err != nil || norm == raw {
+		t.Fatalf("Normalize(%+v) = %+v, %v; want a different limit", raw, norm, err)
+	}
+	for _, n := range []int{1, 0, -1, 1000} {
+		err := l.AllowLimit("new", raw, n)
+		if !errors.Is(err, ErrInvalidLimit) || errors.Is(err, ErrRateLimited) || errors.Is(err, ErrInvalidCost) {
+			t.Fatalf("AllowLimit(new, %+v, %d) = %v, want ErrInvalidLimit only", raw, n, err)
+		}
+		if want := "ratelimit: invalid limit: key new: burst 0 is not normalized (normalized: 100/s burst 100)"; err.Error() != want {
+			t.Fatalf("message %q, want %q", err, want)
+		}
+		if err := l.AllowLimitAt("new", raw, n, c.Now()); !errors.Is(err, ErrInvalidLimit) {
+			t.Fatalf("AllowLimitAt(new, %+v, %d) = %v, want ErrInvalidLimit", raw, n, err)
+		}
+	}
+	if n := l.Len(); n != 0 {
+		t.Fatalf("Len = %d after refused calls, want 0", n)
+	}
+	// A key whose bucket holds the normalized limit, half spent.
+	if err := l.AllowLimit("k", norm, 50); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.AllowAt("off", 1000, at(0)); err != nil {
-		t.Fatalf("unlimited key: %v", err)
+	for range 100 {
+		if err := l.AllowLimit("k", raw, 1); !errors.Is(err, ErrInvalidLimit) {
+			t.Fatalf("AllowLimit(k, %+v) = %v, want ErrInvalidLimit", raw, err)
+		}
+	}
+	if got := bucketLimit(l, "k"); got != norm {
+		t.Fatalf("bucket limit %+v after refused calls, want %+v", got, norm)
+	}
+	if err := l.AllowLimit("k", norm, 50); err != nil {
+		t.Fatalf("refused calls spent tokens: %v", err)
+	}
+	if err := l.AllowLimit("k", norm, 1); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("bucket should be empty: %v", err)
 	}
 }
 
@@ -374,35 +521,38 @@ func TestAccuracy(t *testing.T) {
 	}
 }
 
-func TestSetLimit(t *testing.T) {
+// TestLimitChange passes a key limits of its own and changes them: other
+// keys keep the default, an unlimited limit drops the key's bucket, and a
+// changed limit keeps the key's tokens (capped at the new burst) and
+// refills at the new rate, so it never hands out a fresh burst.
+func TestLimitChange(t *testing.T) {
 	l, c := newTest(t)
 	// Lower one key's limit: others keep the default.
-	if err := l.SetLimit("slow", Limit{Rate: 1, Burst: 2}); err != nil {
-		t.Fatal(err)
-	}
+	slow := Limit{Rate: 1, Burst: 2}
 	for i := range 2 {
-		if err := l.Allow("slow", 1); err != nil {
+		if err := l.AllowLimit("slow", slow, 1); err != nil {
 			t.Fatalf("slow call %d: %v", i, err)
 		}
 	}
 	var rl *RateLimitedError
-	if err := l.Allow("slow", 1); !errors.As(err, &rl) || rl.Limit != (Limit{Rate: 1, Burst: 2}) || rl.RetryAfter != time.Second {
-		t.Fatalf("slow key over its override: %v", err)
+	if err := l.AllowLimit("slow", slow, 1); !errors.As(err, &rl) || rl.Limit != slow || rl.RetryAfter != time.Second {
+		t.Fatalf("slow key over its own limit: %v", err)
 	}
 	if err := l.Allow("other", 300); err != nil {
 		t.Fatalf("other key: %v", err)
 	}
 
-	// Switch the drained default key off, then on again: it stays drained
-	// while limited... and is admitted freely while unlimited.
-	if err := l.SetLimit("other", Limit{Unlimited: true}); err != nil {
-		t.Fatal(err)
+	// Switch the drained default key off: it is admitted freely while
+	// unlimited, and holds no bucket.
+	off := Limit{Unlimited: true}
+	if err := l.AllowLimit("other", off, 300); err != nil {
+		t.Fatalf("unlimited key: %v", err)
 	}
 	if n := l.Len(); n != 1 {
 		t.Fatalf("Len = %d, want 1 (an unlimited key holds no bucket)", n)
 	}
 	for range 10_000 {
-		if err := l.Allow("other", 300); err != nil {
+		if err := l.AllowLimit("other", off, 300); err != nil {
 			t.Fatalf("unlimited key: %v", err)
 		}
 	}
@@ -412,52 +562,131 @@ func TestSetLimit(t *testing.T) {
 
 	// Raising a drained key's limit does not refill it: it refills at the
 	// new rate from now on.
-	if err := l.SetLimit("slow", Limit{Rate: 10, Burst: 20}); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Allow("slow", 1); !errors.Is(err, ErrRateLimited) {
+	raised := Limit{Rate: 10, Burst: 20}
+	if err := l.AllowLimit("slow", raised, 1); !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("raised limit handed out tokens: %v", err)
 	}
+	if got := bucketLimit(l, "slow"); got != raised {
+		t.Fatalf("bucket limit %+v, want %+v", got, raised)
+	}
 	c.Advance(time.Second)
-	if err := l.Allow("slow", 10); err != nil {
+	if err := l.AllowLimit("slow", raised, 10); err != nil {
 		t.Fatalf("10 tokens after a second at 10/s: %v", err)
 	}
-	if err := l.Allow("slow", 1); !errors.Is(err, ErrRateLimited) {
+	if err := l.AllowLimit("slow", raised, 1); !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("more than 10 tokens after a second at 10/s: %v", err)
 	}
 
 	// Lowering the burst caps the tokens.
 	c.Advance(time.Hour)
-	if err := l.SetLimit("slow", Limit{Rate: 10, Burst: 3}); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Allow("slow", 4); !errors.Is(err, ErrExceedsBurst) {
+	capped := Limit{Rate: 10, Burst: 3}
+	if err := l.AllowLimit("slow", capped, 4); !errors.Is(err, ErrExceedsBurst) {
 		t.Fatalf("cost 4 over burst 3: %v", err)
 	}
-	if err := l.Allow("slow", 3); err != nil {
+	if err := l.AllowLimit("slow", capped, 3); err != nil {
 		t.Fatalf("cost 3 at burst 3: %v", err)
 	}
 
-	// ClearLimit: back to the default, tokens kept.
-	l.ClearLimit("slow")
-	l.ClearLimit("never-set")
-	if got, over := l.LimitOf("slow"); got != DefaultLimit() || over {
-		t.Fatalf("after ClearLimit: %+v, %v", got, over)
-	}
+	// Back to the default (Allow), tokens kept.
 	if err := l.Allow("slow", 1); !errors.Is(err, ErrRateLimited) {
-		t.Fatalf("ClearLimit refilled the bucket: %v", err)
+		t.Fatalf("moving back to the default refilled the bucket: %v", err)
+	}
+	if got := bucketLimit(l, "slow"); got != DefaultLimit() {
+		t.Fatalf("bucket limit %+v after Allow, want the default", got)
 	}
 	c.Advance(time.Second)
 	if err := l.Allow("slow", 300); err != nil {
 		t.Fatalf("default refill: %v", err)
 	}
-	if got := l.overrides.Load(); got != 1 {
-		t.Fatalf("override count %d, want 1", got)
+	if n := l.Len(); n != 1 {
+		t.Fatalf("Len = %d, want 1 (slow only)", n)
+	}
+}
+
+// TestLimitChangeNoFreshBurst flips a key between finite limits many times
+// with the clock stopped: every change keeps the tokens, capped at the new
+// burst, so the key is admitted no more than its first burst allowed, less
+// what the smallest burst cut off.
+func TestLimitChangeNoFreshBurst(t *testing.T) {
+	l, _ := newTest(t)
+	limits := []Limit{{Rate: 1, Burst: 100}, {Rate: 5, Burst: 50}, {Rate: 1e6, Burst: 1000}, DefaultLimit()}
+	admitted := 0
+	for i := range 10_000 {
+		lim := limits[i%len(limits)]
+		var err error
+		if lim == DefaultLimit() {
+			err = l.Allow("k", 1)
+		} else {
+			err = l.AllowLimit("k", lim, 1)
+		}
+		switch {
+		case err == nil:
+			admitted++
+		case !errors.Is(err, ErrRateLimited):
+			t.Fatalf("call %d under %v: %v", i, lim, err)
+		}
+	}
+	// The first call spends 1 of 100; the change to burst 50 caps the other
+	// 99 at 50; later changes keep what is left, and nothing refills.
+	if admitted != 51 {
+		t.Fatalf("admitted %d, want exactly 51: a change handed out tokens", admitted)
+	}
+}
+
+// TestDifferentLimitsIsolated gives two keys of one shard different limits:
+// each is held to its own, and draining one leaves the other untouched.
+func TestDifferentLimitsIsolated(t *testing.T) {
+	l, c := newTest(t, WithMaxBuckets(minShardCap)) // one shard
+	if len(l.shards) != 1 {
+		t.Fatalf("%d shards, want 1", len(l.shards))
+	}
+	small := Limit{Rate: 1, Burst: 2}
+	big := Limit{Rate: 1000, Burst: 1000}
+	for range 2 {
+		if err := l.AllowLimit("a", small, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rl *RateLimitedError
+	if err := l.AllowLimit("a", small, 1); !errors.As(err, &rl) || rl.Key != "a" || rl.Limit != small || rl.RetryAfter != time.Second {
+		t.Fatalf("a over its limit: %v", err)
+	}
+	// b's whole burst is there, though a is drained.
+	if err := l.AllowLimit("b", big, 1000); err != nil {
+		t.Fatalf("b after a drained: %v", err)
+	}
+	if err := l.AllowLimit("b", big, 1); !errors.As(err, &rl) || rl.Key != "b" || rl.Limit != big || rl.RetryAfter != time.Millisecond {
+		t.Fatalf("b over its limit: %v", err)
+	}
+	// Each refills at its own rate.
+	c.Advance(10 * time.Millisecond)
+	if err := l.AllowLimit("b", big, 10); err != nil {
+		t.Fatalf("b after 10 ms at 1000/s: %v", err)
+	}
+	if err := l.AllowLimit("a", small, 1); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("a after 10 ms at 1/s: %v", err)
+	}
+	c.Advance(time.Second)
+	if err := l.AllowLimit("a", small, 1); err != nil {
+		t.Fatalf("a after a second: %v", err)
+	}
+	if err := l.AllowLimit("a", small, 1); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("a took b's tokens: %v", err)
+	}
+	// A cost within b's burst but above a's is refused for a only.
+	if err := l.AllowLimit("a", small, 3); !errors.Is(err, ErrExceedsBurst) {
+		t.Fatalf("a cost 3: %v, want ErrExceedsBurst", err)
+	}
+	if err := l.AllowLimit("b", big, 3); err != nil {
+		t.Fatalf("b cost 3: %v", err)
+	}
+	if got, want := [2]Limit{bucketLimit(l, "a"), bucketLimit(l, "b")}, [2]Limit{small, big}; got != want {
+		t.Fatalf("bucket limits %v, want %v", got, want)
 	}
 }
 
 // TestDisabled switches limiting off engine-wide: nothing is refused and no
-// bucket is made, except for keys given a limit of their own.
+// bucket is made, except for keys passed a limit of their own.
 func TestDisabled(t *testing.T) {
 	l, _ := newTest(t, WithDefaultLimit(Limit{Unlimited: true}))
 	for i := range 1000 {
@@ -468,21 +697,30 @@ func TestDisabled(t *testing.T) {
 	if n := l.Len(); n != 0 {
 		t.Fatalf("Len = %d, want 0", n)
 	}
-	if err := l.SetLimit("limited", Limit{Rate: 1, Burst: 1}); err != nil {
+	own := Limit{Rate: 1, Burst: 1}
+	if err := l.AllowLimit("limited", own, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Allow("limited", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Allow("limited", 1); !errors.Is(err, ErrRateLimited) {
+	if err := l.AllowLimit("limited", own, 1); !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("key with its own limit under a disabled default: %v", err)
 	}
 	if err := l.Allow("other", 1000); err != nil {
 		t.Fatal(err)
 	}
-	l.ClearLimit("limited")
+	// Allow under the disabled default admits the key without looking at
+	// its bucket, and leaves the bucket alone.
+	if err := l.Allow("limited", 1000); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.Len(); n != 1 {
+		t.Fatalf("Len = %d, want 1 (Allow under a disabled default touches no bucket)", n)
+	}
+	// Passing the key an unlimited limit drops its bucket.
+	if err := l.AllowLimit("limited", Limit{Unlimited: true}, 1); err != nil {
+		t.Fatal(err)
+	}
 	if n := l.Len(); n != 0 {
-		t.Fatalf("Len = %d after ClearLimit to unlimited, want 0", n)
+		t.Fatalf("Len = %d after an unlimited call, want 0", n)
 	}
 	if err := l.Allow("limited", 1); err != nil {
 		t.Fatal(err)
@@ -496,12 +734,17 @@ func TestErrorMessages(t *testing.T) {
 		l.Allow("tag", 1),
 		l.Allow("tag", 2),
 		l.Allow("tag", -1),
-		l.SetLimit("tag", Limit{}),
+		l.AllowLimit("tag", Limit{}, 1),
+		l.AllowLimit("tag", Limit{Rate: 2}, 1),
+		l.AllowLimit("tag", Limit{Unlimited: true, Burst: 1}, 1),
 	}
 	for _, err := range errs {
 		msg := err.Error()
 		if !strings.HasPrefix(msg, "ratelimit: ") || strings.ToLower(msg) != msg {
 			t.Errorf("message %q: want a lower-case message prefixed by the package", msg)
+		}
+		if !strings.Contains(msg, "key tag") {
+			t.Errorf("message %q does not name the key", msg)
 		}
 	}
 	if got, want := errs[0].Error(), "ratelimit: rate limited: key tag over 2/s burst 1, retry after 500ms"; got != want {
@@ -511,18 +754,29 @@ func TestErrorMessages(t *testing.T) {
 
 func TestAllowDoesNotAllocate(t *testing.T) {
 	l, _ := newTest(t)
-	if err := l.SetLimit("off", Limit{Unlimited: true}); err != nil {
+	off := Limit{Unlimited: true}
+	own := Limit{Rate: 1000, Burst: 1000} // not the default
+	key := strings.Repeat("a", 64)
+	ownKey := strings.Repeat("b", 64)
+	ownKeyAt := strings.Repeat("c", 64)
+	if err := errors.Join(
+		l.Allow(key, 1),
+		l.AllowLimit(ownKey, own, 1),
+		l.AllowLimitAt(ownKeyAt, own, 1, epoch),
+		l.AllowLimit("off", off, 1),
+	); err != nil {
 		t.Fatal(err)
 	}
-	key := strings.Repeat("a", 64)
-	_ = l.Allow(key, 1)
 	for _, tt := range []struct {
 		name string
 		f    func()
 	}{
 		{"admitted", func() { _ = l.Allow(key, 0); _ = l.Allow(key, 1) }},
 		{"admitted at", func() { _ = l.AllowAt(key, 1, epoch) }},
-		{"unlimited key", func() { _ = l.Allow("off", 1) }},
+		{"admitted, own limit", func() { _ = l.AllowLimit(ownKey, own, 0); _ = l.AllowLimit(ownKey, own, 1) }},
+		{"admitted at, own limit", func() { _ = l.AllowLimitAt(ownKeyAt, own, 1, epoch) }},
+		{"unlimited key", func() { _ = l.AllowLimit("off", off, 1) }},
+		{"unlimited key at", func() { _ = l.AllowLimitAt("off", off, 1, epoch) }},
 	} {
 		// The clock never moves, so stay within the burst.
 		if a := testing.AllocsPerRun(100, tt.f); a != 0 {
@@ -542,18 +796,22 @@ func TestKeyIsCloned(t *testing.T) {
 	if err := l.Allow(key, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.SetLimit(key, Limit{Rate: 1}); err != nil {
+	s := l.shard(key)
+	check := func(after string) {
+		t.Helper()
+		for k := range s.buckets {
+			if unsafe.StringData(k) == &buf[0] {
+				t.Errorf("after %s, the bucket map keeps the caller's buffer", after)
+			}
+		}
+	}
+	check("creating the bucket")
+	// A changed limit reassigns the map entry, which replaces its key.
+	if err := l.AllowLimit(key, Limit{Rate: 1, Burst: 1}, 1); err != nil {
 		t.Fatal(err)
 	}
-	s := l.shard(key)
-	for k := range s.buckets {
-		if unsafe.StringData(k) == &buf[0] {
-			t.Error("bucket map keeps the caller's buffer")
-		}
+	if got := bucketLimit(l, key); got != (Limit{Rate: 1, Burst: 1}) {
+		t.Fatalf("bucket limit %+v, want the new one", got)
 	}
-	for k := range s.overrides {
-		if unsafe.StringData(k) == &buf[0] {
-			t.Error("override map keeps the caller's buffer")
-		}
-	}
+	check("changing the limit")
 }

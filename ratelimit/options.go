@@ -39,12 +39,13 @@ func WithClock(c Clock) Option {
 	}
 }
 
-// WithDefaultLimit sets the limit of every key without an override (default
-// DefaultLimit). Limit{Unlimited: true} switches limiting off engine-wide;
-// keys given a finite limit with SetLimit are still limited.
+// WithDefaultLimit sets the limit that Allow and AllowAt enforce (default
+// DefaultLimit); l is normalized first, so a Burst of zero means one
+// second's worth. Limit{Unlimited: true} switches Allow and AllowAt off;
+// AllowLimit still enforces the limits it is given.
 func WithDefaultLimit(l Limit) Option {
 	return func(cfg *config) {
-		n, err := l.normalize()
+		n, err := l.Normalize()
 		if err != nil {
 			cfg.errs = append(cfg.errs, err)
 			return
