@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pocketkms/kms/internal/keytag"
 )
 
 // Kind is the kind of a token, carried in claim "1".
@@ -103,7 +105,7 @@ const (
 	// MaxSubjectLen is the longest subject, in bytes.
 	MaxSubjectLen = 256
 	// keyTagLen is the length of a key tag: 64 lowercase hex characters.
-	keyTagLen = 64
+	keyTagLen = keytag.Len
 	// keyTagPrefix precedes the key tag in claim "2".
 	keyTagPrefix = "keytag__"
 	// extValue is the constant value of claim "3".
@@ -181,19 +183,9 @@ func (c *Claims) check(op string, want Expect) error {
 	return nil
 }
 
-// validKeyTag reports whether s is 64 lowercase hex characters.
-func validKeyTag(s string) bool {
-	if len(s) != keyTagLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+// validKeyTag reports whether s is 64 lowercase hex characters (the
+// module's one validator, internal/keytag).
+func validKeyTag(s string) bool { return keytag.Valid(s) }
 
 // validSubject reports whether s is 1..MaxSubjectLen bytes of UTF-8 without
 // control characters (C0, DEL, C1).

@@ -133,9 +133,13 @@ type Request struct {
 	// (Permission.Known); duplicates are dropped and the ids are written in
 	// ascending order. It may be empty.
 	Permissions []Permission
-	// AccessTTL and RefreshTTL are the lifetimes; both are required (see
-	// TTL for NAVER's defaults).
+	// AccessTTL and RefreshTTL are the lifetimes; the zero TTL means the
+	// default of the token's kind (see TTL).
 	AccessTTL, RefreshTTL TTL
+	// AccessOnly issues the access token alone (NAVER v3
+	// issueKeyAccessToken): the Set has no refresh token and RefreshTTL
+	// is ignored.
+	AccessOnly bool
 	// Now is the issue time, truncated to the second. It is required.
 	Now time.Time
 }
@@ -209,18 +213,22 @@ func (s Set) MarshalJSON() ([]byte, error) {
 	}{redacted, redacted, s.IssuedAt.UTC().Format(time.RFC3339), expiryString(s.AccessExpires), expiryString(s.RefreshExpires)})
 }
 
-// IssueSet issues an access token and a refresh token for r.Subject, bound
-// to r.KeyTag and carrying r.Permissions, both with iat = r.Now truncated
-// to the second, signed by signer (see [Sign]). A TTL outside the limits
-// fails with an error matching [ErrInvalidTTL]; any other malformed field
-// with one matching [ErrInvalidArgument]. It makes two signatures.
+// IssueSet issues an access token and a refresh token (or, with
+// r.AccessOnly, the access token alone) for r.Subject, bound to r.KeyTag
+// and carrying r.Permissions, with iat = r.Now truncated to the second,
+// signed by signer (see [Sign]). This is the one place tokens are made:
+// claims, lifetimes and signing. A TTL outside the limits fails with an
+// error matching [ErrInvalidTTL]; any other malformed field with one
+// matching [ErrInvalidArgument]. It makes one signature per token.
 func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 	const op = "issue"
 	if err := r.AccessTTL.Validate(); err != nil {
 		return Set{}, fmt.Errorf("%w (access token)", err)
 	}
-	if err := r.RefreshTTL.Validate(); err != nil {
-		return Set{}, fmt.Errorf("%w (refresh token)", err)
+	if !r.AccessOnly {
+		if err := r.RefreshTTL.Validate(); err != nil {
+			return Set{}, fmt.Errorf("%w (refresh token)", err)
+		}
 	}
 	if r.Now.IsZero() {
 		return Set{}, invalidArg(op, "zero Now")
@@ -241,7 +249,7 @@ func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 		Permissions: perms,
 	}
 	set := Set{IssuedAt: iat}
-	for _, k := range [...]struct {
+	kinds := [...]struct {
 		kind Kind
 		ttl  TTL
 		tok  *string
@@ -249,11 +257,16 @@ func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 	}{
 		{Access, r.AccessTTL, &set.Access, &set.AccessExpires},
 		{Refresh, r.RefreshTTL, &set.Refresh, &set.RefreshExpires},
-	} {
+	}
+	n := len(kinds)
+	if r.AccessOnly {
+		n = 1
+	}
+	for _, k := range kinds[:n] {
 		c.Kind = k.kind
 		c.ExpiresAt = time.Time{}
-		if !k.ttl.Unlimited {
-			c.ExpiresAt = iat.Add(k.ttl.Duration())
+		if ttl := k.ttl.For(k.kind); !ttl.Unlimited {
+			c.ExpiresAt = iat.Add(ttl.Duration())
 		}
 		tok, err := Sign(signer, &c)
 		if err != nil {

@@ -25,8 +25,8 @@ func TestTTLValidate(t *testing.T) {
 		ttl  TTL
 		ok   bool
 	}{
-		{"zero value", TTL{}, false},
-		{"0 minutes", TTL{Minutes: 0}, false},
+		{"zero value (the default)", TTL{}, true},
+		{"0 minutes (the default)", TTL{Minutes: 0}, true},
 		{"negative", TTL{Minutes: -1}, false},
 		{"1 minute", TTL{Minutes: 1}, true},
 		{"default access", TTL{Minutes: DefaultAccessTTLMinutes}, true},
@@ -49,13 +49,17 @@ func TestTTLValidate(t *testing.T) {
 	if DefaultAccessTTLMinutes != 4_320 || DefaultRefreshTTLMinutes != 129_600 || MaxTTLMinutes != 730*24*60 {
 		t.Error("TTL constants drifted from the spec")
 	}
-	for ttl, want := range map[TTL]string{{Minutes: 5}: "5m", {Unlimited: true}: "unlimited", {Minutes: 1, Unlimited: true}: "invalid"} {
+	for ttl, want := range map[TTL]string{{Minutes: 5}: "5m", {Unlimited: true}: "unlimited", {Minutes: 1, Unlimited: true}: "invalid", {}: "default"} {
 		if ttl.String() != want {
 			t.Errorf("%#v.String() = %q", ttl, ttl.String())
 		}
 	}
 	if (TTL{Minutes: 2}).Duration() != 2*time.Minute || (TTL{Unlimited: true}).Duration() != 0 {
 		t.Error("Duration")
+	}
+	if (TTL{}).For(Access) != (TTL{Minutes: DefaultAccessTTLMinutes}) || (TTL{}).For(Refresh) != (TTL{Minutes: DefaultRefreshTTLMinutes}) ||
+		(TTL{Minutes: 3}).For(Refresh) != (TTL{Minutes: 3}) || (TTL{Unlimited: true}).For(Access) != (TTL{Unlimited: true}) {
+		t.Error("For: the zero TTL must resolve to the kind's default and nothing else may change")
 	}
 }
 
@@ -78,7 +82,7 @@ func TestIssueSetTTL(t *testing.T) {
 		minutes int
 		ok      bool
 	}{
-		{"0", 0, false},
+		{"-1", -1, false},
 		{"1", 1, true},
 		{"1,051,200", 1_051_200, true},
 		{"1,051,201", 1_051_201, false},
@@ -419,3 +423,33 @@ type canonicalClaims struct {
 }
 
 func (x canonicalClaims) MarshalJSON() ([]byte, error) { return x.c.appendPayload(nil), nil }
+
+// TestIssueSetZeroTTLIsDefault: the zero TTL means the kind's default
+// (NAVER's 72 h and 2,160 h), and AccessOnly signs the access token alone.
+func TestIssueSetZeroTTLIsDefault(t *testing.T) {
+	r := baseRequest()
+	r.AccessTTL, r.RefreshTTL = TTL{}, TTL{}
+	set, err := IssueSet(testKey(t), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := testNow.Add(DefaultAccessTTLMinutes * time.Minute); !set.AccessExpires.Equal(want) {
+		t.Errorf("access expires %v, want %v", set.AccessExpires, want)
+	}
+	if want := testNow.Add(DefaultRefreshTTLMinutes * time.Minute); !set.RefreshExpires.Equal(want) {
+		t.Errorf("refresh expires %v, want %v", set.RefreshExpires, want)
+	}
+	r.AccessOnly = true
+	r.RefreshTTL = TTL{Minutes: -5} // ignored: no refresh token is made
+	acc, err := IssueSet(testKey(t), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.Access == "" || acc.Refresh != "" || !acc.RefreshExpires.IsZero() {
+		t.Fatalf("AccessOnly: access %t, refresh %t", acc.Access != "", acc.Refresh != "")
+	}
+	c, err := Verify(acc.Access, &testKey(t).PublicKey, Expect{Kind: Access, KeyTag: testTag, Now: testNow})
+	if err != nil || c.Kind != Access {
+		t.Fatalf("AccessOnly token: %v", err)
+	}
+}

@@ -21,11 +21,12 @@ const (
 	DefaultRefreshTTLMinutes = 2_160 * 60
 )
 
-// TTL is the lifetime of a token: either Minutes (1 .. MaxTTLMinutes) or
-// Unlimited, never both. The zero TTL is invalid, so a forgotten lifetime
-// fails instead of silently picking one; callers that follow NAVER's
-// defaults fill in DefaultAccessTTLMinutes and DefaultRefreshTTLMinutes
-// themselves.
+// TTL is the lifetime of a token: Minutes (1 .. MaxTTLMinutes), or
+// Unlimited, or the zero TTL, which means NAVER's default for the token's
+// kind: DefaultAccessTTLMinutes for an access token,
+// DefaultRefreshTTLMinutes for a refresh token. The zero TTL means that
+// everywhere in this module (IssueSet, the Engine, the HTTP API), so an
+// absent lifetime is always the default and never an error.
 type TTL struct {
 	// Minutes is the lifetime in whole minutes; it must be 0 when
 	// Unlimited is set.
@@ -35,7 +36,11 @@ type TTL struct {
 }
 
 // Validate returns an error matching [ErrInvalidTTL] unless t is valid.
+// The zero TTL is valid: it stands for the default.
 func (t TTL) Validate() error {
+	if t == (TTL{}) {
+		return nil
+	}
 	if t.Unlimited {
 		if t.Minutes != 0 {
 			return fmt.Errorf("%w: minutes given with unlimited", ErrInvalidTTL)
@@ -48,8 +53,20 @@ func (t TTL) Validate() error {
 	return nil
 }
 
+// For returns t with the zero TTL replaced by the default lifetime of a
+// token of kind k.
+func (t TTL) For(k Kind) TTL {
+	if t != (TTL{}) {
+		return t
+	}
+	if k == Refresh {
+		return TTL{Minutes: DefaultRefreshTTLMinutes}
+	}
+	return TTL{Minutes: DefaultAccessTTLMinutes}
+}
+
 // Duration returns the lifetime as a time.Duration, or 0 when t is
-// Unlimited.
+// Unlimited (or zero: resolve it with For first).
 func (t TTL) Duration() time.Duration {
 	if t.Unlimited {
 		return 0
@@ -57,8 +74,12 @@ func (t TTL) Duration() time.Duration {
 	return time.Duration(t.Minutes) * time.Minute
 }
 
-// String returns "unlimited" or the number of minutes followed by "m".
+// String returns "unlimited", "default", or the number of minutes
+// followed by "m".
 func (t TTL) String() string {
+	if t == (TTL{}) {
+		return "default"
+	}
 	if t.Unlimited {
 		if t.Minutes != 0 {
 			return "invalid"

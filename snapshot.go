@@ -1,0 +1,315 @@
+package kms
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pocketkms/kms/acl"
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/ratelimit"
+	"github.com/pocketkms/kms/store"
+)
+
+// keyEntry is the mutable cell of one key: a lock for mutations and the
+// current immutable snapshot for readers.
+type keyEntry struct {
+	mu   sync.Mutex
+	snap atomic.Pointer[keySnap]
+}
+
+// keySnap is an immutable view of a key, in the Engine's own types. It is
+// built from the store's records when the Engine opens (and when another
+// process's change arrives) and turned back into records when a change is
+// committed; nothing else holds a copy of its state.
+type keySnap struct {
+	// rev is the store revision of the key record this view was built
+	// from or committed as: every change to the key expects it.
+	rev int64
+
+	tag            string
+	name           string
+	typ            KeyType
+	memo           string
+	convergent     bool
+	state          KeyState
+	seq            uint64
+	createdAt      time.Time
+	stateChangedAt time.Time
+	// destroyAt is when a REVOKED key is due for destruction.
+	destroyAt time.Time
+	// rotation is the auto-rotation setting; never is true until rotation
+	// was first turned on (the store then holds no setting at all).
+	rotation rotation
+	// limit is the key's own token-plane rate limit (normalized), or nil
+	// for the Engine's.
+	limit *ratelimit.Limit
+
+	versions []*versionSnap // versions[i].num == i+1
+	gen      *genSnap       // token generator; nil until first activated
+	acl      acl.List       // IP allow-list as entered
+	aclM     *acl.Matcher   // compiled once per change
+}
+
+// rotation is a key's auto-rotation setting.
+type rotation struct {
+	set        bool // false: never configured
+	enabled    bool
+	periodDays int
+	nextAt     time.Time // zero when off
+}
+
+// stateDestroyed marks the last snapshot of a destroyed key, for callers
+// that still hold its entry. It is never stored.
+const stateDestroyed KeyState = "DESTROYED"
+
+// clone returns a shallow copy to modify and publish.
+func (s *keySnap) clone() *keySnap {
+	c := *s
+	return &c
+}
+
+func (s *keySnap) current() *versionSnap { return s.versions[len(s.versions)-1] }
+
+func (s *keySnap) version(n uint32) *versionSnap {
+	if n == 0 || int(n) > len(s.versions) {
+		return nil
+	}
+	return s.versions[n-1]
+}
+
+func (s *keySnap) enabled() bool { return s.state == StateEnabled }
+
+func (s *keySnap) rotationDue(now time.Time) bool {
+	return s.enabled() && s.rotation.enabled && !s.rotation.nextAt.After(now)
+}
+
+func (s *keySnap) destructionDue(now time.Time) bool {
+	return s.state == StateRevoked && !s.destroyAt.After(now)
+}
+
+// versionSnap is an immutable view of a version. Its loaded backend key
+// is shared by every snapshot that contains the version.
+type versionSnap struct {
+	num            uint32
+	state          VersionState
+	createdAt      time.Time
+	stateChangedAt time.Time // zero: never changed
+	handle         []byte
+	publicDER      []byte // PKIX; nil for AES256
+	ad             []byte // associated-data prefix: binds key tag and version
+	lk             *lazyKey
+}
+
+// genSnap is the immutable view of a key's token generator.
+type genSnap struct {
+	id         string
+	active     bool
+	generation uint32
+	handle     []byte
+	publicDER  []byte
+	pub        *rsa.PublicKey // nil when inactive
+	enabledAt  time.Time
+	disabledAt time.Time
+	issued     uint64
+	lk         *lazyKey // the signing key, loaded on first issuance
+}
+
+func (g *genSnap) isActive() bool { return g != nil && g.active }
+
+func (g *genSnap) ref(tag string) backend.KeyRef {
+	return backend.KeyRef{KeyTag: tag, Version: g.generation, Purpose: backend.PurposeTokenSigning}
+}
+
+// lazyKey loads a backend key on first use and keeps it.
+type lazyKey struct {
+	mu sync.Mutex
+	k  atomic.Pointer[backend.Key]
+}
+
+// get returns the loaded key, loading it with load on first use.
+func (l *lazyKey) get(load func() (backend.Key, error)) (backend.Key, error) {
+	if k := l.k.Load(); k != nil {
+		return *k, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if k := l.k.Load(); k != nil {
+		return *k, nil
+	}
+	k, err := load()
+	if err != nil {
+		return nil, err
+	}
+	l.k.Store(&k)
+	return k, nil
+}
+
+func (e *Engine) loadKey(ctx context.Context, s *keySnap, v *versionSnap) (backend.Key, error) {
+	return v.lk.get(func() (backend.Key, error) {
+		return e.be.Load(ctx, &backend.LoadRequest{
+			Ref:  backend.KeyRef{KeyTag: s.tag, Version: v.num, Purpose: backend.PurposeCipher},
+			Type: s.typ, Convergent: s.convergent, Handle: v.handle,
+		})
+	})
+}
+
+// msTime turns the store's Unix milliseconds into a time (0: zero time).
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// timeMs is msTime's inverse.
+func timeMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// snapFromData builds a key's snapshot from its records, checking that
+// they agree with each other.
+func snapFromData(kd *store.KeyData) (*keySnap, error) {
+	r := &kd.Key
+	s := &keySnap{
+		rev: kd.Rev, tag: r.Tag, name: r.Name, typ: KeyType(r.Type), memo: r.Memo,
+		convergent: r.Convergent, state: KeyState(r.State), seq: r.Seq,
+		createdAt: msTime(r.CreatedAt), stateChangedAt: msTime(r.StateChangedAt),
+		destroyAt: msTime(r.DestroyAt),
+	}
+	switch {
+	case !s.typ.Valid():
+		return nil, fmt.Errorf("unknown key type %q", r.Type)
+	case s.state != StateEnabled && s.state != StateDisabled && s.state != StateRevoked:
+		return nil, fmt.Errorf("unknown key state %q", r.State)
+	case !validTag(r.Tag):
+		return nil, errors.New("malformed key tag")
+	}
+	if rr := r.Rotation; rr != nil {
+		s.rotation = rotation{set: true, enabled: rr.Enabled, periodDays: rr.PeriodDays}
+		if rr.Enabled {
+			s.rotation.nextAt = msTime(rr.NextAt)
+		}
+	}
+	if rl := r.RateLimit; rl != nil {
+		l, err := ratelimit.Limit{Unlimited: rl.Unlimited, Rate: rl.PerSecond, Burst: rl.Burst}.Normalize()
+		if err != nil {
+			return nil, fmt.Errorf("rate limit: %w", err)
+		}
+		s.limit = &l
+	}
+	if len(kd.Versions) == 0 || int(r.CurrentVersion) != len(kd.Versions) {
+		return nil, fmt.Errorf("key has %d version records, current version %d", len(kd.Versions), r.CurrentVersion)
+	}
+	for i := range kd.Versions {
+		vr := &kd.Versions[i]
+		if vr.Version != uint32(i+1) {
+			return nil, fmt.Errorf("version records out of sequence at %d", vr.Version)
+		}
+		v, err := versionFromRecord(vr)
+		if err != nil {
+			return nil, err
+		}
+		s.versions = append(s.versions, v)
+	}
+	if kd.Generator != nil {
+		g, err := genFromRecord(kd.Generator)
+		if err != nil {
+			return nil, err
+		}
+		s.gen = g
+	}
+	s.aclM = acl.List{}.Compile()
+	if a := kd.ACL; a != nil {
+		l, err := acl.ParseState(acl.State{Enabled: a.Enabled, Entries: a.Entries})
+		if err != nil {
+			return nil, err
+		}
+		s.acl, s.aclM = l, l.Compile()
+	}
+	return s, nil
+}
+
+func versionFromRecord(vr *store.VersionRecord) (*versionSnap, error) {
+	st := VersionState(vr.State)
+	if st != VersionEnabled && st != VersionDisabled {
+		return nil, fmt.Errorf("version %d: unknown state %q", vr.Version, vr.State)
+	}
+	return &versionSnap{
+		num: vr.Version, state: st, createdAt: msTime(vr.CreatedAt), stateChangedAt: msTime(vr.StateChangedAt),
+		handle: vr.Handle, publicDER: vr.PublicKey, ad: versionAD(vr.Tag, vr.Version), lk: &lazyKey{},
+	}, nil
+}
+
+func genFromRecord(rec *store.GeneratorRecord) (*genSnap, error) {
+	g := &genSnap{
+		id: rec.ID, active: rec.Active, generation: rec.Generation, handle: rec.Handle, publicDER: rec.PublicKey,
+		enabledAt: msTime(rec.EnabledAt), disabledAt: msTime(rec.DisabledAt), issued: rec.IssuedCount, lk: &lazyKey{},
+	}
+	if rec.Active {
+		pub, err := x509.ParsePKIXPublicKey(rec.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("token generator public key: %w", err)
+		}
+		rp, ok := pub.(*rsa.PublicKey)
+		if !ok {
+			return nil, errors.New("token generator public key is not RSA")
+		}
+		g.pub = rp
+	}
+	return g, nil
+}
+
+// keyRecord is the store record of s.
+func (s *keySnap) keyRecord() *store.KeyRecord {
+	r := &store.KeyRecord{
+		Tag: s.tag, Name: s.name, Type: string(s.typ), Memo: s.memo, Convergent: s.convergent,
+		State: string(s.state), Seq: s.seq, CreatedAt: timeMs(s.createdAt), StateChangedAt: timeMs(s.stateChangedAt),
+		CurrentVersion: uint32(len(s.versions)), DestroyAt: timeMs(s.destroyAt),
+	}
+	if s.rotation.set {
+		r.Rotation = &store.RotationRecord{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextAt: timeMs(s.rotation.nextAt)}
+	}
+	if l := s.limit; l != nil {
+		r.RateLimit = &store.RateLimitRecord{Unlimited: l.Unlimited, PerSecond: l.Rate, Burst: l.Burst}
+	}
+	return r
+}
+
+func (v *versionSnap) record(tag string) *store.VersionRecord {
+	return &store.VersionRecord{
+		Tag: tag, Version: v.num, State: string(v.state), CreatedAt: timeMs(v.createdAt),
+		StateChangedAt: timeMs(v.stateChangedAt), Handle: v.handle, PublicKey: v.publicDER,
+	}
+}
+
+func (g *genSnap) record(tag string) *store.GeneratorRecord {
+	return &store.GeneratorRecord{
+		Tag: tag, ID: g.id, Active: g.active, Generation: g.generation, Handle: g.handle, PublicKey: g.publicDER,
+		EnabledAt: timeMs(g.enabledAt), DisabledAt: timeMs(g.disabledAt), IssuedCount: g.issued,
+	}
+}
+
+func aclRecord(tag string, l acl.List) *store.ACLRecord {
+	st := l.State()
+	return &store.ACLRecord{Tag: tag, Enabled: st.Enabled, Entries: st.Entries}
+}
+
+// versionAD is the associated data every AES-GCM body of a version is
+// bound to: "pocketkms/v1" ‖ 0 ‖ keyTag ‖ 0 ‖ uint32be(version).
+func versionAD(tag string, version uint32) []byte {
+	ad := make([]byte, 0, 12+1+len(tag)+1+4+1)
+	ad = append(ad, "pocketkms/v1"...)
+	ad = append(ad, 0)
+	ad = append(ad, tag...)
+	ad = append(ad, 0, byte(version>>24), byte(version>>16), byte(version>>8), byte(version))
+	return ad
+}

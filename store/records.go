@@ -1,0 +1,201 @@
+package store
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Record is one stored record: a *KeyRecord, *VersionRecord,
+// *GeneratorRecord, *ACLRecord or *NameRecord. Its StoreKey is where it
+// lives (see the package documentation's schema).
+type Record interface {
+	// StoreKey returns the record's key in the schema.
+	StoreKey() string
+	// KeyTag returns the tag of the key the record belongs to.
+	KeyTag() string
+}
+
+// Prefixes of the schema's record keys.
+const (
+	PrefixKey       = "k/"
+	PrefixVersion   = "v/"
+	PrefixName      = "n/"
+	PrefixGenerator = "g/"
+	PrefixACL       = "a/"
+)
+
+// KeyKey is the store key of a key record.
+func KeyKey(tag string) string { return PrefixKey + tag }
+
+// VersionKey is the store key of a version record.
+func VersionKey(tag string, v uint32) string {
+	return PrefixVersion + tag + "/" + fmt.Sprintf("%010d", v)
+}
+
+// GeneratorKey is the store key of a token generator record.
+func GeneratorKey(tag string) string { return PrefixGenerator + tag }
+
+// ACLKey is the store key of an IP allow-list record.
+func ACLKey(tag string) string { return PrefixACL + tag }
+
+// NameKey is the store key of a name index entry: names are unique
+// case-insensitively, so the key holds the name in lower case.
+func NameKey(name string) string { return PrefixName + strings.ToLower(name) }
+
+// StoreKey implements Record.
+func (r *KeyRecord) StoreKey() string { return KeyKey(r.Tag) }
+
+// KeyTag implements Record.
+func (r *KeyRecord) KeyTag() string { return r.Tag }
+
+// StoreKey implements Record.
+func (r *VersionRecord) StoreKey() string { return VersionKey(r.Tag, r.Version) }
+
+// KeyTag implements Record.
+func (r *VersionRecord) KeyTag() string { return r.Tag }
+
+// StoreKey implements Record.
+func (r *GeneratorRecord) StoreKey() string { return GeneratorKey(r.Tag) }
+
+// KeyTag implements Record.
+func (r *GeneratorRecord) KeyTag() string { return r.Tag }
+
+// StoreKey implements Record.
+func (r *ACLRecord) StoreKey() string { return ACLKey(r.Tag) }
+
+// KeyTag implements Record.
+func (r *ACLRecord) KeyTag() string { return r.Tag }
+
+// NameRecord is an entry of the name index: Tag owns Name. Name is kept
+// as the index holds it, in lower case; its value is the owning tag.
+type NameRecord struct {
+	Name string
+	Tag  string
+}
+
+// StoreKey implements Record.
+func (r *NameRecord) StoreKey() string { return NameKey(r.Name) }
+
+// KeyTag implements Record.
+func (r *NameRecord) KeyTag() string { return r.Tag }
+
+// Encode frames a record for storage under its StoreKey.
+func Encode(r Record) (key string, value []byte, err error) {
+	key = r.StoreKey()
+	var v any = r
+	if n, ok := r.(*NameRecord); ok {
+		v = n.Tag // the index stores the owning tag alone
+	}
+	value, err = EncodeValue(key, v)
+	return key, value, err
+}
+
+// Decode parses a framed record read under key. A key outside the schema,
+// a value that fails its frame, or a record that names another key than
+// the one it was read under is ErrCorrupt.
+func Decode(key string, value []byte) (Record, error) {
+	var r Record
+	switch {
+	case strings.HasPrefix(key, PrefixKey):
+		r = new(KeyRecord)
+	case strings.HasPrefix(key, PrefixVersion):
+		r = new(VersionRecord)
+	case strings.HasPrefix(key, PrefixGenerator):
+		r = new(GeneratorRecord)
+	case strings.HasPrefix(key, PrefixACL):
+		r = new(ACLRecord)
+	case strings.HasPrefix(key, PrefixName):
+		var tag string
+		if err := DecodeValue(key, value, &tag); err != nil {
+			return nil, err
+		}
+		name := strings.TrimPrefix(key, PrefixName)
+		if name == "" || name != strings.ToLower(name) {
+			return nil, fmt.Errorf("%w: name index entry not in lower case", ErrCorrupt)
+		}
+		return &NameRecord{Name: name, Tag: tag}, nil
+	default:
+		return nil, fmt.Errorf("%w: unknown record key", ErrCorrupt)
+	}
+	if err := DecodeValue(key, value, r); err != nil {
+		return nil, err
+	}
+	if r.StoreKey() != key {
+		return nil, fmt.Errorf("%w: record stored under the wrong key", ErrCorrupt)
+	}
+	return r, nil
+}
+
+// KeyRecord is the persisted state of one key. Times are Unix milliseconds.
+type KeyRecord struct {
+	Tag            string `json:"tag"`
+	Name           string `json:"name"`
+	Type           string `json:"type"`
+	Memo           string `json:"memo,omitempty"`
+	Convergent     bool   `json:"convergent,omitempty"`
+	State          string `json:"state"`
+	Seq            uint64 `json:"seq"`
+	CreatedAt      int64  `json:"createdAt"`
+	StateChangedAt int64  `json:"stateChangedAt"`
+	CurrentVersion uint32 `json:"currentVersion"`
+	// DestroyAt is when a REVOKED key is due for destruction.
+	DestroyAt int64 `json:"destroyAt,omitempty"`
+	// Rotation is the auto-rotation setting.
+	Rotation *RotationRecord `json:"rotation,omitempty"`
+	// RateLimit is the key's own rate limit; nil means the Engine's.
+	RateLimit *RateLimitRecord `json:"rateLimit,omitempty"`
+}
+
+// RotationRecord is a key's auto-rotation setting.
+type RotationRecord struct {
+	Enabled    bool  `json:"enabled"`
+	PeriodDays int   `json:"periodDays"`
+	NextAt     int64 `json:"nextAt,omitempty"`
+}
+
+// VersionRecord is the persisted state of one key version.
+type VersionRecord struct {
+	Tag       string `json:"tag"`
+	Version   uint32 `json:"version"`
+	State     string `json:"state"`
+	CreatedAt int64  `json:"createdAt"`
+	// StateChangedAt is the last enable/disable of the version (0: never).
+	StateChangedAt int64 `json:"stateChangedAt,omitempty"`
+	// Handle is the backend's opaque, storable handle.
+	Handle []byte `json:"handle"`
+	// PublicKey is the PKIX DER public key, absent for AES256.
+	PublicKey []byte `json:"publicKey,omitempty"`
+}
+
+// GeneratorRecord is the persisted state of a key's token generator.
+type GeneratorRecord struct {
+	Tag string `json:"tag"`
+	// ID is the generator id; a new one on every activation and rotation.
+	ID string `json:"id"`
+	// Active is false once deactivated.
+	Active bool `json:"active"`
+	// Generation numbers the signing key pairs made for this key (the
+	// KeyRef.Version of the token-signing material).
+	Generation uint32 `json:"generation"`
+	// Handle and PublicKey (PKIX DER) of the current signing key; empty
+	// when inactive.
+	Handle      []byte `json:"handle,omitempty"`
+	PublicKey   []byte `json:"publicKey,omitempty"`
+	EnabledAt   int64  `json:"enabledAt,omitempty"`
+	DisabledAt  int64  `json:"disabledAt,omitempty"`
+	IssuedCount uint64 `json:"issuedCount"`
+}
+
+// ACLRecord is the persisted IP allow-list of a key, entries as entered.
+type ACLRecord struct {
+	Tag     string   `json:"tag"`
+	Enabled bool     `json:"enabled"`
+	Entries []string `json:"entries"`
+}
+
+// RateLimitRecord is a key's own rate limit, overriding the Engine's.
+type RateLimitRecord struct {
+	Unlimited bool    `json:"unlimited,omitempty"`
+	PerSecond float64 `json:"perSecond,omitempty"`
+	Burst     int     `json:"burst,omitempty"`
+}
