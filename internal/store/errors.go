@@ -1,11 +1,15 @@
 package store
 
-import "errors"
+import (
+	"errors"
+
+	kstore "github.com/pocketkms/kms/store"
+)
 
 // Sentinel errors of the store.
 var (
 	// ErrCorrupt: a record failed its checksum or could not be decoded.
-	ErrCorrupt = errors.New("store: corrupt record")
+	ErrCorrupt = kstore.ErrCorrupt
 	// ErrNameTaken: the key name index already holds the name.
 	ErrNameTaken = errors.New("store: key name taken")
 	// ErrNotFound: the record does not exist.
@@ -20,12 +24,12 @@ var (
 	ErrBroken = errors.New("store: storage failed; restart the process to recover")
 	// ErrUncertain, always with ErrBroken: Badger failed while committing,
 	// and the change may or may not be on disk. The next open reads which.
-	ErrUncertain = errors.New("store: the change may or may not have been committed")
+	ErrUncertain = kstore.ErrUncertain
 	// ErrInUse: the directory is already open in this process.
 	ErrInUse = errors.New("store: directory already open in this process")
 	// ErrNoSpace: the file system is nearly full; the change was refused
 	// before it reached Badger.
 	ErrNoSpace = errors.New("store: not enough free space")
 	// ErrClosed: the store was closed.
-	ErrClosed = errors.New("store: closed")
+	ErrClosed = kstore.ErrClosed
 )

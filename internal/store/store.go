@@ -1,23 +1,20 @@
-// Package store persists pocketkms state in Badger v4.
+// Package store is the embedded default store.Store: the Engine's state
+// in Badger v4, in a directory or in memory.
 //
-// Use [Open] with a directory (or InMemory), [Store.Load] once at start to
-// read every record, and [Store.Update] for each change: a change is one
-// Badger transaction, synced to disk before Update returns, so it is either
-// wholly present after a crash or wholly absent.
+// Use [Open] with a directory (or InMemory); the Engine then calls
+// [Store.Load] once and [Store.Apply] for each change. A change is one
+// Badger transaction, synced to disk before Apply returns, so it is either
+// wholly present after a crash or wholly absent. Commits are serialised,
+// so a change's expectations (the revisions it read, see package store)
+// are checked and written atomically; revisions are Badger's commit
+// timestamps. [Store.Update] is the lower-level transaction the tests and
+// the schema record use.
 //
 // # Schema
 //
-// Keys are ASCII with a one-letter prefix:
-//
-//	m/schema                 schema version (this build: 1)
-//	k/<keyTag>               KeyRecord
-//	v/<keyTag>/<%010d ver>   VersionRecord
-//	n/<lower-case name>      the key tag owning a name (uniqueness index)
-//	g/<keyTag>               GeneratorRecord (token generator)
-//	a/<keyTag>               ACLRecord (IP allow-list)
-//
-// Values are framed records: 'P', codec version, JSON, CRC-32C over the
-// record key and the frame. Anything that fails the frame is ErrCorrupt.
+// The records and their keys are package store's (k/, v/, g/, a/, n/),
+// framed by store.Encode; this package adds its schema version under
+// m/schema (this build: 1). Anything that fails the frame is ErrCorrupt.
 //
 // # Integrity
 //
@@ -69,6 +66,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	kstore "github.com/pocketkms/kms/store"
 )
 
 // MinFreeBytes is the free space below which Update refuses changes with
@@ -79,12 +78,10 @@ const MinFreeBytes = 32 << 20
 const SchemaVersion = 1
 
 const (
-	prefixKey     = "k/"
-	prefixVersion = "v/"
-	prefixName    = "n/"
-	prefixGen     = "g/"
-	prefixACL     = "a/"
-	keySchema     = "m/schema"
+	prefixName = kstore.PrefixName
+	prefixGen  = kstore.PrefixGenerator
+	prefixACL  = kstore.PrefixACL
+	keySchema  = "m/schema"
 )
 
 // Options configures Open.
@@ -263,101 +260,48 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Contents is everything Load read.
-type Contents struct {
-	// Keys in no particular order.
-	Keys []KeyRecord
-	// Versions per key tag, in ascending version order.
-	Versions map[string][]VersionRecord
-	// Names maps lower-case names to key tags.
-	Names map[string]string
-	// Generators and ACLs by key tag.
-	Generators map[string]GeneratorRecord
-	ACLs       map[string]ACLRecord
-}
-
-// Load reads every record. A record that fails its checksum fails Load
-// with ErrCorrupt.
-func (s *Store) Load() (*Contents, error) {
-	c := &Contents{
-		Versions: map[string][]VersionRecord{}, Names: map[string]string{},
-		Generators: map[string]GeneratorRecord{}, ACLs: map[string]ACLRecord{},
+// Load reads every record, grouped by key (see kstore.Assembler). A record
+// that fails its frame fails Load with ErrCorrupt. Revisions are Badger's
+// commit timestamps.
+func (s *Store) Load(ctx context.Context) (*kstore.Contents, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
+	var a kstore.Assembler
+	var rev int64
 	err := s.db.View(func(txn *badger.Txn) error {
-		if err := scan(txn, prefixKey, func(key, val []byte) error {
-			var r KeyRecord
-			if err := decode(key, val, &r); err != nil {
+		for _, p := range []string{kstore.PrefixKey, kstore.PrefixVersion, kstore.PrefixGenerator, kstore.PrefixACL, kstore.PrefixName} {
+			if err := scan(txn, p, func(key []byte, version uint64, val []byte) error {
+				r, err := kstore.Decode(string(key), val)
+				if err != nil {
+					return err
+				}
+				a.Add(r, int64(version))
+				return nil
+			}); err != nil {
 				return err
 			}
-			if string(key) != keyKey(r.Tag) {
-				return fmt.Errorf("%w: key record under wrong key", ErrCorrupt)
-			}
-			c.Keys = append(c.Keys, r)
-			return nil
-		}); err != nil {
-			return err
 		}
-		if err := scan(txn, prefixVersion, func(key, val []byte) error {
-			var r VersionRecord
-			if err := decode(key, val, &r); err != nil {
-				return err
-			}
-			if string(key) != versionKey(r.Tag, r.Version) {
-				return fmt.Errorf("%w: version record under wrong key", ErrCorrupt)
-			}
-			c.Versions[r.Tag] = append(c.Versions[r.Tag], r)
-			return nil
-		}); err != nil {
-			return err
-		}
-		if err := scan(txn, prefixGen, func(key, val []byte) error {
-			var r GeneratorRecord
-			if err := decode(key, val, &r); err != nil {
-				return err
-			}
-			if string(key) != prefixGen+r.Tag {
-				return fmt.Errorf("%w: generator record under wrong key", ErrCorrupt)
-			}
-			c.Generators[r.Tag] = r
-			return nil
-		}); err != nil {
-			return err
-		}
-		if err := scan(txn, prefixACL, func(key, val []byte) error {
-			var r ACLRecord
-			if err := decode(key, val, &r); err != nil {
-				return err
-			}
-			if string(key) != prefixACL+r.Tag {
-				return fmt.Errorf("%w: acl record under wrong key", ErrCorrupt)
-			}
-			c.ACLs[r.Tag] = r
-			return nil
-		}); err != nil {
-			return err
-		}
-		return scan(txn, prefixName, func(key, val []byte) error {
-			var tag string
-			if err := decode(key, val, &tag); err != nil {
-				return err
-			}
-			c.Names[strings.TrimPrefix(string(key), prefixName)] = tag
-			return nil
-		})
+		rev = int64(s.db.MaxVersion())
+		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("store: load: %w", err)
+	}
+	c, err := a.Contents(rev)
 	if err != nil {
 		return nil, fmt.Errorf("store: load: %w", err)
 	}
 	return c, nil
 }
 
-func scan(txn *badger.Txn, prefix string, fn func(key, val []byte) error) error {
+func scan(txn *badger.Txn, prefix string, fn func(key []byte, version uint64, val []byte) error) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: false})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		key := item.KeyCopy(nil)
-		if err := item.Value(func(val []byte) error { return fn(key, val) }); err != nil {
+		if err := item.Value(func(val []byte) error { return fn(key, item.Version(), val) }); err != nil {
 			return err
 		}
 	}
@@ -448,6 +392,72 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 	return nil
 }
 
+// Apply commits c in one synced transaction if its expectations hold (see
+// kstore.Store): it fails with kstore.ErrConflict, writing nothing, when a
+// record's revision is not the one expected. Commits are serialised, so
+// the check and the write are atomic. Errors are Update's otherwise.
+func (s *Store) Apply(ctx context.Context, c *kstore.Change) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var probe string
+	err := s.Update(func(tx *Txn) error {
+		for key, want := range c.Expect {
+			var got int64
+			item, err := tx.txn.Get([]byte(key))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return err
+			default:
+				got = int64(item.Version())
+			}
+			if got != want {
+				return &kstore.ConflictError{Key: key}
+			}
+		}
+		for _, key := range c.Deletes {
+			if err := tx.delete(key); err != nil {
+				return err
+			}
+		}
+		for _, r := range c.Puts {
+			key, val, err := kstore.Encode(r)
+			if err != nil {
+				return err
+			}
+			if err := tx.set(key, val); err != nil {
+				return err
+			}
+			probe = key
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	// Commits are serialised and this one is done: the record it wrote
+	// carries its commit timestamp, which is the change's revision.
+	var rev int64
+	err = s.db.View(func(txn *badger.Txn) error {
+		if probe == "" {
+			rev = int64(s.db.MaxVersion())
+			return nil
+		}
+		item, err := txn.Get([]byte(probe))
+		if err != nil {
+			return err
+		}
+		rev = int64(item.Version())
+		return nil
+	})
+	if err != nil {
+		// Committed: report it with the best revision known.
+		return int64(s.db.MaxVersion()), nil
+	}
+	return rev, nil
+}
+
 // Txn is a read-write transaction passed to Update's function.
 type Txn struct {
 	txn  *badger.Txn
@@ -460,6 +470,10 @@ func (t *Txn) put(key string, v any) error {
 	if err != nil {
 		return err
 	}
+	return t.set(key, b)
+}
+
+func (t *Txn) set(key string, b []byte) error {
 	if err := t.change(key, b); err != nil {
 		return err
 	}
@@ -520,12 +534,6 @@ func (t *Txn) DeleteKey(tag string, versions []uint32) error {
 		}
 	}
 	return nil
-}
-
-func keyKey(tag string) string { return prefixKey + tag }
-
-func versionKey(tag string, v uint32) string {
-	return prefixVersion + tag + "/" + fmt.Sprintf("%010d", v)
 }
 
 // writable reports whether a file can be created in dir.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -49,14 +50,14 @@ func TestPersistAcrossReopen(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	s2 := openT(t, dir)
-	c, err := s2.Load()
+	c, err := s2.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Keys) != 1 || c.Keys[0] != k {
+	if len(c.Keys) != 1 || c.Keys[0].Key != k {
 		t.Fatalf("keys = %+v", c.Keys)
 	}
-	if got := c.Versions[tag]; len(got) != 1 || !bytes.Equal(got[0].Handle, v.Handle) {
+	if got := c.Keys[0].Versions; len(got) != 1 || !bytes.Equal(got[0].Handle, v.Handle) {
 		t.Fatalf("versions = %+v", got)
 	}
 	if c.Names["orders"] != tag {
@@ -97,7 +98,7 @@ func TestFailedUpdateWritesNothing(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v", err)
 	}
-	c, err := s.Load()
+	c, err := s.Load(context.Background())
 	if err != nil || len(c.Keys) != 0 {
 		t.Fatalf("Load after failed update: %v, %d keys", err, len(c.Keys))
 	}
@@ -153,7 +154,7 @@ func TestInMemory(t *testing.T) {
 	if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) }); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.Load()
+	c, err := s.Load(context.Background())
 	if err != nil || len(c.Keys) != 1 {
 		t.Fatalf("Load: %v %v", err, c)
 	}
@@ -350,11 +351,11 @@ func TestCommittedDespiteIntegrityFailure(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := openT(t, dir).Load()
+	c, err := openT(t, dir).Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Keys) != 1 || c.Keys[0].Memo != "second" {
+	if len(c.Keys) != 1 || c.Keys[0].Key.Memo != "second" {
 		t.Fatalf("after reopen: %+v", c.Keys)
 	}
 }
