@@ -2,10 +2,10 @@ package kms
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/pocketkms/kms/acl"
-	"github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/ratelimit"
 )
 
@@ -45,7 +45,7 @@ func (e *Engine) ListAllowedIPs(ctx context.Context, keyTag string, pageNo, page
 		}
 		page, err := s.acl.Page(pageNo, pageSize)
 		if err != nil {
-			return nil, wrapErr(op, s.rec.Tag, ErrInvalidArgument, err)
+			return nil, wrapErr(op, s.tag, ErrInvalidArgument, err)
 		}
 		return &AllowedIPPage{Entries: page, PageNo: pageNo, PageSize: pageSize, TotalCount: s.acl.Len()}, nil
 	})
@@ -75,55 +75,38 @@ func (e *Engine) RemoveAllowedIPs(ctx context.Context, keyTag string, entries []
 }
 
 func (e *Engine) changeACL(ctx context.Context, op, keyTag string, fn func(acl.List) (acl.List, error)) (*ACL, error) {
-	s, err := e.update(ctx, op, keyTag, func(s *keySnap, _ time.Time) (*keySnap, func(*store.Txn) error, error) {
-		tag := s.rec.Tag
-		if KeyState(s.rec.State) != StateEnabled {
-			return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
+	return mutate(e, ctx, op, keyTag, func(s *keySnap, _ time.Time) (edit, *ACL, error) {
+		if !s.enabled() {
+			return edit{}, nil, newErr(op, s.tag, ErrKeyNotEnabled, "")
 		}
 		l, err := fn(s.acl)
 		if err != nil {
-			return nil, nil, wrapErr(op, tag, ErrInvalidArgument, err)
+			return edit{}, nil, wrapErr(op, s.tag, ErrInvalidArgument, err)
 		}
-		st := l.State()
-		if st.Enabled == s.acl.Enabled() && slicesEqual(st.Entries, s.acl.Entries()) {
-			return s, nil, nil
+		if l.Enabled() == s.acl.Enabled() && slices.Equal(l.Entries(), s.acl.Entries()) {
+			return edit{}, aclInfo(s.acl), nil
 		}
 		ns := s.clone()
 		ns.acl, ns.aclM = l, l.Compile()
-		rec := store.ACLRecord{Tag: tag, Enabled: st.Enabled, Entries: st.Entries}
-		return ns, func(tx *store.Txn) error { return tx.PutACL(&rec) }, nil
+		ed := edit{next: ns}
+		ed.change.Put(aclRecord(s.tag, l))
+		return ed, aclInfo(l), nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return aclInfo(s.acl), nil
-}
-
-func slicesEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func limitOf(r *store.RateLimitRecord) ratelimit.Limit {
-	return ratelimit.Limit{Unlimited: r.Unlimited, Rate: r.PerSecond, Burst: r.Burst}
 }
 
 // SetKeyRateLimit gives a key its own token-plane rate limit, persisted,
 // in place of the Engine's (WithRateLimit); ratelimit.Limit{Unlimited:
-// true} switches limiting off for the key.
+// true} switches limiting off for the key. The limit lives in the key's
+// snapshot and is handed to the limiter on every call, so it takes effect
+// on the next call; a change keeps the tokens the key's bucket holds, so
+// it never grants a fresh burst.
 func (e *Engine) SetKeyRateLimit(ctx context.Context, keyTag string, l ratelimit.Limit) error {
 	const op = "set key rate limit"
-	if err := l.Validate(); err != nil {
+	n, err := l.Normalize()
+	if err != nil {
 		return wrapErr(op, "", ErrInvalidArgument, err)
 	}
-	return e.putRateLimit(ctx, op, keyTag, &store.RateLimitRecord{Unlimited: l.Unlimited, PerSecond: l.Rate, Burst: l.Burst})
+	return e.putRateLimit(ctx, op, keyTag, &n)
 }
 
 // ClearKeyRateLimit returns a key to the Engine's rate limit.
@@ -131,31 +114,21 @@ func (e *Engine) ClearKeyRateLimit(ctx context.Context, keyTag string) error {
 	return e.putRateLimit(ctx, "clear key rate limit", keyTag, nil)
 }
 
-func (e *Engine) putRateLimit(ctx context.Context, op, keyTag string, r *store.RateLimitRecord) error {
-	var applyErr error
-	_, err := e.updateThen(ctx, op, keyTag, func(s *keySnap, _ time.Time) (*keySnap, func(*store.Txn) error, error) {
-		rec := s.rec
-		rec.RateLimit = r
+func (e *Engine) putRateLimit(ctx context.Context, op, keyTag string, l *ratelimit.Limit) error {
+	_, err := mutate(e, ctx, op, keyTag, func(s *keySnap, _ time.Time) (edit, struct{}, error) {
 		ns := s.clone()
-		ns.rec = rec
-		return ns, nil, nil
-	}, func(ns *keySnap) {
-		// Under the key's lock, right after the commit: two racing changes
-		// reach the limiter in the order they reached the store, and none
-		// lands after the key's destruction cleared its limit.
-		tag := ns.rec.Tag
-		if r == nil {
-			e.limiter.ClearLimit(tag)
-			return
-		}
-		if err := e.limiter.SetLimit(tag, limitOf(r)); err != nil {
-			applyErr = wrapErr(op, tag, ErrInternal, err)
-		}
+		ns.limit = l
+		return edit{next: ns}, struct{}{}, nil
 	})
-	if err != nil {
-		return err
+	return err
+}
+
+// limitOf is the rate limit in force for a key.
+func (e *Engine) limitOf(s *keySnap) ratelimit.Limit {
+	if s.limit != nil {
+		return *s.limit
 	}
-	return applyErr
+	return e.limit
 }
 
 // KeyRateLimit is the rate limit in force for a key.
@@ -169,7 +142,6 @@ type KeyRateLimit struct {
 // GetKeyRateLimit returns the rate limit in force for a key.
 func (e *Engine) GetKeyRateLimit(ctx context.Context, keyTag string) (*KeyRateLimit, error) {
 	return readKey(e, "get key rate limit", keyTag, func(op string, s *keySnap) (*KeyRateLimit, error) {
-		l, own := e.limiter.LimitOf(s.rec.Tag)
-		return &KeyRateLimit{Limit: l, Own: own}, nil
+		return &KeyRateLimit{Limit: e.limitOf(s), Own: s.limit != nil}, nil
 	})
 }

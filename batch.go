@@ -76,7 +76,7 @@ func checkBatchSize(op string, n int) error {
 // operation at all is one error, not a failure of every item.
 func cipherKeyType(op string, s *keySnap, verb string) error {
 	if s.typ != AES256 && s.typ != RSA2048 {
-		return newErr(op, s.rec.Tag, ErrWrongKeyType, string(s.typ)+" keys do not "+verb)
+		return newErr(op, s.tag, ErrWrongKeyType, string(s.typ)+" keys do not "+verb)
 	}
 	return nil
 }
@@ -125,22 +125,38 @@ func asError(op, tag string, err error) *Error {
 }
 
 // BatchEncrypt encrypts 1..100 items atomically under the current version:
-// either every item succeeds, or the call fails with a *BatchError (inside
-// the *Error) naming each failed item and returns no ciphertexts.
+// either every item succeeds, or the call fails and returns no
+// ciphertexts. Failures come in an order that decides what the error
+// names:
+//
+//  1. the call: the key is unknown or not ENABLED, the batch is empty or
+//     has more than MaxBatchItems items, or the key cannot do the
+//     operation (ErrWrongKeyType) — one *Error, no BatchError;
+//  2. the shape of every item (phase 1: an empty plaintext; for decrypt
+//     and re-encrypt, a ciphertext that is not of the ncpkms:v{N}: form):
+//     if any item is malformed, the *Error holds a *BatchError naming
+//     every malformed item, and no item is run;
+//  3. the operation on every item (phase 2): if any fails (a version
+//     disabled or unknown, a tag mismatch, a plaintext over the limit),
+//     the *BatchError names every item that failed, and the results of
+//     the others are dropped (decrypted plaintexts are cleared).
+//
+// The *Error's class is the failures' common class, or
+// ErrInvalidArgument when they differ; get the BatchError with errors.As.
 func (e *Engine) BatchEncrypt(ctx context.Context, keyTag string, items []EncryptItem) ([]string, error) {
-	if err := checkBatchSize("batch encrypt", len(items)); err != nil {
-		return nil, err
-	}
 	return onKey(e, "batch encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
 		return e.batchEncrypt(ctx, op, s, items)
 	})
 }
 
 func (e *Engine) batchEncrypt(ctx context.Context, op string, s *keySnap, items []EncryptItem) ([]string, error) {
+	if err := checkBatchSize(op, len(items)); err != nil {
+		return nil, err
+	}
 	if err := cipherKeyType(op, s, "encrypt"); err != nil {
 		return nil, err
 	}
-	tag := s.rec.Tag
+	tag := s.tag
 	return runBatch(op, tag, items,
 		func(it EncryptItem) *Error {
 			if len(it.Plaintext) == 0 {
@@ -164,41 +180,44 @@ func decryptShape(op, tag string) func(DecryptItem) *Error {
 }
 
 // BatchDecrypt decrypts 1..100 items atomically, each with the version
-// its prefix names; see BatchEncrypt for the failure contract.
+// its prefix names. Failures follow BatchEncrypt's order: the call, then
+// the shape of every item (phase 1), then the decryption of every item
+// (phase 2); a *BatchError names the failed items of the phase that
+// failed, and plaintexts already made are cleared and not returned.
 func (e *Engine) BatchDecrypt(ctx context.Context, keyTag string, items []DecryptItem) ([][]byte, error) {
-	if err := checkBatchSize("batch decrypt", len(items)); err != nil {
-		return nil, err
-	}
 	return onKey(e, "batch decrypt", keyTag, func(op string, s *keySnap) ([][]byte, error) {
 		return e.batchDecrypt(ctx, op, s, items)
 	})
 }
 
 func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([][]byte, error) {
+	if err := checkBatchSize(op, len(items)); err != nil {
+		return nil, err
+	}
 	if err := cipherKeyType(op, s, "decrypt"); err != nil {
 		return nil, err
 	}
-	out, err := runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),
+	out, err := runBatch(op, s.tag, items, decryptShape(op, s.tag),
 		func(it DecryptItem) ([]byte, error) { return e.decrypt(ctx, op, s, it.Ciphertext, it.Context) },
 		func(pt []byte) { clear(pt) })
 	return out, err
 }
 
 // BatchReEncrypt re-encrypts 1..100 items atomically under the current
-// version; see BatchEncrypt for the failure contract.
+// version; failures follow BatchDecrypt's rule.
 func (e *Engine) BatchReEncrypt(ctx context.Context, keyTag string, items []DecryptItem) ([]string, error) {
-	if err := checkBatchSize("batch re-encrypt", len(items)); err != nil {
-		return nil, err
-	}
 	return onKey(e, "batch re-encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
 		return e.batchReEncrypt(ctx, op, s, items)
 	})
 }
 
 func (e *Engine) batchReEncrypt(ctx context.Context, op string, s *keySnap, items []DecryptItem) ([]string, error) {
+	if err := checkBatchSize(op, len(items)); err != nil {
+		return nil, err
+	}
 	if err := cipherKeyType(op, s, "re-encrypt"); err != nil {
 		return nil, err
 	}
-	return runBatch(op, s.rec.Tag, items, decryptShape(op, s.rec.Tag),
+	return runBatch(op, s.tag, items, decryptShape(op, s.tag),
 		func(it DecryptItem) (string, error) { return e.reEncrypt(ctx, op, s, it.Ciphertext, it.Context) }, nil)
 }

@@ -85,26 +85,14 @@ func (c CustomKey) LogValue() slog.Value {
 // (ErrClosed once closed), resolves the key and checks it is ENABLED, then
 // runs fn on the key's snapshot.
 func onKey[R any](e *Engine, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
-	var zero R
-	if !e.enter() {
-		return zero, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return zero, err
-	}
-	if s.rec.State != string(StateEnabled) {
-		return zero, newErr(op, s.rec.Tag, ErrKeyNotEnabled, "")
-	}
-	return fn(op, s)
+	return keyCall(e, op, keyTag, true, fn)
 }
 
 // aesAD returns the associated data of an AES body: the version's prefix,
 // plus the context for convergent keys. NAVER ignores the context of
 // non-convergent keys, so it is not bound there.
 func aesAD(s *keySnap, v *versionSnap, encCtx []byte) []byte {
-	if !s.rec.Convergent {
+	if !s.convergent {
 		return v.ad
 	}
 	ad := make([]byte, 0, len(v.ad)+1+len(encCtx))
@@ -114,11 +102,11 @@ func aesAD(s *keySnap, v *versionSnap, encCtx []byte) []byte {
 }
 
 func checkContext(op string, s *keySnap, encCtx []byte) error {
-	if !s.rec.Convergent {
+	if !s.convergent {
 		return nil
 	}
 	if len(encCtx) == 0 || len(encCtx) > MaxContext {
-		return newErr(op, s.rec.Tag, ErrInvalidArgument, fmt.Sprintf("convergent keys need a context of 1..%d bytes", MaxContext))
+		return newErr(op, s.tag, ErrInvalidArgument, fmt.Sprintf("convergent keys need a context of 1..%d bytes", MaxContext))
 	}
 	return nil
 }
@@ -134,7 +122,7 @@ func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx [
 }
 
 func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, encCtx []byte) (string, error) {
-	tag := s.rec.Tag
+	tag := s.tag
 	req := backend.EncryptRequest{Plaintext: plaintext}
 	v := s.current()
 	switch s.typ {
@@ -161,7 +149,7 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
-	return envelope.Format(v.rec.Version, body), nil
+	return envelope.Format(v.num, body), nil
 }
 
 // Decrypt decrypts a ciphertext made by Encrypt (or ReEncrypt) with the
@@ -174,7 +162,7 @@ func (e *Engine) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx 
 }
 
 func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) ([]byte, error) {
-	tag := s.rec.Tag
+	tag := s.tag
 	if err := cipherKeyType(op, s, "decrypt"); err != nil {
 		return nil, err
 	}
@@ -211,7 +199,7 @@ func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext 
 // envelopeVersion reads the version of a ciphertext or signature and
 // checks that it exists and is enabled.
 func (e *Engine) envelopeVersion(op string, s *keySnap, text string) (*versionSnap, error) {
-	tag := s.rec.Tag
+	tag := s.tag
 	if len(text) > MaxCiphertextLength {
 		return nil, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("longer than %d characters", MaxCiphertextLength))
 	}
@@ -223,7 +211,7 @@ func (e *Engine) envelopeVersion(op string, s *keySnap, text string) (*versionSn
 	if v == nil {
 		return nil, newErr(op, tag, ErrVersionNotFound, fmt.Sprintf("version %d", n))
 	}
-	if v.rec.State != string(VersionEnabled) {
+	if v.state != VersionEnabled {
 		return nil, newErr(op, tag, ErrVersionDisabled, fmt.Sprintf("version %d", n))
 	}
 	return v, nil
@@ -258,7 +246,7 @@ func (e *Engine) CreateCustomKey(ctx context.Context, keyTag string, req CustomK
 }
 
 func (e *Engine) createCustomKey(ctx context.Context, op string, s *keySnap, req CustomKeyRequest) (*CustomKey, error) {
-	tag := s.rec.Tag
+	tag := s.tag
 	bits := req.Bits
 	if bits == 0 {
 		bits = 256
@@ -278,7 +266,7 @@ func (e *Engine) createCustomKey(ctx context.Context, op string, s *keySnap, req
 		clear(dk)
 		return nil, err
 	}
-	out := &CustomKey{Ciphertext: ct, KeyVersion: s.current().rec.Version}
+	out := &CustomKey{Ciphertext: ct, KeyVersion: s.current().num}
 	if req.RequestPlainKey {
 		out.Plaintext = dk
 	} else {
@@ -307,7 +295,7 @@ func signAlg(t KeyType) backend.Algorithm {
 }
 
 func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (string, error) {
-	tag := s.rec.Tag
+	tag := s.tag
 	alg := signAlg(s.typ)
 	if alg == 0 {
 		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not sign")
@@ -325,7 +313,7 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
-	return envelope.Format(v.rec.Version, sig), nil
+	return envelope.Format(v.num, sig), nil
 }
 
 // Verify checks a signature made by Sign over data, with the version its
@@ -340,7 +328,7 @@ func (e *Engine) Verify(ctx context.Context, keyTag string, data []byte, signatu
 }
 
 func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte, signature string) (bool, error) {
-	tag := s.rec.Tag
+	tag := s.tag
 	alg := signAlg(s.typ)
 	if alg == 0 {
 		return false, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not verify")
@@ -404,7 +392,7 @@ func (e *Engine) GetPublicKey(ctx context.Context, keyTag string, version uint32
 }
 
 func publicKeyPEM(op string, s *keySnap, version uint32) (string, error) {
-	tag := s.rec.Tag
+	tag := s.tag
 	if s.typ == AES256 {
 		return "", newErr(op, tag, ErrWrongKeyType, "AES256 keys have no public key")
 	}
@@ -414,8 +402,8 @@ func publicKeyPEM(op string, s *keySnap, version uint32) (string, error) {
 			return "", newErr(op, tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
 		}
 	}
-	if v.rec.State != string(VersionEnabled) {
-		return "", newErr(op, tag, ErrVersionDisabled, fmt.Sprintf("version %d", v.rec.Version))
+	if v.state != VersionEnabled {
+		return "", newErr(op, tag, ErrVersionDisabled, fmt.Sprintf("version %d", v.num))
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: v.rec.PublicKey})), nil
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: v.publicDER})), nil
 }

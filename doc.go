@@ -105,37 +105,51 @@
 // # Concurrency
 //
 // An Engine is safe for concurrent use. Cipher operations read an
-// immutable snapshot of the key (an atomic pointer), never touch the
-// database and take no engine-wide lock; a backend key is loaded on first
-// use and then kept. Changes to a key take that key's lock, commit to
-// Badger with a synced write, then publish a new snapshot, so a change is
-// visible to the next call once its method returns. Close is idempotent,
-// waits for calls in flight, and later calls fail with [ErrClosed].
+// immutable snapshot of the key (an atomic pointer), never touch the store
+// and take no engine-wide lock; a backend key is loaded on first use and
+// then kept. A change to a key takes that key's lock, commits one atomic,
+// durable change to the store, then publishes a new snapshot, so it is
+// visible to the next call once its method returns. Every method enters
+// through one guard (a read lock held for the call); Close takes it for
+// writing, so it waits for the calls in flight, and later calls fail with
+// [ErrClosed]. Background maintenance runs on a context that Close
+// cancels.
+//
+// # Where the state lives
+//
+// The store (package store) holds keys, versions with the backend's
+// handles, token generators, allow-lists and the name index; the Engine
+// depends only on its small interface: load everything once, apply one
+// atomic change, and, for stores shared by several processes, a change
+// feed. The embedded default is Badger ([WithDirectory], or in memory);
+// [WithStore] plugs in another. Names are unique because the store says
+// so (a create expects the name to be absent), and every change expects
+// the key's last revision, so processes sharing a store never lose an
+// update: the loser waits for the winner's change to reach it through the
+// feed and decides again, or fails with [ErrConflict]. Badger's own
+// failure modes (integrity record, full disks, broken commits) are
+// documented in its package, internal/store; what reaches callers is
+// [ErrInternal] naming the cause.
 //
 // # Security
 //
 // Key material never passes through the Engine: the backend returns an
 // opaque handle (sealed material, or a reference into an HSM) that the
-// Engine stores. No error, log line or fmt output carries key bytes,
-// plaintext, data keys or tokens; [CustomKey] redacts its plaintext under
-// every fmt verb. Plaintext buffers the Engine owns are cleared after use,
-// best effort (Go may have copied them).
+// Engine stores. Only the operations that need the secret (AES-GCM,
+// decryption, signing) go to the backend; signature verification and
+// RSA-OAEP encryption run in the Engine on the stored public key. No
+// error, log line or fmt output carries key bytes, plaintext, data keys or
+// tokens; [CustomKey] redacts its plaintext under every fmt verb.
+// Plaintext buffers the Engine owns are cleared after use, best effort (Go
+// may have copied them).
 //
 // # Limitations
 //
 // ListKeys sorts every key on each call (fine for tens of thousands of
-// keys). Management changes are serialised through the store, each a
-// synced Badger commit plus two small synced writes of the store's
-// integrity record (which makes New refuse a store that silently lost
-// committed changes); on Linux they are refused with an ErrInternal
-// naming the cause while less than 32 MiB are free, because Badger's
-// memory-mapped log can kill the process on a full file system. A failed
-// commit leaves the store refusing changes until the process restarts
-// (Badger cannot be closed safely after it; Close then returns an error
-// and the directory stays locked); cipher operations keep working
-// throughout. When the store cannot tell whether a failed commit reached
-// the disk, the Engine keeps the key material it made for the change
-// rather than risk destroying material a committed record names. When the backend creates material and the process dies before
-// the store commits, the material is orphaned in the backend (harmless
-// for backend/memory; an unused object in an HSM).
+// keys). When the store cannot tell whether a failed commit landed, the
+// Engine keeps the key material it made for the change rather than risk
+// destroying material a committed record names; when the process dies
+// between creating material and committing it, the material is orphaned
+// in the backend (harmless for backend/memory; an unused object in an
+// HSM).
 package kms

@@ -52,6 +52,11 @@ var (
 	// ErrBackendMismatch: the backend cannot open the key material recorded
 	// in the store — the wrong root key, the wrong token (500 InternalServerError).
 	ErrBackendMismatch = errors.New("backend cannot open this store's key material")
+	// ErrConflict: another process changed the key at the same moment (a
+	// store shared by several Engines); nothing was written and the call
+	// may be retried (409 Conflict). A store owned by one Engine, such as
+	// the embedded Badger default, never causes it.
+	ErrConflict = errors.New("conflicting change")
 	// ErrInternal: a backend or storage failure (500 InternalServerError).
 	ErrInternal = errors.New("internal error")
 )
@@ -79,6 +84,7 @@ var classes = map[error]errClass{
 	ErrRateLimited:      {"TooManyRequests", http.StatusTooManyRequests},
 	ErrClosed:           {"ServiceUnavailable", http.StatusServiceUnavailable},
 	ErrBackendMismatch:  {"InternalServerError", http.StatusInternalServerError},
+	ErrConflict:         {"Conflict", http.StatusConflict},
 	ErrInternal:         {"InternalServerError", http.StatusInternalServerError},
 }
 

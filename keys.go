@@ -14,8 +14,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
-	"github.com/pocketkms/kms/internal/store"
+	"github.com/pocketkms/kms/store"
 )
 
 // CreateKeyRequest describes a new key.
@@ -77,13 +78,13 @@ type KeyVersion struct {
 }
 
 func (s *keySnap) versionInfo(v *versionSnap) KeyVersion {
-	changed := v.rec.StateChangedAt
-	if changed == 0 {
-		changed = v.rec.CreatedAt
+	changed := v.stateChangedAt
+	if changed.IsZero() {
+		changed = v.createdAt
 	}
 	return KeyVersion{
-		Version: v.rec.Version, State: VersionState(v.rec.State), Current: v == s.current(),
-		CreatedAt: msTime(v.rec.CreatedAt), StateChangedAt: msTime(changed),
+		Version: v.num, State: v.state, Current: v == s.current(),
+		CreatedAt: v.createdAt, StateChangedAt: changed,
 	}
 }
 
@@ -120,41 +121,23 @@ func validateMemo(memo string) error {
 	return nil
 }
 
-func msTime(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}
-
 func (s *keySnap) info() *Key {
 	return &Key{
-		Tag: s.rec.Tag, Name: s.rec.Name, Type: s.typ, Memo: s.rec.Memo,
-		Convergent: s.rec.Convergent, State: KeyState(s.rec.State),
-		CurrentVersion: s.rec.CurrentVersion,
-		CreatedAt:      msTime(s.rec.CreatedAt), StateChangedAt: msTime(s.rec.StateChangedAt),
-		DestroyAt:    msTime(s.rec.DestroyAt),
-		AutoRotation: s.rotation(),
+		Tag: s.tag, Name: s.name, Type: s.typ, Memo: s.memo,
+		Convergent: s.convergent, State: s.state, CurrentVersion: uint32(len(s.versions)),
+		CreatedAt: s.createdAt, StateChangedAt: s.stateChangedAt, DestroyAt: s.destroyAt,
+		AutoRotation: Rotation{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextRotationAt: s.rotation.nextAt},
 	}
 }
 
-func (s *keySnap) rotation() Rotation {
-	r := s.rec.Rotation
-	if r == nil {
-		return Rotation{}
-	}
-	out := Rotation{Enabled: r.Enabled, PeriodDays: r.PeriodDays}
-	if r.Enabled {
-		out.NextRotationAt = msTime(r.NextAt)
-	}
-	return out
-}
-
-// CreateKey creates a key with its first version, ENABLED.
+// CreateKey creates a key with its first version, ENABLED. Names are
+// unique case-insensitively; the store decides, so of two creates of one
+// name (in this process or, with a shared store, in another) exactly one
+// succeeds and the other fails with ErrAlreadyExists.
 func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, error) {
 	const op = "create key"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
+	if err := e.enter(op); err != nil {
+		return nil, err
 	}
 	defer e.leave()
 	switch {
@@ -174,11 +157,6 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 			return nil, newErr(op, "", ErrInvalidArgument, err.Error())
 		}
 	}
-	e.createMu.Lock()
-	defer e.createMu.Unlock()
-	if _, taken := e.names[lower(req.Name)]; taken {
-		return nil, newErr(op, "", ErrAlreadyExists, "a key with this name exists")
-	}
 	tag, err := e.freshTag()
 	if err != nil {
 		return nil, wrapErr(op, "", ErrInternal, err)
@@ -190,61 +168,54 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 	if err != nil {
 		return nil, e.backendErr(op, tag, err)
 	}
-	nowT := e.now()
-	now := nowT.UnixMilli()
-	rec := store.KeyRecord{
-		Tag: tag, Name: req.Name, Type: string(req.Type), Memo: req.Memo,
-		Convergent: req.Convergent, State: string(StateEnabled), Seq: e.seq + 1,
-		CreatedAt: now, StateChangedAt: now, CurrentVersion: 1,
+	made := cipherMaterial(tag, 1, req.Type, gen.Handle)
+	now := msTime(e.now().UnixMilli())
+	v, err := newVersion(tag, 1, now, gen)
+	if err != nil {
+		e.discard(ctx, made)
+		return nil, wrapErr(op, tag, ErrInternal, err)
+	}
+	s := &keySnap{
+		tag: tag, name: req.Name, typ: req.Type, memo: req.Memo, convergent: req.Convergent,
+		state: StateEnabled, seq: e.seq.Add(1), createdAt: now, stateChangedAt: now,
+		versions: []*versionSnap{v}, aclM: acl.List{}.Compile(),
 	}
 	if req.AutoRotation {
 		period := cmp.Or(req.RotationPeriodDays, DefaultRotationPeriodDays)
-		rec.Rotation = &store.RotationRecord{Enabled: true, PeriodDays: period, NextAt: nowT.Add(days(period)).UnixMilli()}
+		s.rotation = rotation{set: true, enabled: true, periodDays: period, nextAt: now.Add(days(period))}
 	}
-	vrec, err := versionRecord(tag, 1, now, gen)
+	c := (&store.Change{}).
+		Put(s.keyRecord(), v.record(tag), &store.NameRecord{Name: lower(req.Name), Tag: tag}).
+		Expecting(store.NameKey(req.Name), 0).
+		Expecting(store.KeyKey(tag), 0)
+	rev, err := e.st.Apply(ctx, c)
 	if err != nil {
-		e.discard(ctx, cipherMaterial(tag, 1, req.Type, gen.Handle))
-		return nil, wrapErr(op, tag, ErrInternal, err)
-	}
-	err = e.st.Update(func(tx *store.Txn) error {
-		if err := tx.ClaimName(req.Name, tag); err != nil {
-			return err
-		}
-		if err := tx.PutKey(&rec); err != nil {
-			return err
-		}
-		return tx.PutVersion(&vrec)
-	})
-	if err != nil {
-		e.discardAfter(ctx, err, cipherMaterial(tag, 1, req.Type, gen.Handle))
-		if errors.Is(err, store.ErrNameTaken) {
+		e.discardAfter(ctx, err, made)
+		var ce *store.ConflictError
+		if errors.As(err, &ce) && ce.Key == store.NameKey(req.Name) {
 			return nil, newErr(op, "", ErrAlreadyExists, "a key with this name exists")
 		}
-		return nil, wrapErr(op, tag, ErrInternal, err)
+		return nil, e.storeErr(op, tag, err)
 	}
-	snap, err := buildSnap(rec, []store.VersionRecord{vrec})
-	if err != nil { // cannot happen: the records were just built
-		return nil, wrapErr(op, tag, ErrInternal, err)
-	}
-	e.seq++
-	e.names[lower(req.Name)] = tag
-	ent := &keyEntry{tag: tag}
-	ent.snap.Store(snap)
+	s.rev = rev
+	ent := &keyEntry{}
+	ent.snap.Store(s)
 	e.keys.Store(tag, ent)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key created", slog.String("keyTag", tag), slog.String("type", string(req.Type)))
-	return snap.info(), nil
+	return s.info(), nil
 }
 
-func versionRecord(tag string, v uint32, now int64, gen *backend.GenerateResponse) (store.VersionRecord, error) {
-	vr := store.VersionRecord{Tag: tag, Version: v, State: string(VersionEnabled), CreatedAt: now, Handle: gen.Handle}
+// newVersion is the snapshot of a new, ENABLED version.
+func newVersion(tag string, n uint32, now time.Time, gen *backend.GenerateResponse) (*versionSnap, error) {
+	v := &versionSnap{num: n, state: VersionEnabled, createdAt: now, handle: gen.Handle, ad: versionAD(tag, n), lk: &lazyKey{}}
 	if gen.Public != nil {
 		der, err := x509.MarshalPKIXPublicKey(gen.Public)
 		if err != nil {
-			return vr, fmt.Errorf("marshal public key: %w", err)
+			return nil, fmt.Errorf("marshal public key: %w", err)
 		}
-		vr.PublicKey = der
+		v.publicDER = der
 	}
-	return vr, nil
+	return v, nil
 }
 
 // cipherMaterial names the cipher material of one key version.
@@ -276,7 +247,7 @@ func (e *Engine) discardAfter(ctx context.Context, commitErr error, req *backend
 
 // freshTag returns a random key tag no key of this Engine has. Two equal
 // 256-bit tags mean a broken random source; the check keeps that from
-// overwriting a key. The caller holds createMu.
+// reaching the store, whose commit would refuse it anyway.
 func (e *Engine) freshTag() (string, error) {
 	var b [32]byte
 	for range 3 {
@@ -324,7 +295,7 @@ func (e *Engine) GetKeyVersion(ctx context.Context, keyTag string, version uint3
 	return readKey(e, "get key version", keyTag, func(op string, s *keySnap) (*KeyVersion, error) {
 		v := s.version(version)
 		if v == nil {
-			return nil, newErr(op, s.rec.Tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
+			return nil, newErr(op, s.tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
 		}
 		info := s.versionInfo(v)
 		return &info, nil
@@ -334,8 +305,8 @@ func (e *Engine) GetKeyVersion(ctx context.Context, keyTag string, version uint3
 // ListKeys returns a page of keys, newest first.
 func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, error) {
 	const op = "list keys"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
+	if err := e.enter(op); err != nil {
+		return nil, err
 	}
 	defer e.leave()
 	if req.PageSize == 0 {
@@ -346,12 +317,12 @@ func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, e
 	}
 	var snaps []*keySnap
 	e.keys.Range(func(_, v any) bool {
-		if s := v.(*keyEntry).snap.Load(); s.rec.State != stateDestroyed {
+		if s := v.(*keyEntry).snap.Load(); s.state != stateDestroyed {
 			snaps = append(snaps, s)
 		}
 		return true
 	})
-	slices.SortFunc(snaps, func(a, b *keySnap) int { return cmp.Compare(b.rec.Seq, a.rec.Seq) })
+	slices.SortFunc(snaps, func(a, b *keySnap) int { return cmp.Compare(b.seq, a.seq) })
 	page := &KeyPage{PageNo: req.PageNo, PageSize: req.PageSize, TotalCount: len(snaps), Keys: []Key{}}
 	start := req.PageNo * req.PageSize
 	if req.PageNo > len(snaps) || start >= len(snaps) {
@@ -369,66 +340,43 @@ func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, e
 // restarts the auto-rotation period.
 func (e *Engine) RotateKey(ctx context.Context, keyTag string) (*KeyVersion, error) {
 	const op = "rotate key"
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
-	}
-	defer e.leave()
-	ent, _, err := e.lookup(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	ent.mu.Lock()
-	defer ent.mu.Unlock()
-	return e.rotateLocked(ctx, op, ent)
+	return mutate(e, ctx, op, keyTag, e.rotation(ctx, op))
 }
 
-// rotateLocked adds a version; the caller holds ent.mu.
-func (e *Engine) rotateLocked(ctx context.Context, op string, ent *keyEntry) (*KeyVersion, error) {
-	s := ent.snap.Load()
-	tag := s.rec.Tag
-	if KeyState(s.rec.State) != StateEnabled {
-		return nil, newErr(op, tag, ErrKeyNotEnabled, "")
-	}
-	if len(s.versions) >= MaxVersions {
-		return nil, newErr(op, tag, ErrVersionLimit, fmt.Sprintf("a key has at most %d versions", MaxVersions))
-	}
-	next := uint32(len(s.versions) + 1)
-	gen, err := e.be.Generate(ctx, &backend.GenerateRequest{
-		Ref:  backend.KeyRef{KeyTag: tag, Version: next, Purpose: backend.PurposeCipher},
-		Type: s.typ, Convergent: s.rec.Convergent,
-	})
-	if err != nil {
-		return nil, e.backendErr(op, tag, err)
-	}
-	now := e.now()
-	vrec, err := versionRecord(tag, next, now.UnixMilli(), gen)
-	if err != nil {
-		e.discard(ctx, cipherMaterial(tag, next, s.typ, gen.Handle))
-		return nil, wrapErr(op, tag, ErrInternal, err)
-	}
-	rec := s.rec
-	rec.CurrentVersion = next
-	if r := rec.Rotation; r != nil && r.Enabled {
-		rot := *r
-		rot.NextAt = now.Add(days(rot.PeriodDays)).UnixMilli()
-		rec.Rotation = &rot
-	}
-	if err := e.st.Update(func(tx *store.Txn) error {
-		if err := tx.PutVersion(&vrec); err != nil {
-			return err
+// rotation is the update function that adds a version.
+func (e *Engine) rotation(ctx context.Context, op string) func(s *keySnap, now time.Time) (edit, *KeyVersion, error) {
+	return func(s *keySnap, now time.Time) (edit, *KeyVersion, error) {
+		tag := s.tag
+		if !s.enabled() {
+			return edit{}, nil, newErr(op, tag, ErrKeyNotEnabled, "")
 		}
-		return tx.PutKey(&rec)
-	}); err != nil {
-		e.discardAfter(ctx, err, cipherMaterial(tag, next, s.typ, gen.Handle))
-		return nil, wrapErr(op, tag, ErrInternal, err)
+		if len(s.versions) >= MaxVersions {
+			return edit{}, nil, newErr(op, tag, ErrVersionLimit, fmt.Sprintf("a key has at most %d versions", MaxVersions))
+		}
+		next := uint32(len(s.versions) + 1)
+		gen, err := e.be.Generate(ctx, &backend.GenerateRequest{
+			Ref:  backend.KeyRef{KeyTag: tag, Version: next, Purpose: backend.PurposeCipher},
+			Type: s.typ, Convergent: s.convergent,
+		})
+		if err != nil {
+			return edit{}, nil, e.backendErr(op, tag, err)
+		}
+		made := cipherMaterial(tag, next, s.typ, gen.Handle)
+		v, err := newVersion(tag, next, now, gen)
+		if err != nil {
+			e.discard(ctx, made)
+			return edit{}, nil, wrapErr(op, tag, ErrInternal, err)
+		}
+		ns := s.clone()
+		ns.versions = append(slices.Clip(s.versions), v)
+		if ns.rotation.enabled {
+			ns.rotation.nextAt = now.Add(days(ns.rotation.periodDays))
+		}
+		ed := edit{next: ns, made: made}
+		ed.change.Put(v.record(tag))
+		info := ns.versionInfo(v)
+		return ed, &info, nil
 	}
-	ns := s.clone()
-	ns.rec = rec
-	ns.versions = append(slices.Clip(s.versions), newVersionSnap(tag, vrec))
-	ent.snap.Store(ns)
-	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key rotated", slog.String("keyTag", tag), slog.Int("version", int(next)))
-	info := ns.versionInfo(ns.current())
-	return &info, nil
 }
 
 // backendErr maps a backend error to the Engine's error classes.

@@ -10,10 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
-	"github.com/pocketkms/kms/internal/store"
+	"github.com/pocketkms/kms/internal/keytag"
+	badgerstore "github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/ratelimit"
+	"github.com/pocketkms/kms/store"
 	"github.com/pocketkms/kms/token"
 )
 
@@ -57,105 +58,38 @@ const MaxVersions = 100
 // with New; it is safe for concurrent use.
 type Engine struct {
 	be     backend.Backend
-	st     *store.Store
+	st     store.Store
 	clock  Clock
 	random io.Reader
 	log    *slog.Logger
+	limit  ratelimit.Limit // the rate limit of keys without their own (normalized)
 
 	keys    sync.Map // key tag -> *keyEntry
 	limiter *ratelimit.Limiter
 	tokens  *token.Cache
 
-	// createMu serialises operations on the name index (create, rename).
-	createMu sync.Mutex
-	names    map[string]string // lower-case name -> tag; guarded by createMu
-	seq      uint64            // last key sequence number; guarded by createMu
+	seq     atomic.Uint64 // the last key sequence number handed out
+	watched bool          // the store has a change feed (store.Watcher)
 
-	stopWork chan struct{} // closed by Close to stop the background worker
-	workDone chan struct{} // closed when the worker has stopped
+	// guard: every call holds the read lock for its whole duration and
+	// checks closed; Close takes the write lock, so it waits for the calls
+	// in flight, and every later call sees closed.
+	guard  sync.RWMutex
+	closed bool
 
-	active    atomic.Int64
-	closed    atomic.Bool
-	idle      chan struct{}
+	stopWork  context.CancelFunc // cancels the context of background work
+	bg        sync.WaitGroup     // background work: maintenance, the change feed
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// keyEntry is the mutable cell of one key: a lock for mutations and the
-// current immutable snapshot for readers.
-type keyEntry struct {
-	tag  string
-	mu   sync.Mutex
-	snap atomic.Pointer[keySnap]
-}
-
-// keySnap is an immutable view of a key. Readers never lock it.
-type keySnap struct {
-	rec      store.KeyRecord
-	typ      KeyType
-	versions []*versionSnap // versions[i].num == i+1
-	gen      *genSnap       // token generator; nil until first activated
-	acl      acl.List       // IP allow-list as entered
-	aclM     *acl.Matcher   // compiled once per change
-}
-
-// clone returns a shallow copy to modify and publish.
-func (s *keySnap) clone() *keySnap {
-	c := *s
-	return &c
-}
-
-func (s *keySnap) current() *versionSnap { return s.versions[len(s.versions)-1] }
-
-func (s *keySnap) version(n uint32) *versionSnap {
-	if n == 0 || int(n) > len(s.versions) {
-		return nil
-	}
-	return s.versions[n-1]
-}
-
-// versionSnap is an immutable view of a version. Its loaded backend key
-// is shared by every snapshot that contains the version.
-type versionSnap struct {
-	rec store.VersionRecord
-	ad  []byte // associated-data prefix: binds key tag and version
-	lk  *lazyKey
-}
-
-// lazyKey loads a backend key on first use and keeps it.
-type lazyKey struct {
-	mu sync.Mutex
-	k  atomic.Pointer[backend.Key]
-}
-
-func (e *Engine) loadKey(ctx context.Context, s *keySnap, v *versionSnap) (backend.Key, error) {
-	if k := v.lk.k.Load(); k != nil {
-		return *k, nil
-	}
-	v.lk.mu.Lock()
-	defer v.lk.mu.Unlock()
-	if k := v.lk.k.Load(); k != nil {
-		return *k, nil
-	}
-	k, err := e.be.Load(ctx, &backend.LoadRequest{
-		Ref:        backend.KeyRef{KeyTag: s.rec.Tag, Version: v.rec.Version, Purpose: backend.PurposeCipher},
-		Type:       s.typ,
-		Convergent: s.rec.Convergent,
-		Handle:     v.rec.Handle,
-	})
-	if err != nil {
-		return nil, err
-	}
-	v.lk.k.Store(&k)
-	return k, nil
-}
-
-// New opens an Engine over a backend. Without WithDirectory the state is
-// kept in memory. With a directory, every key is read back, and the backend
-// must be able to open the recorded key material: a backend with another
-// root key (or token) fails with ErrBackendMismatch and changes nothing.
-// The Engine owns the backend once New succeeds (Close closes it); when New
-// fails, the backend is still the caller's to close.
+// New opens an Engine over a backend. Without WithDirectory or WithStore
+// the state is kept in memory. With a store, every key is read back, and
+// the backend must be able to open the recorded key material: a backend
+// with another root key (or token) fails with ErrBackendMismatch and
+// changes nothing. The Engine owns the backend (and a store given with
+// WithStore) once New succeeds: Close closes them. When New fails, both
+// are still the caller's to close.
 func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, error) {
 	if be == nil {
 		return nil, newErr("new", "", ErrInvalidArgument, "nil backend")
@@ -174,214 +108,148 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	if err != nil {
 		return nil, newErr("new", "", ErrInvalidArgument, err.Error())
 	}
-	st, err := store.Open(store.Options{Dir: cfg.dir, InMemory: cfg.inMemory, Logger: cfg.logger})
-	if err != nil {
-		return nil, wrapErr("new", "", ErrInternal, err)
+	st, owned := cfg.store, false
+	if st == nil {
+		bst, err := badgerstore.Open(badgerstore.Options{Dir: cfg.dir, InMemory: cfg.inMemory, Logger: cfg.logger})
+		if err != nil {
+			return nil, wrapErr("new", "", ErrInternal, err)
+		}
+		st, owned = bst, true
 	}
 	e := &Engine{
 		be: be, st: st, clock: cfg.clock, random: cfg.random, log: cfg.logger,
-		limiter: limiter, tokens: cache,
-		names: map[string]string{},
-		idle:  make(chan struct{}, 1),
+		limit: cfg.limit, limiter: limiter, tokens: cache,
 	}
-	if err := e.load(ctx); err != nil {
-		// The backend stays the caller's to close, as on every failure.
-		if cerr := st.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
+	rev, err := e.load(ctx)
+	if err != nil {
+		// The backend (and a store given to New) stay the caller's to
+		// close, as on every failure.
+		if owned {
+			if cerr := st.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
 		}
 		return nil, err
 	}
-	e.stopWork, e.workDone = make(chan struct{}), make(chan struct{})
-	go e.work(cfg.maintain)
+	work, stop := context.WithCancel(context.Background())
+	e.stopWork = stop
+	e.bg.Go(func() { e.work(work, cfg.maintain) })
+	if w, ok := st.(store.Watcher); ok {
+		e.watched = true
+		e.bg.Go(func() { e.follow(work, w, rev) })
+	}
 	return e, nil
 }
 
-// work runs Maintain every interval until Close; interval 0 only waits.
-func (e *Engine) work(interval time.Duration) {
-	defer close(e.workDone)
+// work runs Maintain every interval until Close cancels ctx; interval 0
+// only waits. Close's cancellation also ends a Maintain in progress.
+func (e *Engine) work(ctx context.Context, interval time.Duration) {
 	if interval == 0 {
-		<-e.stopWork
+		<-ctx.Done()
 		return
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-e.stopWork:
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithCancel(context.Background())
-			go func() {
-				select {
-				case <-e.stopWork:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-			if err := e.Maintain(ctx); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) {
+			if err := e.Maintain(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 				e.log.LogAttrs(ctx, slog.LevelWarn, "kms: background maintenance", slog.String("error", err.Error()))
 			}
-			cancel()
 		}
 	}
 }
 
 // load builds the in-memory snapshots from the store and checks that the
-// backend can open the key material.
-func (e *Engine) load(ctx context.Context) error {
-	c, err := e.st.Load()
+// backend can open the key material. It returns the store revision read.
+func (e *Engine) load(ctx context.Context) (int64, error) {
+	c, err := e.st.Load(ctx)
 	if err != nil {
-		return wrapErr("new", "", ErrInternal, err)
+		return 0, wrapErr("new", "", ErrInternal, err)
 	}
+	now := e.now()
 	var probe *keySnap
-	for i := range c.Keys {
-		rec := c.Keys[i]
-		vrecs := c.Versions[rec.Tag]
-		snap, err := buildSnap(rec, vrecs)
+	names := make(map[string]string, len(c.Keys))
+	for _, kd := range c.Keys {
+		snap, err := snapFromData(kd)
 		if err != nil {
-			return wrapErr("new", rec.Tag, ErrInternal, err)
+			return 0, wrapErr("new", kd.Key.Tag, ErrInternal, fmt.Errorf("store: %w", err))
 		}
-		if g, ok := c.Generators[rec.Tag]; ok {
-			if snap.gen, err = newGenSnap(g); err != nil {
-				return wrapErr("new", rec.Tag, ErrInternal, err)
-			}
-		}
-		if a, ok := c.ACLs[rec.Tag]; ok {
-			l, err := acl.ParseState(acl.State{Enabled: a.Enabled, Entries: a.Entries})
-			if err != nil {
-				return wrapErr("new", rec.Tag, ErrInternal, err)
-			}
-			snap.acl, snap.aclM = l, l.Compile()
-		}
-		if rl := rec.RateLimit; rl != nil {
-			if err := e.limiter.SetLimit(rec.Tag, limitOf(rl)); err != nil {
-				return wrapErr("new", rec.Tag, ErrInternal, err)
-			}
-		}
-		ent := &keyEntry{tag: rec.Tag}
+		ent := &keyEntry{}
 		ent.snap.Store(snap)
-		e.keys.Store(rec.Tag, ent)
-		if rec.Seq > e.seq {
-			e.seq = rec.Seq
+		e.keys.Store(snap.tag, ent)
+		names[lower(snap.name)] = snap.tag
+		if snap.seq > e.seq.Load() {
+			e.seq.Store(snap.seq)
 		}
 		// A REVOKED key past its destruction time may have lost its
 		// material already (destroyLocked destroys it before deleting the
 		// records), so it proves nothing about the backend.
-		due := KeyState(rec.State) == StateRevoked && rec.DestroyAt <= e.now().UnixMilli()
-		if !due && (probe == nil || rec.Seq > probe.rec.Seq) {
+		if !snap.destructionDue(now) && (probe == nil || snap.seq > probe.seq) {
 			probe = snap
 		}
 	}
-	for tag := range c.Generators {
-		if _, ok := e.keys.Load(tag); !ok {
-			return wrapErr("new", tag, ErrInternal, errors.New("store: token generator of a missing key"))
-		}
-	}
-	for tag := range c.ACLs {
-		if _, ok := e.keys.Load(tag); !ok {
-			return wrapErr("new", tag, ErrInternal, errors.New("store: ip acl of a missing key"))
-		}
+	// The name index is the store's; here it only has to agree with the
+	// keys, or the store was damaged.
+	if len(c.Names) != len(names) {
+		return 0, wrapErr("new", "", ErrInternal, errors.New("store: name index out of step with keys"))
 	}
 	for name, tag := range c.Names {
-		v, ok := e.keys.Load(tag)
-		if !ok || lower(v.(*keyEntry).snap.Load().rec.Name) != name {
-			return wrapErr("new", tag, ErrInternal, errors.New("store: name index out of step with keys"))
+		if names[name] != tag {
+			return 0, wrapErr("new", tag, ErrInternal, errors.New("store: name index out of step with keys"))
 		}
-		e.names[name] = tag
-	}
-	if len(e.names) != len(c.Keys) {
-		return wrapErr("new", "", ErrInternal, errors.New("store: a key is missing from the name index"))
 	}
 	if probe != nil {
 		// One load proves the backend holds this store's material; loading
 		// every key here would make opening cost O(keys).
 		if _, err := e.loadKey(ctx, probe, probe.current()); err != nil {
-			return wrapErr("new", probe.rec.Tag, ErrBackendMismatch, err)
+			return 0, wrapErr("new", probe.tag, ErrBackendMismatch, err)
 		}
 	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: engine opened", slog.Int("keys", len(c.Keys)))
+	return c.Rev, nil
+}
+
+// enter is the one way into the Engine: every method calls it first and,
+// when it succeeds, leave when done (defer). It fails with ErrClosed once
+// Close has begun. Methods never enter twice (Close would deadlock on a
+// nested read lock): internal helpers assume the caller has entered.
+func (e *Engine) enter(op string) error {
+	e.guard.RLock()
+	if e.closed {
+		e.guard.RUnlock()
+		return newErr(op, "", ErrClosed, "")
+	}
 	return nil
 }
 
-func buildSnap(rec store.KeyRecord, vrecs []store.VersionRecord) (*keySnap, error) {
-	typ := KeyType(rec.Type)
-	if !typ.Valid() {
-		return nil, fmt.Errorf("unknown key type %q", rec.Type)
-	}
-	if len(vrecs) == 0 || int(rec.CurrentVersion) != len(vrecs) {
-		return nil, fmt.Errorf("key has %d version records, current version %d", len(vrecs), rec.CurrentVersion)
-	}
-	s := &keySnap{rec: rec, typ: typ, aclM: acl.List{}.Compile()}
-	for i, vr := range vrecs {
-		if vr.Version != uint32(i+1) {
-			return nil, fmt.Errorf("version records out of sequence at %d", vr.Version)
-		}
-		s.versions = append(s.versions, newVersionSnap(rec.Tag, vr))
-	}
-	return s, nil
-}
+func (e *Engine) leave() { e.guard.RUnlock() }
 
-func newVersionSnap(tag string, vr store.VersionRecord) *versionSnap {
-	return &versionSnap{rec: vr, ad: versionAD(tag, vr.Version), lk: &lazyKey{}}
-}
-
-// versionAD is the associated data every AES-GCM body of a version is
-// bound to: "pocketkms/v1" ‖ 0 ‖ keyTag ‖ 0 ‖ uint32be(version).
-func versionAD(tag string, version uint32) []byte {
-	ad := make([]byte, 0, 12+1+len(tag)+1+4+1)
-	ad = append(ad, "pocketkms/v1"...)
-	ad = append(ad, 0)
-	ad = append(ad, tag...)
-	ad = append(ad, 0, byte(version>>24), byte(version>>16), byte(version>>8), byte(version))
-	return ad
-}
-
-// enter registers an in-flight call; it fails once the Engine is closed.
-func (e *Engine) enter() bool {
-	e.active.Add(1)
-	if e.closed.Load() {
-		e.leave()
-		return false
-	}
-	return true
-}
-
-func (e *Engine) leave() {
-	if e.active.Add(-1) == 0 && e.closed.Load() {
-		select {
-		case e.idle <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// Close stops the Engine: later calls fail with ErrClosed, calls in flight
-// finish first, then the store and the backend are closed. It is
-// idempotent and returns the first close's result.
+// Close stops the Engine: it stops background work, waits for the calls
+// in flight, then closes the store and the backend; later calls fail with
+// ErrClosed. It is idempotent and returns the first close's result.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
-		e.closed.Store(true)
-		close(e.stopWork)
-		<-e.workDone
-		for e.active.Load() != 0 {
-			select {
-			case <-e.idle:
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-		errs := []error{e.st.Close(), e.be.Close()}
-		if err := errors.Join(errs...); err != nil {
+		e.stopWork()
+		e.bg.Wait()
+		e.guard.Lock()
+		e.closed = true
+		e.guard.Unlock()
+		if err := errors.Join(e.st.Close(), e.be.Close()); err != nil {
 			e.closeErr = wrapErr("close", "", ErrInternal, err)
 		}
 	})
 	return e.closeErr
 }
 
-// lookup returns the entry and snapshot of a key on any plane.
+// lookup returns the entry and snapshot of a key on the trusted plane,
+// where tags are case-insensitive as in NAVER's account-authenticated API.
 func (e *Engine) lookup(op, tag string) (*keyEntry, *keySnap, error) {
 	v, ok := e.keys.Load(tag)
 	if !ok {
-		norm, valid := normalizeTag(tag)
+		norm, valid := keytag.Normalize(tag)
 		if !valid {
 			return nil, nil, newErr(op, "", ErrInvalidArgument, "key tag must be 64 hex characters")
 		}
@@ -391,45 +259,37 @@ func (e *Engine) lookup(op, tag string) (*keyEntry, *keySnap, error) {
 	}
 	ent := v.(*keyEntry)
 	s := ent.snap.Load()
-	if s.rec.State == stateDestroyed {
+	if s.state == stateDestroyed {
 		// Looked up just as Maintain destroyed it.
-		return nil, nil, newErr(op, s.rec.Tag, ErrKeyNotFound, "")
+		return nil, nil, newErr(op, s.tag, ErrKeyNotFound, "")
 	}
 	return ent, s, nil
 }
 
-// normalizeTag lower-cases a 64-hex-digit key tag; trusted-plane tags are
-// case-insensitive as in NAVER's account-authenticated API.
-func normalizeTag(tag string) (string, bool) {
-	if len(tag) != 64 {
-		return "", false
-	}
-	b := []byte(tag)
-	for i, c := range b {
-		switch {
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
-		case c >= 'A' && c <= 'F':
-			b[i] = c + ('a' - 'A')
-		default:
-			return "", false
-		}
-	}
-	return string(b), true
-}
+func validTag(tag string) bool { return keytag.Valid(tag) }
 
 func (e *Engine) now() time.Time { return e.clock.Now() }
 
-// readKey runs a trusted-plane read of a key in any state: it registers
-// the call (ErrClosed once closed), resolves the key, then runs fn.
-func readKey[R any](e *Engine, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
+// keyCall is the prologue of every trusted-plane method on one key: it
+// enters the Engine, resolves the key and, when enabledOnly, checks it is
+// ENABLED, then runs fn on the key's snapshot.
+func keyCall[R any](e *Engine, op, keyTag string, enabledOnly bool, fn func(op string, s *keySnap) (R, error)) (R, error) {
 	var zero R
-	if !e.enter() {
-		return zero, newErr(op, "", ErrClosed, "")
+	if err := e.enter(op); err != nil {
+		return zero, err
 	}
 	defer e.leave()
 	_, s, err := e.lookup(op, keyTag)
 	if err != nil {
 		return zero, err
 	}
+	if enabledOnly && !s.enabled() {
+		return zero, newErr(op, s.tag, ErrKeyNotEnabled, "")
+	}
 	return fn(op, s)
+}
+
+// readKey runs a trusted-plane read of a key in any state.
+func readKey[R any](e *Engine, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
+	return keyCall(e, op, keyTag, false, fn)
 }

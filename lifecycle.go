@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/pocketkms/kms/backend"
-	"github.com/pocketkms/kms/internal/store"
+	"github.com/pocketkms/kms/store"
 )
 
 // Lifecycle constants (NAVER's).
@@ -31,67 +31,129 @@ func validatePeriod(p int) error {
 	return nil
 }
 
-// update applies a change to one key under its lock: fn gets the current
-// snapshot and returns the new one (or the same one for no change) and
-// the extra records to write. The key record of the new snapshot is
-// written with them in one synced transaction, then the snapshot is
-// published.
-func (e *Engine) update(ctx context.Context, op, keyTag string, fn func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error)) (*keySnap, error) {
-	return e.updateThen(ctx, op, keyTag, fn, nil)
+// edit is what an update function decides about a key.
+type edit struct {
+	// next is the snapshot to publish; nil means nothing changes.
+	next *keySnap
+	// change holds the records written besides the key record, which is
+	// always written (and its last revision expected) with them.
+	change store.Change
+	// made is key material generated for this change: if the commit
+	// fails it is destroyed, unless the store cannot tell whether the
+	// commit landed (see discardAfter).
+	made *backend.DestroyRequest
 }
 
-// updateThen is update with published, which runs after a change is
-// committed and published, still under the key's lock, so that state kept
-// outside the snapshot (the limiter) follows the commits in their order.
-func (e *Engine) updateThen(ctx context.Context, op, keyTag string, fn func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error), published func(*keySnap)) (*keySnap, error) {
-	if !e.enter() {
-		return nil, newErr(op, "", ErrClosed, "")
+// mutate is the prologue of every trusted-plane change to one key: it
+// enters the Engine, then runs update.
+func mutate[R any](e *Engine, ctx context.Context, op, keyTag string, fn func(s *keySnap, now time.Time) (edit, R, error)) (R, error) {
+	if err := e.enter(op); err != nil {
+		var zero R
+		return zero, err
 	}
 	defer e.leave()
-	ent, _, err := e.lookup(op, keyTag)
-	if err != nil {
-		return nil, err
-	}
-	ent.mu.Lock()
-	defer ent.mu.Unlock()
-	s := ent.snap.Load()
-	if s.rec.State == stateDestroyed {
-		return nil, newErr(op, s.rec.Tag, ErrKeyNotFound, "")
-	}
-	ns, writes, err := fn(s, e.now())
-	if err != nil {
-		return nil, err
-	}
-	if ns == s {
-		return s, nil
-	}
-	if err := e.st.Update(func(tx *store.Txn) error {
-		if err := tx.PutKey(&ns.rec); err != nil {
-			return err
-		}
-		if writes != nil {
-			return writes(tx)
-		}
-		return nil
-	}); err != nil {
-		return nil, wrapErr(op, s.rec.Tag, ErrInternal, err)
-	}
-	ent.snap.Store(ns)
-	if published != nil {
-		published(ns)
-	}
-	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key updated", slog.String("op", op), slog.String("keyTag", s.rec.Tag), slog.String("state", ns.rec.State))
-	return ns, nil
+	return update(e, ctx, op, keyTag, fn)
 }
 
-// stateDestroyed marks the last snapshot of a destroyed key, for callers
-// that still hold its entry.
-const stateDestroyed = "DESTROYED"
+// update changes one key under its lock (the caller has entered): fn
+// gets the current snapshot and the time, truncated to the millisecond
+// as the store keeps it, and returns its edit and its result. The edit's
+// records and the new key record are committed in one atomic, durable
+// change, then the snapshot is published.
+func update[R any](e *Engine, ctx context.Context, op, keyTag string, fn func(s *keySnap, now time.Time) (edit, R, error)) (R, error) {
+	ent, _, err := e.lookup(op, keyTag)
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	for attempt := 1; ; attempt++ {
+		ent.mu.Lock()
+		seen := ent.snap.Load().rev
+		r, err := updateLocked(e, ctx, op, ent, fn)
+		ent.mu.Unlock()
+		// Another process changed the key first. With a change feed,
+		// wait for that change to arrive and decide again on the fresh
+		// snapshot: the caller sees its change land or a refusal that
+		// the new state explains, not a spurious conflict.
+		if attempt == conflictAttempts || !errors.Is(err, ErrConflict) || !e.watched || !e.awaitNewer(ctx, ent, seen) {
+			return r, err
+		}
+	}
+}
 
-// withState returns a copy of s whose key record is rec.
-func (s *keySnap) withRec(rec store.KeyRecord) *keySnap {
+// conflictAttempts bounds how often update decides again after losing a
+// race to another process; conflictWait bounds each wait for the feed.
+const (
+	conflictAttempts = 4
+	conflictWait     = time.Second
+)
+
+// awaitNewer waits until the key's snapshot is newer than revision rev
+// (the feed brought the change that won), and reports whether it is.
+func (e *Engine) awaitNewer(ctx context.Context, ent *keyEntry, rev int64) bool {
+	deadline := time.Now().Add(conflictWait)
+	for ent.snap.Load().rev <= rev {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// updateLocked is update for a caller that holds ent.mu.
+func updateLocked[R any](e *Engine, ctx context.Context, op string, ent *keyEntry, fn func(s *keySnap, now time.Time) (edit, R, error)) (R, error) {
+	var zero R
+	s := ent.snap.Load()
+	if s.state == stateDestroyed {
+		return zero, newErr(op, s.tag, ErrKeyNotFound, "")
+	}
+	ed, r, err := fn(s, msTime(e.now().UnixMilli()))
+	if err != nil {
+		return zero, err
+	}
+	if ed.next == nil {
+		return r, nil
+	}
+	if err := e.commit(ctx, op, ent, s, &ed); err != nil {
+		return zero, err
+	}
+	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key updated", slog.String("op", op), slog.String("keyTag", s.tag), slog.String("state", string(ed.next.state)))
+	return r, nil
+}
+
+// commit writes ed for the key whose current snapshot is s (the caller
+// holds ent.mu) and publishes ed.next. The change expects the key record
+// at the revision s was built from, so a change made meanwhile by another
+// process sharing the store fails it with ErrConflict instead of being
+// lost.
+func (e *Engine) commit(ctx context.Context, op string, ent *keyEntry, s *keySnap, ed *edit) error {
+	c := &ed.change
+	c.Put(ed.next.keyRecord()).Expecting(store.KeyKey(s.tag), s.rev)
+	rev, err := e.st.Apply(ctx, c)
+	if err != nil {
+		if ed.made != nil {
+			e.discardAfter(ctx, err, ed.made)
+		}
+		return e.storeErr(op, s.tag, err)
+	}
+	ed.next.rev = rev
+	ent.snap.Store(ed.next)
+	return nil
+}
+
+// storeErr maps a failed commit to the Engine's error classes.
+func (e *Engine) storeErr(op, tag string, err error) *Error {
+	if errors.Is(err, store.ErrConflict) {
+		return wrapErr(op, tag, ErrConflict, err)
+	}
+	return wrapErr(op, tag, ErrInternal, err)
+}
+
+// withState returns a copy of s in state st, changed at now.
+func (s *keySnap) withState(st KeyState, now time.Time) *keySnap {
 	ns := s.clone()
-	ns.rec = rec
+	ns.state, ns.stateChangedAt = st, now
 	return ns
 }
 
@@ -108,7 +170,9 @@ type UpdateKeyRequest struct {
 }
 
 // UpdateKey changes a key's name, memo or state (ENABLED ↔ DISABLED).
-// An empty request changes nothing and returns the key.
+// An empty request changes nothing and returns the key. Names are unique
+// case-insensitively; the store decides (see package store), so a rename
+// racing a create of the same name elsewhere fails with ErrAlreadyExists.
 func (e *Engine) UpdateKey(ctx context.Context, keyTag string, req UpdateKeyRequest) (*Key, error) {
 	const op = "update key"
 	if req.Name != nil {
@@ -124,58 +188,36 @@ func (e *Engine) UpdateKey(ctx context.Context, keyTag string, req UpdateKeyRequ
 	if req.State != nil && *req.State != StateEnabled && *req.State != StateDisabled {
 		return nil, newErr(op, "", ErrInvalidArgument, "state must be ENABLED or DISABLED")
 	}
-	if req.Name != nil {
-		// The name index is shared by all keys: hold its lock around the
-		// key's own lock (always in this order).
-		e.createMu.Lock()
-		defer e.createMu.Unlock()
-	}
-	var oldName string
-	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		rec := s.rec
-		changed := false
-		var writes func(*store.Txn) error
-		if req.State != nil && string(*req.State) != rec.State {
-			if KeyState(rec.State) == StateRevoked {
-				return nil, nil, newErr(op, rec.Tag, ErrInvalidState, "deletion is pending; cancel it first")
+	k, err := mutate(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, *Key, error) {
+		ns := s.clone()
+		var ed edit
+		if req.State != nil && *req.State != s.state {
+			if s.state == StateRevoked {
+				return ed, nil, newErr(op, s.tag, ErrInvalidState, "deletion is pending; cancel it first")
 			}
-			rec.State, rec.StateChangedAt, changed = string(*req.State), now.UnixMilli(), true
+			ns.state, ns.stateChangedAt, ed.next = *req.State, now, ns
 		}
-		if req.Memo != nil && *req.Memo != rec.Memo {
-			rec.Memo, changed = *req.Memo, true
+		if req.Memo != nil && *req.Memo != s.memo {
+			ns.memo, ed.next = *req.Memo, ns
 		}
 		if req.Name != nil {
-			if lower(*req.Name) == lower(rec.Name) {
-				return nil, nil, newErr(op, rec.Tag, ErrAlreadyExists, "the key already has this name")
+			if lower(*req.Name) == lower(s.name) {
+				return ed, nil, newErr(op, s.tag, ErrAlreadyExists, "the key already has this name")
 			}
-			if _, taken := e.names[lower(*req.Name)]; taken {
-				return nil, nil, newErr(op, rec.Tag, ErrAlreadyExists, "a key with this name exists")
-			}
-			oldName = rec.Name
-			rec.Name, changed = *req.Name, true
-			writes = func(tx *store.Txn) error {
-				if err := tx.ReleaseName(oldName); err != nil {
-					return err
-				}
-				return tx.ClaimName(rec.Name, rec.Tag)
-			}
+			ns.name, ed.next = *req.Name, ns
+			ed.change.Delete(store.NameKey(s.name)).
+				Put(&store.NameRecord{Name: lower(ns.name), Tag: s.tag}).
+				Expecting(store.NameKey(ns.name), 0)
 		}
-		if !changed {
-			return s, nil, nil
+		if ed.next == nil {
+			return ed, s.info(), nil
 		}
-		return s.withRec(rec), writes, nil
+		return ed, ns.info(), nil
 	})
-	if err != nil {
-		if errors.Is(err, store.ErrNameTaken) {
-			return nil, newErr(op, keyTag, ErrAlreadyExists, "a key with this name exists")
-		}
-		return nil, err
+	if errors.Is(err, ErrConflict) && req.Name != nil {
+		return nil, newErr(op, keyTag, ErrAlreadyExists, "a key with this name exists")
 	}
-	if oldName != "" {
-		delete(e.names, lower(oldName))
-		e.names[lower(s.rec.Name)] = s.rec.Tag
-	}
-	return s.info(), nil
+	return k, err
 }
 
 // EnableKey enables a DISABLED key; every version returns to its own
@@ -199,19 +241,14 @@ func (e *Engine) DisableKey(ctx context.Context, keyTag string) (*Key, error) {
 // Maintain destroys the key at its first run from then on.
 func (e *Engine) RequestKeyDeletion(ctx context.Context, keyTag string) (*Key, error) {
 	const op = "request key deletion"
-	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		if KeyState(s.rec.State) == StateRevoked {
-			return nil, nil, newErr(op, s.rec.Tag, ErrInvalidState, "deletion is already pending")
+	return mutate(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, *Key, error) {
+		if s.state == StateRevoked {
+			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "deletion is already pending")
 		}
-		rec := s.rec
-		rec.State, rec.StateChangedAt = string(StateRevoked), now.UnixMilli()
-		rec.DestroyAt = now.Add(DeletionDelay).UnixMilli()
-		return s.withRec(rec), nil, nil
+		ns := s.withState(StateRevoked, now)
+		ns.destroyAt = now.Add(DeletionDelay)
+		return edit{next: ns}, ns.info(), nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s.info(), nil
 }
 
 // CancelKeyDeletion cancels a pending deletion; the key becomes DISABLED
@@ -222,21 +259,17 @@ func (e *Engine) RequestKeyDeletion(ctx context.Context, keyTag string) (*Key, e
 // however long the process was down or maintenance was off.
 func (e *Engine) CancelKeyDeletion(ctx context.Context, keyTag string) (*Key, error) {
 	const op = "cancel key deletion"
-	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		if KeyState(s.rec.State) != StateRevoked {
-			return nil, nil, newErr(op, s.rec.Tag, ErrInvalidState, "no deletion is pending")
+	return mutate(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, *Key, error) {
+		if s.state != StateRevoked {
+			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "no deletion is pending")
 		}
-		if s.rec.DestroyAt <= now.UnixMilli() {
-			return nil, nil, newErr(op, s.rec.Tag, ErrInvalidState, "the destruction time has passed")
+		if s.destructionDue(now) {
+			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "the destruction time has passed")
 		}
-		rec := s.rec
-		rec.State, rec.StateChangedAt, rec.DestroyAt = string(StateDisabled), now.UnixMilli(), 0
-		return s.withRec(rec), nil, nil
+		ns := s.withState(StateDisabled, now)
+		ns.destroyAt = time.Time{}
+		return edit{next: ns}, ns.info(), nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s.info(), nil
 }
 
 // EnableKeyVersion enables a version again: it decrypts, re-encrypts,
@@ -254,37 +287,31 @@ func (e *Engine) DisableKeyVersion(ctx context.Context, keyTag string, version u
 }
 
 func (e *Engine) setVersionState(ctx context.Context, op, keyTag string, version uint32, want VersionState) (*KeyVersion, error) {
-	var out KeyVersion
-	_, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		tag := s.rec.Tag
-		if KeyState(s.rec.State) != StateEnabled {
-			return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
+	return mutate(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, *KeyVersion, error) {
+		if !s.enabled() {
+			return edit{}, nil, newErr(op, s.tag, ErrKeyNotEnabled, "")
 		}
 		v := s.version(version)
 		if v == nil {
-			return nil, nil, newErr(op, tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
+			return edit{}, nil, newErr(op, s.tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
 		}
-		out = s.versionInfo(v)
-		if VersionState(v.rec.State) == want {
-			return s, nil, nil
+		if v.state == want {
+			info := s.versionInfo(v)
+			return edit{}, &info, nil
 		}
-		if out.Current {
-			return nil, nil, newErr(op, tag, ErrInvalidState, "the current version's state cannot change")
+		if v == s.current() {
+			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "the current version's state cannot change")
 		}
-		vrec := v.rec
-		vrec.State, vrec.StateChangedAt = string(want), now.UnixMilli()
-		nv := &versionSnap{rec: vrec, ad: v.ad, lk: v.lk}
-		versions := slices.Clone(s.versions)
-		versions[version-1] = nv
+		nv := *v
+		nv.state, nv.stateChangedAt = want, now
 		ns := s.clone()
-		ns.versions = versions
-		out = ns.versionInfo(nv)
-		return ns, func(tx *store.Txn) error { return tx.PutVersion(&vrec) }, nil
+		ns.versions = slices.Clone(s.versions)
+		ns.versions[version-1] = &nv
+		info := ns.versionInfo(&nv)
+		ed := edit{next: ns}
+		ed.change.Put(nv.record(s.tag))
+		return ed, &info, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &out, nil
 }
 
 // RotationUpdate is a merge patch of the auto-rotation setting, applied
@@ -306,44 +333,34 @@ func (e *Engine) UpdateKeyRotation(ctx context.Context, keyTag string, req Rotat
 			return nil, newErr(op, "", ErrInvalidArgument, err.Error())
 		}
 	}
-	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		tag := s.rec.Tag
-		if KeyState(s.rec.State) != StateEnabled {
-			return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
+	return mutate(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, *Key, error) {
+		if !s.enabled() {
+			return edit{}, nil, newErr(op, s.tag, ErrKeyNotEnabled, "")
 		}
-		var r store.RotationRecord
-		if s.rec.Rotation != nil {
-			r = *s.rec.Rotation
-		}
-		old := r
+		r := s.rotation
 		if req.Enabled != nil {
-			r.Enabled = *req.Enabled
+			r.enabled = *req.Enabled
 		}
 		if req.PeriodDays != nil {
-			if !r.Enabled {
-				return nil, nil, newErr(op, tag, ErrInvalidArgument, "periodDays needs rotation enabled")
+			if !r.enabled {
+				return edit{}, nil, newErr(op, s.tag, ErrInvalidArgument, "periodDays needs rotation enabled")
 			}
-			r.PeriodDays = *req.PeriodDays
+			r.periodDays = *req.PeriodDays
 		}
-		if r.Enabled && r.PeriodDays == 0 {
-			r.PeriodDays = DefaultRotationPeriodDays
+		if r.enabled && r.periodDays == 0 {
+			r.periodDays = DefaultRotationPeriodDays
 		}
-		if r.Enabled == old.Enabled && r.PeriodDays == old.PeriodDays {
-			return s, nil, nil
+		if r.enabled == s.rotation.enabled && r.periodDays == s.rotation.periodDays {
+			return edit{}, s.info(), nil
 		}
-		if r.Enabled {
-			r.NextAt = now.Add(days(r.PeriodDays)).UnixMilli()
-		} else {
-			r.NextAt = 0
+		r.set, r.nextAt = true, time.Time{}
+		if r.enabled {
+			r.nextAt = now.Add(days(r.periodDays))
 		}
-		rec := s.rec
-		rec.Rotation = &r
-		return s.withRec(rec), nil, nil
+		ns := s.clone()
+		ns.rotation = r
+		return edit{next: ns}, ns.info(), nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s.info(), nil
 }
 
 // Maintain does the time-driven work that is due at the Engine clock's
@@ -354,19 +371,16 @@ func (e *Engine) UpdateKeyRotation(ctx context.Context, keyTag string, req Rotat
 // returns the errors it met, joined; work that failed is retried on the
 // next call.
 func (e *Engine) Maintain(ctx context.Context) error {
-	if !e.enter() {
-		return newErr("maintain", "", ErrClosed, "")
+	const op = "maintain"
+	if err := e.enter(op); err != nil {
+		return err
 	}
 	defer e.leave()
-	now := e.now().UnixMilli()
+	now := msTime(e.now().UnixMilli())
 	var due []*keyEntry
 	e.keys.Range(func(_, v any) bool {
 		ent := v.(*keyEntry)
-		s := ent.snap.Load()
-		switch {
-		case KeyState(s.rec.State) == StateRevoked && s.rec.DestroyAt <= now:
-			due = append(due, ent)
-		case KeyState(s.rec.State) == StateEnabled && s.rec.Rotation != nil && s.rec.Rotation.Enabled && s.rec.Rotation.NextAt <= now:
+		if s := ent.snap.Load(); s.destructionDue(now) || s.rotationDue(now) {
 			due = append(due, ent)
 		}
 		return true
@@ -374,7 +388,7 @@ func (e *Engine) Maintain(ctx context.Context) error {
 	var errs []error
 	for _, ent := range due {
 		if err := ctx.Err(); err != nil {
-			return wrapErr("maintain", "", ErrInternal, errors.Join(append(errs, err)...))
+			return wrapErr(op, "", ErrInternal, errors.Join(append(errs, err)...))
 		}
 		if err := e.maintainKey(ctx, ent, now); err != nil {
 			errs = append(errs, err)
@@ -383,85 +397,77 @@ func (e *Engine) Maintain(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (e *Engine) maintainKey(ctx context.Context, ent *keyEntry, now int64) error {
-	// Destruction edits the name index: take its lock first.
-	e.createMu.Lock()
-	defer e.createMu.Unlock()
+func (e *Engine) maintainKey(ctx context.Context, ent *keyEntry, now time.Time) error {
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
 	s := ent.snap.Load()
 	switch {
-	case KeyState(s.rec.State) == StateRevoked && s.rec.DestroyAt <= now:
+	case s.destructionDue(now):
 		return e.destroyLocked(ctx, ent, s)
-	case KeyState(s.rec.State) == StateEnabled && s.rec.Rotation != nil && s.rec.Rotation.Enabled && s.rec.Rotation.NextAt <= now:
-		_, err := e.rotateLocked(ctx, "auto-rotate key", ent)
-		if errors.Is(err, ErrVersionLimit) {
-			// Nothing more can be done until versions are possible again:
-			// push the schedule a period on and say so once per period.
-			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: auto-rotation skipped: version limit reached", slog.String("keyTag", s.rec.Tag))
-			rec := s.rec
-			r := *rec.Rotation
-			r.NextAt = e.now().Add(days(r.PeriodDays)).UnixMilli()
-			rec.Rotation = &r
-			if err := e.st.Update(func(tx *store.Txn) error { return tx.PutKey(&rec) }); err != nil {
-				return wrapErr("auto-rotate key", s.rec.Tag, ErrInternal, err)
-			}
-			ent.snap.Store(s.withRec(rec))
-			return nil
+	case s.rotationDue(now):
+		const op = "auto-rotate key"
+		_, err := updateLocked(e, ctx, op, ent, e.rotation(ctx, op))
+		if !errors.Is(err, ErrVersionLimit) {
+			return err
 		}
+		// Nothing more can be done until versions are possible again:
+		// push the schedule a period on and say so once per period.
+		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: auto-rotation skipped: version limit reached", slog.String("keyTag", s.tag))
+		_, err = updateLocked(e, ctx, op, ent, func(s *keySnap, now time.Time) (edit, struct{}, error) {
+			ns := s.clone()
+			ns.rotation.nextAt = now.Add(days(ns.rotation.periodDays))
+			return edit{next: ns}, struct{}{}, nil
+		})
 		return err
 	}
 	return nil
 }
 
 // destroyLocked destroys a key: first its material in the backend (every
-// version and the token-signing key), then its records in one transaction.
+// version and the token-signing key), then its records in one change.
 // That order never orphans material: if a destruction fails, or the
 // process dies before the records go, the key stays REVOKED and past its
 // time (it can no longer be cancelled) and the next Maintain does both
 // steps again; backends treat destroying what is gone as success. The
-// caller holds createMu and ent.mu.
+// caller holds ent.mu.
 func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) error {
 	const op = "destroy key"
-	tag := s.rec.Tag
+	tag := s.tag
 	var errs []error
-	nums := make([]uint32, len(s.versions))
-	for i, v := range s.versions {
-		nums[i] = v.rec.Version
-		if err := e.be.Destroy(ctx, &backend.DestroyRequest{
-			Ref:  backend.KeyRef{KeyTag: tag, Version: v.rec.Version, Purpose: backend.PurposeCipher},
-			Type: s.typ, Handle: v.rec.Handle,
-		}); err != nil {
-			errs = append(errs, fmt.Errorf("version %d: %w", v.rec.Version, err))
+	c := &store.Change{}
+	for _, v := range s.versions {
+		c.Delete(store.VersionKey(tag, v.num))
+		if err := e.be.Destroy(ctx, cipherMaterial(tag, v.num, s.typ, v.handle)); err != nil {
+			errs = append(errs, fmt.Errorf("version %d: %w", v.num, err))
 		}
 	}
-	if s.gen.active() {
-		if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: s.gen.ref(), Type: RSA2048, Handle: s.gen.rec.Handle}); err != nil {
+	if s.gen.isActive() {
+		if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: s.gen.ref(tag), Type: RSA2048, Handle: s.gen.handle}); err != nil {
 			errs = append(errs, fmt.Errorf("token-signing key: %w", err))
 		}
 	}
 	if len(errs) > 0 {
 		return wrapErr(op, tag, ErrInternal, fmt.Errorf("the backend could not destroy the key material; the key stays pending deletion and the next maintenance run retries: %w", errors.Join(errs...)))
 	}
-	if err := e.st.Update(func(tx *store.Txn) error {
-		if err := tx.ReleaseName(s.rec.Name); err != nil {
-			return err
-		}
-		return tx.DeleteKey(tag, nums)
-	}); err != nil {
-		return wrapErr(op, tag, ErrInternal, err)
+	c.Delete(store.NameKey(s.name), store.GeneratorKey(tag), store.ACLKey(tag), store.KeyKey(tag)).
+		Expecting(store.KeyKey(tag), s.rev)
+	if _, err := e.st.Apply(ctx, c); err != nil {
+		return e.storeErr(op, tag, err)
 	}
-	// Out of the map first, so no new lookup finds it; a caller that
-	// looked it up before and waits for ent.mu sees the tombstone.
-	e.keys.Delete(tag)
-	rec := s.rec
-	rec.State = stateDestroyed
-	ent.snap.Store(s.withRec(rec))
-	delete(e.names, lower(s.rec.Name))
-	if s.gen.active() {
-		e.tokens.DeleteGenerator(s.gen.rec.ID)
-	}
-	e.limiter.ClearLimit(tag)
+	e.forget(ent, s)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key destroyed", slog.String("keyTag", tag))
 	return nil
+}
+
+// forget drops a destroyed key from the Engine: out of the map first, so
+// no new lookup finds it; a caller that looked it up before and waits for
+// ent.mu sees the tombstone.
+func (e *Engine) forget(ent *keyEntry, s *keySnap) {
+	e.keys.Delete(s.tag)
+	ts := s.clone()
+	ts.state = stateDestroyed
+	ent.snap.Store(ts)
+	if s.gen.isActive() {
+		e.tokens.DeleteGenerator(s.gen.id)
+	}
 }

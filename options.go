@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pocketkms/kms/ratelimit"
+	"github.com/pocketkms/kms/store"
 )
 
 // Clock tells the time. The Engine reads every time through it, so tests
@@ -24,6 +25,7 @@ func (systemClock) Now() time.Time { return time.Now() }
 type Option func(*config) error
 
 type config struct {
+	store    store.Store
 	dir      string
 	inMemory bool
 	logger   *slog.Logger
@@ -91,14 +93,33 @@ func WithMaintenanceInterval(d time.Duration) Option {
 }
 
 // WithDirectory persists the Engine's state in a Badger database in dir
-// (created if missing). Without it the Engine keeps its state in memory
-// and loses it on Close.
+// (created if missing), the embedded default store. Without it (or
+// WithStore) the Engine keeps its state in memory and loses it on Close.
 func WithDirectory(dir string) Option {
 	return func(c *config) error {
 		if dir == "" {
 			return errors.New("WithDirectory: empty directory")
 		}
+		if c.store != nil {
+			return errors.New("WithDirectory: WithStore already chose the store")
+		}
 		c.dir, c.inMemory = dir, false
+		return nil
+	}
+}
+
+// WithStore keeps the Engine's state in st, any implementation of
+// store.Store (see package store), instead of Badger. The Engine owns st
+// once New succeeds and closes it on Close. It excludes WithDirectory.
+func WithStore(st store.Store) Option {
+	return func(c *config) error {
+		switch {
+		case st == nil:
+			return errors.New("WithStore: nil store")
+		case c.dir != "":
+			return errors.New("WithStore: WithDirectory already chose the store")
+		}
+		c.store, c.inMemory = st, false
 		return nil
 	}
 }

@@ -16,27 +16,35 @@ import (
 // TokenClient is the token plane: NAVER's x-ncp-ocapi-token API. It is
 // a cheap value binding a caller's token and IP address to the Engine; make
 // one per request with Engine.WithToken. Its methods mirror the Engine's
-// cipher methods and check, in this order (cheap and non-revealing first):
+// cipher methods and run these checks in this order, authentication
+// first, so that a caller who cannot authenticate learns nothing about
+// its arguments and costs no more than a refusal:
 //
-//  1. the Engine is open and the arguments have the right shape;
+//  1. the Engine is open (ErrClosed), and a token is present and no
+//     longer than token.MaxTokenSize (ErrTokenInvalid);
 //  2. the key exists (an unknown key tag, or one in another letter case,
 //     answers ErrTokenInvalid like a bad token) and the caller's address
 //     passes the key's IP allow-list (ErrAccessDenied, 403) — so a caller
-//     outside the list learns nothing about its token;
-//  3. the token: RS256 signature by the key's current generator, expiry,
-//     kind (access for cipher calls, refresh for renewal) and key binding
-//     (ErrTokenInvalid / ErrTokenExpired, 401); a key that is not ENABLED
-//     or whose generator is inactive also answers ErrTokenInvalid;
-//  4. the permission in the token (ErrPermissionDenied, 403);
-//  5. the key's rate limit (ErrRateLimited, 429) — after authentication,
+//     outside the list learns nothing about its token and costs no
+//     signature check;
+//  3. the key is ENABLED and its generator active, else ErrTokenInvalid;
+//  4. the token: RS256 signature by the key's current generator (or a
+//     cached verification, rechecked against the generator id and the
+//     expiry), expiry, kind (access for cipher calls, refresh for renewal)
+//     and key binding (ErrTokenInvalid / ErrTokenExpired, 401);
+//  5. the permission in the token (ErrPermissionDenied, 403);
+//  6. the key's rate limit (ErrRateLimited, 429) — after authentication,
 //     so junk tokens cannot spend a key's budget;
-//  6. key version state and the operation itself.
+//  7. the arguments' shape (ErrInvalidArgument, batch sizes included),
+//     the version's state, and the operation itself.
 //
 // # Rate limit costs
 //
 // Every call that passes authentication costs 1 per item: single calls 1,
 // a batch of n items n, public key and token renewal 1. RSA and AES
 // operations cost the same, as NAVER states one figure (300 TPS per key).
+// A call refused at step 7 has spent its cost, as a request counts
+// against NAVER's quota whatever its body.
 type TokenClient struct {
 	e *Engine
 	// tok is behind a pointer so that even fmt's reflection over an
@@ -89,17 +97,17 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 		return nil, nil, newErr(op, "", ErrTokenInvalid, "")
 	}
 	s := v.(*keyEntry).snap.Load()
-	tag := s.rec.Tag
+	tag := s.tag
 	if !s.aclM.Allow(c.addr) {
 		return nil, nil, newErr(op, tag, ErrAccessDenied, "caller address not allowed")
 	}
-	if s.rec.State != string(StateEnabled) || !s.gen.active() {
+	if !s.enabled() || !s.gen.isActive() {
 		return nil, nil, newErr(op, tag, ErrTokenInvalid, "")
 	}
 	want := token.Expect{Kind: kind, KeyTag: tag, Now: e.now()}
 	var claims *token.Claims
 	if hit, ok := e.tokens.Get(tok); ok {
-		if err := hit.Recheck(s.gen.rec.ID, want); err != nil {
+		if err := hit.Recheck(s.gen.id, want); err != nil {
 			return nil, nil, tokenErr(op, tag, err)
 		}
 		claims = &hit.Claims
@@ -108,7 +116,7 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 		if err != nil {
 			return nil, nil, tokenErr(op, tag, err)
 		}
-		e.tokens.Put(tok, &token.Verified{GeneratorID: s.gen.rec.ID, Claims: *cl})
+		e.tokens.Put(tok, &token.Verified{GeneratorID: s.gen.id, Claims: *cl})
 		claims = cl
 		// The verification took tens of microseconds; the limiter
 		// needs a fresh reading (ratelimit.Limiter.AllowAt).
@@ -119,7 +127,7 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 	}
 	// On a cache hit the reading taken for the token checks, a few tens of
 	// nanoseconds old, serves the limiter too.
-	if err := e.limiter.AllowAt(tag, cost, want.Now); err != nil {
+	if err := e.limiter.AllowLimitAt(tag, e.limitOf(s), cost, want.Now); err != nil {
 		var rl *ratelimit.RateLimitedError
 		switch {
 		case errors.As(err, &rl):
@@ -148,8 +156,8 @@ func tokenErr(op, tag string, err error) *Error {
 func onToken[R any](c TokenClient, op, keyTag string, kind token.Kind, perm token.Permission, cost int,
 	fn func(op string, s *keySnap, claims *token.Claims) (R, error)) (R, error) {
 	var zero R
-	if !c.e.enter() {
-		return zero, newErr(op, "", ErrClosed, "")
+	if err := c.e.enter(op); err != nil {
+		return zero, err
 	}
 	defer c.e.leave()
 	s, claims, err := c.auth(op, keyTag, kind, perm, cost)
@@ -213,11 +221,7 @@ func (c TokenClient) GetPublicKey(ctx context.Context, keyTag string, version ui
 // BatchEncrypt is Engine.BatchEncrypt on the token plane (permission
 // Encrypt; costs one per item).
 func (c TokenClient) BatchEncrypt(ctx context.Context, keyTag string, items []EncryptItem) ([]string, error) {
-	const op = "batch encrypt"
-	if err := checkBatchSize(op, len(items)); err != nil {
-		return nil, err
-	}
-	return onToken(c, op, keyTag, token.Access, token.PermEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
+	return onToken(c, "batch encrypt", keyTag, token.Access, token.PermEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
 		return c.e.batchEncrypt(ctx, op, s, items)
 	})
 }
@@ -225,11 +229,7 @@ func (c TokenClient) BatchEncrypt(ctx context.Context, keyTag string, items []En
 // BatchDecrypt is Engine.BatchDecrypt on the token plane (permission
 // Decrypt; costs one per item).
 func (c TokenClient) BatchDecrypt(ctx context.Context, keyTag string, items []DecryptItem) ([][]byte, error) {
-	const op = "batch decrypt"
-	if err := checkBatchSize(op, len(items)); err != nil {
-		return nil, err
-	}
-	return onToken(c, op, keyTag, token.Access, token.PermDecrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([][]byte, error) {
+	return onToken(c, "batch decrypt", keyTag, token.Access, token.PermDecrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([][]byte, error) {
 		return c.e.batchDecrypt(ctx, op, s, items)
 	})
 }
@@ -237,11 +237,7 @@ func (c TokenClient) BatchDecrypt(ctx context.Context, keyTag string, items []De
 // BatchReEncrypt is Engine.BatchReEncrypt on the token plane (permission
 // ReEncrypt; costs one per item).
 func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []DecryptItem) ([]string, error) {
-	const op = "batch re-encrypt"
-	if err := checkBatchSize(op, len(items)); err != nil {
-		return nil, err
-	}
-	return onToken(c, op, keyTag, token.Access, token.PermReEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
+	return onToken(c, "batch re-encrypt", keyTag, token.Access, token.PermReEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
 		return c.e.batchReEncrypt(ctx, op, s, items)
 	})
 }
@@ -254,11 +250,10 @@ func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []
 // runs, or an allow-list that stops admitting the caller, refuses it.
 func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL, refreshTTL token.TTL) (*token.Set, error) {
 	return onToken(c, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
-		return c.e.issue(ctx, op, s.rec.Tag, token.Request{
+		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-			AccessTTL:  withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
-			RefreshTTL: withDefaultTTL(refreshTTL, token.DefaultRefreshTTLMinutes),
-		}, false, c.stillValid(op, s))
+			AccessTTL: accessTTL, RefreshTTL: refreshTTL,
+		}, c.stillValid(op, s))
 	})
 }
 
@@ -266,10 +261,10 @@ func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL
 // (NAVER v3 issueKeyAccessToken); the returned Set has no refresh token.
 func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, accessTTL token.TTL) (*token.Set, error) {
 	return onToken(c, "issue access token", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
-		return c.e.issue(ctx, op, s.rec.Tag, token.Request{
+		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-			AccessTTL: withDefaultTTL(accessTTL, token.DefaultAccessTTLMinutes),
-		}, true, c.stillValid(op, s))
+			AccessTTL: accessTTL, AccessOnly: true,
+		}, c.stillValid(op, s))
 	})
 }
 
@@ -280,13 +275,13 @@ func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, access
 // the signing would let the old refresh token obtain tokens from the new
 // generator.
 func (c TokenClient) stillValid(op string, s *keySnap) func(*keySnap) error {
-	genID := s.gen.rec.ID
+	genID := s.gen.id
 	return func(ns *keySnap) error {
-		tag := ns.rec.Tag
+		tag := ns.tag
 		if !ns.aclM.Allow(c.addr) {
 			return newErr(op, tag, ErrAccessDenied, "caller address not allowed")
 		}
-		if !ns.gen.active() || ns.gen.rec.ID != genID {
+		if !ns.gen.isActive() || ns.gen.id != genID {
 			return newErr(op, tag, ErrTokenInvalid, "")
 		}
 		return nil

@@ -9,42 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
-	"github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/token"
 )
-
-// genSnap is the immutable view of a key's token generator.
-type genSnap struct {
-	rec store.GeneratorRecord
-	pub *rsa.PublicKey // nil when inactive
-	lk  *lazyKey       // the signing key, loaded on first issuance
-}
-
-func newGenSnap(rec store.GeneratorRecord) (*genSnap, error) {
-	g := &genSnap{rec: rec, lk: &lazyKey{}}
-	if rec.Active {
-		pub, err := x509.ParsePKIXPublicKey(rec.PublicKey)
-		if err != nil {
-			return nil, fmt.Errorf("token generator public key: %w", err)
-		}
-		rp, ok := pub.(*rsa.PublicKey)
-		if !ok {
-			return nil, errors.New("token generator public key is not RSA")
-		}
-		g.pub = rp
-	}
-	return g, nil
-}
-
-func (g *genSnap) active() bool { return g != nil && g.rec.Active }
-
-func (g *genSnap) ref() backend.KeyRef {
-	return backend.KeyRef{KeyTag: g.rec.Tag, Version: g.rec.Generation, Purpose: backend.PurposeTokenSigning}
-}
 
 // TokenGeneratorStatus is the state of a token generator.
 type TokenGeneratorStatus string
@@ -73,12 +42,9 @@ func (g *genSnap) info() *TokenGenerator {
 	if g == nil {
 		return &TokenGenerator{Status: GeneratorInactive}
 	}
-	t := &TokenGenerator{
-		Status: GeneratorInactive, EnabledAt: msTime(g.rec.EnabledAt), DisabledAt: msTime(g.rec.DisabledAt),
-		IssuedTokenCount: g.rec.IssuedCount,
-	}
-	if g.rec.Active {
-		t.ID, t.Status = g.rec.ID, GeneratorActive
+	t := &TokenGenerator{Status: GeneratorInactive, EnabledAt: g.enabledAt, DisabledAt: g.disabledAt, IssuedTokenCount: g.issued}
+	if g.active {
+		t.ID, t.Status = g.id, GeneratorActive
 	}
 	return t
 }
@@ -96,8 +62,9 @@ func (e *Engine) GetTokenGenerator(ctx context.Context, keyTag string) (*TokenGe
 // id. Activating an active generator changes nothing. Tokens from before
 // a deactivation never work again.
 func (e *Engine) ActivateTokenGenerator(ctx context.Context, keyTag string) (*TokenGenerator, error) {
-	return e.changeGenerator(ctx, "activate token generator", keyTag, func(g *genSnap) (bool, error) {
-		return !g.active(), nil
+	const op = "activate token generator"
+	return e.changeGenerator(ctx, op, keyTag, func(s *keySnap) (bool, error) {
+		return !s.gen.isActive(), nil
 	})
 }
 
@@ -105,9 +72,9 @@ func (e *Engine) ActivateTokenGenerator(ctx context.Context, keyTag string) (*To
 // id: every token issued before fails from the next call on.
 func (e *Engine) RotateTokenGenerator(ctx context.Context, keyTag string) (*TokenGenerator, error) {
 	const op = "rotate token generator"
-	return e.changeGenerator(ctx, op, keyTag, func(g *genSnap) (bool, error) {
-		if !g.active() {
-			return false, newErr(op, keyTag, ErrInvalidState, "the token generator is not active")
+	return e.changeGenerator(ctx, op, keyTag, func(s *keySnap) (bool, error) {
+		if !s.gen.isActive() {
+			return false, newErr(op, s.tag, ErrInvalidState, "the token generator is not active")
 		}
 		return true, nil
 	})
@@ -118,105 +85,94 @@ func (e *Engine) RotateTokenGenerator(ctx context.Context, keyTag string) (*Toke
 // generator changes nothing.
 func (e *Engine) DeactivateTokenGenerator(ctx context.Context, keyTag string) (*TokenGenerator, error) {
 	const op = "deactivate token generator"
-	var old *genSnap
-	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		if KeyState(s.rec.State) != StateEnabled {
-			return nil, nil, newErr(op, s.rec.Tag, ErrKeyNotEnabled, "")
+	r, err := mutate(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, genChange, error) {
+		if !s.enabled() {
+			return edit{}, genChange{}, newErr(op, s.tag, ErrKeyNotEnabled, "")
 		}
-		if !s.gen.active() {
-			return s, nil, nil
+		if !s.gen.isActive() {
+			return edit{}, genChange{now: s.gen}, nil
 		}
-		rec := s.gen.rec
-		rec.Active, rec.ID, rec.Handle, rec.PublicKey, rec.DisabledAt = false, "", nil, nil, now.UnixMilli()
-		g, err := newGenSnap(rec)
-		if err != nil {
-			return nil, nil, wrapErr(op, s.rec.Tag, ErrInternal, err)
-		}
-		old = s.gen
+		g := &genSnap{generation: s.gen.generation, enabledAt: s.gen.enabledAt, disabledAt: now, issued: s.gen.issued, lk: &lazyKey{}}
 		ns := s.clone()
 		ns.gen = g
-		return ns, func(tx *store.Txn) error { return tx.PutGenerator(&rec) }, nil
+		ed := edit{next: ns}
+		ed.change.Put(g.record(s.tag))
+		return ed, genChange{tag: s.tag, now: g, replaced: s.gen}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if old != nil {
-		e.destroySigningKey(ctx, old)
-	}
-	return s.gen.info(), nil
+	e.destroySigningKey(ctx, r.tag, r.replaced)
+	return r.now.info(), nil
+}
+
+// genChange is the result of a generator change: the generator now in
+// force, and the one it replaced (whose signing key is destroyed once the
+// change is committed), if any.
+type genChange struct {
+	tag           string
+	now, replaced *genSnap
 }
 
 // changeGenerator makes a new signing key pair and id when need says so.
-func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need func(*genSnap) (bool, error)) (*TokenGenerator, error) {
-	var old *genSnap
-	// made is the new signing key once the change is ready to commit.
-	var made *backend.DestroyRequest
-	s, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		tag := s.rec.Tag
-		if KeyState(s.rec.State) != StateEnabled {
-			return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
+func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need func(*keySnap) (bool, error)) (*TokenGenerator, error) {
+	r, err := mutate(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, genChange, error) {
+		tag := s.tag
+		if !s.enabled() {
+			return edit{}, genChange{}, newErr(op, tag, ErrKeyNotEnabled, "")
 		}
-		ok, err := need(s.gen)
+		ok, err := need(s)
 		if err != nil || !ok {
-			return s, nil, err
+			return edit{}, genChange{now: s.gen}, err
 		}
-		var rec store.GeneratorRecord
-		if s.gen != nil {
-			rec = s.gen.rec
-		}
-		rec.Tag = tag
-		rec.Generation++
 		id, err := token.NewGeneratorID(e.random)
 		if err != nil {
-			return nil, nil, wrapErr(op, tag, ErrInternal, err)
+			return edit{}, genChange{}, wrapErr(op, tag, ErrInternal, err)
 		}
-		ref := backend.KeyRef{KeyTag: tag, Version: rec.Generation, Purpose: backend.PurposeTokenSigning}
+		g := &genSnap{id: id, active: true, enabledAt: now, generation: 1, lk: &lazyKey{}}
+		if s.gen != nil {
+			g.generation, g.disabledAt, g.issued = s.gen.generation+1, s.gen.disabledAt, s.gen.issued
+		}
+		ref := g.ref(tag)
 		res, err := e.be.Generate(ctx, &backend.GenerateRequest{Ref: ref, Type: RSA2048})
 		if err != nil {
-			return nil, nil, e.backendErr(op, tag, err)
+			return edit{}, genChange{}, e.backendErr(op, tag, err)
 		}
-		pair := &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: res.Handle}
-		der, err := x509.MarshalPKIXPublicKey(res.Public)
-		if err != nil {
-			e.discard(ctx, pair)
-			return nil, nil, wrapErr(op, tag, ErrInternal, err)
+		made := &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: res.Handle}
+		g.handle = res.Handle
+		if g.pub, _ = res.Public.(*rsa.PublicKey); g.pub == nil {
+			e.discard(ctx, made)
+			return edit{}, genChange{}, wrapErr(op, tag, ErrInternal, errors.New("the backend's token-signing key is not RSA"))
 		}
-		rec.ID, rec.Active, rec.Handle, rec.PublicKey, rec.EnabledAt = id, true, res.Handle, der, now.UnixMilli()
-		g, err := newGenSnap(rec)
-		if err != nil {
-			e.discard(ctx, pair)
-			return nil, nil, wrapErr(op, tag, ErrInternal, err)
+		if g.publicDER, err = x509.MarshalPKIXPublicKey(g.pub); err != nil {
+			e.discard(ctx, made)
+			return edit{}, genChange{}, wrapErr(op, tag, ErrInternal, err)
 		}
-		old = s.gen
-		made = pair
 		ns := s.clone()
 		ns.gen = g
-		return ns, func(tx *store.Txn) error { return tx.PutGenerator(&rec) }, nil
+		ed := edit{next: ns, made: made}
+		ed.change.Put(g.record(tag))
+		return ed, genChange{tag: tag, now: g, replaced: s.gen}, nil
 	})
 	if err != nil {
-		if made != nil {
-			e.discardAfter(ctx, err, made)
-		}
 		return nil, err
 	}
-	if old.active() && old.rec.Generation != s.gen.rec.Generation {
-		e.destroySigningKey(ctx, old)
-	}
-	return s.gen.info(), nil
+	e.destroySigningKey(ctx, r.tag, r.replaced)
+	return r.now.info(), nil
 }
 
 // destroySigningKey destroys a replaced generator key pair after the
 // change that replaced it was committed.
-func (e *Engine) destroySigningKey(ctx context.Context, g *genSnap) {
-	if !g.active() {
+func (e *Engine) destroySigningKey(ctx context.Context, tag string, g *genSnap) {
+	if !g.isActive() {
 		return
 	}
 	// Verification already refuses these tokens (their generator id is
 	// stale); dropping them frees the cache early.
-	e.tokens.DeleteGenerator(g.rec.ID)
-	if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: g.ref(), Type: RSA2048, Handle: g.rec.Handle}); err != nil {
+	e.tokens.DeleteGenerator(g.id)
+	if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: g.ref(tag), Type: RSA2048, Handle: g.handle}); err != nil {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not destroy a replaced token-signing key",
-			slog.String("keyTag", g.rec.Tag), slog.String("error", err.Error()))
+			slog.String("keyTag", tag), slog.String("error", err.Error()))
 	}
 }
 
@@ -228,125 +184,88 @@ type IssueTokensRequest struct {
 	// permission (the trusted application holds them all); an empty,
 	// non-nil slice means none.
 	Permissions []token.Permission
-	// AccessTTL and RefreshTTL: zero values mean NAVER's defaults, 72 h
-	// and 2,160 h.
+	// AccessTTL and RefreshTTL: the zero TTL means NAVER's defaults, 72 h
+	// and 2,160 h (see token.TTL).
 	AccessTTL, RefreshTTL token.TTL
-}
-
-func withDefaultTTL(t token.TTL, minutes int) token.TTL {
-	if t == (token.TTL{}) {
-		return token.TTL{Minutes: minutes}
-	}
-	return t
 }
 
 // IssueTokens issues an access and a refresh token for an ENABLED key
 // whose generator is active. The Set's String and Format redact the tokens.
 func (e *Engine) IssueTokens(ctx context.Context, keyTag string, req IssueTokensRequest) (*token.Set, error) {
 	const op = "issue tokens"
+	if err := e.enter(op); err != nil {
+		return nil, err
+	}
+	defer e.leave()
 	perms := req.Permissions
 	if perms == nil {
 		perms = token.AllPermissions()
 	}
 	return e.issue(ctx, op, keyTag, token.Request{
-		Subject: req.Subject, Permissions: perms,
-		AccessTTL:  withDefaultTTL(req.AccessTTL, token.DefaultAccessTTLMinutes),
-		RefreshTTL: withDefaultTTL(req.RefreshTTL, token.DefaultRefreshTTLMinutes),
-	}, false, nil)
+		Subject: req.Subject, Permissions: perms, AccessTTL: req.AccessTTL, RefreshTTL: req.RefreshTTL,
+	}, nil)
 }
 
-// issue signs a token set (or an access token alone) with the key's
-// current generator and counts it, under the key's lock so that counts and
-// generator changes serialise. recheck, when not nil, runs first under the key's
-// lock on the snapshot that will sign: the token plane uses it so that a
-// generator replaced or an allow-list changed after the refresh token was
-// checked also stops the renewal.
-func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, accessOnly bool, recheck func(*keySnap) error) (*token.Set, error) {
+// issue signs tokens (package token makes them: claims, lifetimes,
+// signing) with the key's current generator and counts them, under the
+// key's lock so that counts and generator changes serialise. recheck,
+// when not nil, runs first under the key's lock on the snapshot that will
+// sign: the token plane uses it so that a generator replaced or an
+// allow-list changed after the refresh token was checked also stops the
+// renewal. The caller has entered the Engine.
+func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, recheck func(*keySnap) error) (*token.Set, error) {
 	if err := r.AccessTTL.Validate(); err != nil {
 		return nil, wrapErr(op, keyTag, ErrInvalidArgument, err)
 	}
-	if !accessOnly {
+	if !r.AccessOnly {
 		if err := r.RefreshTTL.Validate(); err != nil {
 			return nil, wrapErr(op, keyTag, ErrInvalidArgument, err)
 		}
 	}
-	var set token.Set
-	_, err := e.update(ctx, op, keyTag, func(s *keySnap, now time.Time) (*keySnap, func(*store.Txn) error, error) {
-		tag := s.rec.Tag
+	return update(e, ctx, op, keyTag, func(s *keySnap, now time.Time) (edit, *token.Set, error) {
+		tag := s.tag
 		if recheck != nil {
 			if err := recheck(s); err != nil {
-				return nil, nil, err
+				return edit{}, nil, err
 			}
 		}
-		if KeyState(s.rec.State) != StateEnabled {
-			return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
+		if !s.enabled() {
+			return edit{}, nil, newErr(op, tag, ErrKeyNotEnabled, "")
 		}
-		if !s.gen.active() {
-			return nil, nil, newErr(op, tag, ErrInvalidState, "the token generator is not active")
+		if !s.gen.isActive() {
+			return edit{}, nil, newErr(op, tag, ErrInvalidState, "the token generator is not active")
 		}
-		signer, err := e.tokenSigner(ctx, s.gen)
+		signer, err := e.tokenSigner(ctx, tag, s.gen)
 		if err != nil {
-			return nil, nil, e.backendErr(op, tag, err)
+			return edit{}, nil, e.backendErr(op, tag, err)
 		}
 		r.KeyTag, r.Now = tag, now
-		n := uint64(2)
-		if accessOnly {
-			n = 1
-			set, err = issueAccess(signer, r)
-		} else {
-			set, err = token.IssueSet(signer, r)
-		}
+		set, err := token.IssueSet(signer, r)
 		if err != nil {
 			if errors.Is(err, token.ErrInvalidArgument) || errors.Is(err, token.ErrInvalidTTL) {
-				return nil, nil, wrapErr(op, tag, ErrInvalidArgument, err)
+				return edit{}, nil, wrapErr(op, tag, ErrInvalidArgument, err)
 			}
-			return nil, nil, wrapErr(op, tag, ErrInternal, err)
+			return edit{}, nil, wrapErr(op, tag, ErrInternal, err)
 		}
-		rec := s.gen.rec
-		rec.IssuedCount += n
 		g := *s.gen
-		g.rec = rec
+		g.issued += 2
+		if r.AccessOnly {
+			g.issued--
+		}
 		ns := s.clone()
 		ns.gen = &g
-		return ns, func(tx *store.Txn) error { return tx.PutGenerator(&rec) }, nil
+		ed := edit{next: ns}
+		ed.change.Put(g.record(tag))
+		return ed, &set, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &set, nil
-}
-
-// issueAccess signs an access token alone; r.Permissions are known ids.
-func issueAccess(signer crypto.Signer, r token.Request) (token.Set, error) {
-	iat := r.Now.Truncate(time.Second).UTC()
-	perms := slices.Clone(r.Permissions)
-	slices.Sort(perms)
-	c := token.Claims{
-		Subject: r.Subject, IssuedAt: iat, Kind: token.Access, KeyTag: r.KeyTag,
-		Permissions: slices.Compact(perms),
-	}
-	if !r.AccessTTL.Unlimited {
-		c.ExpiresAt = iat.Add(r.AccessTTL.Duration())
-	}
-	tok, err := token.Sign(signer, &c)
-	if err != nil {
-		return token.Set{}, err
-	}
-	return token.Set{Access: tok, IssuedAt: iat, AccessExpires: c.ExpiresAt}, nil
 }
 
 // tokenSigner adapts the generator's backend key to crypto.Signer for the
 // token package: RS256 is RSASSA-PKCS1-v1_5 with SHA-256.
-func (e *Engine) tokenSigner(ctx context.Context, g *genSnap) (crypto.Signer, error) {
-	if k := g.lk.k.Load(); k != nil {
-		return backendSigner{ctx: ctx, k: (*k).(backend.Signer)}, nil
-	}
-	g.lk.mu.Lock()
-	defer g.lk.mu.Unlock()
-	if k := g.lk.k.Load(); k != nil {
-		return backendSigner{ctx: ctx, k: (*k).(backend.Signer)}, nil
-	}
-	k, err := e.be.Load(ctx, &backend.LoadRequest{Ref: g.ref(), Type: RSA2048, Handle: g.rec.Handle})
+func (e *Engine) tokenSigner(ctx context.Context, tag string, g *genSnap) (crypto.Signer, error) {
+	k, err := g.lk.get(func() (backend.Key, error) {
+		return e.be.Load(ctx, &backend.LoadRequest{Ref: g.ref(tag), Type: RSA2048, Handle: g.handle})
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +273,6 @@ func (e *Engine) tokenSigner(ctx context.Context, g *genSnap) (crypto.Signer, er
 	if !ok {
 		return nil, errors.New("backend token-signing key cannot sign")
 	}
-	g.lk.k.Store(&k)
 	return backendSigner{ctx: ctx, k: sk}, nil
 }
 
