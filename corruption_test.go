@@ -1,8 +1,6 @@
 package kms_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,12 +18,11 @@ import (
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testproc"
 	"github.com/pocketkms/kms/ratelimit"
 )
 
 var corFlipsPerFile = flag.Int("corrupt.flips", 0, "bytes flipped per store file by TestStoreCorruption (0: a default that keeps the test short; -1: every byte of each file's used part)")
-
-const corEnv = "POCKETKMS_CORRUPT_CHILD"
 
 // corSpec is what the corruption fixture holds, as data, so that a child
 // process can rebuild the probes.
@@ -605,8 +601,8 @@ func corChild(dir string) {
 // still in Badger's write-ahead log). The reopen runs in child processes,
 // so that a crash is reported instead of ending the test run.
 func TestStoreCorruption(t *testing.T) {
-	if dir := os.Getenv(corEnv); dir != "" {
-		corChild(dir)
+	if args, ok := testproc.Child(t); ok {
+		corChild(args[0])
 		return
 	}
 	ctx := context.Background()
@@ -743,23 +739,11 @@ func corSpawn(t *testing.T, base string, job *corJob, report func(corLine)) (don
 	if err := os.WriteFile(filepath.Join(dir, "job.json"), raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreCorruption$")
-	cmd.Env = append(os.Environ(), corEnv+"="+dir)
-	var errBuf bytes.Buffer
-	cmd.Stderr = &errBuf
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := testproc.Start(t, testproc.Options{}, dir)
 	begun := -1
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
+	for line := range p.Lines() {
 		var l corLine
-		if json.Unmarshal(sc.Bytes(), &l) != nil {
+		if json.Unmarshal([]byte(line), &l) != nil {
 			continue
 		}
 		switch l.Phase {
@@ -771,14 +755,14 @@ func corSpawn(t *testing.T, base string, job *corJob, report func(corLine)) (don
 			begun = -1
 		}
 	}
-	werr := cmd.Wait()
-	if werr == nil && done == len(job.Flips) {
-		return done, -1, errBuf.String()
+	r := p.Wait()
+	if r.Err == nil && done == len(job.Flips) {
+		return done, -1, r.Stderr
 	}
 	if begun < 0 {
-		t.Fatalf("child failed between flips: %v\n%s", werr, errBuf.String())
+		t.Fatalf("child failed between flips: %v\n%s", r, r.Stderr)
 	}
-	return done, begun, errBuf.String()
+	return done, begun, r.Stderr
 }
 
 // corPanicLine picks the informative lines of a crashed child's stderr.
