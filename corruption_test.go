@@ -311,18 +311,13 @@ func corRun(ctx context.Context, e *kms.Engine, probes []corProbe) []corResult {
 }
 
 // corCompare returns what is wrong with got against the intact store's
-// results ("" when every probe answered acceptably) and the kinds of
-// problem found: "state" (an exact probe changed), "accepted" (a call
-// refused before succeeded), "value" (a call gave another value) and
-// "untyped" (an error that is not a *kms.Error).
-func corCompare(probes []corProbe, golden, got []corResult) (string, []string) {
-	var bad, kinds []string
-	add := func(kind, msg string) {
-		bad = append(bad, msg)
-		if !slices.Contains(kinds, kind) {
-			kinds = append(kinds, kind)
-		}
-	}
+// results ("" when every probe answered acceptably), each problem named by
+// its kind: "state" (an exact probe changed), "accepted" (a call refused
+// before succeeded), "value" (a call gave another value) and "untyped" (an
+// error that is not a *kms.Error).
+func corCompare(probes []corProbe, golden, got []corResult) string {
+	var bad []string
+	add := func(kind, msg string) { bad = append(bad, kind+": "+msg) }
 	for i, p := range probes {
 		g, w := got[i], golden[i]
 		switch {
@@ -338,22 +333,7 @@ func corCompare(probes []corProbe, golden, got []corResult) (string, []string) {
 			add("value", fmt.Sprintf("%s: %q, was %q", p.name, g.Val, w.Val))
 		}
 	}
-	return strings.Join(bad, "; "), kinds
-}
-
-// corKnownBug names the reported, unfixed bug (see TESTING.md) a bad
-// outcome is an instance of, or returns "".
-func corKnownBug(file, outcome string, kinds []string, stderr string) string {
-	rollback := !slices.ContainsFunc(kinds, func(k string) bool { return k != "state" && k != "accepted" })
-	switch {
-	case outcome == corCrashed && strings.HasSuffix(file, ".sst") && strings.Contains(stderr, "badger/v4/table"):
-		return "Badger panics in a table-opening goroutine on a corrupted .sst (nil dereference in Table.VerifyChecksum, slice bounds in initIndex): the process dies"
-	case outcome == corWrong && file == "MANIFEST" && rollback:
-		return "Badger takes a corrupted MANIFEST record length for a torn write, drops the record and deletes the tables it named: New opens an empty or older store"
-	case outcome == corWrong && strings.HasSuffix(file, ".mem") && rollback:
-		return "Badger takes a corrupted write-ahead-log entry for a torn write and drops it and every later entry: New opens an older state (deactivated generators return, acknowledged keys vanish)"
-	}
-	return ""
+	return strings.Join(bad, "; ")
 }
 
 // corFile is one file of a store.
@@ -514,11 +494,10 @@ type corJob struct {
 
 // corLine is a child's report on one flip.
 type corLine struct {
-	Phase   string   `json:"phase"` // BEGIN or DONE
-	I       int      `json:"i"`
-	Outcome string   `json:"outcome,omitempty"`
-	Msg     string   `json:"msg,omitempty"`
-	Kinds   []string `json:"kinds,omitempty"`
+	Phase   string `json:"phase"` // BEGIN or DONE
+	I       int    `json:"i"`
+	Outcome string `json:"outcome,omitempty"`
+	Msg     string `json:"msg,omitempty"`
 }
 
 // The outcomes of one flip.
@@ -572,16 +551,16 @@ func corChild(dir string) {
 		if err != nil {
 			line.Outcome = corRefused
 			if k := corKind(err); strings.HasPrefix(k, "UN") {
-				line.Outcome, line.Msg, line.Kinds = corWrong, "New: "+k, []string{"untyped"}
+				line.Outcome, line.Msg = corWrong, "New: untyped: "+k
 			}
 			enc.Encode(line)
 			continue
 		}
 		got := corRun(ctx, e, probes)
 		e.Close()
-		switch msg, kinds := corCompare(probes, job.Golden, got); {
+		switch msg := corCompare(probes, job.Golden, got); {
 		case msg != "":
-			line.Outcome, line.Msg, line.Kinds = corWrong, msg, kinds
+			line.Outcome, line.Msg = corWrong, msg
 		case slices.Equal(got, job.Golden):
 			line.Outcome = corNoEffect
 		default:
@@ -660,15 +639,7 @@ func TestStoreCorruption(t *testing.T) {
 			job := corJob{Src: intact, Spec: *spec, Golden: golden}
 			counts := map[string]int{}
 			byFile := map[string]map[string]int{}
-			known := map[string]int{}
-			bad := func(name string, fl corFlip, outcome, msg string, kinds []string, stderr string) {
-				if bug := corKnownBug(name, outcome, kinds, stderr); bug != "" && !*relStrict {
-					if known[bug] == 0 {
-						t.Logf("known bug, first seen at %s[%d]^%#02x: %s: %.300s", name, fl.Pos, fl.Mask, outcome, msg)
-					}
-					known[bug]++
-					return
-				}
+			bad := func(name string, fl corFlip, outcome, msg string) {
 				t.Errorf("%s[%d]^%#02x: %s: %s", name, fl.Pos, fl.Mask, outcome, msg)
 			}
 			count := func(name, outcome string) {
@@ -686,14 +657,14 @@ func TestStoreCorruption(t *testing.T) {
 					name := mode.files[fl.File].Rel
 					count(name, l.Outcome)
 					if l.Outcome == corWrong {
-						bad(name, fl, l.Outcome, l.Msg, l.Kinds, "")
+						bad(name, fl, l.Outcome, l.Msg)
 					}
 				})
 				if crashed >= 0 {
 					fl := job.Flips[crashed]
 					name := mode.files[fl.File].Rel
 					count(name, corCrashed)
-					bad(name, fl, corCrashed, "the process crashed: "+corPanicLine(stderr), nil, stderr)
+					bad(name, fl, corCrashed, "the process crashed: "+corPanicLine(stderr))
 					done = crashed + 1
 				}
 				if done == 0 {
@@ -709,14 +680,6 @@ func TestStoreCorruption(t *testing.T) {
 			}
 			if counts[corRefused]+counts[corDetected] == 0 {
 				t.Error("no flip was detected: the test corrupts nothing that is read")
-			}
-			if len(known) > 0 && !t.Failed() {
-				var bugs []string
-				for bug, n := range known {
-					bugs = append(bugs, fmt.Sprintf("%s (%d flips)", bug, n))
-				}
-				slices.Sort(bugs)
-				t.Skipf("BUG: known bugs (run with -reliability.strict to fail on them; see TESTING.md):\n%s", strings.Join(bugs, "\n"))
 			}
 		})
 	}

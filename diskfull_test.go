@@ -170,6 +170,11 @@ func dfChild(dir, mode string) {
 	os.Exit(0)
 }
 
+// relStrict turns the known open bug TestDiskFull detects (D3 in
+// TESTING.md: SIGBUS on a full file system) into a failure instead of a
+// "BUG:" skip.
+var relStrict = flag.Bool("reliability.strict", false, "fail, instead of skipping with BUG:, on the known open bug TestDiskFull detects (SIGBUS on a full file system)")
+
 var dfTmpfs = flag.Bool("diskfull.tmpfs", false, "also run TestDiskFull on a tmpfs that fills up (36 MiB: the store refuses changes below 32 MiB free); needs permission to mount")
 
 // TestDiskFull makes the store's writes fail while a child process keeps
@@ -292,8 +297,6 @@ func dfRun(t *testing.T, dir, mode string, lift ...func() error) {
 	died := false
 	switch {
 	case r.Err == nil && done:
-	case fails == 1 && strings.Contains(r.Stderr, "Assert failed"):
-		knownBug("after a failed write Badger's memtable pointer is nil (db.go ensureRoomForWrite), and the next write kills the process with log.Fatal(\"Assert failed\")")
 	case fails == 0 && strings.Contains(r.Stderr, "SIGBUS"):
 		knownBug("on a full file system a write into Badger's sparse, memory-mapped write-ahead log takes SIGBUS: the process dies (fatal error: fault) without an error")
 		died = true
@@ -314,10 +317,6 @@ func dfRun(t *testing.T, dir, mode string, lift ...func() error) {
 	t.Logf("%d writes acknowledged, %d failed, %d hot-path checks", acks, fails, hots)
 
 	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
-	if err != nil && strings.Contains(err.Error(), "Create a new file") {
-		knownBug(fmt.Sprintf("a memtable file left empty by the failed write makes the next New fail (%v); a second New succeeds", err))
-		e, err = kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
-	}
 	if err != nil {
 		t.Fatalf("reopen without the limit: %v", err)
 	}
