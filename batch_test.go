@@ -121,3 +121,24 @@ func TestBatchAtomicFailures(t *testing.T) {
 		t.Fatal("a key-level error was reported per item")
 	}
 }
+
+// TestBatchWrongKeyTypeIsOneError: a key that cannot do the operation
+// fails the batch as one error, not as a failure of every item.
+func TestBatchWrongKeyTypeIsOneError(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	k := createKey(t, e, "ecdsa", kms.ECDSA, false)
+	items := []kms.EncryptItem{{Plaintext: []byte("a")}, {Plaintext: []byte("b")}}
+	dItems := []kms.DecryptItem{{Ciphertext: "ncpkms:v1:YWJj"}}
+	for name, call := range map[string]func() error{
+		"encrypt":    func() error { _, err := e.BatchEncrypt(ctx, k.Tag, items); return err },
+		"decrypt":    func() error { _, err := e.BatchDecrypt(ctx, k.Tag, dItems); return err },
+		"re-encrypt": func() error { _, err := e.BatchReEncrypt(ctx, k.Tag, dItems); return err },
+	} {
+		err := call()
+		var be *kms.BatchError
+		if !errors.Is(err, kms.ErrWrongKeyType) || errors.As(err, &be) {
+			t.Errorf("batch %s on an ECDSA key: %v; want ErrWrongKeyType without a BatchError", name, err)
+		}
+	}
+}

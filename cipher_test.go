@@ -8,9 +8,12 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"sync"
 	"testing"
@@ -414,5 +417,43 @@ func TestConcurrentUseOneKey(t *testing.T) {
 	got, _ := e.GetKey(ctx, k.Tag)
 	if got.CurrentVersion != 6 {
 		t.Fatalf("CurrentVersion = %d, want 6", got.CurrentVersion)
+	}
+}
+
+// TestVerifySignatureForms: an RSA signature of any length but 256 bytes
+// is a mismatch, however long; an ECDSA signature with anything beyond
+// (r, s) in its SEQUENCE is not DER.
+func TestVerifySignatureForms(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	rk := createKey(t, e, "rsa", kms.RSA2048, false)
+	for _, n := range []int{1, 255, 257, 1025, 32 << 10} {
+		sig := "ncpkms:v1:" + base64.StdEncoding.EncodeToString(make([]byte, n))
+		if ok, err := e.Verify(ctx, rk.Tag, []byte("data"), sig); ok || err != nil {
+			t.Errorf("RSA signature of %d bytes: %v, %v; want false, nil", n, ok, err)
+		}
+	}
+	ek := createKey(t, e, "ecdsa", kms.ECDSA, false)
+	data := []byte("data")
+	sig, err := e.Sign(ctx, ek.Tag, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(sig, "ncpkms:v1:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(raw, &rs); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := asn1.Marshal(rs.R)
+	s, _ := asn1.Marshal(rs.S)
+	extra, _ := asn1.Marshal(asn1.RawValue{Tag: asn1.TagSequence, IsCompound: true, Bytes: append(append(r, s...), 0x05, 0x00)})
+	if ok, err := e.Verify(ctx, ek.Tag, data, "ncpkms:v1:"+base64.StdEncoding.EncodeToString(extra)); !errors.Is(err, kms.ErrInvalidArgument) {
+		t.Fatalf("SEQUENCE{r, s, NULL}: %v, %v; want ErrInvalidArgument", ok, err)
+	}
+	if ok, err := e.Verify(ctx, ek.Tag, data, sig); !ok || err != nil {
+		t.Fatalf("the genuine signature: %v, %v", ok, err)
 	}
 }

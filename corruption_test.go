@@ -1,8 +1,6 @@
 package kms_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,12 +18,11 @@ import (
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testproc"
 	"github.com/pocketkms/kms/ratelimit"
 )
 
 var corFlipsPerFile = flag.Int("corrupt.flips", 0, "bytes flipped per store file by TestStoreCorruption (0: a default that keeps the test short; -1: every byte of each file's used part)")
-
-const corEnv = "POCKETKMS_CORRUPT_CHILD"
 
 // corSpec is what the corruption fixture holds, as data, so that a child
 // process can rebuild the probes.
@@ -315,18 +311,13 @@ func corRun(ctx context.Context, e *kms.Engine, probes []corProbe) []corResult {
 }
 
 // corCompare returns what is wrong with got against the intact store's
-// results ("" when every probe answered acceptably) and the kinds of
-// problem found: "state" (an exact probe changed), "accepted" (a call
-// refused before succeeded), "value" (a call gave another value) and
-// "untyped" (an error that is not a *kms.Error).
-func corCompare(probes []corProbe, golden, got []corResult) (string, []string) {
-	var bad, kinds []string
-	add := func(kind, msg string) {
-		bad = append(bad, msg)
-		if !slices.Contains(kinds, kind) {
-			kinds = append(kinds, kind)
-		}
-	}
+// results ("" when every probe answered acceptably), each problem named by
+// its kind: "state" (an exact probe changed), "accepted" (a call refused
+// before succeeded), "value" (a call gave another value) and "untyped" (an
+// error that is not a *kms.Error).
+func corCompare(probes []corProbe, golden, got []corResult) string {
+	var bad []string
+	add := func(kind, msg string) { bad = append(bad, kind+": "+msg) }
 	for i, p := range probes {
 		g, w := got[i], golden[i]
 		switch {
@@ -342,22 +333,7 @@ func corCompare(probes []corProbe, golden, got []corResult) (string, []string) {
 			add("value", fmt.Sprintf("%s: %q, was %q", p.name, g.Val, w.Val))
 		}
 	}
-	return strings.Join(bad, "; "), kinds
-}
-
-// corKnownBug names the reported, unfixed bug (see TESTING.md) a bad
-// outcome is an instance of, or returns "".
-func corKnownBug(file, outcome string, kinds []string, stderr string) string {
-	rollback := !slices.ContainsFunc(kinds, func(k string) bool { return k != "state" && k != "accepted" })
-	switch {
-	case outcome == corCrashed && strings.HasSuffix(file, ".sst") && strings.Contains(stderr, "badger/v4/table"):
-		return "Badger panics in a table-opening goroutine on a corrupted .sst (nil dereference in Table.VerifyChecksum, slice bounds in initIndex): the process dies"
-	case outcome == corWrong && file == "MANIFEST" && rollback:
-		return "Badger takes a corrupted MANIFEST record length for a torn write, drops the record and deletes the tables it named: New opens an empty or older store"
-	case outcome == corWrong && strings.HasSuffix(file, ".mem") && rollback:
-		return "Badger takes a corrupted write-ahead-log entry for a torn write and drops it and every later entry: New opens an older state (deactivated generators return, acknowledged keys vanish)"
-	}
-	return ""
+	return strings.Join(bad, "; ")
 }
 
 // corFile is one file of a store.
@@ -518,11 +494,10 @@ type corJob struct {
 
 // corLine is a child's report on one flip.
 type corLine struct {
-	Phase   string   `json:"phase"` // BEGIN or DONE
-	I       int      `json:"i"`
-	Outcome string   `json:"outcome,omitempty"`
-	Msg     string   `json:"msg,omitempty"`
-	Kinds   []string `json:"kinds,omitempty"`
+	Phase   string `json:"phase"` // BEGIN or DONE
+	I       int    `json:"i"`
+	Outcome string `json:"outcome,omitempty"`
+	Msg     string `json:"msg,omitempty"`
 }
 
 // The outcomes of one flip.
@@ -576,16 +551,16 @@ func corChild(dir string) {
 		if err != nil {
 			line.Outcome = corRefused
 			if k := corKind(err); strings.HasPrefix(k, "UN") {
-				line.Outcome, line.Msg, line.Kinds = corWrong, "New: "+k, []string{"untyped"}
+				line.Outcome, line.Msg = corWrong, "New: untyped: "+k
 			}
 			enc.Encode(line)
 			continue
 		}
 		got := corRun(ctx, e, probes)
 		e.Close()
-		switch msg, kinds := corCompare(probes, job.Golden, got); {
+		switch msg := corCompare(probes, job.Golden, got); {
 		case msg != "":
-			line.Outcome, line.Msg, line.Kinds = corWrong, msg, kinds
+			line.Outcome, line.Msg = corWrong, msg
 		case slices.Equal(got, job.Golden):
 			line.Outcome = corNoEffect
 		default:
@@ -605,8 +580,8 @@ func corChild(dir string) {
 // still in Badger's write-ahead log). The reopen runs in child processes,
 // so that a crash is reported instead of ending the test run.
 func TestStoreCorruption(t *testing.T) {
-	if dir := os.Getenv(corEnv); dir != "" {
-		corChild(dir)
+	if args, ok := testproc.Child(t); ok {
+		corChild(args[0])
 		return
 	}
 	ctx := context.Background()
@@ -664,15 +639,7 @@ func TestStoreCorruption(t *testing.T) {
 			job := corJob{Src: intact, Spec: *spec, Golden: golden}
 			counts := map[string]int{}
 			byFile := map[string]map[string]int{}
-			known := map[string]int{}
-			bad := func(name string, fl corFlip, outcome, msg string, kinds []string, stderr string) {
-				if bug := corKnownBug(name, outcome, kinds, stderr); bug != "" && !*relStrict {
-					if known[bug] == 0 {
-						t.Logf("known bug, first seen at %s[%d]^%#02x: %s: %.300s", name, fl.Pos, fl.Mask, outcome, msg)
-					}
-					known[bug]++
-					return
-				}
+			bad := func(name string, fl corFlip, outcome, msg string) {
 				t.Errorf("%s[%d]^%#02x: %s: %s", name, fl.Pos, fl.Mask, outcome, msg)
 			}
 			count := func(name, outcome string) {
@@ -690,14 +657,14 @@ func TestStoreCorruption(t *testing.T) {
 					name := mode.files[fl.File].Rel
 					count(name, l.Outcome)
 					if l.Outcome == corWrong {
-						bad(name, fl, l.Outcome, l.Msg, l.Kinds, "")
+						bad(name, fl, l.Outcome, l.Msg)
 					}
 				})
 				if crashed >= 0 {
 					fl := job.Flips[crashed]
 					name := mode.files[fl.File].Rel
 					count(name, corCrashed)
-					bad(name, fl, corCrashed, "the process crashed: "+corPanicLine(stderr), nil, stderr)
+					bad(name, fl, corCrashed, "the process crashed: "+corPanicLine(stderr))
 					done = crashed + 1
 				}
 				if done == 0 {
@@ -713,14 +680,6 @@ func TestStoreCorruption(t *testing.T) {
 			}
 			if counts[corRefused]+counts[corDetected] == 0 {
 				t.Error("no flip was detected: the test corrupts nothing that is read")
-			}
-			if len(known) > 0 && !t.Failed() {
-				var bugs []string
-				for bug, n := range known {
-					bugs = append(bugs, fmt.Sprintf("%s (%d flips)", bug, n))
-				}
-				slices.Sort(bugs)
-				t.Skipf("BUG: known bugs (run with -reliability.strict to fail on them; see TESTING.md):\n%s", strings.Join(bugs, "\n"))
 			}
 		})
 	}
@@ -743,23 +702,11 @@ func corSpawn(t *testing.T, base string, job *corJob, report func(corLine)) (don
 	if err := os.WriteFile(filepath.Join(dir, "job.json"), raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreCorruption$")
-	cmd.Env = append(os.Environ(), corEnv+"="+dir)
-	var errBuf bytes.Buffer
-	cmd.Stderr = &errBuf
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := testproc.Start(t, testproc.Options{}, dir)
 	begun := -1
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
+	for line := range p.Lines() {
 		var l corLine
-		if json.Unmarshal(sc.Bytes(), &l) != nil {
+		if json.Unmarshal([]byte(line), &l) != nil {
 			continue
 		}
 		switch l.Phase {
@@ -771,14 +718,14 @@ func corSpawn(t *testing.T, base string, job *corJob, report func(corLine)) (don
 			begun = -1
 		}
 	}
-	werr := cmd.Wait()
-	if werr == nil && done == len(job.Flips) {
-		return done, -1, errBuf.String()
+	r := p.Wait()
+	if r.Err == nil && done == len(job.Flips) {
+		return done, -1, r.Stderr
 	}
 	if begun < 0 {
-		t.Fatalf("child failed between flips: %v\n%s", werr, errBuf.String())
+		t.Fatalf("child failed between flips: %v\n%s", r, r.Stderr)
 	}
-	return done, begun, errBuf.String()
+	return done, begun, r.Stderr
 }
 
 // corPanicLine picks the informative lines of a crashed child's stderr.

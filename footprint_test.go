@@ -5,17 +5,16 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testproc"
 )
-
-const footprintEnv = "POCKETKMS_FOOTPRINT_CHILD"
 
 // maxResidentBytes is the budget for an Engine on an empty persisted
 // directory (Badger's defaults alone would reserve about 88 MB).
@@ -24,8 +23,8 @@ const maxResidentBytes = 40 << 20
 // TestResidentMemory opens an Engine on an empty directory in a fresh child
 // process and reads its resident set size from /proc.
 func TestResidentMemory(t *testing.T) {
-	if os.Getenv(footprintEnv) != "" {
-		footprintChild()
+	if args, ok := testproc.Child(t); ok {
+		footprintChild(args[0])
 		return
 	}
 	if runtime.GOOS != "linux" {
@@ -34,20 +33,18 @@ func TestResidentMemory(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector multiplies memory use; run without -race")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestResidentMemory$")
-	cmd.Env = append(os.Environ(), footprintEnv+"="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
+	out, r := testproc.Run(t, testproc.Options{Timeout: time.Minute}, t.TempDir())
+	if r.Err != nil {
+		t.Fatalf("child: %v\n%s\n%s", r, strings.Join(out, "\n"), r.Stderr)
 	}
 	var rss int64
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range out {
 		if v, ok := strings.CutPrefix(line, "RSS "); ok {
 			rss, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		}
 	}
 	if rss == 0 {
-		t.Fatalf("child printed no RSS:\n%s", out)
+		t.Fatalf("child printed no RSS:\n%s\n%s", strings.Join(out, "\n"), r.Stderr)
 	}
 	t.Logf("resident set of an Engine on an empty directory: %.1f MiB", float64(rss)/(1<<20))
 	if rss > maxResidentBytes {
@@ -55,13 +52,13 @@ func TestResidentMemory(t *testing.T) {
 	}
 }
 
-func footprintChild() {
+func footprintChild(dir string) {
 	be, err := memory.New(rootKey)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	e, err := kms.New(context.Background(), be, kms.WithDirectory(os.Getenv(footprintEnv)))
+	e, err := kms.New(context.Background(), be, kms.WithDirectory(dir))
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)

@@ -140,12 +140,6 @@ type hygOutput struct {
 	what, text string
 }
 
-// hygKnownLeaks lists, by the prefix of the output's description, the
-// leaks reported as bugs and not yet fixed (see TESTING.md): they make the
-// test skip with "BUG:" instead of failing, unless -reliability.strict is
-// given. A prefix that no longer leaks is logged so it can be removed.
-var hygKnownLeaks = []struct{ prefix, why string }{}
-
 // hygDocumented lists leaks that are documented limitations, not bugs:
 // token.Set and kms.CustomKey must hand their secrets to the caller in
 // exported fields, and fmt cannot call a type's methods on a value held in
@@ -162,15 +156,6 @@ func documented(what string) bool {
 		}
 	}
 	return false
-}
-
-func hygKnown(what string) (string, bool) {
-	for _, k := range hygKnownLeaks {
-		if strings.HasPrefix(what, k.prefix) {
-			return k.prefix, true
-		}
-	}
-	return "", false
 }
 
 // TestSecretHygiene runs a workload with recognisable secrets — root key,
@@ -454,7 +439,6 @@ func TestSecretHygiene(t *testing.T) {
 		}
 	}
 
-	seen := map[string]bool{}
 	for _, o := range append(outs, values...) {
 		leak := sec.find(o.text)
 		if leak == "" {
@@ -464,25 +448,7 @@ func TestSecretHygiene(t *testing.T) {
 			t.Logf("documented limitation: %s shows a secret", o.what)
 			continue
 		}
-		if prefix, known := hygKnown(o.what); known && !*relStrict {
-			if !seen[prefix] {
-				t.Logf("known leak: %s shows %s", o.what, leak)
-			}
-			seen[prefix] = true
-			continue
-		}
 		t.Errorf("%s shows %s:\n%.600s", o.what, leak, o.text)
 	}
-	var bugs []string
-	for _, k := range hygKnownLeaks {
-		if seen[k.prefix] {
-			bugs = append(bugs, k.why)
-		} else {
-			t.Logf("known leak %q no longer occurs: remove it from hygKnownLeaks", k.prefix)
-		}
-	}
 	t.Logf("%d outputs checked against %d secrets, %d log bytes", len(outs)+len(values), len(sec.forms), logs.Len())
-	if len(bugs) > 0 && !t.Failed() {
-		t.Skipf("BUG: %d known secret leaks (run with -reliability.strict to fail on them; see TESTING.md):\n%s", len(bugs), strings.Join(bugs, "\n"))
-	}
 }

@@ -301,3 +301,46 @@ func TestNewValidation(t *testing.T) {
 		}
 	}
 }
+
+// repeatReader is a broken random source: the same bytes every time.
+type repeatReader struct{}
+
+func (repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 7
+	}
+	return len(p), nil
+}
+
+// TestCreateKeyTagCollision: a random source that repeats must not let a
+// new key overwrite an existing one.
+func TestCreateKeyTagCollision(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithRandom(repeatReader{}), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := createKey(t, e, "first", kms.AES256, false)
+	ct, err := e.Encrypt(ctx, a.Tag, []byte("secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "second", Type: kms.AES256}); !errors.Is(err, kms.ErrInternal) {
+		t.Fatalf("second key from a repeating random source: %v, want ErrInternal", err)
+	}
+	if pt, err := e.Decrypt(ctx, a.Tag, ct, nil); err != nil || string(pt) != "secret" {
+		t.Fatalf("first key after the refused create: %q, %v", pt, err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer e2.Close()
+	if pt, err := e2.Decrypt(ctx, a.Tag, ct, nil); err != nil || string(pt) != "secret" {
+		t.Fatalf("first key after reopen: %q, %v", pt, err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/backend/memory"
 )
 
 // fakeClock is a settable clock, safe for concurrent use.
@@ -428,5 +430,135 @@ func TestAutoRotationAfterRestart(t *testing.T) {
 	got, _ := e.GetKey(ctx, k.Tag)
 	if got.CurrentVersion != 2 || !got.AutoRotation.NextRotationAt.Equal(clk.Now().Add(24*time.Hour)) {
 		t.Fatalf("after restart: version %d, next %v", got.CurrentVersion, got.AutoRotation.NextRotationAt)
+	}
+}
+
+// destroyBackend records Destroy calls and fails the first failFirst of
+// them.
+type destroyBackend struct {
+	*memory.Backend
+	mu        sync.Mutex
+	failFirst int
+	calls     []backend.KeyRef
+}
+
+func (b *destroyBackend) Destroy(ctx context.Context, req *backend.DestroyRequest) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, req.Ref)
+	if b.failFirst > 0 {
+		b.failFirst--
+		return errors.New("token removed (simulated)")
+	}
+	return b.Backend.Destroy(ctx, req)
+}
+
+func (b *destroyBackend) destroyed() []backend.KeyRef {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]backend.KeyRef(nil), b.calls...)
+}
+
+// TestDestroyMaterialBeforeRecords: material is destroyed before the
+// records go, so a backend failure leaves the key pending deletion (and
+// retried) instead of orphaning its material.
+func TestDestroyMaterialBeforeRecords(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	be := &destroyBackend{Backend: newBackend(t, rootKey), failFirst: 1}
+	e, err := kms.New(ctx, be, kms.WithDirectory(t.TempDir()), kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	k, _ := tokenKey(t, e, "doomed", kms.AES256, kms.IssueTokensRequest{})
+	if _, err := e.RotateKey(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RequestKeyDeletion(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay)
+
+	err = e.Maintain(ctx)
+	if !errors.Is(err, kms.ErrInternal) {
+		t.Fatalf("Maintain with a failing backend: %v, want ErrInternal", err)
+	}
+	if strings.Contains(err.Error(), string(rootKey)) {
+		t.Fatal("error carries the root key")
+	}
+	got, err := e.GetKey(ctx, k.Tag)
+	if err != nil || got.State != kms.StateRevoked {
+		t.Fatalf("after a failed destruction: %+v, %v; want the key still REVOKED", got, err)
+	}
+	if _, err := e.CancelKeyDeletion(ctx, k.Tag); !errors.Is(err, kms.ErrInvalidState) {
+		t.Fatalf("cancel past the destruction time: %v, want ErrInvalidState", err)
+	}
+
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if _, err := e.GetKey(ctx, k.Tag); !errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("after the retry: %v, want ErrKeyNotFound", err)
+	}
+	var cipher, signing int
+	for _, ref := range be.destroyed() {
+		switch ref.Purpose {
+		case backend.PurposeCipher:
+			cipher++
+		case backend.PurposeTokenSigning:
+			signing++
+		}
+	}
+	// First pass: version 1 failed, version 2 and the signing key were
+	// attempted; second pass: all three again.
+	if cipher != 4 || signing != 2 {
+		t.Fatalf("Destroy calls: %d cipher, %d signing; want 4 and 2", cipher, signing)
+	}
+	page, err := e.ListKeys(ctx, kms.ListKeysRequest{})
+	if err != nil || page.TotalCount != 0 {
+		t.Fatalf("ListKeys after destruction: %+v, %v", page, err)
+	}
+}
+
+// TestCancelKeyDeletionAfterDestroyAt: the destruction time is the
+// promise, even when maintenance has not run since.
+func TestCancelKeyDeletionAfterDestroyAt(t *testing.T) {
+	ctx := context.Background()
+	e, clk := newClockEngine(t)
+	k := createKey(t, e, "doomed", kms.AES256, false)
+	if _, err := e.RequestKeyDeletion(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay - time.Millisecond)
+	if _, err := e.CancelKeyDeletion(ctx, k.Tag); err != nil {
+		t.Fatalf("cancel 1 ms before the destruction time: %v", err)
+	}
+	if _, err := e.RequestKeyDeletion(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay + 30*24*time.Hour)
+	if _, err := e.CancelKeyDeletion(ctx, k.Tag); !errors.Is(err, kms.ErrInvalidState) {
+		t.Fatalf("cancel 30 days past the destruction time: %v, want ErrInvalidState", err)
+	}
+	if _, err := e.EnableKey(ctx, k.Tag); err == nil {
+		t.Fatal("a key past its destruction time was enabled")
+	}
+}
+
+// TestMaintainCanceledIsKMSError: every error of the Engine is an *Error.
+func TestMaintainCanceledIsKMSError(t *testing.T) {
+	e, clk := newClockEngine(t)
+	k := createKey(t, e, "doomed", kms.AES256, false)
+	if _, err := e.RequestKeyDeletion(context.Background(), k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := e.Maintain(ctx)
+	var ke *kms.Error
+	if !errors.As(err, &ke) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Maintain on a canceled context: %T %v; want a *kms.Error wrapping context.Canceled", err, err)
 	}
 }

@@ -1,3 +1,5 @@
+//go:build unix
+
 package kms_test
 
 import (
@@ -5,9 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,19 +16,18 @@ import (
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testproc"
 )
-
-const roEnv = "POCKETKMS_READONLY_CHILD"
 
 // TestReadOnlyDirectory makes the store's directory read-only under a
 // running Engine. Root ignores permissions, so the Engine runs in a child
 // process as an unprivileged user (nobody); the test needs root to start
 // it and skips otherwise. Management writes must then fail with a clear
-// error, the hot path keep serving, and after the directory is writable
-// again every acknowledged change must be there.
+// error, the hot path keep serving, Close must return, and after the
+// directory is writable again every acknowledged change must be there.
 func TestReadOnlyDirectory(t *testing.T) {
-	if dir := os.Getenv(roEnv); dir != "" {
-		roChild(dir)
+	if args, ok := testproc.Child(t); ok {
+		roChild(args[0])
 		return
 	}
 	if os.Geteuid() != 0 {
@@ -47,35 +46,34 @@ func TestReadOnlyDirectory(t *testing.T) {
 	const nobody = 65534
 	os.Chown(dir, nobody, nobody)
 
-	cmd := exec.Command(bin, "-test.run=^TestReadOnlyDirectory$")
-	cmd.Env = append(os.Environ(), roEnv+"="+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := bufio.NewScanner(stdout)
+	p := testproc.Start(t, testproc.Options{
+		Binary:      bin,
+		SysProcAttr: &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}},
+		Stdin:       true,
+		Timeout:     2 * time.Minute,
+	}, dir)
 	next := func() string {
-		if !lines.Scan() {
-			t.Fatalf("child ended early: %v", lines.Err())
+		line, ok := <-p.Lines()
+		if !ok {
+			r := p.Wait()
+			t.Fatalf("child ended early (%v):\n%s", r, r.Stderr)
 		}
-		return lines.Text()
+		return line
 	}
 	var tag string
 	if _, err := fmt.Sscanf(next(), "READY %s", &tag); err != nil {
 		t.Fatal(err)
 	}
 	// Everything read-only: the directory and its files.
-	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
 		if err == nil {
-			os.Chmod(p, info.Mode().Perm()&^0o222)
+			os.Chmod(path, info.Mode().Perm()&^0o222)
 		}
 		return nil
 	})
-	io.WriteString(stdin, "readonly\n")
+	if err := p.Send("readonly"); err != nil {
+		t.Fatal(err)
+	}
 	report := next()
 	if !strings.HasPrefix(report, "WRITE-FAILED ") || !strings.Contains(report, "permission denied") {
 		t.Fatalf("management write on a read-only directory: %s", report)
@@ -83,12 +81,16 @@ func TestReadOnlyDirectory(t *testing.T) {
 	if hot := next(); hot != "HOT ok" {
 		t.Fatalf("hot path: %s", hot)
 	}
-	io.WriteString(stdin, "quit\n")
-	cmd.Wait()
+	if err := p.Send("quit"); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Wait(); r.Err != nil {
+		t.Fatalf("child after quit (Engine.Close on the read-only directory): %v\n%s", r, r.Stderr)
+	}
 
-	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
 		if err == nil {
-			os.Chmod(p, info.Mode().Perm()|0o200)
+			os.Chmod(path, info.Mode().Perm()|0o200)
 		}
 		return nil
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -470,5 +471,73 @@ func TestTokenStatePersists(t *testing.T) {
 	// Issuance works with the reloaded signing key.
 	if _, err := e2.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "again"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hookClock runs a one-shot hook inside its next Now call: a way to run a
+// management call between the token checks and the signing of a renewal.
+type hookClock struct {
+	*fakeClock
+	hook atomic.Pointer[func()]
+}
+
+func (c *hookClock) Now() time.Time {
+	if h := c.hook.Swap(nil); h != nil {
+		(*h)()
+	}
+	return c.fakeClock.Now()
+}
+
+func (c *hookClock) arm(f func()) { c.hook.Store(&f) }
+
+// TestRenewalRacesGeneratorChange: a refresh token checked just before its
+// generator is rotated, or deactivated and activated again, must not get
+// tokens signed by the new generator.
+func TestRenewalRacesGeneratorChange(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		change func(e *kms.Engine, tag string) error
+		renew  func(c kms.TokenClient, tag string) (*token.Set, error)
+	}{
+		{"reissue during rotation",
+			func(e *kms.Engine, tag string) error { _, err := e.RotateTokenGenerator(ctx, tag); return err },
+			func(c kms.TokenClient, tag string) (*token.Set, error) {
+				return c.ReissueTokens(ctx, tag, token.TTL{}, token.TTL{})
+			}},
+		{"access token during deactivate and activate",
+			func(e *kms.Engine, tag string) error {
+				if _, err := e.DeactivateTokenGenerator(ctx, tag); err != nil {
+					return err
+				}
+				_, err := e.ActivateTokenGenerator(ctx, tag)
+				return err
+			},
+			func(c kms.TokenClient, tag string) (*token.Set, error) {
+				return c.IssueAccessToken(ctx, tag, token.TTL{Unlimited: true})
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := &hookClock{fakeClock: newFakeClock()}
+			e := newEngine(t, kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+			k, set := tokenKey(t, e, "race", kms.AES256, kms.IssueTokensRequest{})
+			ran := false
+			clk.arm(func() {
+				ran = true
+				if err := tc.change(e, k.Tag); err != nil {
+					t.Error(err)
+				}
+			})
+			got, err := tc.renew(e.WithToken(set.Refresh, callerIP), k.Tag)
+			if !ran {
+				t.Fatal("the hook did not run during the renewal")
+			}
+			if !errors.Is(err, kms.ErrTokenInvalid) {
+				t.Fatalf("renewal across a generator change: %v, want ErrTokenInvalid", err)
+			}
+			if got != nil {
+				t.Fatal("tokens returned with the error")
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package kms_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,13 +9,13 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testproc"
 	"github.com/pocketkms/kms/ratelimit"
 )
 
@@ -24,8 +23,6 @@ var (
 	mxCycles = flag.Int("crashmix.cycles", 0, "kill-and-restart cycles of TestCrashMixedWorkload (0: 200, or 20 with -short)")
 	mxSeed   = flag.Uint64("crashmix.seed", 0, "seed of TestCrashMixedWorkload's choices (0: from the clock; the test logs it)")
 )
-
-const mxEnv = "POCKETKMS_CRASHMIX_CHILD"
 
 // mxOp is one change the child makes, printed as BEGIN before the call
 // and ACK after it returned (FAIL if it returned an error, which the
@@ -267,8 +264,8 @@ func mxCheckCT(t *testing.T, e *kms.Engine, m mxKey, c mxCT) bool {
 // when its generator is still the key's current one. A last pass enables
 // everything and decrypts every ciphertext ever acknowledged.
 func TestCrashMixedWorkload(t *testing.T) {
-	if dir := os.Getenv(mxEnv); dir != "" {
-		mxChild(dir)
+	if args, ok := testproc.Child(t); ok {
+		mxChild(args[0], args[1])
 		return
 	}
 	cycles := *mxCycles
@@ -294,47 +291,28 @@ func TestCrashMixedWorkload(t *testing.T) {
 	inflightSeen := 0
 	start := time.Now()
 	for cycle := range cycles {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashMixedWorkload$")
-		cmd.Env = append(os.Environ(), mxEnv+"="+dir, fmt.Sprintf("POCKETKMS_CRASHMIX_SEED=%d", rng.Uint64()))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan mxOp, 1024)
-		go func() {
-			defer close(lines)
-			sc := bufio.NewScanner(stdout)
-			sc.Buffer(make([]byte, 1<<20), 1<<20)
-			for sc.Scan() {
-				var op mxOp
-				if json.Unmarshal(sc.Bytes(), &op) == nil && op.Phase != "" {
-					lines <- op
-				}
-			}
-		}()
+		// The child runs for 20 s at most; 30 s without its end is a hang.
+		p := testproc.Start(t, testproc.Options{Timeout: 30 * time.Second}, dir, fmt.Sprint(rng.Uint64()))
 		killAfter := time.Duration(5+rng.IntN(56)) * time.Millisecond
 		var timer <-chan time.Time
 		var inflight *mxOp
 		newCTs := len(cts)
-		silence := time.NewTimer(30 * time.Second)
 	read:
 		for {
 			select {
-			case op, ok := <-lines:
+			case line, ok := <-p.Lines():
 				if !ok {
 					break read
 				}
+				var op mxOp
+				if json.Unmarshal([]byte(line), &op) != nil || op.Phase == "" {
+					continue
+				}
 				switch op.Phase {
 				case "BEGIN":
-					o := op
-					inflight = &o
+					inflight = &op
 				case "FAIL":
-					cmd.Process.Kill()
-					cmd.Wait()
+					p.Kill()
 					t.Fatalf("cycle %d: the child's %s failed: %s", cycle, op.Op, op.Err)
 				case "ACK":
 					inflight = nil
@@ -356,15 +334,17 @@ func TestCrashMixedWorkload(t *testing.T) {
 					}
 				}
 			case <-timer:
-				cmd.Process.Kill()
+				p.Kill()
 				timer = nil
-			case <-silence.C:
-				cmd.Process.Kill()
-				t.Fatalf("cycle %d: child silent for 30 s", cycle)
 			}
 		}
-		silence.Stop()
-		cmd.Wait()
+		r := p.Wait()
+		switch {
+		case r.TimedOut:
+			t.Fatalf("cycle %d: child silent for 30 s", cycle)
+		case r.Err != nil && !(r.Killed && r.Code == -1):
+			t.Fatalf("cycle %d: the child ended on its own (%v):\n%s", cycle, r, testproc.Tail(r.Stderr, 20))
+		}
 		if inflight != nil {
 			inflightSeen++
 		}
@@ -491,10 +471,10 @@ func TestCrashMixedWorkload(t *testing.T) {
 }
 
 // mxChild makes random changes until killed (or for 20 s).
-func mxChild(dir string) {
+func mxChild(dir, seedArg string) {
 	ctx := context.Background()
 	var seed uint64
-	fmt.Sscan(os.Getenv("POCKETKMS_CRASHMIX_SEED"), &seed)
+	fmt.Sscan(seedArg, &seed)
 	rng := rand.New(rand.NewPCG(seed, 3))
 	be, err := memory.New(rootKey)
 	if err != nil {

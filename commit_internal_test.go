@@ -1,8 +1,9 @@
 package kms
 
-// Tests that need the Engine's internals: the order in which limiter
-// changes land, and what happens to new key material after a failed
-// commit.
+// What the Engine does around a store commit, seen from inside the
+// package: limiter changes land in commit order, and new key material is
+// destroyed after a failed commit only when the commit certainly did not
+// land.
 
 import (
 	"bytes"
