@@ -19,8 +19,8 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,11 +31,6 @@ import (
 
 	"github.com/pocketkms/kms/internal/testproc"
 )
-
-// relStrict turns the known open bug these tests detect (D4 in
-// TESTING.md) into a failure instead of a "BUG:" skip, as in the root
-// package.
-var relStrict = flag.Bool("reliability.strict", false, "fail, instead of skipping with BUG:, on the known open bug TestCommitFailureLeavesStoreBroken detects (reads of a broken store)")
 
 // sampleTag is the key tag of sample record i.
 func sampleTag(i int) string { return fmt.Sprintf("%064x", i) }
@@ -114,7 +109,7 @@ func damagedTableChild(t *testing.T, intact, stepArg string) {
 	if err != nil {
 		t.Fatalf("intact copy: %v", err)
 	}
-	want, err := s.Load()
+	want, err := s.Load(context.Background())
 	s.Close()
 	if err != nil {
 		t.Fatalf("intact copy: %v", err)
@@ -142,7 +137,7 @@ func damagedTableChild(t *testing.T, intact, stepArg string) {
 			s, err := Open(Options{Dir: work})
 			switch {
 			case err == nil:
-				got, err := s.Load()
+				got, err := s.Load(context.Background())
 				s.Close()
 				same := err == nil && reflect.DeepEqual(got, want)
 				t.Errorf("%s[%d]^%#02x: Open accepted a damaged table (Load: %v, content unchanged: %v)", name, pos, mask, err, same)

@@ -18,7 +18,8 @@ var (
 	ErrSchemaTooNew = errors.New("store: schema newer than this build")
 	// ErrBroken: a commit failed inside Badger (disk full, I/O error), or
 	// the directory refused the integrity record before a commit. The
-	// store refuses writes from then on; reads keep working. Badger is
+	// store refuses writes and Load from then on (Badger's memtable may be
+	// gone; the Engine serves from its snapshots meanwhile). Badger is
 	// left open (closing it would make it write again), so the directory
 	// stays locked until the process exits: restart to recover.
 	ErrBroken = errors.New("store: storage failed; restart the process to recover")

@@ -267,6 +267,14 @@ func (s *Store) Load(ctx context.Context) (*kstore.Contents, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if s.db.IsClosed() {
+		return nil, ErrClosed
+	}
+	if s.broken.Load() {
+		// Badger's memtable is gone after a failed commit: reading it
+		// would panic. The next open reads the truth.
+		return nil, fmt.Errorf("store: load: %w", ErrBroken)
+	}
 	var a kstore.Assembler
 	var rev int64
 	err := s.db.View(func(txn *badger.Txn) error {
