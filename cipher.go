@@ -14,6 +14,7 @@ import (
 
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/internal/envelope"
+	"github.com/pocketkms/kms/internal/pubkey"
 )
 
 // Size limits, as NAVER documents them (spec §4).
@@ -135,7 +136,6 @@ func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx [
 
 func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, encCtx []byte) (string, error) {
 	tag := s.rec.Tag
-	req := backend.EncryptRequest{Plaintext: plaintext}
 	v := s.current()
 	switch s.typ {
 	case AES256:
@@ -145,11 +145,17 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 		if err := checkContext(op, s, encCtx); err != nil {
 			return "", err
 		}
-		req.AdditionalData = aesAD(s, v, encCtx)
 	case RSA2048:
 		if len(plaintext) == 0 || len(plaintext) > MaxRSAPlaintext {
 			return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes for RSA2048", MaxRSAPlaintext))
 		}
+		// RSA-OAEP needs no secret: it runs on the version's public key,
+		// with no backend call.
+		body, err := pubkey.EncryptOAEP(v.pub, plaintext)
+		if err != nil {
+			return "", wrapErr(op, tag, ErrInternal, err)
+		}
+		return envelope.Format(v.rec.Version, body), nil
 	default:
 		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
 	}
@@ -157,7 +163,7 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
-	body, err := k.(backend.Encrypter).Encrypt(ctx, &req)
+	body, err := k.(backend.Encrypter).Encrypt(ctx, &backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(s, v, encCtx)})
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
@@ -369,14 +375,12 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 			return false, newErr(op, tag, ErrInvalidArgument, "signature is not a DER ECDSA signature")
 		}
 	}
-	k, err := e.loadKey(ctx, s, v)
-	if err != nil {
-		return false, e.backendErr(op, tag, err)
-	}
+	// Verification needs no secret: it runs on the version's public key,
+	// with no backend call.
 	digest := sha256.Sum256(data)
-	ok, err := k.(backend.Verifier).Verify(ctx, &backend.VerifyRequest{Algorithm: alg, Digest: digest[:], Signature: sig})
+	ok, err := pubkey.Verify(v.pub, digest[:], sig)
 	if err != nil {
-		return false, e.backendErr(op, tag, err)
+		return false, wrapErr(op, tag, ErrInternal, err)
 	}
 	return ok, nil
 }

@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/internal/pubkey"
 	"github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/token"
@@ -118,7 +120,8 @@ func (s *keySnap) version(n uint32) *versionSnap {
 // is shared by every snapshot that contains the version.
 type versionSnap struct {
 	rec store.VersionRecord
-	ad  []byte // associated-data prefix: binds key tag and version
+	ad  []byte           // associated-data prefix: binds key tag and version
+	pub crypto.PublicKey // rec.PublicKey parsed; nil for AES256
 	lk  *lazyKey
 }
 
@@ -316,13 +319,34 @@ func buildSnap(rec store.KeyRecord, vrecs []store.VersionRecord) (*keySnap, erro
 		if vr.Version != uint32(i+1) {
 			return nil, fmt.Errorf("version records out of sequence at %d", vr.Version)
 		}
-		s.versions = append(s.versions, newVersionSnap(rec.Tag, vr))
+		v := newVersionSnap(rec.Tag, vr)
+		if err := v.checkPublic(typ); err != nil {
+			return nil, err
+		}
+		s.versions = append(s.versions, v)
 	}
 	return s, nil
 }
 
 func newVersionSnap(tag string, vr store.VersionRecord) *versionSnap {
-	return &versionSnap{rec: vr, ad: versionAD(tag, vr.Version), lk: &lazyKey{}}
+	v := &versionSnap{rec: vr, ad: versionAD(tag, vr.Version), lk: &lazyKey{}}
+	// A public key that does not parse leaves pub nil: checkPublic refuses
+	// it when the key is read back, and Verify and Encrypt answer
+	// ErrInternal for a nil one (pubkey.ErrInvalidKey), never panic.
+	v.pub, _ = pubkey.Parse(vr.PublicKey)
+	return v
+}
+
+// checkPublic fails unless the version's stored public key parsed and is
+// the one a key of type typ has (none for AES256).
+func (v *versionSnap) checkPublic(typ KeyType) error {
+	if v.pub == nil && len(v.rec.PublicKey) != 0 {
+		return fmt.Errorf("version %d: public key does not parse", v.rec.Version)
+	}
+	if err := pubkey.Check(typ, v.pub); err != nil {
+		return fmt.Errorf("version %d: %w", v.rec.Version, err)
+	}
+	return nil
 }
 
 // versionAD is the associated data every AES-GCM body of a version is

@@ -273,7 +273,9 @@ func (e *Engine) setVersionState(ctx context.Context, op, keyTag string, version
 		}
 		vrec := v.rec
 		vrec.State, vrec.StateChangedAt = string(want), now.UnixMilli()
-		nv := &versionSnap{rec: vrec, ad: v.ad, lk: v.lk}
+		nv := new(versionSnap)
+		*nv = *v // keeps what is derived from the record: ad, pub, the loaded key
+		nv.rec = vrec
 		versions := slices.Clone(s.versions)
 		versions[version-1] = nv
 		ns := s.clone()

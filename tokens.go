@@ -339,12 +339,12 @@ func issueAccess(signer crypto.Signer, r token.Request) (token.Set, error) {
 // token package: RS256 is RSASSA-PKCS1-v1_5 with SHA-256.
 func (e *Engine) tokenSigner(ctx context.Context, g *genSnap) (crypto.Signer, error) {
 	if k := g.lk.k.Load(); k != nil {
-		return backendSigner{ctx: ctx, k: (*k).(backend.Signer)}, nil
+		return backendSigner{ctx: ctx, k: (*k).(backend.Signer), pub: g.pub}, nil
 	}
 	g.lk.mu.Lock()
 	defer g.lk.mu.Unlock()
 	if k := g.lk.k.Load(); k != nil {
-		return backendSigner{ctx: ctx, k: (*k).(backend.Signer)}, nil
+		return backendSigner{ctx: ctx, k: (*k).(backend.Signer), pub: g.pub}, nil
 	}
 	k, err := e.be.Load(ctx, &backend.LoadRequest{Ref: g.ref(), Type: RSA2048, Handle: g.rec.Handle})
 	if err != nil {
@@ -355,15 +355,18 @@ func (e *Engine) tokenSigner(ctx context.Context, g *genSnap) (crypto.Signer, er
 		return nil, errors.New("backend token-signing key cannot sign")
 	}
 	g.lk.k.Store(&k)
-	return backendSigner{ctx: ctx, k: sk}, nil
+	return backendSigner{ctx: ctx, k: sk, pub: g.pub}, nil
 }
 
+// backendSigner signs with the backend key; its public key is the one the
+// generator's snapshot holds, as Activate recorded it.
 type backendSigner struct {
 	ctx context.Context
 	k   backend.Signer
+	pub *rsa.PublicKey
 }
 
-func (b backendSigner) Public() crypto.PublicKey { return b.k.Public() }
+func (b backendSigner) Public() crypto.PublicKey { return b.pub }
 
 func (b backendSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if _, pss := opts.(*rsa.PSSOptions); pss || opts.HashFunc() != crypto.SHA256 {
