@@ -302,21 +302,19 @@ func (e *Engine) Sign(ctx context.Context, keyTag string, data []byte) (string, 
 	})
 }
 
-func signAlg(t KeyType) backend.Algorithm {
-	switch t {
-	case RSA2048:
-		return backend.AlgRSAPSSSHA256
-	case ECDSA:
-		return backend.AlgECDSAP256SHA256
+// signKeyType fails for key types that neither sign nor verify; the key
+// type fixes the algorithm (RSA2048: RSASSA-PSS, ECDSA: DER ECDSA).
+func signKeyType(op string, s *keySnap, verb string) error {
+	if s.typ != RSA2048 && s.typ != ECDSA {
+		return newErr(op, s.rec.Tag, ErrWrongKeyType, string(s.typ)+" keys do not "+verb)
 	}
-	return 0
+	return nil
 }
 
 func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (string, error) {
 	tag := s.rec.Tag
-	alg := signAlg(s.typ)
-	if alg == 0 {
-		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not sign")
+	if err := signKeyType(op, s, "sign"); err != nil {
+		return "", err
 	}
 	if len(data) == 0 || len(data) > MaxSignData {
 		return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))
@@ -327,7 +325,7 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 		return "", e.backendErr(op, tag, err)
 	}
 	digest := sha256.Sum256(data)
-	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Algorithm: alg, Digest: digest[:]})
+	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Digest: digest[:]})
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
@@ -347,9 +345,8 @@ func (e *Engine) Verify(ctx context.Context, keyTag string, data []byte, signatu
 
 func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte, signature string) (bool, error) {
 	tag := s.rec.Tag
-	alg := signAlg(s.typ)
-	if alg == 0 {
-		return false, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not verify")
+	if err := signKeyType(op, s, "verify"); err != nil {
+		return false, err
 	}
 	if len(data) == 0 || len(data) > MaxSignData {
 		return false, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))

@@ -372,5 +372,6 @@ func (b backendSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) 
 	if _, pss := opts.(*rsa.PSSOptions); pss || opts.HashFunc() != crypto.SHA256 {
 		return nil, fmt.Errorf("%w: token keys sign RS256 only", backend.ErrInvalidArgument)
 	}
-	return b.k.Sign(b.ctx, &backend.SignRequest{Algorithm: backend.AlgRSAPKCS1v15SHA256, Digest: digest})
+	// A token-signing key signs RSASSA-PKCS1-v1_5 with SHA-256: RS256.
+	return b.k.Sign(b.ctx, &backend.SignRequest{Digest: digest})
 }

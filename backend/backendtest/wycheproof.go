@@ -3,9 +3,7 @@ package backendtest
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"testing"
@@ -14,36 +12,29 @@ import (
 	"github.com/pocketkms/kms/internal/wycheproof"
 )
 
-// RunWycheproof runs Project Wycheproof vectors through the SPI, one
-// subtest (and one fresh backend) per file:
+// testWycheproof runs the Project Wycheproof vectors that need the
+// secret, one subtest (and one fresh backend) per file, through
+// backend.Importer:
 //
 //   - aes_gcm_test.json: groups with a 256-bit key, a 96-bit IV and a
-//     128-bit tag. Each key is imported (backend.Importer) and Decrypt of
-//     iv ‖ ct ‖ tag with the vector's aad must give msg ("valid") or fail
-//     with backend.ErrDecryptionFailed ("invalid"). Encryption is not
-//     checked against the vectors: the SPI never takes a caller's nonce.
+//     128-bit tag. Each key is imported and Decrypt of iv ‖ ct ‖ tag with
+//     the vector's aad must give msg ("valid") or fail with
+//     backend.ErrDecryptionFailed ("invalid"). Encryption is not checked
+//     against the vectors: the SPI never takes a caller's nonce.
 //   - rsa_oaep_2048_sha256_mgf1sha256_test.json: the PKCS #8 private key is
 //     imported; Decrypt as above. Vectors with a non-empty label are
 //     skipped: the SPI (like NAVER KMS) has no OAEP label.
-//   - rsa_pss_2048_sha256_mgf1_32_test.json: verification through
-//     backend.PublicVerifier with PSSSaltLength set to the group's sLen.
-//   - ecdsa_secp256r1_sha256_test.json: DER signatures through
-//     backend.PublicVerifier with the SHA-256 digest of msg.
 //
-// "valid" vectors must pass and "invalid" ones must be rejected;
-// "acceptable" ones are judged by the decision table of internal/wycheproof,
-// and an acceptable vector that no entry covers fails the
-// test, so that a new pin forces a decision. Per-file counts are logged.
-//
-// A file whose capability the backend lacks (Importer, PublicVerifier) is
-// skipped with the reason. When the module cannot be downloaded the test
-// is skipped, or fails if the environment variable CI is "true".
-func RunWycheproof(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
+// The public-key vectors (PSS and ECDSA verification, OAEP encryption)
+// run once, on what the Engine runs for them (the root package's
+// wycheproof_test.go). Acceptable vectors are judged by the decision table
+// of internal/wycheproof. Without Importer the files are skipped with the
+// reason; when the vectors cannot be downloaded the test is skipped, or
+// fails if the environment variable CI is "true".
+func testWycheproof(t *testing.T, open opener) {
 	dir := wycheproof.Vectors(t)
-	t.Run("aes_gcm_test.json", func(t *testing.T) { wycheproofAESGCM(t, newBackend, dir) })
-	t.Run("rsa_oaep_2048_sha256_mgf1sha256_test.json", func(t *testing.T) { wycheproofOAEP(t, newBackend, dir) })
-	t.Run("rsa_pss_2048_sha256_mgf1_32_test.json", func(t *testing.T) { wycheproofPSS(t, newBackend, dir) })
-	t.Run("ecdsa_secp256r1_sha256_test.json", func(t *testing.T) { wycheproofECDSA(t, newBackend, dir) })
+	t.Run("aes_gcm_test.json", func(t *testing.T) { wycheproofAESGCM(t, open, dir) })
+	t.Run("rsa_oaep_2048_sha256_mgf1sha256_test.json", func(t *testing.T) { wycheproofOAEP(t, open, dir) })
 }
 
 // decryptOutcome decrypts and reports whether the backend accepted the
@@ -64,10 +55,10 @@ func decryptOutcome(t *testing.T, ctx context.Context, k backend.Key, tc wychepr
 	return true, ""
 }
 
-func wycheproofAESGCM(t *testing.T, nb func(t *testing.T) backend.Backend, dir string) {
+func wycheproofAESGCM(t *testing.T, open opener, dir string) {
 	const name = "aes_gcm_test.json"
 	file := wycheproof.Read(t, dir, name)
-	f := setup(t, nb)
+	f := setup(t, open)
 	f.importer()
 	c := wycheproof.NewCounts()
 	keys := map[string]backend.Key{}
@@ -91,10 +82,10 @@ func wycheproofAESGCM(t *testing.T, nb func(t *testing.T) backend.Backend, dir s
 	c.Log(t, name)
 }
 
-func wycheproofOAEP(t *testing.T, nb func(t *testing.T) backend.Backend, dir string) {
+func wycheproofOAEP(t *testing.T, open opener, dir string) {
 	const name = "rsa_oaep_2048_sha256_mgf1sha256_test.json"
 	file := wycheproof.Read(t, dir, name)
-	f := setup(t, nb)
+	f := setup(t, open)
 	f.importer()
 	c := wycheproof.NewCounts()
 	for _, g := range file.TestGroups {
@@ -115,76 +106,6 @@ func wycheproofOAEP(t *testing.T, nb func(t *testing.T) backend.Backend, dir str
 				continue
 			}
 			accepted, detail := decryptOutcome(t, f.ctx, k, tc, tc.CT, nil)
-			c.Judge(t, tc.TcID, tc.Result, tc.Flags, accepted, detail)
-		}
-	}
-	c.Log(t, name)
-}
-
-// publicVerifier returns the backend's PublicVerifier or skips the test.
-func (f *fixture) publicVerifier() backend.PublicVerifier {
-	return capability[backend.PublicVerifier](f)
-}
-
-// verifyOutcome verifies and reports whether the backend accepted the
-// signature; an error is a test error (vectors are well-formed requests).
-func verifyOutcome(t *testing.T, ctx context.Context, pv backend.PublicVerifier, pub any, tc wycheproof.Test, req *backend.VerifyRequest) (bool, string) {
-	t.Helper()
-	ok, err := pv.VerifyWithPublicKey(ctx, pub, req)
-	if err != nil {
-		t.Errorf("tcId %d: VerifyWithPublicKey: %v (want a result, not an error)", tc.TcID, err)
-		return false, err.Error()
-	}
-	if !ok {
-		return false, "signature rejected"
-	}
-	return true, ""
-}
-
-func wycheproofPSS(t *testing.T, nb func(t *testing.T) backend.Backend, dir string) {
-	const name = "rsa_pss_2048_sha256_mgf1_32_test.json"
-	file := wycheproof.Read(t, dir, name)
-	f := setup(t, nb)
-	pv := f.publicVerifier()
-	c := wycheproof.NewCounts()
-	for _, g := range file.TestGroups {
-		if g.KeySize != 2048 || g.SHA != "SHA-256" || g.MGF != "MGF1" || g.MGFSHA != "SHA-256" {
-			c.Skip("group parameters outside the SPI", len(g.Tests))
-			continue
-		}
-		if g.SLen == nil || *g.SLen <= 0 {
-			// PSSSaltLength 0 means "any salt" in the SPI, so a group
-			// that demands exactly sLen 0 cannot be expressed.
-			c.Skip("with sLen 0 (0 means any salt in the SPI)", len(g.Tests))
-			continue
-		}
-		pub := wycheproof.ParseDER[*rsa.PublicKey](t, name+": publicKeyDer", x509.ParsePKIXPublicKey, g.PublicKeyDer)
-		for _, tc := range g.Tests {
-			d := sha256.Sum256(tc.Msg)
-			req := &backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d[:], Signature: tc.Sig, PSSSaltLength: *g.SLen}
-			accepted, detail := verifyOutcome(t, f.ctx, pv, pub, tc, req)
-			c.Judge(t, tc.TcID, tc.Result, tc.Flags, accepted, detail)
-		}
-	}
-	c.Log(t, name)
-}
-
-func wycheproofECDSA(t *testing.T, nb func(t *testing.T) backend.Backend, dir string) {
-	const name = "ecdsa_secp256r1_sha256_test.json"
-	file := wycheproof.Read(t, dir, name)
-	f := setup(t, nb)
-	pv := f.publicVerifier()
-	c := wycheproof.NewCounts()
-	for _, g := range file.TestGroups {
-		if g.SHA != "SHA-256" {
-			c.Skip("group hash is not SHA-256", len(g.Tests))
-			continue
-		}
-		pub := wycheproof.ParseDER[*ecdsa.PublicKey](t, name+": publicKeyDer", x509.ParsePKIXPublicKey, g.PublicKeyDer)
-		for _, tc := range g.Tests {
-			d := sha256.Sum256(tc.Msg)
-			req := &backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d[:], Signature: tc.Sig}
-			accepted, detail := verifyOutcome(t, f.ctx, pv, pub, tc, req)
 			c.Judge(t, tc.TcID, tc.Result, tc.Flags, accepted, detail)
 		}
 	}

@@ -19,12 +19,9 @@ import (
 var (
 	_ backend.Encrypter = (*aesKey)(nil)
 	_ backend.Decrypter = (*aesKey)(nil)
-	_ backend.Encrypter = (*rsaKey)(nil)
 	_ backend.Decrypter = (*rsaKey)(nil)
 	_ backend.Signer    = (*rsaKey)(nil)
-	_ backend.Verifier  = (*rsaKey)(nil)
 	_ backend.Signer    = (*ecdsaKey)(nil)
-	_ backend.Verifier  = (*ecdsaKey)(nil)
 )
 
 // keyBase is embedded in every loaded key. Its formatting methods are
@@ -123,22 +120,6 @@ type rsaKey struct {
 // modulus: emLen − hLen − 2 = 256 − 32 − 2.
 const pssMaxSalt = backend.RSAModulusBits/8 - sha256.Size - 2
 
-func (k *rsaKey) Public() crypto.PublicKey { return &k.priv.PublicKey }
-
-func (k *rsaKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	ct, err := backend.EncryptOAEP(&k.priv.PublicKey, req.Plaintext)
-	if err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	return ct, nil
-}
-
 func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]byte, error) {
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
@@ -165,7 +146,7 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	}
 	var sig []byte
 	var err error
-	if req.Algorithm == backend.AlgRSAPSSSHA256 {
+	if k.ref.Purpose == backend.PurposeCipher {
 		sig, err = rsa.SignPSS(rand.Reader, k.priv, crypto.SHA256, req.Digest,
 			&rsa.PSSOptions{SaltLength: pssMaxSalt, Hash: crypto.SHA256})
 	} else {
@@ -177,17 +158,11 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	return sig, nil
 }
 
-func (k *rsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	return k.verify(ctx, &k.priv.PublicKey, req)
-}
-
 // ecdsaKey is a loaded ECDSA P-256 key.
 type ecdsaKey struct {
 	keyBase
 	priv *ecdsa.PrivateKey
 }
-
-func (k *ecdsaKey) Public() crypto.PublicKey { return &k.priv.PublicKey }
 
 func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
 	if err := k.check(ctx); err != nil {
@@ -201,24 +176,4 @@ func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, 
 		return nil, k.errorf("sign", err)
 	}
 	return sig, nil
-}
-
-func (k *ecdsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	return k.verify(ctx, &k.priv.PublicKey, req)
-}
-
-// verify checks req against the key's type and purpose and verifies it in
-// software under pub, the key's public key.
-func (k *keyBase) verify(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
-	if err := k.check(ctx); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	if err := backend.CheckVerifyRequest(req, k.typ, k.ref.Purpose); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(pub, req)
-	if err != nil {
-		return false, k.errorf("verify", err)
-	}
-	return ok, nil
 }

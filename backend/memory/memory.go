@@ -38,9 +38,8 @@ const aesKeySize = 32
 const maxRootKeyFileSize = 2*RootKeySize + 2
 
 var (
-	_ backend.Backend        = (*Backend)(nil)
-	_ backend.Importer       = (*Backend)(nil)
-	_ backend.PublicVerifier = (*Backend)(nil)
+	_ backend.Backend  = (*Backend)(nil)
+	_ backend.Importer = (*Backend)(nil)
 )
 
 // Option configures New and NewFromFile.
@@ -397,21 +396,6 @@ func (b *Backend) Destroy(ctx context.Context, req *backend.DestroyRequest) erro
 func (b *Backend) Close() error {
 	b.closed.Store(true)
 	return nil
-}
-
-// VerifyWithPublicKey verifies req under any RSA-2048 or P-256 public key,
-// as backend.VerifyWithPublicKey does: (false, nil) for a signature that
-// does not match or parse, backend.ErrInvalidArgument for a request or key
-// that does not fit, backend.ErrClosed after Close.
-func (b *Backend) VerifyWithPublicKey(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
-	if err := b.check(ctx); err != nil {
-		return false, fmt.Errorf("memory: verify: %w", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(pub, req)
-	if err != nil {
-		return false, fmt.Errorf("memory: verify: %w", err)
-	}
-	return ok, nil
 }
 
 // String returns a redacted description of the backend.

@@ -169,6 +169,9 @@ func rsaKey(pub crypto.PublicKey) (*rsa.PublicKey, error) {
 // ecdsaKey returns pub as a P-256 key or fails with ErrInvalidKey.
 func ecdsaKey(pub crypto.PublicKey) (*ecdsa.PublicKey, error) {
 	k, ok := pub.(*ecdsa.PublicKey)
+	// crypto/ecdsa panics on a key without coordinates (a zero value), so
+	// that is refused here.
+	//lint:ignore SA1019 only tested for nil, never used as numbers
 	if !ok || k == nil || k.Curve != elliptic.P256() || k.X == nil || k.Y == nil {
 		return nil, fmt.Errorf("%w: not a P-256 public key", ErrInvalidKey)
 	}
