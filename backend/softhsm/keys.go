@@ -8,16 +8,14 @@ import (
 	"crypto/sha256"
 	"encoding/asn1"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/big"
 
 	"github.com/miekg/pkcs11"
 
 	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/backend/internal/redact"
 	"github.com/pocketkms/kms/backend/softhsm/internal/p11"
 )
 
@@ -43,12 +41,22 @@ const rsaSize = backend.RSAModulusBits / 8
 var sha256DigestInfo = []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
 
 // keyBase is embedded in every loaded key: the object handles it was
-// resolved to once, at Load, and never searches again.
+// resolved to once, at Load, and never searches again. Its formatting
+// methods (from redact.Text) are promoted to the key types: a key prints
+// its type, KeyRef and token, never material or object handles.
 type keyBase struct {
+	redact.Text
 	b   *Backend
 	set *objectSet
 	ref backend.KeyRef
 	typ backend.KeyType
+}
+
+func newKeyBase(b *Backend, set *objectSet, ref backend.KeyRef, typ backend.KeyType) keyBase {
+	return keyBase{
+		Text: redact.Text(fmt.Sprintf("softhsm.Key{%s %s, material in %s}", typ, ref, b.desc)),
+		b:    b, set: set, ref: ref, typ: typ,
+	}
 }
 
 // Ref returns the KeyRef the material was created for.
@@ -72,24 +80,6 @@ func (k *keyBase) check(ctx context.Context) error {
 	}
 	return nil
 }
-
-// String returns a redacted description: type and KeyRef, never material
-// or object handles.
-func (k *keyBase) String() string {
-	return fmt.Sprintf("softhsm.Key{%s %s, material in %s}", k.typ, k.ref, k.b.desc)
-}
-
-// GoString returns the same description as String.
-func (k *keyBase) GoString() string { return k.String() }
-
-// Format prints the same description as String for every verb.
-func (k *keyBase) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
-
-// MarshalJSON encodes the same description as String as a JSON string.
-func (k *keyBase) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
-
-// LogValue logs the same description as String.
-func (k *keyBase) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // opErr maps the error of a token operation that is not a decryption.
 func (k *keyBase) opErr(op string, err error) error { return k.errorf(op, objErr(err)) }

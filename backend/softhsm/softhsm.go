@@ -274,7 +274,7 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 	if err != nil {
 		return nil, fmt.Errorf("softhsm: load %s from %s: %w", req.Ref, b.desc, objErr(err))
 	}
-	base := keyBase{b: b, set: set, ref: h.ref, typ: h.typ}
+	base := newKeyBase(b, set, h.ref, h.typ)
 	switch h.typ {
 	case backend.AES256:
 		return &aesKey{keyBase: base}, nil
