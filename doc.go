@@ -116,7 +116,9 @@
 //
 // Key material never passes through the Engine: the backend returns an
 // opaque handle (sealed material, or a reference into an HSM) that the
-// Engine stores. No error, log line or fmt output carries key bytes,
+// Engine stores, and does every operation that needs the secret. What
+// needs none, RSA-OAEP encryption and signature verification, the Engine
+// does itself with the public key it stores for each version. No error, log line or fmt output carries key bytes,
 // plaintext, data keys or tokens; [CustomKey] redacts its plaintext under
 // every fmt verb. Plaintext buffers the Engine owns are cleared after use,
 // best effort (Go may have copied them).
