@@ -14,6 +14,7 @@ import (
 
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/internal/envelope"
+	"github.com/pocketkms/kms/internal/pubkey"
 )
 
 // Size limits, as NAVER documents them (spec §4).
@@ -123,7 +124,6 @@ func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx [
 
 func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, encCtx []byte) (string, error) {
 	tag := s.tag
-	req := backend.EncryptRequest{Plaintext: plaintext}
 	v := s.current()
 	switch s.typ {
 	case AES256:
@@ -133,11 +133,17 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 		if err := checkContext(op, s, encCtx); err != nil {
 			return "", err
 		}
-		req.AdditionalData = aesAD(s, v, encCtx)
 	case RSA2048:
 		if len(plaintext) == 0 || len(plaintext) > MaxRSAPlaintext {
 			return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes for RSA2048", MaxRSAPlaintext))
 		}
+		// RSA-OAEP needs no secret: it runs on the version's public key,
+		// with no backend call.
+		body, err := pubkey.EncryptOAEP(v.pub, plaintext)
+		if err != nil {
+			return "", wrapErr(op, tag, ErrInternal, err)
+		}
+		return envelope.Format(v.num, body), nil
 	default:
 		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
 	}
@@ -145,7 +151,7 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
-	body, err := k.(backend.Encrypter).Encrypt(ctx, &req)
+	body, err := k.(backend.Encrypter).Encrypt(ctx, &backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(s, v, encCtx)})
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
@@ -284,21 +290,19 @@ func (e *Engine) Sign(ctx context.Context, keyTag string, data []byte) (string, 
 	})
 }
 
-func signAlg(t KeyType) backend.Algorithm {
-	switch t {
-	case RSA2048:
-		return backend.AlgRSAPSSSHA256
-	case ECDSA:
-		return backend.AlgECDSAP256SHA256
+// signKeyType fails for key types that neither sign nor verify; the key
+// type fixes the algorithm (RSA2048: RSASSA-PSS, ECDSA: DER ECDSA).
+func signKeyType(op string, s *keySnap, verb string) error {
+	if s.typ != RSA2048 && s.typ != ECDSA {
+		return newErr(op, s.tag, ErrWrongKeyType, string(s.typ)+" keys do not "+verb)
 	}
-	return 0
+	return nil
 }
 
 func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (string, error) {
 	tag := s.tag
-	alg := signAlg(s.typ)
-	if alg == 0 {
-		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not sign")
+	if err := signKeyType(op, s, "sign"); err != nil {
+		return "", err
 	}
 	if len(data) == 0 || len(data) > MaxSignData {
 		return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))
@@ -309,7 +313,7 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 		return "", e.backendErr(op, tag, err)
 	}
 	digest := sha256.Sum256(data)
-	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Algorithm: alg, Digest: digest[:]})
+	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Digest: digest[:]})
 	if err != nil {
 		return "", e.backendErr(op, tag, err)
 	}
@@ -329,9 +333,8 @@ func (e *Engine) Verify(ctx context.Context, keyTag string, data []byte, signatu
 
 func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte, signature string) (bool, error) {
 	tag := s.tag
-	alg := signAlg(s.typ)
-	if alg == 0 {
-		return false, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not verify")
+	if err := signKeyType(op, s, "verify"); err != nil {
+		return false, err
 	}
 	if len(data) == 0 || len(data) > MaxSignData {
 		return false, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))
@@ -357,14 +360,12 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 			return false, newErr(op, tag, ErrInvalidArgument, "signature is not a DER ECDSA signature")
 		}
 	}
-	k, err := e.loadKey(ctx, s, v)
-	if err != nil {
-		return false, e.backendErr(op, tag, err)
-	}
+	// Verification needs no secret: it runs on the version's public key,
+	// with no backend call.
 	digest := sha256.Sum256(data)
-	ok, err := k.(backend.Verifier).Verify(ctx, &backend.VerifyRequest{Algorithm: alg, Digest: digest[:], Signature: sig})
+	ok, err := pubkey.Verify(v.pub, digest[:], sig)
 	if err != nil {
-		return false, e.backendErr(op, tag, err)
+		return false, wrapErr(op, tag, ErrInternal, err)
 	}
 	return ok, nil
 }

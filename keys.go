@@ -213,7 +213,7 @@ func newVersion(tag string, n uint32, now time.Time, gen *backend.GenerateRespon
 		if err != nil {
 			return nil, fmt.Errorf("marshal public key: %w", err)
 		}
-		v.publicDER = der
+		v.publicDER, v.pub = der, gen.Public
 	}
 	return v, nil
 }

@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/internal/pubkey"
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/store"
 )
@@ -101,8 +103,9 @@ type versionSnap struct {
 	createdAt      time.Time
 	stateChangedAt time.Time // zero: never changed
 	handle         []byte
-	publicDER      []byte // PKIX; nil for AES256
-	ad             []byte // associated-data prefix: binds key tag and version
+	publicDER      []byte           // PKIX; nil for AES256
+	pub            crypto.PublicKey // publicDER parsed; nil for AES256
+	ad             []byte           // associated-data prefix: binds key tag and version
 	lk             *lazyKey
 }
 
@@ -218,6 +221,9 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := v.checkPublic(s.typ); err != nil {
+			return nil, err
+		}
 		s.versions = append(s.versions, v)
 	}
 	if kd.Generator != nil {
@@ -243,10 +249,27 @@ func versionFromRecord(vr *store.VersionRecord) (*versionSnap, error) {
 	if st != VersionEnabled && st != VersionDisabled {
 		return nil, fmt.Errorf("version %d: unknown state %q", vr.Version, vr.State)
 	}
-	return &versionSnap{
+	v := &versionSnap{
 		num: vr.Version, state: st, createdAt: msTime(vr.CreatedAt), stateChangedAt: msTime(vr.StateChangedAt),
 		handle: vr.Handle, publicDER: vr.PublicKey, ad: versionAD(vr.Tag, vr.Version), lk: &lazyKey{},
-	}, nil
+	}
+	// A public key that does not parse leaves pub nil: checkPublic refuses
+	// it, and Verify and Encrypt answer ErrInternal for a nil one
+	// (pubkey.ErrInvalidKey), never panic.
+	v.pub, _ = pubkey.Parse(vr.PublicKey)
+	return v, nil
+}
+
+// checkPublic fails unless the version's stored public key parsed and is
+// the one a key of type typ has (none for AES256).
+func (v *versionSnap) checkPublic(typ KeyType) error {
+	if v.pub == nil && len(v.publicDER) != 0 {
+		return fmt.Errorf("version %d: public key does not parse", v.num)
+	}
+	if err := pubkey.Check(typ, v.pub); err != nil {
+		return fmt.Errorf("version %d: %w", v.num, err)
+	}
+	return nil
 }
 
 func genFromRecord(rec *store.GeneratorRecord) (*genSnap, error) {

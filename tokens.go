@@ -276,16 +276,20 @@ func (e *Engine) tokenSigner(ctx context.Context, tag string, g *genSnap) (crypt
 	return backendSigner{ctx: ctx, k: sk}, nil
 }
 
+// backendSigner signs with the backend key; its public key is the one the
+// generator's snapshot holds, as Activate recorded it.
 type backendSigner struct {
 	ctx context.Context
 	k   backend.Signer
+	pub *rsa.PublicKey
 }
 
-func (b backendSigner) Public() crypto.PublicKey { return b.k.Public() }
+func (b backendSigner) Public() crypto.PublicKey { return b.pub }
 
 func (b backendSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if _, pss := opts.(*rsa.PSSOptions); pss || opts.HashFunc() != crypto.SHA256 {
 		return nil, fmt.Errorf("%w: token keys sign RS256 only", backend.ErrInvalidArgument)
 	}
-	return b.k.Sign(b.ctx, &backend.SignRequest{Algorithm: backend.AlgRSAPKCS1v15SHA256, Digest: digest})
+	// A token-signing key signs RSASSA-PKCS1-v1_5 with SHA-256: RS256.
+	return b.k.Sign(b.ctx, &backend.SignRequest{Digest: digest})
 }

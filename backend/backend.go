@@ -1,42 +1,57 @@
 // Package backend is the service-provider interface between the pocketkms
-// Engine and the places key material lives.
+// Engine and the places key material lives. A backend does only what
+// needs the secret; everything a public key can do, the Engine does
+// itself.
 //
 // Start with [Backend]: a backend generates key material for a [KeyRef]
 // (key tag, version, purpose), hands the Engine an opaque, storable handle
 // plus the public key, and later turns that handle back into a [Key] that
-// performs operations. Key material never passes through the Engine.
+// performs the secret operations: [Encrypter], [Decrypter], [Signer].
 //
 // Implementations in this module: backend/memory (software keys sealed
-// under a root key) and backend/softhsm (PKCS#11). Every implementation must
-// pass the conformance suite in backend/backendtest.
+// under a root key) and backend/softhsm (PKCS#11). A new backend is one
+// package whose test calls backendtest.Run once; that suite checks the
+// contract written here, reopening included, and runs the Wycheproof
+// vectors that need a secret (backend/backendtest/filebackend is a small
+// example).
 //
 // # Algorithms
 //
-// The algorithms are fixed per key type so that every backend produces
-// interoperable results:
+// The algorithms are fixed by key type and purpose, so that every backend
+// produces interoperable results. Backends do the secret side:
 //
-//   - AES256: AES-256-GCM, 12-byte nonce, 16-byte tag. Encrypt returns
-//     nonce ‖ ciphertext ‖ tag. Convergent keys derive the nonce with
-//     [ConvergentNonceMessage] and HMAC-SHA256 under a second, per-version
-//     key; other keys use a random nonce. No nonce ever crosses this API.
-//   - RSA2048: RSA-OAEP with SHA-256 and MGF1-SHA256, empty label;
-//     RSASSA-PSS with SHA-256, MGF1-SHA256 and the maximum salt length when
-//     signing (222 bytes for a 2048-bit modulus); RSASSA-PKCS1-v1_5 with
-//     SHA-256 for token-signing keys (JWT RS256).
-//   - ECDSA: P-256 with SHA-256, signatures in ASN.1 DER.
+//   - AES256: AES-256-GCM, 12-byte nonce, 16-byte tag, both directions.
+//     Encrypt returns nonce ‖ ciphertext ‖ tag. Convergent keys derive the
+//     nonce with [ConvergentNonceMessage] and HMAC-SHA256 under a second,
+//     per-version key; other keys use a random nonce. No nonce ever
+//     crosses this API.
+//   - RSA2048 cipher keys: RSA-OAEP decryption with SHA-256 and
+//     MGF1-SHA256, empty label; RSASSA-PSS signatures with SHA-256,
+//     MGF1-SHA256 and the maximum salt length (222 bytes for a 2048-bit
+//     modulus).
+//   - RSA2048 token-signing keys: RSASSA-PKCS1-v1_5 signatures with
+//     SHA-256 (JWT RS256). They neither encrypt nor decrypt.
+//   - ECDSA: P-256 signatures with SHA-256, in ASN.1 DER.
+//
+// The Engine does the public side from the public key Generate returned,
+// which it stores with every version: RSA-OAEP encryption, and
+// verification of PSS and ECDSA signatures (accepting any PSS salt
+// length). The token package verifies the RS256 signatures of tokens.
 //
 // # Concurrency
 //
 // A Backend and every Key it returns must be safe for concurrent use by
-// multiple goroutines.
+// multiple goroutines; see [Backend] for what Close must do to calls in
+// flight.
 //
 // # Security
 //
 // Handles are stored by the Engine in its database as they are: a backend
 // must make them safe to store (sealed under a root key, or mere references
-// to objects held in a hardware token). Errors must never contain key
-// material, plaintext or handles; authentication failures on decryption
-// collapse into [ErrDecryptionFailed] so callers get no oracle.
+// to material it holds). Errors must never contain key material, plaintext
+// or handles; authentication failures on decryption collapse into
+// [ErrDecryptionFailed] so callers get no oracle. Loaded keys should print
+// (fmt, JSON, log/slog) as a description that names no material.
 package backend
 
 import (
@@ -51,11 +66,20 @@ type KeyType string
 const (
 	// AES256 is a 256-bit AES key used with GCM. It encrypts and decrypts.
 	AES256 KeyType = "AES256"
-	// RSA2048 is a 2048-bit RSA key. It encrypts, decrypts, signs and verifies.
+	// RSA2048 is a 2048-bit RSA key. The backend decrypts and signs with
+	// it; the Engine encrypts and verifies with its public key.
 	RSA2048 KeyType = "RSA2048"
-	// ECDSA is a NIST P-256 ECDSA key. It signs and verifies.
+	// ECDSA is a NIST P-256 ECDSA key. The backend signs with it; the
+	// Engine verifies with its public key.
 	ECDSA KeyType = "ECDSA"
 )
+
+// RSAModulusBits is the size of every RSA key this module uses.
+const RSAModulusBits = 2048
+
+// RSAOAEPMaxPlaintext is the largest plaintext RSA-OAEP-SHA256 carries
+// under a 2048-bit key: 256 − 2·32 − 2 bytes.
+const RSAOAEPMaxPlaintext = 190
 
 // Valid reports whether t is one of the defined key types.
 func (t KeyType) Valid() bool {
@@ -70,7 +94,9 @@ func (t KeyType) Valid() bool {
 func (t KeyType) String() string { return string(t) }
 
 // Purpose says what a piece of key material is for. It is bound into every
-// handle so material made for one purpose can never be loaded for another.
+// handle so material made for one purpose can never be loaded for another,
+// and with the key type it fixes the algorithms (see the package
+// documentation).
 type Purpose string
 
 // The purposes the Engine uses.
@@ -95,41 +121,6 @@ type KeyRef struct {
 	Purpose Purpose
 }
 
-// Algorithm names an operation's algorithm. See the package documentation.
-type Algorithm int
-
-// The algorithms a Key may be asked to perform.
-const (
-	// AlgAESGCM is AES-256-GCM with a 12-byte nonce and a 16-byte tag.
-	AlgAESGCM Algorithm = iota + 1
-	// AlgRSAOAEPSHA256 is RSA-OAEP with SHA-256, MGF1-SHA256 and an empty label.
-	AlgRSAOAEPSHA256
-	// AlgRSAPSSSHA256 is RSASSA-PSS with SHA-256 and MGF1-SHA256; signing uses
-	// the maximum salt length.
-	AlgRSAPSSSHA256
-	// AlgRSAPKCS1v15SHA256 is RSASSA-PKCS1-v1_5 with SHA-256 (JWT RS256).
-	AlgRSAPKCS1v15SHA256
-	// AlgECDSAP256SHA256 is ECDSA on P-256 with SHA-256 and DER signatures.
-	AlgECDSAP256SHA256
-)
-
-// String returns a short name of the algorithm.
-func (a Algorithm) String() string {
-	switch a {
-	case AlgAESGCM:
-		return "AES-256-GCM"
-	case AlgRSAOAEPSHA256:
-		return "RSA-OAEP-SHA256"
-	case AlgRSAPSSSHA256:
-		return "RSA-PSS-SHA256"
-	case AlgRSAPKCS1v15SHA256:
-		return "RSA-PKCS1v15-SHA256"
-	case AlgECDSAP256SHA256:
-		return "ECDSA-P256-SHA256"
-	}
-	return "unknown"
-}
-
 // GenerateRequest asks a backend to create new key material.
 type GenerateRequest struct {
 	// Ref names the material; it is bound into the handle.
@@ -141,12 +132,13 @@ type GenerateRequest struct {
 	Convergent bool
 }
 
-// GenerateResponse is the result of Generate or Import.
+// GenerateResponse is the result of Generate or ImportKey.
 type GenerateResponse struct {
 	// Handle is opaque and safe to store; Load turns it back into a Key.
 	Handle []byte
 	// Public is the public key (*rsa.PublicKey or *ecdsa.PublicKey), or nil
-	// for AES256.
+	// for AES256. The Engine stores it and does every public-key
+	// operation with it.
 	Public crypto.PublicKey
 }
 
@@ -166,22 +158,55 @@ type DestroyRequest struct {
 	Handle []byte
 }
 
-// Backend creates, loads and destroys key material.
+// Backend creates, loads and destroys key material; the keys it loads do
+// the operations that need the secret.
+//
+// Errors: every method fails with an error that wraps one of this
+// package's sentinels where one applies, so callers match with errors.Is:
+// ErrInvalidArgument for a malformed request (a nil request included),
+// ErrInvalidHandle and ErrKeyNotFound as Load states, ErrClosed after
+// Close, the context's error when ctx is done; other errors are backend
+// failures. No error carries key material, plaintext or a handle.
+//
+// Concurrency: a Backend, and every Key it returns, is safe for concurrent
+// use by multiple goroutines.
+//
+// Handle safety: the Engine stores handles as they are, in a database
+// that is not secret, and gives them back unchanged. A handle must
+// therefore be safe to store (material sealed under a key the backend
+// holds, or a mere reference to material the backend keeps), and bound to
+// the KeyRef, type and convergent flag it was made for: presented with
+// anything else, or altered, it must not load.
+//
+// Close: calls in flight may finish or fail with ErrClosed; Close is
+// idempotent, and once it has returned every method of the Backend and of
+// the keys it loaded fails with ErrClosed (a Key's Ref and Type still
+// answer).
 type Backend interface {
-	// Generate creates new key material. It fails with ErrInvalidArgument
+	// Generate creates new key material and returns its handle and, for
+	// RSA2048 and ECDSA, its public key. It fails with ErrInvalidArgument
 	// for an invalid request (unknown type or purpose, Convergent on a
-	// non-AES key, a token-signing key that is not RSA2048), with ErrClosed
-	// after Close, and with other errors for backend failures.
+	// non-AES key, a token-signing key that is not RSA2048, a KeyRef
+	// without a 64-character lowercase hex KeyTag or a Version of at least
+	// 1; see KeyRef.Validate), with ErrClosed after Close, and with other
+	// errors for backend failures.
 	Generate(ctx context.Context, req *GenerateRequest) (*GenerateResponse, error)
-	// Load returns the Key behind a handle. A handle that is malformed, was
-	// made for another KeyRef/type, or was sealed under another root key
-	// fails with ErrInvalidHandle; material no longer present fails with
-	// ErrKeyNotFound. Load must not search the backend on every call of the
-	// returned Key: callers cache the Key and use it on the hot path.
+	// Load returns the Key behind a handle. A handle that is empty,
+	// malformed, was made for another KeyRef, type or convergent flag, or
+	// was sealed under another root key fails with ErrInvalidHandle;
+	// material no longer present fails with ErrKeyNotFound (a tampered
+	// handle may give either); an invalid request (unknown type or
+	// purpose) fails with ErrInvalidArgument or ErrInvalidHandle. Load
+	// does the expensive work once: callers cache the Key and use it on
+	// the hot path, so its operations must not search the backend.
 	Load(ctx context.Context, req *LoadRequest) (Key, error)
 	// Destroy destroys the material behind a handle. Destroying material
-	// that is already gone is not an error. Keys loaded earlier from the
-	// handle may fail afterwards.
+	// that is already gone is not an error. Afterwards Load of the handle
+	// fails with ErrKeyNotFound, or still works for a backend that stores
+	// nothing (its material dies with the last copy of the handle); keys
+	// loaded earlier may fail with ErrKeyNotFound. An invalid request
+	// fails with ErrInvalidArgument, a handle not in the backend's format
+	// with ErrInvalidHandle.
 	Destroy(ctx context.Context, req *DestroyRequest) error
 	// Close releases the backend's resources. It is idempotent; afterwards
 	// every method fails with ErrClosed.
@@ -189,11 +214,16 @@ type Backend interface {
 }
 
 // Key is loaded key material. Depending on its type it also implements
-// [Encrypter], [Decrypter], [Signer] and [Verifier]:
+// [Encrypter], [Decrypter] and [Signer]:
 //
 //	AES256:  Encrypter, Decrypter
-//	RSA2048: Encrypter, Decrypter, Signer, Verifier
-//	ECDSA:   Signer, Verifier
+//	RSA2048: Decrypter, Signer (token-signing keys: Signer; Decrypt fails)
+//	ECDSA:   Signer
+//
+// A Key is safe for concurrent use, and fails with ErrClosed once its
+// Backend is closed. Its operations fail with ErrInvalidArgument for a nil
+// or malformed request, with ErrKeyNotFound when its material was
+// destroyed (backends that can tell), and never panic on any input.
 type Key interface {
 	// Ref returns the KeyRef the material was created for.
 	Ref() KeyRef
@@ -203,79 +233,59 @@ type Key interface {
 
 // EncryptRequest is the input of Encrypter.Encrypt.
 type EncryptRequest struct {
-	// Plaintext to encrypt. RSA2048 accepts at most 190 bytes.
+	// Plaintext to encrypt.
 	Plaintext []byte
-	// AdditionalData is authenticated but not encrypted (AES256 only; must
-	// be empty for RSA2048). For convergent keys it also enters the nonce
-	// derivation, see ConvergentNonceMessage.
+	// AdditionalData is authenticated but not encrypted. For convergent
+	// keys it also enters the nonce derivation, see
+	// ConvergentNonceMessage. nil and empty are the same.
 	AdditionalData []byte
 }
 
 // DecryptRequest is the input of Decrypter.Decrypt.
 type DecryptRequest struct {
-	// Ciphertext as Encrypt returned it: nonce ‖ ciphertext ‖ tag for
-	// AES256, the 256-byte OAEP block for RSA2048.
+	// Ciphertext as Encrypt returned it for AES256 (nonce ‖ ciphertext ‖
+	// tag), or the 256-byte OAEP block for RSA2048.
 	Ciphertext []byte
-	// AdditionalData must equal the one given to Encrypt (AES256 only).
+	// AdditionalData must equal the one given to Encrypt (AES256 only:
+	// RSA2048 fails with ErrInvalidArgument when it is not empty).
 	AdditionalData []byte
 }
 
-// Encrypter is implemented by keys that encrypt (AES256, RSA2048).
+// Encrypter is implemented by AES256 keys: AES-GCM encryption needs the
+// secret. (RSA-OAEP encryption does not; the Engine does it.)
 type Encrypter interface {
 	Key
-	// Encrypt encrypts req.Plaintext. Oversized input fails with
+	// Encrypt encrypts req.Plaintext under a random nonce, or the
+	// convergent nonce for a convergent key. Oversized input fails with
 	// ErrInvalidArgument.
 	Encrypt(ctx context.Context, req *EncryptRequest) ([]byte, error)
 }
 
-// Decrypter is implemented by keys that decrypt (AES256, RSA2048).
+// Decrypter is implemented by keys that decrypt: AES256 (AES-GCM) and
+// RSA2048 (RSA-OAEP).
 type Decrypter interface {
 	Key
 	// Decrypt decrypts req.Ciphertext. Any authentication or padding
 	// failure, truncation or tampering fails with ErrDecryptionFailed and
-	// nothing more specific, so callers get no oracle.
+	// nothing more specific, so callers get no oracle. A token-signing key
+	// fails with ErrInvalidArgument.
 	Decrypt(ctx context.Context, req *DecryptRequest) ([]byte, error)
 }
 
 // SignRequest is the input of Signer.Sign.
 type SignRequest struct {
-	// Algorithm: AlgRSAPSSSHA256 or AlgRSAPKCS1v15SHA256 for RSA2048,
-	// AlgECDSAP256SHA256 for ECDSA.
-	Algorithm Algorithm
 	// Digest is the SHA-256 digest of the message (32 bytes).
 	Digest []byte
 }
 
-// VerifyRequest is the input of Verifier.Verify.
-type VerifyRequest struct {
-	// Algorithm, as for SignRequest.
-	Algorithm Algorithm
-	// Digest is the SHA-256 digest of the message (32 bytes).
-	Digest []byte
-	// Signature to check.
-	Signature []byte
-	// PSSSaltLength, for AlgRSAPSSSHA256 only: the required salt length in
-	// bytes, or 0 to accept any salt length (what the Engine uses).
-	PSSSaltLength int
-}
-
-// Signer is implemented by keys that sign (RSA2048, ECDSA).
+// Signer is implemented by keys that sign: RSA2048 and ECDSA. The key's
+// type and purpose fix the algorithm (see the package documentation); the
+// public key is the one Generate returned.
 type Signer interface {
 	Key
-	// Public returns the public key (*rsa.PublicKey or *ecdsa.PublicKey).
-	Public() crypto.PublicKey
-	// Sign signs req.Digest. An algorithm the key type does not support or
-	// a digest that is not 32 bytes fails with ErrInvalidArgument.
+	// Sign signs req.Digest. A digest that is not 32 bytes fails with
+	// ErrInvalidArgument.
 	Sign(ctx context.Context, req *SignRequest) ([]byte, error)
-}
-
-// Verifier is implemented by keys that verify (RSA2048, ECDSA).
-type Verifier interface {
-	Key
-	// Verify reports whether req.Signature is valid. A signature that does
-	// not match, or cannot be parsed, answers (false, nil); errors are for
-	// invalid requests (ErrInvalidArgument) and backend failures.
-	Verify(ctx context.Context, req *VerifyRequest) (bool, error)
 }
 
 // ImportRequest asks a backend to take in existing key material (bring your
@@ -293,17 +303,12 @@ type ImportRequest struct {
 }
 
 // Importer is an optional capability: backends that can import key
-// material implement it.
+// material implement it. The conformance suite runs its known-answer
+// tests and the Wycheproof vectors through it.
 type Importer interface {
-	// ImportKey imports key material and returns a handle as Generate does.
-	// Material of the wrong type or size fails with ErrInvalidArgument.
+	// ImportKey imports key material and returns a handle as Generate does;
+	// a non-empty ConvergentKey makes an AES256 key convergent. Material
+	// of the wrong type or size fails with ErrInvalidArgument, and so does
+	// an invalid KeyRef or a nil request; ErrClosed after Close.
 	ImportKey(ctx context.Context, req *ImportRequest) (*GenerateResponse, error)
-}
-
-// PublicVerifier is an optional capability for backends whose public-key
-// operations can run on any public key (used to run verification test
-// vectors without importing a private key).
-type PublicVerifier interface {
-	// VerifyWithPublicKey verifies like Verifier.Verify, under pub.
-	VerifyWithPublicKey(ctx context.Context, pub crypto.PublicKey, req *VerifyRequest) (bool, error)
 }

@@ -3,25 +3,14 @@ package backend
 import (
 	"crypto/sha256"
 	"fmt"
+
+	"github.com/pocketkms/kms/internal/keytag"
 )
 
-// keyTagLen is the length of a key tag: 64 lowercase hex characters.
-const keyTagLen = 64
-
 // ValidKeyTag reports whether s is a well-formed key tag: exactly 64
-// characters, each a digit or a lowercase letter a–f.
-func ValidKeyTag(s string) bool {
-	if len(s) != keyTagLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+// characters, each a digit or a lowercase letter a–f. It is the module's
+// one validator (internal/keytag), exported for backends.
+func ValidKeyTag(s string) bool { return keytag.Valid(s) }
 
 // Validate checks that r, together with the key type and convergent flag
 // of a request, names material a backend may create, load or destroy: a
@@ -32,7 +21,7 @@ func ValidKeyTag(s string) bool {
 func (r KeyRef) Validate(typ KeyType, convergent bool) error {
 	switch {
 	case !ValidKeyTag(r.KeyTag):
-		return fmt.Errorf("%w: key tag must be %d lowercase hex characters", ErrInvalidArgument, keyTagLen)
+		return fmt.Errorf("%w: key tag must be %d lowercase hex characters", ErrInvalidArgument, keytag.Len)
 	case r.Version < 1:
 		return fmt.Errorf("%w: version must be at least 1", ErrInvalidArgument)
 	case !r.Purpose.Valid():
@@ -72,91 +61,57 @@ func truncate(s string) string {
 	return s
 }
 
-// SignAlgorithm returns the one algorithm a key of type typ made for
-// purpose p signs and verifies with, or 0 if such a key does not sign.
-// This is the key-separation rule every backend enforces: RSA2048 cipher
-// keys use AlgRSAPSSSHA256, RSA2048 token-signing keys
-// AlgRSAPKCS1v15SHA256, ECDSA keys AlgECDSAP256SHA256.
-func SignAlgorithm(typ KeyType, p Purpose) Algorithm {
-	switch {
-	case typ == RSA2048 && p == PurposeCipher:
-		return AlgRSAPSSSHA256
-	case typ == RSA2048 && p == PurposeTokenSigning:
-		return AlgRSAPKCS1v15SHA256
-	case typ == ECDSA && p == PurposeCipher:
-		return AlgECDSAP256SHA256
-	}
-	return 0
-}
-
 // CheckSignRequest checks a Sign request to a key of type typ made for
-// purpose p: req is not nil, its digest is 32 bytes, and its algorithm is
-// SignAlgorithm(typ, p). It returns nil or an error wrapping
-// ErrInvalidArgument.
+// purpose p: req is not nil, its digest is 32 bytes, and the key signs
+// (RSA2048 keys of either purpose, ECDSA cipher keys). The key's type and
+// purpose then fix the algorithm: RSASSA-PSS for RSA2048 cipher keys,
+// RSASSA-PKCS1-v1_5 for token-signing keys, ECDSA for ECDSA keys. It
+// returns nil or an error wrapping ErrInvalidArgument.
 func CheckSignRequest(req *SignRequest, typ KeyType, p Purpose) error {
-	if req == nil {
+	switch {
+	case req == nil:
 		return fmt.Errorf("%w: nil request", ErrInvalidArgument)
-	}
-	return checkSign(req.Algorithm, req.Digest, typ, p)
-}
-
-// CheckVerifyRequest checks a Verify request to a key of type typ made for
-// purpose p as CheckSignRequest checks a Sign request: req is not nil, its
-// digest is 32 bytes, and its algorithm is SignAlgorithm(typ, p). It
-// returns nil or an error wrapping ErrInvalidArgument. VerifyWithPublicKey
-// checks the rest (the salt length).
-func CheckVerifyRequest(req *VerifyRequest, typ KeyType, p Purpose) error {
-	if req == nil {
-		return fmt.Errorf("%w: nil request", ErrInvalidArgument)
-	}
-	return checkSign(req.Algorithm, req.Digest, typ, p)
-}
-
-func checkSign(a Algorithm, digest []byte, typ KeyType, p Purpose) error {
-	if len(digest) != sha256.Size {
+	case len(req.Digest) != sha256.Size:
 		return fmt.Errorf("%w: digest must be %d bytes", ErrInvalidArgument, sha256.Size)
-	}
-	if want := SignAlgorithm(typ, p); want == 0 || a != want {
-		if typ == ECDSA {
-			return fmt.Errorf("%w: algorithm %v does not fit an ECDSA key", ErrInvalidArgument, a)
-		}
-		return fmt.Errorf("%w: algorithm %v does not fit a %s %s key", ErrInvalidArgument, a, truncate(string(typ)), truncate(string(p)))
+	case !p.Valid() || (typ != RSA2048 && (typ != ECDSA || p != PurposeCipher)):
+		return fmt.Errorf("%w: %s %s keys do not sign", ErrInvalidArgument, truncate(string(typ)), truncate(string(p)))
 	}
 	return nil
 }
 
 // CheckEncryptRequest checks an Encrypt request to a key of type typ made
-// for purpose p: req is not nil, the key encrypts (AES256 and RSA2048
-// cipher keys; token-signing keys do not), and an RSA2048 request carries
-// no additional data. Size limits are the backend's to check. It returns
-// nil or an error wrapping ErrInvalidArgument.
+// for purpose p: req is not nil and the key encrypts (AES256 cipher keys
+// only; the Engine encrypts RSA-OAEP itself). Size limits are the
+// backend's to check. It returns nil or an error wrapping
+// ErrInvalidArgument.
 func CheckEncryptRequest(req *EncryptRequest, typ KeyType, p Purpose) error {
-	if req == nil {
+	switch {
+	case req == nil:
 		return fmt.Errorf("%w: nil request", ErrInvalidArgument)
+	case p == PurposeTokenSigning:
+		return fmt.Errorf("%w: token-signing keys do not encrypt", ErrInvalidArgument)
+	case p != PurposeCipher || typ != AES256:
+		return fmt.Errorf("%w: %s %s keys do not encrypt", ErrInvalidArgument, truncate(string(typ)), truncate(string(p)))
 	}
-	return checkCipher("encrypt", "encryption", typ, p, req.AdditionalData)
+	return nil
 }
 
 // CheckDecryptRequest checks a Decrypt request to a key of type typ made
-// for purpose p as CheckEncryptRequest checks an Encrypt request. It
-// returns nil or an error wrapping ErrInvalidArgument; it never judges the
-// ciphertext, whose failures are the backend's to report as
-// ErrDecryptionFailed.
+// for purpose p: req is not nil, the key decrypts (AES256 and RSA2048
+// cipher keys; token-signing keys do not), and an RSA2048 request carries
+// no additional data. It returns nil or an error wrapping
+// ErrInvalidArgument; it never judges the ciphertext, whose failures are
+// the backend's to report as ErrDecryptionFailed.
 func CheckDecryptRequest(req *DecryptRequest, typ KeyType, p Purpose) error {
-	if req == nil {
-		return fmt.Errorf("%w: nil request", ErrInvalidArgument)
-	}
-	return checkCipher("decrypt", "decryption", typ, p, req.AdditionalData)
-}
-
-func checkCipher(verb, noun string, typ KeyType, p Purpose, additionalData []byte) error {
 	switch {
+	case req == nil:
+		return fmt.Errorf("%w: nil request", ErrInvalidArgument)
 	case p == PurposeTokenSigning:
-		return fmt.Errorf("%w: token-signing keys do not %s", ErrInvalidArgument, verb)
+		return fmt.Errorf("%w: token-signing keys do not decrypt", ErrInvalidArgument)
 	case p != PurposeCipher || (typ != AES256 && typ != RSA2048):
-		return fmt.Errorf("%w: %s %s keys do not %s", ErrInvalidArgument, truncate(string(typ)), truncate(string(p)), verb)
-	case typ == RSA2048 && len(additionalData) != 0:
-		return fmt.Errorf("%w: rsa %s takes no additional data", ErrInvalidArgument, noun)
+		return fmt.Errorf("%w: %s %s keys do not decrypt", ErrInvalidArgument, truncate(string(typ)), truncate(string(p)))
+	case typ == RSA2048 && len(req.AdditionalData) != 0:
+		return fmt.Errorf("%w: rsa decryption takes no additional data", ErrInvalidArgument)
 	}
 	return nil
 }

@@ -1,9 +1,9 @@
 // Package backendtest is the conformance suite every [backend.Backend]
-// must pass. Call it from the backend's own tests:
+// must pass. A backend's test file makes one call:
 //
 //	func TestConformance(t *testing.T) {
-//		backendtest.Run(t, func(t *testing.T) backend.Backend {
-//			b, err := mybackend.New(...)
+//		backendtest.Run(t, func(t *testing.T, dir string) backend.Backend {
+//			b, err := mybackend.Open(dir) // state (keys, root key, token) in dir
 //			if err != nil {
 //				t.Fatal(err)
 //			}
@@ -11,49 +11,54 @@
 //		})
 //	}
 //
-// There are three entry points:
+// [Run] checks the contract written on [backend.Backend] and the
+// interfaces around it, with a fresh backend on a fresh state directory
+// per subtest:
 //
-//   - [Run] checks the SPI contract with a fresh backend per subtest:
-//     round trips for every key type, outputs that must differ or be equal,
-//     tables of malformed input and the sentinel errors they must produce
-//     (never a panic), handles bound to their KeyRef, Verify answering
-//     false, the PSS salt length, concurrent use, Close, and, for backends
-//     that implement the optional capabilities, [backend.Importer]
-//     known-answer tests (convergent encryption included) and
-//     [backend.PublicVerifier].
-//   - [RunReopen] checks that handles stay usable when a backend is closed
-//     and opened again on the same state directory, and that a backend on
-//     another state directory refuses them. Backends without persistent
-//     state (the memory backend) keep their root key in that directory.
-//   - [RunWycheproof] runs Project Wycheproof vectors through the SPI. The
-//     vectors come from the pinned module
+//   - Generate, for every key type and purpose, and its invalid requests;
+//   - round trips: AES-GCM both ways, RSA-OAEP decryption of what the
+//     Engine encrypts with the public key (and of crypto/rsa ciphertexts),
+//     signatures that verify under the public key with the algorithm the
+//     key's type and purpose fix (checked with what the Engine's Verify
+//     runs, and with crypto/rsa and crypto/ecdsa), and that RSA keys do not
+//     implement backend.Encrypter;
+//   - outputs that must differ (random nonces, PSS salts, keys, versions)
+//     or be equal (convergent encryption, PKCS #1 v1.5);
+//   - tables of malformed input and the sentinel errors they must produce,
+//     never a panic and never a plaintext in an error;
+//   - handles bound to their KeyRef, type and convergent flag, tampered
+//     handles, Destroy, concurrent use, Close (every method then fails with
+//     backend.ErrClosed);
+//   - for backends that implement [backend.Importer], known-answer tests
+//     (convergent encryption included);
+//   - Reopen: handles made by one backend load in a later one opened on the
+//     same directory and keep working; a backend on another directory
+//     refuses them;
+//   - Wycheproof: the Project Wycheproof vectors that need a secret (AES-GCM
+//     and RSA-OAEP decryption), through backend.Importer. The vectors come
+//     from the pinned module
 //     github.com/C2SP/wycheproof@v0.0.0-20250901140545-b51abcfb8daf,
-//     fetched with "go mod download"; without network access the test is
-//     skipped, unless the environment variable CI is "true", which makes it
-//     fail.
+//     fetched with "go mod download"; without network access that subtest
+//     is skipped, unless the environment variable CI is "true", which
+//     makes it fail. The public-key vectors run once, on the Engine (see
+//     the root package's wycheproof_test.go), since no backend does
+//     public-key operations.
 //
-// The factories receive the subtest's *testing.T so they can use
-// t.TempDir, t.Cleanup and t.Fatal. The suite closes every backend it is
-// given when the subtest ends (Close must be idempotent), so factories need
-// not. Nothing in this package is specific to one backend.
+// The suite closes every backend it opens when the subtest ends (Close
+// must be idempotent), so open need not. Nothing in this package is
+// specific to one backend; backend/backendtest/filebackend is a small
+// backend whose only test is that one call.
 //
-// # Contract beyond the SPI comments
+// # Choices the suite pins
 //
-// Where the backend package leaves room, the suite pins these choices, so
-// that the Engine behaves alike on every backend:
+// Where the contract leaves room, the suite pins these choices, so that
+// the Engine behaves alike on every backend:
 //
-//   - Generate and ImportKey check the KeyRef: a KeyTag of 64 lowercase hex
-//     characters, a Version of at least 1, a known Purpose. A violation is
-//     backend.ErrInvalidArgument.
 //   - A nil request is backend.ErrInvalidArgument for every method (Load
 //     may also answer backend.ErrInvalidHandle).
-//   - RSA2048 Encrypt and Decrypt with additional data are
-//     backend.ErrInvalidArgument.
 //   - A tampered handle is backend.ErrInvalidHandle or
 //     backend.ErrKeyNotFound; an empty handle, or a handle presented with
 //     another KeyRef, type or convergent flag, is backend.ErrInvalidHandle.
-//   - After Close every method of the backend and of the keys it loaded
-//     fails with backend.ErrClosed (Ref and Type still answer).
 //   - After Destroy, Load either still works (backends that store
 //     nothing) or fails with backend.ErrKeyNotFound.
 //

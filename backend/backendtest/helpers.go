@@ -3,6 +3,7 @@ package backendtest
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -15,7 +16,11 @@ import (
 	"testing"
 
 	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/internal/pubkey"
 )
+
+// opener opens a backend whose state lives in dir: the argument of Run.
+type opener = func(t *testing.T, dir string) backend.Backend
 
 // fixture is one subtest's backend.
 type fixture struct {
@@ -24,12 +29,20 @@ type fixture struct {
 	ctx context.Context
 }
 
-// setup builds a fresh backend for t and closes it when t ends.
-func setup(t *testing.T, newBackend func(t *testing.T) backend.Backend) *fixture {
+// setup opens a fresh backend for t, on a state directory of its own, and
+// closes it when t ends.
+func setup(t *testing.T, open opener) *fixture {
 	t.Helper()
-	b := newBackend(t)
+	return setupIn(t, open, t.TempDir())
+}
+
+// setupIn opens a backend on the state directory dir and closes it when t
+// ends.
+func setupIn(t *testing.T, open opener, dir string) *fixture {
+	t.Helper()
+	b := open(t, dir)
 	if b == nil {
-		t.Fatal("backendtest: the factory returned a nil backend")
+		t.Fatal("backendtest: open returned a nil backend")
 	}
 	t.Cleanup(func() {
 		if err := b.Close(); err != nil {
@@ -130,7 +143,7 @@ func as[T any](t *testing.T, k backend.Key) T {
 }
 
 // capability returns the fixture's backend as the optional capability T
-// (backend.Importer, backend.PublicVerifier), or skips the test.
+// (backend.Importer), or skips the test.
 func capability[T any](f *fixture) T {
 	f.t.Helper()
 	c, ok := f.b.(T)
@@ -161,38 +174,44 @@ func (f *fixture) decrypt(k backend.Key, ct, ad []byte) []byte {
 }
 
 // sign signs and fails the test on error.
-func (f *fixture) sign(k backend.Key, alg backend.Algorithm, digest []byte) []byte {
+func (f *fixture) sign(k backend.Key, digest []byte) []byte {
 	f.t.Helper()
-	sig, err := as[backend.Signer](f.t, k).Sign(f.ctx, &backend.SignRequest{Algorithm: alg, Digest: digest})
+	sig, err := as[backend.Signer](f.t, k).Sign(f.ctx, &backend.SignRequest{Digest: digest})
 	if err != nil {
-		f.t.Fatalf("Sign %v: %v", alg, err)
+		f.t.Fatalf("Sign %v %v: %v", k.Type(), k.Ref().Purpose, err)
 	}
 	if len(sig) == 0 {
-		f.t.Fatalf("Sign %v: empty signature", alg)
+		f.t.Fatalf("Sign %v %v: empty signature", k.Type(), k.Ref().Purpose)
 	}
 	return sig
 }
 
-// verify verifies and fails the test on error.
-func (f *fixture) verify(k backend.Key, req *backend.VerifyRequest) bool {
-	f.t.Helper()
-	ok, err := as[backend.Verifier](f.t, k).Verify(f.ctx, req)
+// verifies reports whether sig is a signature of digest under pub with
+// the algorithm of material s: for RSA2048 cipher and ECDSA keys what the
+// Engine's Verify runs (internal/pubkey), for token-signing keys RS256 as
+// the token package verifies it (crypto/rsa).
+func verifies(t *testing.T, s spec, pub crypto.PublicKey, digest, sig []byte) bool {
+	t.Helper()
+	if s.purpose == backend.PurposeTokenSigning {
+		rp, ok := pub.(*rsa.PublicKey)
+		return ok && rsa.VerifyPKCS1v15(rp, crypto.SHA256, digest, sig) == nil
+	}
+	ok, err := pubkey.Verify(pub, digest, sig)
 	if err != nil {
-		f.t.Fatalf("Verify %v: %v", req.Algorithm, err)
+		t.Fatalf("verify under the %s public key: %v", s.name, err)
 	}
 	return ok
 }
 
-// signAlg returns the signature algorithm of a spec.
-func signAlg(s spec) backend.Algorithm {
-	switch {
-	case s.typ == backend.ECDSA:
-		return backend.AlgECDSAP256SHA256
-	case s.purpose == backend.PurposeTokenSigning:
-		return backend.AlgRSAPKCS1v15SHA256
-	default:
-		return backend.AlgRSAPSSSHA256
+// encryptOAEP encrypts pt under the public key of g as the Engine does
+// (internal/pubkey), failing the test on error.
+func encryptOAEP(t *testing.T, g generated, pt []byte) []byte {
+	t.Helper()
+	ct, err := pubkey.EncryptOAEP(g.resp.Public, pt)
+	if err != nil {
+		t.Fatalf("encrypt under the %s public key: %v", g.name, err)
 	}
+	return ct
 }
 
 func digest(s string) []byte {
@@ -266,7 +285,7 @@ func noPanic(t *testing.T, what string, fn func()) {
 }
 
 // stdRSAKey is an RSA-2048 key made by crypto/rsa once per process, for
-// known-answer and public-verifier tests.
+// known-answer tests.
 var stdRSAKey = sync.OnceValues(func() (*rsa.PrivateKey, error) {
 	return rsa.GenerateKey(rand.Reader, backend.RSAModulusBits)
 })

@@ -66,9 +66,9 @@ func katKeys() (key, conv []byte) {
 	return key, conv
 }
 
-func testImport(t *testing.T, nb func(t *testing.T) backend.Backend) {
+func testImport(t *testing.T, open opener) {
 	t.Run("AES256KnownAnswer", func(t *testing.T) {
-		f := setup(t, nb)
+		f := setup(t, open)
 		key, _ := katKeys()
 		k, _ := f.importKey(specAES, bytes.Clone(key), nil)
 		ref := stdGCM(t, key)
@@ -86,7 +86,7 @@ func testImport(t *testing.T, nb func(t *testing.T) backend.Backend) {
 	})
 
 	t.Run("AES256ConvergentKnownAnswer", func(t *testing.T) {
-		f := setup(t, nb)
+		f := setup(t, open)
 		key, conv := katKeys()
 		k, _ := f.importKey(specConvergent, bytes.Clone(key), bytes.Clone(conv))
 		// Pinned outputs of the cross-backend construction (computed
@@ -122,13 +122,12 @@ func testImport(t *testing.T, nb func(t *testing.T) backend.Backend) {
 	})
 
 	t.Run("RSA2048", func(t *testing.T) {
-		f := setup(t, nb)
+		f := setup(t, open)
 		priv := stdRSA(t)
 		k, g := f.importKey(specRSA, priv, nil)
 		if !priv.PublicKey.Equal(g.resp.Public) {
 			t.Error("ImportKey returned another public key")
 		}
-		checkPublic(t, k, g)
 		pt := []byte("known answer")
 		ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &priv.PublicKey, pt, nil)
 		if err != nil {
@@ -137,19 +136,15 @@ func testImport(t *testing.T, nb func(t *testing.T) backend.Backend) {
 		if got := f.decrypt(k, ct, nil); !bytes.Equal(got, pt) {
 			t.Error("Decrypt of a crypto/rsa ciphertext gave the wrong plaintext")
 		}
-		ct = f.encrypt(k, pt, nil)
-		if got, err := rsa.DecryptOAEP(sha256.New(), nil, priv, ct, nil); err != nil || !bytes.Equal(got, pt) {
-			t.Errorf("crypto/rsa cannot decrypt the backend's ciphertext: %v", err)
-		}
 		d := digest("message")
-		sig := f.sign(k, backend.AlgRSAPSSSHA256, d)
+		sig := f.sign(k, d)
 		if err := rsa.VerifyPSS(&priv.PublicKey, crypto.SHA256, d, sig, nil); err != nil {
 			t.Errorf("crypto/rsa rejects the PSS signature: %v", err)
 		}
 	})
 
 	t.Run("RSA2048TokenSigningKnownAnswer", func(t *testing.T) {
-		f := setup(t, nb)
+		f := setup(t, open)
 		priv := stdRSA(t)
 		k, _ := f.importKey(specToken, priv, nil)
 		d := digest("header.claims")
@@ -157,13 +152,13 @@ func testImport(t *testing.T, nb func(t *testing.T) backend.Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := f.sign(k, backend.AlgRSAPKCS1v15SHA256, d); !bytes.Equal(got, want) {
+		if got := f.sign(k, d); !bytes.Equal(got, want) {
 			t.Error("PKCS #1 v1.5 signature differs from crypto/rsa's")
 		}
 	})
 
 	t.Run("ECDSA", func(t *testing.T) {
-		f := setup(t, nb)
+		f := setup(t, open)
 		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -172,15 +167,14 @@ func testImport(t *testing.T, nb func(t *testing.T) backend.Backend) {
 		if !priv.PublicKey.Equal(g.resp.Public) {
 			t.Error("ImportKey returned another public key")
 		}
-		checkPublic(t, k, g)
 		d := digest("message")
-		if !ecdsa.VerifyASN1(&priv.PublicKey, d, f.sign(k, backend.AlgECDSAP256SHA256, d)) {
+		if !ecdsa.VerifyASN1(&priv.PublicKey, d, f.sign(k, d)) {
 			t.Error("crypto/ecdsa rejects the signature")
 		}
 	})
 
 	t.Run("InvalidMaterial", func(t *testing.T) {
-		f := setup(t, nb)
+		f := setup(t, open)
 		imp := f.importer()
 		rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
 		if err != nil {
@@ -241,83 +235,5 @@ func testImport(t *testing.T, nb func(t *testing.T) backend.Backend) {
 			_, err := imp.ImportKey(f.ctx, nil)
 			wantErr(t, "ImportKey(nil)", err, backend.ErrInvalidArgument)
 		})
-	})
-}
-
-func testPublicVerifier(t *testing.T, nb func(t *testing.T) backend.Backend) {
-	f := setup(t, nb)
-	pv, ok := f.b.(backend.PublicVerifier)
-	if !ok {
-		t.Skip("the backend does not implement backend.PublicVerifier")
-	}
-	priv := stdRSA(t)
-	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := digest("message")
-	pss32, err := rsa.SignPSS(rand.Reader, priv, crypto.SHA256, d, &rsa.PSSOptions{SaltLength: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs, err := rsa.SignPKCS1v15(nil, priv, crypto.SHA256, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecSig, err := ecdsa.SignASN1(rand.Reader, ec, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edPub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsaPub, ecPub := &priv.PublicKey, &ec.PublicKey
-	type result int
-	const (
-		valid result = iota
-		invalid
-		badRequest
-	)
-	cases := []struct {
-		name string
-		pub  crypto.PublicKey
-		req  backend.VerifyRequest
-		want result
-	}{
-		{"PSSAnySalt", rsaPub, backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d, Signature: pss32}, valid},
-		{"PSSSalt32", rsaPub, backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d, Signature: pss32, PSSSaltLength: 32}, valid},
-		{"PSSWrongSalt", rsaPub, backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d, Signature: pss32, PSSSaltLength: 20}, invalid},
-		{"PKCS1v15", rsaPub, backend.VerifyRequest{Algorithm: backend.AlgRSAPKCS1v15SHA256, Digest: d, Signature: pkcs}, valid},
-		{"PKCS1v15AsPSS", rsaPub, backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d, Signature: pkcs}, invalid},
-		{"PKCS1v15Flipped", rsaPub, backend.VerifyRequest{Algorithm: backend.AlgRSAPKCS1v15SHA256, Digest: d, Signature: flip(pkcs, 10)}, invalid},
-		{"ECDSA", ecPub, backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d, Signature: ecSig}, valid},
-		{"ECDSAOtherDigest", ecPub, backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: digest("x"), Signature: ecSig}, invalid},
-		{"ECDSAGarbage", ecPub, backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d, Signature: []byte{0x30, 0x00}}, invalid},
-		{"NilKey", nil, backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d, Signature: ecSig}, badRequest},
-		{"TypedNilRSA", (*rsa.PublicKey)(nil), backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d, Signature: pss32}, badRequest},
-		{"ZeroRSA", &rsa.PublicKey{}, backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d, Signature: pss32}, badRequest},
-		{"TypedNilECDSA", (*ecdsa.PublicKey)(nil), backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d, Signature: ecSig}, badRequest},
-		{"Ed25519", edPub, backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d, Signature: ecSig}, badRequest},
-		{"RSAKeyECDSAAlgorithm", rsaPub, backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d, Signature: pss32}, badRequest},
-		{"ECDSAKeyPSSAlgorithm", ecPub, backend.VerifyRequest{Algorithm: backend.AlgRSAPSSSHA256, Digest: d, Signature: ecSig}, badRequest},
-		{"ShortDigest", ecPub, backend.VerifyRequest{Algorithm: backend.AlgECDSAP256SHA256, Digest: d[:31], Signature: ecSig}, badRequest},
-	}
-	for _, c := range cases {
-		noPanic(t, c.name, func() {
-			ok, err := pv.VerifyWithPublicKey(f.ctx, c.pub, &c.req)
-			switch c.want {
-			case valid, invalid:
-				if want := c.want == valid; err != nil || ok != want {
-					t.Errorf("%s: VerifyWithPublicKey = %v, %v; want %v, nil", c.name, ok, err, want)
-				}
-			case badRequest:
-				wantErr(t, c.name, err, backend.ErrInvalidArgument)
-			}
-		})
-	}
-	noPanic(t, "NilRequest", func() {
-		_, err := pv.VerifyWithPublicKey(f.ctx, ecPub, nil)
-		wantErr(t, "VerifyWithPublicKey(nil)", err, backend.ErrInvalidArgument)
 	})
 }

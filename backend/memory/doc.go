@@ -13,25 +13,27 @@
 //	eng, err := kms.New(ctx, b)
 //
 // Besides [backend.Backend] the [Backend] implements the optional
-// [backend.Importer] and [backend.PublicVerifier] capabilities.
+// [backend.Importer] capability.
 //
 // # Algorithms
 //
-// The algorithms are those of the backend package documentation:
+// The algorithms are those of the backend package documentation, on the
+// secret side (the Engine encrypts RSA-OAEP and verifies signatures with
+// the public key):
 //
 //   - AES256: AES-256-GCM; Encrypt returns nonce(12) ‖ ciphertext ‖ tag(16).
 //     Nonces are random, or for convergent keys
 //     [backend.ConvergentNonce] under the version's 32-byte HMAC-SHA256 key.
-//   - RSA2048: RSA-OAEP-SHA256 (MGF1-SHA256, empty label); RSASSA-PSS
-//     SHA-256 signatures with the maximum salt length (222 bytes), for keys
-//     of purpose [backend.PurposeCipher]; RSASSA-PKCS1-v1_5 SHA-256 for keys
-//     of purpose [backend.PurposeTokenSigning] (JWT RS256).
+//   - RSA2048: RSA-OAEP-SHA256 decryption (MGF1-SHA256, empty label);
+//     RSASSA-PSS SHA-256 signatures with the maximum salt length (222
+//     bytes), for keys of purpose [backend.PurposeCipher];
+//     RSASSA-PKCS1-v1_5 SHA-256 for keys of purpose
+//     [backend.PurposeTokenSigning] (JWT RS256).
 //   - ECDSA: P-256, SHA-256, ASN.1 DER signatures.
 //
-// Key separation: a token-signing key only signs and verifies with
-// PKCS #1 v1.5, and a cipher RSA key only signs and verifies with PSS;
-// anything else fails with [backend.ErrInvalidArgument]. Token-signing keys
-// neither encrypt nor decrypt.
+// Key separation: the purpose fixes the signature algorithm, and
+// token-signing keys never decrypt (Decrypt fails with
+// [backend.ErrInvalidArgument]).
 //
 // # Handles
 //

@@ -1,11 +1,6 @@
 package memory
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -72,24 +67,4 @@ func (b *Backend) open(ref backend.KeyRef, typ backend.KeyType, convergent bool,
 		return nil, errOpen
 	}
 	return m, nil
-}
-
-// parsePrivate decodes PKCS #8 material of an RSA2048 or ECDSA key and
-// checks that it is of that type and size.
-func parsePrivate(typ backend.KeyType, der []byte) (crypto.Signer, error) {
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		return nil, errOpen
-	}
-	switch typ {
-	case backend.RSA2048:
-		if rk, ok := k.(*rsa.PrivateKey); ok && rk.N.BitLen() == backend.RSAModulusBits {
-			return rk, nil
-		}
-	case backend.ECDSA:
-		if ek, ok := k.(*ecdsa.PrivateKey); ok && ek.Curve == elliptic.P256() {
-			return ek, nil
-		}
-	}
-	return nil, errOpen
 }

@@ -2,14 +2,9 @@ package memory
 
 import (
 	"context"
-	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -20,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/backend/internal/softkey"
 )
 
 // RootKeySize is the size in bytes of a root key.
@@ -28,19 +24,15 @@ const RootKeySize = 32
 // MaxAESInput is the largest plaintext, and the largest additional data,
 // an AES256 key accepts, in bytes. It only rejects absurd sizes; the
 // Engine's own limits are far smaller.
-const MaxAESInput = 64 << 20
-
-// aesKeySize is the size of an AES-256 key.
-const aesKeySize = 32
+const MaxAESInput = softkey.MaxAESInput
 
 // maxRootKeyFileSize bounds what NewFromFile reads: 64 hex characters and
 // a CRLF.
 const maxRootKeyFileSize = 2*RootKeySize + 2
 
 var (
-	_ backend.Backend        = (*Backend)(nil)
-	_ backend.Importer       = (*Backend)(nil)
-	_ backend.PublicVerifier = (*Backend)(nil)
+	_ backend.Backend  = (*Backend)(nil)
+	_ backend.Importer = (*Backend)(nil)
 )
 
 // Option configures New and NewFromFile.
@@ -67,6 +59,7 @@ type Backend struct {
 	root   cipher.AEAD // AES-256-GCM under the root key; seals handles
 	random io.Reader
 	closed atomic.Bool
+	keys   softkey.Owner // what loaded keys use: name, check, nonce source
 }
 
 // New returns a Backend whose handles are sealed under rootKey, which must
@@ -93,7 +86,9 @@ func New(rootKey []byte, opts ...Option) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("memory: new: %w", err)
 	}
-	return &Backend{root: aead, random: cfg.random}, nil
+	b := &Backend{root: aead, random: cfg.random}
+	b.keys = softkey.Owner{Name: "memory", Check: b.check, Random: cfg.random}
+	return b, nil
 }
 
 // NewFromFile reads the root key from the file at path and calls New.
@@ -207,36 +202,9 @@ func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*
 	if err := req.Ref.Validate(req.Type, req.Convergent); err != nil {
 		return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
 	}
-	var material []byte
-	var pub crypto.PublicKey
-	switch req.Type {
-	case backend.AES256:
-		n := aesKeySize
-		if req.Convergent {
-			n += backend.ConvergentKeySize
-		}
-		material = make([]byte, n)
-		if _, err := rand.Read(material); err != nil {
-			return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
-		}
-	case backend.RSA2048:
-		priv, err := rsa.GenerateKey(rand.Reader, backend.RSAModulusBits)
-		if err != nil {
-			return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
-		}
-		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: generate %s: encode key: %w", req.Ref, err)
-		}
-		pub = &priv.PublicKey
-	case backend.ECDSA:
-		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
-		}
-		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: generate %s: encode key: %w", req.Ref, err)
-		}
-		pub = &priv.PublicKey
+	material, pub, err := softkey.Generate(req.Type, req.Convergent)
+	if err != nil {
+		return nil, fmt.Errorf("memory: generate %s: %w", req.Ref, err)
 	}
 	defer clear(material)
 	h, err := b.seal(req.Ref, req.Type, req.Convergent, material)
@@ -263,51 +231,11 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 	if err := req.Ref.Validate(req.Type, convergent); err != nil {
 		return nil, fmt.Errorf("memory: import %s: %w", req.Ref, err)
 	}
-	var material []byte
-	var pub crypto.PublicKey
-	var err error
-	switch req.Type {
-	case backend.AES256:
-		k, ok := req.Material.([]byte)
-		if !ok || len(k) != aesKeySize {
-			return nil, fmt.Errorf("memory: import %s: %w: material must be a %d-byte []byte", req.Ref, backend.ErrInvalidArgument, aesKeySize)
-		}
-		if convergent && len(req.ConvergentKey) != backend.ConvergentKeySize {
-			return nil, fmt.Errorf("memory: import %s: %w: convergent key must be %d bytes", req.Ref, backend.ErrInvalidArgument, backend.ConvergentKeySize)
-		}
-		material = make([]byte, 0, aesKeySize+backend.ConvergentKeySize)
-		material = append(material, k...)
-		material = append(material, req.ConvergentKey...)
-	case backend.RSA2048:
-		priv, ok := req.Material.(*rsa.PrivateKey)
-		if !ok || priv == nil || priv.N == nil || priv.N.BitLen() != backend.RSAModulusBits {
-			return nil, fmt.Errorf("memory: import %s: %w: material must be an *rsa.PrivateKey of %d bits", req.Ref, backend.ErrInvalidArgument, backend.RSAModulusBits)
-		}
-		if err := priv.Validate(); err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: invalid rsa key", req.Ref, backend.ErrInvalidArgument)
-		}
-		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: rsa key cannot be encoded", req.Ref, backend.ErrInvalidArgument)
-		}
-	case backend.ECDSA:
-		priv, ok := req.Material.(*ecdsa.PrivateKey)
-		if !ok || priv == nil || priv.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("memory: import %s: %w: material must be an *ecdsa.PrivateKey on P-256", req.Ref, backend.ErrInvalidArgument)
-		}
-		if material, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: ecdsa key cannot be encoded", req.Ref, backend.ErrInvalidArgument)
-		}
+	material, pub, err := softkey.Import(req)
+	if err != nil {
+		return nil, fmt.Errorf("memory: import %s: %w", req.Ref, err)
 	}
 	defer clear(material)
-	if req.Type != backend.AES256 {
-		// Re-parse so that the returned public key is our own copy and
-		// the encoding is known to load.
-		signer, err := parsePrivate(req.Type, material)
-		if err != nil {
-			return nil, fmt.Errorf("memory: import %s: %w: key cannot be decoded", req.Ref, backend.ErrInvalidArgument)
-		}
-		pub = signer.Public()
-	}
 	h, err := b.seal(req.Ref, req.Type, convergent, material)
 	if err != nil {
 		return nil, fmt.Errorf("memory: import %s: %w", req.Ref, err)
@@ -335,38 +263,11 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 		return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
 	defer clear(material)
-	base := keyBase{b: b, ref: req.Ref, typ: req.Type}
-	switch req.Type {
-	case backend.AES256:
-		want := aesKeySize
-		if req.Convergent {
-			want += backend.ConvergentKeySize
-		}
-		if len(material) != want {
-			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
-		}
-		aead, err := newGCM(material[:aesKeySize])
-		if err != nil {
-			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
-		}
-		k := &aesKey{keyBase: base, aead: aead}
-		if req.Convergent {
-			k.convergent = append([]byte(nil), material[aesKeySize:]...)
-		}
-		return k, nil
-	case backend.RSA2048:
-		signer, err := parsePrivate(req.Type, material)
-		if err != nil {
-			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
-		}
-		return &rsaKey{keyBase: base, priv: signer.(*rsa.PrivateKey)}, nil
-	default: // backend.ECDSA; KeyRef.Validate admits nothing else
-		signer, err := parsePrivate(req.Type, material)
-		if err != nil {
-			return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
-		}
-		return &ecdsaKey{keyBase: base, priv: signer.(*ecdsa.PrivateKey)}, nil
+	k, err := softkey.Load(&b.keys, req.Ref, req.Type, req.Convergent, material)
+	if err != nil {
+		return nil, fmt.Errorf("memory: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
+	return k, nil
 }
 
 // Destroy validates the request and returns nil: this backend stores
@@ -397,21 +298,6 @@ func (b *Backend) Destroy(ctx context.Context, req *backend.DestroyRequest) erro
 func (b *Backend) Close() error {
 	b.closed.Store(true)
 	return nil
-}
-
-// VerifyWithPublicKey verifies req under any RSA-2048 or P-256 public key,
-// as backend.VerifyWithPublicKey does: (false, nil) for a signature that
-// does not match or parse, backend.ErrInvalidArgument for a request or key
-// that does not fit, backend.ErrClosed after Close.
-func (b *Backend) VerifyWithPublicKey(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
-	if err := b.check(ctx); err != nil {
-		return false, fmt.Errorf("memory: verify: %w", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(pub, req)
-	if err != nil {
-		return false, fmt.Errorf("memory: verify: %w", err)
-	}
-	return ok, nil
 }
 
 // String returns a redacted description of the backend.

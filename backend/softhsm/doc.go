@@ -39,8 +39,7 @@
 //	softhsm2-util --init-token --free --label pocketkms --so-pin <so-pin> --pin <pin>
 //
 // (before the process starts: see Limitations). The Backend
-// implements [backend.Importer] (bring your own key, known-answer tests)
-// and [backend.PublicVerifier].
+// implements [backend.Importer] (bring your own key, known-answer tests).
 //
 // # Key material and handles
 //
@@ -75,13 +74,15 @@
 //     with CKM_RSA_PKCS_PSS (SHA-256, MGF1-SHA256, 222-byte salt) and
 //     decrypt RSA-OAEP-SHA256 (see Limitations); token-signing keys sign
 //     with CKM_RSA_PKCS over the SHA-256 DigestInfo. Encryption and
-//     verification use the public key in software.
+//     verification need no secret: the Engine does them with the public
+//     key Generate returned, read from the token when the key is made.
 //   - ECDSA: CKM_EC_KEY_PAIR_GEN on prime256v1 and CKM_ECDSA, whose r ‖ s
 //     output is encoded in ASN.1 DER.
 //
 // Public keys are read from the token (CKA_MODULUS and
 // CKA_PUBLIC_EXPONENT; CKA_EC_POINT, a DER OCTET STRING around the
-// uncompressed point) by Generate and again by Load.
+// uncompressed point) by Generate and ImportKey; Load does not read them,
+// since a loaded key only decrypts and signs.
 //
 // # Concurrency
 //

@@ -4,35 +4,27 @@ package softhsm
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/asn1"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/big"
 
 	"github.com/miekg/pkcs11"
 
 	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/backend/internal/redact"
 	"github.com/pocketkms/kms/backend/softhsm/internal/p11"
 )
 
 var (
 	_ backend.Encrypter = (*aesKey)(nil)
 	_ backend.Decrypter = (*aesKey)(nil)
-	_ backend.Encrypter = (*rsaKey)(nil)
 	_ backend.Decrypter = (*rsaKey)(nil)
 	_ backend.Signer    = (*rsaKey)(nil)
-	_ backend.Verifier  = (*rsaKey)(nil)
 	_ backend.Signer    = (*ecdsaKey)(nil)
-	_ backend.Verifier  = (*ecdsaKey)(nil)
 )
 
 var nativeEndian = binary.NativeEndian
@@ -49,12 +41,22 @@ const rsaSize = backend.RSAModulusBits / 8
 var sha256DigestInfo = []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
 
 // keyBase is embedded in every loaded key: the object handles it was
-// resolved to once, at Load, and never searches again.
+// resolved to once, at Load, and never searches again. Its formatting
+// methods (from redact.Text) are promoted to the key types: a key prints
+// its type, KeyRef and token, never material or object handles.
 type keyBase struct {
+	redact.Text
 	b   *Backend
 	set *objectSet
 	ref backend.KeyRef
 	typ backend.KeyType
+}
+
+func newKeyBase(b *Backend, set *objectSet, ref backend.KeyRef, typ backend.KeyType) keyBase {
+	return keyBase{
+		Text: redact.Text(fmt.Sprintf("softhsm.Key{%s %s, material in %s}", typ, ref, b.desc)),
+		b:    b, set: set, ref: ref, typ: typ,
+	}
 }
 
 // Ref returns the KeyRef the material was created for.
@@ -78,24 +80,6 @@ func (k *keyBase) check(ctx context.Context) error {
 	}
 	return nil
 }
-
-// String returns a redacted description: type and KeyRef, never material
-// or object handles.
-func (k *keyBase) String() string {
-	return fmt.Sprintf("softhsm.Key{%s %s, material in %s}", k.typ, k.ref, k.b.desc)
-}
-
-// GoString returns the same description as String.
-func (k *keyBase) GoString() string { return k.String() }
-
-// Format prints the same description as String for every verb.
-func (k *keyBase) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
-
-// MarshalJSON encodes the same description as String as a JSON string.
-func (k *keyBase) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
-
-// LogValue logs the same description as String.
-func (k *keyBase) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // opErr maps the error of a token operation that is not a decryption.
 func (k *keyBase) opErr(op string, err error) error { return k.errorf(op, objErr(err)) }
@@ -216,29 +200,9 @@ func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	return pt, nil
 }
 
-// rsaKey is a loaded RSA2048 key. Public-key operations (Encrypt, Verify)
-// run in software on the public key read at Load.
+// rsaKey is a loaded RSA2048 key.
 type rsaKey struct {
 	keyBase
-	pub *rsa.PublicKey
-}
-
-// Public returns the *rsa.PublicKey read from the token at Load.
-func (k *rsaKey) Public() crypto.PublicKey { return k.pub }
-
-// Encrypt encrypts RSA-OAEP-SHA256 in software under the public key.
-func (k *rsaKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	ct, err := backend.EncryptOAEP(k.pub, req.Plaintext)
-	if err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	return ct, nil
 }
 
 // Decrypt decrypts RSA-OAEP-SHA256. SoftHSM2 2.6 decrypts OAEP with SHA-1
@@ -295,7 +259,7 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	}
 	var mech *pkcs11.Mechanism
 	var data []byte
-	if req.Algorithm == backend.AlgRSAPSSSHA256 {
+	if k.ref.Purpose == backend.PurposeCipher {
 		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256, pssMaxSalt))
 		data = req.Digest
 	} else {
@@ -326,19 +290,10 @@ func (k *keyBase) sign(ctx context.Context, mech *pkcs11.Mechanism, data []byte)
 	return sig, err
 }
 
-// Verify verifies in software under the public key read at Load.
-func (k *rsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	return k.verify(ctx, k.pub, req)
-}
-
 // ecdsaKey is a loaded ECDSA P-256 key.
 type ecdsaKey struct {
 	keyBase
-	pub *ecdsa.PublicKey
 }
-
-// Public returns the *ecdsa.PublicKey read from the token at Load.
-func (k *ecdsaKey) Public() crypto.PublicKey { return k.pub }
 
 // Sign signs the digest in the token with CKM_ECDSA, which returns r ‖ s,
 // and encodes the signature in ASN.1 DER.
@@ -361,25 +316,4 @@ func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, 
 		return nil, k.errorf("sign", err)
 	}
 	return sig, nil
-}
-
-// Verify verifies in software under the public key read at Load.
-func (k *ecdsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	return k.verify(ctx, k.pub, req)
-}
-
-// verify checks req against the key's type and purpose and verifies it in
-// software under pub, the key's public key.
-func (k *keyBase) verify(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
-	if err := k.check(ctx); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	if err := backend.CheckVerifyRequest(req, k.typ, k.ref.Purpose); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(pub, req)
-	if err != nil {
-		return false, k.errorf("verify", err)
-	}
-	return ok, nil
 }

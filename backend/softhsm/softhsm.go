@@ -33,9 +33,8 @@ const MaxAESInput = 64 << 20
 const aesKeySize = 32
 
 var (
-	_ backend.Backend        = (*Backend)(nil)
-	_ backend.Importer       = (*Backend)(nil)
-	_ backend.PublicVerifier = (*Backend)(nil)
+	_ backend.Backend  = (*Backend)(nil)
+	_ backend.Importer = (*Backend)(nil)
 )
 
 // p256Params is CKA_EC_PARAMS for P-256: the DER of the named curve OID
@@ -275,14 +274,14 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 	if err != nil {
 		return nil, fmt.Errorf("softhsm: load %s from %s: %w", req.Ref, b.desc, objErr(err))
 	}
-	base := keyBase{b: b, set: set, ref: h.ref, typ: h.typ}
+	base := newKeyBase(b, set, h.ref, h.typ)
 	switch h.typ {
 	case backend.AES256:
 		return &aesKey{keyBase: base}, nil
 	case backend.RSA2048:
-		return &rsaKey{keyBase: base, pub: set.public.(*rsa.PublicKey)}, nil
+		return &rsaKey{keyBase: base}, nil
 	default: // backend.ECDSA; KeyRef.Validate admits nothing else
-		return &ecdsaKey{keyBase: base, pub: set.public.(*ecdsa.PublicKey)}, nil
+		return &ecdsaKey{keyBase: base}, nil
 	}
 }
 
@@ -327,21 +326,6 @@ func (b *Backend) Close() error {
 		b.mod.Release()
 	})
 	return nil
-}
-
-// VerifyWithPublicKey verifies req under any RSA-2048 or P-256 public key,
-// in software, as backend.VerifyWithPublicKey does: (false, nil) for a
-// signature that does not match or parse, backend.ErrInvalidArgument for a
-// request or key that does not fit, backend.ErrClosed after Close.
-func (b *Backend) VerifyWithPublicKey(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
-	if err := b.check(ctx); err != nil {
-		return false, fmt.Errorf("softhsm: verify: %w", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(pub, req)
-	if err != nil {
-		return false, fmt.Errorf("softhsm: verify: %w", err)
-	}
-	return ok, nil
 }
 
 // String describes the backend: the token it uses, never the PIN.

@@ -13,42 +13,20 @@ import (
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
 
-// sharedToken is one token for the conformance suite: every subtest opens
-// its own Backend on it (which exercises several Backends on one token)
-// rather than creating a token each.
-var sharedToken struct {
-	once sync.Once
-	cfg  softhsm.Config
-}
-
-func suiteBackend(t *testing.T) backend.Backend {
-	t.Helper()
-	sharedToken.once.Do(func() { sharedToken.cfg = softhsmtest.NewToken(t) })
-	if sharedToken.cfg.Module == "" {
-		t.Fatal("the shared token was not created")
-	}
-	b, err := softhsm.New(t.Context(), sharedToken.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func TestConformance(t *testing.T) {
-	softhsmtest.Module(t)
-	backendtest.Run(t, suiteBackend)
-}
-
-func TestConformanceReopen(t *testing.T) {
-	softhsmtest.Module(t)
+// tokenOpener returns the open function of backendtest.Run: a state
+// directory stands for a token, created on first use (SoftHSM2 keeps every
+// token of the process in softhsmtest's directory), and each call opens a
+// new Backend on it.
+func tokenOpener(noSessionCopies bool) func(t *testing.T, dir string) backend.Backend {
 	var mu sync.Mutex
 	tokens := map[string]softhsm.Config{} // state dir → token
-	backendtest.RunReopen(t, func(t *testing.T, dir string) backend.Backend {
+	return func(t *testing.T, dir string) backend.Backend {
 		t.Helper()
 		mu.Lock()
 		cfg, ok := tokens[dir]
 		if !ok {
 			cfg = softhsmtest.NewToken(t)
+			cfg.NoSessionCopies = noSessionCopies
 			tokens[dir] = cfg
 		}
 		mu.Unlock()
@@ -57,31 +35,24 @@ func TestConformanceReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 		return b
-	})
+	}
 }
 
-func TestConformanceWycheproof(t *testing.T) {
+func TestConformance(t *testing.T) {
 	softhsmtest.Module(t)
-	backendtest.RunWycheproof(t, suiteBackend)
+	backendtest.Run(t, tokenOpener(false))
 }
 
 var allModes = flag.Bool("softhsm.all-modes", false, "also run the conformance suite with Config.NoSessionCopies")
 
-// TestConformanceNoSessionCopies runs the main suite with every operation
-// on the token objects themselves. It doubles the package's test time, so
-// it runs with -softhsm.all-modes only; TestDestroyedKeyIsNotFound covers
-// the mode's own code either way.
+// TestConformanceNoSessionCopies runs the suite with every operation on
+// the token objects themselves. It doubles the package's test time, so it
+// runs with -softhsm.all-modes only; TestDestroyedKeyIsNotFound covers the
+// mode's own code either way.
 func TestConformanceNoSessionCopies(t *testing.T) {
 	if !*allModes {
 		t.Skip("run with -softhsm.all-modes")
 	}
-	cfg := softhsmtest.NewToken(t)
-	cfg.NoSessionCopies = true
-	backendtest.Run(t, func(t *testing.T) backend.Backend {
-		b, err := softhsm.New(t.Context(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	})
+	softhsmtest.Module(t)
+	backendtest.Run(t, tokenOpener(true))
 }

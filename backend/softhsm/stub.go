@@ -4,7 +4,6 @@ package softhsm
 
 import (
 	"context"
-	"crypto"
 	"fmt"
 
 	"github.com/pocketkms/kms/backend"
@@ -14,9 +13,8 @@ import (
 var errNoCgo = fmt.Errorf("softhsm: PKCS#11 needs cgo, and this program was built without it (CGO_ENABLED=0): %w", backend.ErrUnsupported)
 
 var (
-	_ backend.Backend        = (*Backend)(nil)
-	_ backend.Importer       = (*Backend)(nil)
-	_ backend.PublicVerifier = (*Backend)(nil)
+	_ backend.Backend  = (*Backend)(nil)
+	_ backend.Importer = (*Backend)(nil)
 )
 
 // MaxAESInput is the largest plaintext, and the largest additional data,
@@ -51,8 +49,3 @@ func (*Backend) Destroy(context.Context, *backend.DestroyRequest) error { return
 
 // Close does nothing and returns nil.
 func (*Backend) Close() error { return nil }
-
-// VerifyWithPublicKey fails with backend.ErrUnsupported.
-func (*Backend) VerifyWithPublicKey(context.Context, crypto.PublicKey, *backend.VerifyRequest) (bool, error) {
-	return false, errNoCgo
-}

@@ -3,7 +3,6 @@
 package softhsm
 
 import (
-	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -56,7 +55,6 @@ type objectSet struct {
 	primary pkcs11.ObjectHandle // AES key or private key
 	mac     pkcs11.ObjectHandle // convergent nonce key, or 0
 	copies  []pkcs11.ObjectHandle
-	public  crypto.PublicKey
 	gone    atomic.Bool // set by Destroy, and when the token is released
 }
 
@@ -162,7 +160,7 @@ func (t *token) load(s pkcs11.SessionHandle, h handle, copies bool) (*objectSet,
 	if err != nil {
 		return nil, err
 	}
-	set, err := t.resolve(s, h, objs)
+	set, err := resolve(h, objs)
 	if err != nil {
 		return nil, err
 	}
@@ -340,9 +338,8 @@ func (t *token) find(s pkcs11.SessionHandle, tmpl []*pkcs11.Attribute) ([]tokenO
 }
 
 // resolve checks that objs are exactly the objects h describes, with the
-// labels derived from its KeyRef, and reads the public key of RSA2048 and
-// ECDSA material.
-func (t *token) resolve(s pkcs11.SessionHandle, h handle, objs []tokenObject) (*objectSet, error) {
+// labels derived from its KeyRef.
+func resolve(h handle, objs []tokenObject) (*objectSet, error) {
 	wants := h.objects(0)
 	for _, o := range objs {
 		matched := false
@@ -363,19 +360,8 @@ func (t *token) resolve(s pkcs11.SessionHandle, h handle, objs []tokenObject) (*
 		}
 	}
 	set := &objectSet{h: h, primary: wants[0].h}
-	var err error
-	switch h.typ {
-	case backend.AES256:
-		if h.convergent {
-			set.mac = wants[1].h
-		}
-	case backend.RSA2048:
-		set.public, err = readRSAPublic(t.mod.Ctx, s, wants[1].h)
-	case backend.ECDSA:
-		set.public, err = readECPublic(t.mod.Ctx, s, wants[1].h)
-	}
-	if err != nil {
-		return nil, err
+	if h.typ == backend.AES256 && h.convergent {
+		set.mac = wants[1].h
 	}
 	return set, nil
 }

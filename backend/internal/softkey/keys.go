@@ -1,4 +1,4 @@
-package memory
+package softkey
 
 import (
 	"context"
@@ -8,60 +8,61 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/backend/internal/redact"
 )
 
 var (
 	_ backend.Encrypter = (*aesKey)(nil)
 	_ backend.Decrypter = (*aesKey)(nil)
-	_ backend.Encrypter = (*rsaKey)(nil)
 	_ backend.Decrypter = (*rsaKey)(nil)
 	_ backend.Signer    = (*rsaKey)(nil)
-	_ backend.Verifier  = (*rsaKey)(nil)
 	_ backend.Signer    = (*ecdsaKey)(nil)
-	_ backend.Verifier  = (*ecdsaKey)(nil)
 )
 
-// keyBase is embedded in every loaded key. Its formatting methods are
-// promoted to the key types, so no key prints its material.
+// Owner is what loaded keys need from the backend that loaded them.
+type Owner struct {
+	// Name names the backend (its package name): it prefixes errors and
+	// key descriptions, as in "memory: sign key … v1 (cipher): …".
+	Name string
+	// Check returns backend.ErrClosed once the backend is closed, else
+	// the context's error (nil for a nil context). Every operation calls
+	// it first.
+	Check func(ctx context.Context) error
+	// Random is the source of AES-GCM nonces of keys that are not
+	// convergent. It must be safe for concurrent use.
+	Random io.Reader
+}
+
+// keyBase is embedded in every loaded key. Its formatting methods (from
+// redact.Text) are promoted to the key types, so no key prints its
+// material.
 type keyBase struct {
-	b   *Backend
+	redact.Text
+	o   *Owner
 	ref backend.KeyRef
 	typ backend.KeyType
 }
 
-func (k *keyBase) Ref() backend.KeyRef   { return k.ref }
+func newKeyBase(o *Owner, ref backend.KeyRef, typ backend.KeyType) keyBase {
+	return keyBase{
+		Text: redact.Text(fmt.Sprintf("%s.Key{%s %s, material redacted}", o.Name, typ, ref)),
+		o:    o, ref: ref, typ: typ,
+	}
+}
+
+// Ref returns the KeyRef the material was created for.
+func (k *keyBase) Ref() backend.KeyRef { return k.ref }
+
+// Type returns the key type.
 func (k *keyBase) Type() backend.KeyType { return k.typ }
+
 func (k *keyBase) errorf(op string, err error) error {
-	return fmt.Errorf("memory: %s %s: %w", op, k.ref, err)
+	return fmt.Errorf("%s: %s %s: %w", k.o.Name, op, k.ref, err)
 }
-
-// check returns ErrClosed after the backend's Close, or the context's error.
-func (k *keyBase) check(ctx context.Context) error {
-	return k.b.check(ctx)
-}
-
-// String returns a redacted description: type and KeyRef, never material.
-func (k *keyBase) String() string {
-	return fmt.Sprintf("memory.Key{%s %s, material redacted}", k.typ, k.ref)
-}
-
-// GoString returns the same redacted description as String.
-func (k *keyBase) GoString() string { return k.String() }
-
-// Format prints the redacted description for every verb.
-func (k *keyBase) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
-
-// MarshalJSON encodes the redacted description as a JSON string.
-func (k *keyBase) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
-
-// LogValue logs the redacted description.
-func (k *keyBase) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // aesKey is a loaded AES256 key.
 type aesKey struct {
@@ -70,8 +71,10 @@ type aesKey struct {
 	convergent []byte // HMAC-SHA256 nonce key; nil unless convergent
 }
 
+// Encrypt encrypts with AES-256-GCM under a random nonce, or the
+// convergent nonce for a convergent key.
 func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
+	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("encrypt", err)
 	}
 	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
@@ -83,14 +86,16 @@ func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]by
 	out := make([]byte, backend.NonceSize, backend.NonceSize+len(req.Plaintext)+backend.TagSize)
 	if k.convergent != nil {
 		copy(out, backend.ConvergentNonce(k.convergent, req.AdditionalData, req.Plaintext))
-	} else if _, err := io.ReadFull(k.b.random, out); err != nil {
+	} else if _, err := io.ReadFull(k.o.Random, out); err != nil {
 		return nil, k.errorf("encrypt", fmt.Errorf("read nonce: %w", err))
 	}
 	return k.aead.Seal(out, out[:backend.NonceSize], req.Plaintext, req.AdditionalData), nil
 }
 
+// Decrypt decrypts AES-256-GCM; every failure of the ciphertext is
+// backend.ErrDecryptionFailed.
 func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
+	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
 	if err := backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose); err != nil {
@@ -123,24 +128,10 @@ type rsaKey struct {
 // modulus: emLen − hLen − 2 = 256 − 32 − 2.
 const pssMaxSalt = backend.RSAModulusBits/8 - sha256.Size - 2
 
-func (k *rsaKey) Public() crypto.PublicKey { return &k.priv.PublicKey }
-
-func (k *rsaKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	ct, err := backend.EncryptOAEP(&k.priv.PublicKey, req.Plaintext)
-	if err != nil {
-		return nil, k.errorf("encrypt", err)
-	}
-	return ct, nil
-}
-
+// Decrypt decrypts RSA-OAEP-SHA256; every failure of the ciphertext is
+// backend.ErrDecryptionFailed.
 func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
+	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
 	if err := backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose); err != nil {
@@ -156,8 +147,10 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	return pt, nil
 }
 
+// Sign signs RSASSA-PSS with the maximum salt for a cipher key,
+// RSASSA-PKCS1-v1_5 for a token-signing key.
 func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
+	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
 	}
 	if err := backend.CheckSignRequest(req, k.typ, k.ref.Purpose); err != nil {
@@ -165,7 +158,7 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	}
 	var sig []byte
 	var err error
-	if req.Algorithm == backend.AlgRSAPSSSHA256 {
+	if k.ref.Purpose == backend.PurposeCipher {
 		sig, err = rsa.SignPSS(rand.Reader, k.priv, crypto.SHA256, req.Digest,
 			&rsa.PSSOptions{SaltLength: pssMaxSalt, Hash: crypto.SHA256})
 	} else {
@@ -177,20 +170,15 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	return sig, nil
 }
 
-func (k *rsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	return k.verify(ctx, &k.priv.PublicKey, req)
-}
-
 // ecdsaKey is a loaded ECDSA P-256 key.
 type ecdsaKey struct {
 	keyBase
 	priv *ecdsa.PrivateKey
 }
 
-func (k *ecdsaKey) Public() crypto.PublicKey { return &k.priv.PublicKey }
-
+// Sign signs ECDSA P-256 and returns the signature in ASN.1 DER.
 func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
-	if err := k.check(ctx); err != nil {
+	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
 	}
 	if err := backend.CheckSignRequest(req, k.typ, k.ref.Purpose); err != nil {
@@ -201,24 +189,4 @@ func (k *ecdsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, 
 		return nil, k.errorf("sign", err)
 	}
 	return sig, nil
-}
-
-func (k *ecdsaKey) Verify(ctx context.Context, req *backend.VerifyRequest) (bool, error) {
-	return k.verify(ctx, &k.priv.PublicKey, req)
-}
-
-// verify checks req against the key's type and purpose and verifies it in
-// software under pub, the key's public key.
-func (k *keyBase) verify(ctx context.Context, pub crypto.PublicKey, req *backend.VerifyRequest) (bool, error) {
-	if err := k.check(ctx); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	if err := backend.CheckVerifyRequest(req, k.typ, k.ref.Purpose); err != nil {
-		return false, k.errorf("verify", err)
-	}
-	ok, err := backend.VerifyWithPublicKey(pub, req)
-	if err != nil {
-		return false, k.errorf("verify", err)
-	}
-	return ok, nil
 }
