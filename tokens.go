@@ -273,7 +273,7 @@ func (e *Engine) tokenSigner(ctx context.Context, tag string, g *genSnap) (crypt
 	if !ok {
 		return nil, errors.New("backend token-signing key cannot sign")
 	}
-	return backendSigner{ctx: ctx, k: sk}, nil
+	return backendSigner{ctx: ctx, k: sk, pub: g.pub}, nil
 }
 
 // backendSigner signs with the backend key; its public key is the one the
