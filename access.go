@@ -22,7 +22,7 @@ func aclInfo(l acl.List) *ACL { return &ACL{Enabled: l.Enabled(), Entries: l.Ent
 
 // GetKeyACL returns a key's IP allow-list.
 func (e *Engine) GetKeyACL(ctx context.Context, keyTag string) (*ACL, error) {
-	return readKey(e, "get key acl", keyTag, func(op string, s *keySnap) (*ACL, error) {
+	return readKey(e, ctx, "get key acl", keyTag, func(op string, s *keySnap) (*ACL, error) {
 		return aclInfo(s.acl), nil
 	})
 }
@@ -39,7 +39,7 @@ type AllowedIPPage struct {
 // ListAllowedIPs returns a page of a key's allow-list entries, sorted by
 // string: pageNo from 0, pageSize 1..200 (0 means 20).
 func (e *Engine) ListAllowedIPs(ctx context.Context, keyTag string, pageNo, pageSize int) (*AllowedIPPage, error) {
-	return readKey(e, "list allowed ips", keyTag, func(op string, s *keySnap) (*AllowedIPPage, error) {
+	return readKey(e, ctx, "list allowed ips", keyTag, func(op string, s *keySnap) (*AllowedIPPage, error) {
 		if pageSize == 0 {
 			pageSize = acl.DefaultPageSize
 		}
@@ -141,7 +141,7 @@ type KeyRateLimit struct {
 
 // GetKeyRateLimit returns the rate limit in force for a key.
 func (e *Engine) GetKeyRateLimit(ctx context.Context, keyTag string) (*KeyRateLimit, error) {
-	return readKey(e, "get key rate limit", keyTag, func(op string, s *keySnap) (*KeyRateLimit, error) {
+	return readKey(e, ctx, "get key rate limit", keyTag, func(op string, s *keySnap) (*KeyRateLimit, error) {
 		return &KeyRateLimit{Limit: e.limitOf(s), Own: s.limit != nil}, nil
 	})
 }

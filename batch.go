@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,7 +86,10 @@ func cipherKeyType(op string, s *keySnap, verb string) error {
 // pass, runs every item (phase 2); any failure means no results at all.
 // drop, when not nil, is given each result made before a failure (to
 // clear plaintexts).
-func runBatch[T, R any](op, tag string, items []T, shape func(T) *Error, run func(T) (R, error), drop func(R)) ([]R, error) {
+//
+// A context that ends during phase 2 fails the whole batch with one
+// ErrCanceled error, never a failure per item.
+func runBatch[T, R any](ctx context.Context, op, tag string, items []T, shape func(T) *Error, run func(T) (R, error), drop func(R)) ([]R, error) {
 	failures := map[int]*Error{}
 	for i, it := range items {
 		if err := shape(it); err != nil {
@@ -96,21 +100,35 @@ func runBatch[T, R any](op, tag string, items []T, shape func(T) *Error, run fun
 		return nil, batchFailed(op, tag, failures)
 	}
 	out := make([]R, len(items))
+	var stop error
 	for i, it := range items {
+		if stop = ctx.Err(); stop != nil {
+			break
+		}
 		r, err := run(it)
 		if err != nil {
+			if e := asError(op, tag, err); errors.Is(e, ErrCanceled) {
+				stop = e
+				break
+			}
 			failures[i] = asError(op, tag, err)
 			continue
 		}
 		out[i] = r
 	}
-	if len(failures) > 0 {
+	if len(failures) > 0 || stop != nil {
 		if drop != nil {
 			for i, r := range out {
 				if _, failed := failures[i]; !failed {
 					drop(r)
 				}
 			}
+		}
+		if stop != nil {
+			if e, ok := stop.(*Error); ok {
+				return nil, e
+			}
+			return nil, canceled(op, tag, stop)
 		}
 		return nil, batchFailed(op, tag, failures)
 	}
@@ -144,7 +162,7 @@ func asError(op, tag string, err error) *Error {
 // The *Error's class is the failures' common class, or
 // ErrInvalidArgument when they differ; get the BatchError with errors.As.
 func (e *Engine) BatchEncrypt(ctx context.Context, keyTag string, items []EncryptItem) ([]string, error) {
-	return onKey(e, "batch encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
+	return onKey(e, ctx, "batch encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
 		return e.batchEncrypt(ctx, op, s, items)
 	})
 }
@@ -157,7 +175,7 @@ func (e *Engine) batchEncrypt(ctx context.Context, op string, s *keySnap, items 
 		return nil, err
 	}
 	tag := s.tag
-	return runBatch(op, tag, items,
+	return runBatch(ctx, op, tag, items,
 		func(it EncryptItem) *Error {
 			if len(it.Plaintext) == 0 {
 				return newErr(op, tag, ErrInvalidArgument, "empty plaintext")
@@ -185,7 +203,7 @@ func decryptShape(op, tag string) func(DecryptItem) *Error {
 // (phase 2); a *BatchError names the failed items of the phase that
 // failed, and plaintexts already made are cleared and not returned.
 func (e *Engine) BatchDecrypt(ctx context.Context, keyTag string, items []DecryptItem) ([][]byte, error) {
-	return onKey(e, "batch decrypt", keyTag, func(op string, s *keySnap) ([][]byte, error) {
+	return onKey(e, ctx, "batch decrypt", keyTag, func(op string, s *keySnap) ([][]byte, error) {
 		return e.batchDecrypt(ctx, op, s, items)
 	})
 }
@@ -197,7 +215,7 @@ func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items 
 	if err := cipherKeyType(op, s, "decrypt"); err != nil {
 		return nil, err
 	}
-	out, err := runBatch(op, s.tag, items, decryptShape(op, s.tag),
+	out, err := runBatch(ctx, op, s.tag, items, decryptShape(op, s.tag),
 		func(it DecryptItem) ([]byte, error) { return e.decrypt(ctx, op, s, it.Ciphertext, it.Context) },
 		func(pt []byte) { clear(pt) })
 	return out, err
@@ -206,7 +224,7 @@ func (e *Engine) batchDecrypt(ctx context.Context, op string, s *keySnap, items 
 // BatchReEncrypt re-encrypts 1..100 items atomically under the current
 // version; failures follow BatchDecrypt's rule.
 func (e *Engine) BatchReEncrypt(ctx context.Context, keyTag string, items []DecryptItem) ([]string, error) {
-	return onKey(e, "batch re-encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
+	return onKey(e, ctx, "batch re-encrypt", keyTag, func(op string, s *keySnap) ([]string, error) {
 		return e.batchReEncrypt(ctx, op, s, items)
 	})
 }
@@ -218,6 +236,6 @@ func (e *Engine) batchReEncrypt(ctx context.Context, op string, s *keySnap, item
 	if err := cipherKeyType(op, s, "re-encrypt"); err != nil {
 		return nil, err
 	}
-	return runBatch(op, s.tag, items, decryptShape(op, s.tag),
+	return runBatch(ctx, op, s.tag, items, decryptShape(op, s.tag),
 		func(it DecryptItem) (string, error) { return e.reEncrypt(ctx, op, s, it.Ciphertext, it.Context) }, nil)
 }

@@ -85,8 +85,8 @@ func (c CustomKey) LogValue() slog.Value {
 // onKey runs a trusted-plane cipher operation: it registers the call
 // (ErrClosed once closed), resolves the key and checks it is ENABLED, then
 // runs fn on the key's snapshot.
-func onKey[R any](e *Engine, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
-	return keyCall(e, op, keyTag, true, fn)
+func onKey[R any](e *Engine, ctx context.Context, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
+	return keyCall(e, ctx, op, keyTag, true, fn)
 }
 
 // aesAD returns the associated data of an AES body: the version's prefix,
@@ -117,7 +117,7 @@ func checkContext(op string, s *keySnap, encCtx []byte) error {
 // encCtx is required (1..50 bytes) for convergent keys and ignored
 // otherwise, as NAVER does.
 func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error) {
-	return onKey(e, "encrypt", keyTag, func(op string, s *keySnap) (string, error) {
+	return onKey(e, ctx, "encrypt", keyTag, func(op string, s *keySnap) (string, error) {
 		return e.encrypt(ctx, op, s, plaintext, encCtx)
 	})
 }
@@ -162,7 +162,7 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 // version its prefix names. encCtx must be the context used to encrypt
 // (convergent keys). Any mismatch or tampering fails with ErrDecryptionFailed.
 func (e *Engine) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) ([]byte, error) {
-	return onKey(e, "decrypt", keyTag, func(op string, s *keySnap) ([]byte, error) {
+	return onKey(e, ctx, "decrypt", keyTag, func(op string, s *keySnap) ([]byte, error) {
 		return e.decrypt(ctx, op, s, ciphertext, encCtx)
 	})
 }
@@ -227,7 +227,7 @@ func (e *Engine) envelopeVersion(op string, s *keySnap, text string) (*versionSn
 // current version, without the plaintext leaving the Engine. A ciphertext
 // already at the current version gets a fresh encryption.
 func (e *Engine) ReEncrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) (string, error) {
-	return onKey(e, "re-encrypt", keyTag, func(op string, s *keySnap) (string, error) {
+	return onKey(e, ctx, "re-encrypt", keyTag, func(op string, s *keySnap) (string, error) {
 		return e.reEncrypt(ctx, op, s, ciphertext, encCtx)
 	})
 }
@@ -246,7 +246,7 @@ func (e *Engine) reEncrypt(ctx context.Context, op string, s *keySnap, ciphertex
 // RSA2048), and in plaintext only when RequestPlainKey is set. pocketkms
 // does not store data keys.
 func (e *Engine) CreateCustomKey(ctx context.Context, keyTag string, req CustomKeyRequest) (*CustomKey, error) {
-	return onKey(e, "create custom key", keyTag, func(op string, s *keySnap) (*CustomKey, error) {
+	return onKey(e, ctx, "create custom key", keyTag, func(op string, s *keySnap) (*CustomKey, error) {
 		return e.createCustomKey(ctx, op, s, req)
 	})
 }
@@ -285,7 +285,7 @@ func (e *Engine) createCustomKey(ctx context.Context, op string, s *keySnap, req
 // SHA-256) with the key's current version: RSA-PSS for RSA2048, DER ECDSA
 // for ECDSA. It returns "ncpkms:v{N}:<base64 signature>".
 func (e *Engine) Sign(ctx context.Context, keyTag string, data []byte) (string, error) {
-	return onKey(e, "sign", keyTag, func(op string, s *keySnap) (string, error) {
+	return onKey(e, ctx, "sign", keyTag, func(op string, s *keySnap) (string, error) {
 		return e.sign(ctx, op, s, data)
 	})
 }
@@ -326,7 +326,7 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 // ECDSA signature that is not DER is ErrInvalidArgument; an unknown
 // version is ErrVersionNotFound and a disabled one ErrVersionDisabled.
 func (e *Engine) Verify(ctx context.Context, keyTag string, data []byte, signature string) (bool, error) {
-	return onKey(e, "verify", keyTag, func(op string, s *keySnap) (bool, error) {
+	return onKey(e, ctx, "verify", keyTag, func(op string, s *keySnap) (bool, error) {
 		return e.verify(ctx, op, s, data, signature)
 	})
 }
@@ -387,7 +387,7 @@ func isDERSignature(sig []byte) bool {
 // key of an RSA2048 or ECDSA key version; version 0 means the current one.
 // A disabled version's public key is refused.
 func (e *Engine) GetPublicKey(ctx context.Context, keyTag string, version uint32) (string, error) {
-	return onKey(e, "get public key", keyTag, func(op string, s *keySnap) (string, error) {
+	return onKey(e, ctx, "get public key", keyTag, func(op string, s *keySnap) (string, error) {
 		return publicKeyPEM(op, s, version)
 	})
 }

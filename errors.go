@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -57,9 +58,32 @@ var (
 	// may be retried (409 Conflict). A store owned by one Engine, such as
 	// the embedded Badger default, never causes it.
 	ErrConflict = errors.New("conflicting change")
+	// ErrCanceled: the caller's context ended (cancelled or past its
+	// deadline) before the call finished; errors.Is also matches
+	// context.Canceled or context.DeadlineExceeded. The caller went away,
+	// so a server answers nothing (499 ClientClosedRequest in its log). A
+	// change whose commit had begun may still have landed: see
+	// store.ErrUncertain.
+	ErrCanceled = errors.New("request canceled")
 	// ErrInternal: a backend or storage failure (500 InternalServerError).
 	ErrInternal = errors.New("internal error")
 )
+
+// StatusClientClosedRequest is the status ErrCanceled carries: nginx's
+// 499, which no standard status covers. A server logs it and sends
+// nothing, since the client has gone.
+const StatusClientClosedRequest = 499
+
+// canceled is the one error of a call whose context ended: ErrCanceled,
+// wrapping the context's error.
+func canceled(op, tag string, ctxErr error) *Error {
+	return wrapErr(op, tag, ErrCanceled, ctxErr)
+}
+
+// isContextErr reports whether err comes from a context that ended.
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
 
 type errClass struct {
 	code   string
@@ -85,6 +109,7 @@ var classes = map[error]errClass{
 	ErrClosed:           {"ServiceUnavailable", http.StatusServiceUnavailable},
 	ErrBackendMismatch:  {"InternalServerError", http.StatusInternalServerError},
 	ErrConflict:         {"Conflict", http.StatusConflict},
+	ErrCanceled:         {"ClientClosedRequest", StatusClientClosedRequest},
 	ErrInternal:         {"InternalServerError", http.StatusInternalServerError},
 }
 

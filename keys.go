@@ -136,7 +136,7 @@ func (s *keySnap) info() *Key {
 // succeeds and the other fails with ErrAlreadyExists.
 func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, error) {
 	const op = "create key"
-	if err := e.enter(op); err != nil {
+	if err := e.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer e.leave()
@@ -274,14 +274,14 @@ func lower(s string) string {
 
 // GetKey returns a key's description.
 func (e *Engine) GetKey(ctx context.Context, keyTag string) (*Key, error) {
-	return readKey(e, "get key", keyTag, func(op string, s *keySnap) (*Key, error) {
+	return readKey(e, ctx, "get key", keyTag, func(op string, s *keySnap) (*Key, error) {
 		return s.info(), nil
 	})
 }
 
 // ListKeyVersions returns a key's versions in ascending order.
 func (e *Engine) ListKeyVersions(ctx context.Context, keyTag string) ([]KeyVersion, error) {
-	return readKey(e, "list key versions", keyTag, func(op string, s *keySnap) ([]KeyVersion, error) {
+	return readKey(e, ctx, "list key versions", keyTag, func(op string, s *keySnap) ([]KeyVersion, error) {
 		out := make([]KeyVersion, len(s.versions))
 		for i, v := range s.versions {
 			out[i] = s.versionInfo(v)
@@ -292,7 +292,7 @@ func (e *Engine) ListKeyVersions(ctx context.Context, keyTag string) ([]KeyVersi
 
 // GetKeyVersion describes one version of a key.
 func (e *Engine) GetKeyVersion(ctx context.Context, keyTag string, version uint32) (*KeyVersion, error) {
-	return readKey(e, "get key version", keyTag, func(op string, s *keySnap) (*KeyVersion, error) {
+	return readKey(e, ctx, "get key version", keyTag, func(op string, s *keySnap) (*KeyVersion, error) {
 		v := s.version(version)
 		if v == nil {
 			return nil, newErr(op, s.tag, ErrVersionNotFound, fmt.Sprintf("version %d", version))
@@ -305,7 +305,7 @@ func (e *Engine) GetKeyVersion(ctx context.Context, keyTag string, version uint3
 // ListKeys returns a page of keys, newest first.
 func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, error) {
 	const op = "list keys"
-	if err := e.enter(op); err != nil {
+	if err := e.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer e.leave()
@@ -382,6 +382,8 @@ func (e *Engine) rotation(ctx context.Context, op string) func(s *keySnap, now t
 // backendErr maps a backend error to the Engine's error classes.
 func (e *Engine) backendErr(op, tag string, err error) *Error {
 	switch {
+	case isContextErr(err):
+		return canceled(op, tag, err)
 	case errors.Is(err, backend.ErrDecryptionFailed):
 		return wrapErr(op, tag, ErrDecryptionFailed, err)
 	case errors.Is(err, backend.ErrInvalidArgument):

@@ -167,6 +167,9 @@ func (e *Engine) work(ctx context.Context, interval time.Duration) {
 func (e *Engine) load(ctx context.Context) (int64, error) {
 	c, err := e.st.Load(ctx)
 	if err != nil {
+		if isContextErr(err) {
+			return 0, canceled("new", "", err)
+		}
 		return 0, wrapErr("new", "", ErrInternal, err)
 	}
 	now := e.now()
@@ -214,9 +217,13 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 
 // enter is the one way into the Engine: every method calls it first and,
 // when it succeeds, leave when done (defer). It fails with ErrClosed once
-// Close has begun. Methods never enter twice (Close would deadlock on a
-// nested read lock): internal helpers assume the caller has entered.
-func (e *Engine) enter(op string) error {
+// Close has begun, and with ErrCanceled when ctx has already ended.
+// Methods never enter twice (Close would deadlock on a nested read lock):
+// internal helpers assume the caller has entered.
+func (e *Engine) enter(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return canceled(op, "", err)
+	}
 	e.guard.RLock()
 	if e.closed {
 		e.guard.RUnlock()
@@ -273,9 +280,9 @@ func (e *Engine) now() time.Time { return e.clock.Now() }
 // keyCall is the prologue of every trusted-plane method on one key: it
 // enters the Engine, resolves the key and, when enabledOnly, checks it is
 // ENABLED, then runs fn on the key's snapshot.
-func keyCall[R any](e *Engine, op, keyTag string, enabledOnly bool, fn func(op string, s *keySnap) (R, error)) (R, error) {
+func keyCall[R any](e *Engine, ctx context.Context, op, keyTag string, enabledOnly bool, fn func(op string, s *keySnap) (R, error)) (R, error) {
 	var zero R
-	if err := e.enter(op); err != nil {
+	if err := e.enter(ctx, op); err != nil {
 		return zero, err
 	}
 	defer e.leave()
@@ -290,6 +297,6 @@ func keyCall[R any](e *Engine, op, keyTag string, enabledOnly bool, fn func(op s
 }
 
 // readKey runs a trusted-plane read of a key in any state.
-func readKey[R any](e *Engine, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
-	return keyCall(e, op, keyTag, false, fn)
+func readKey[R any](e *Engine, ctx context.Context, op, keyTag string, fn func(op string, s *keySnap) (R, error)) (R, error) {
+	return keyCall(e, ctx, op, keyTag, false, fn)
 }

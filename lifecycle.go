@@ -47,7 +47,7 @@ type edit struct {
 // mutate is the prologue of every trusted-plane change to one key: it
 // enters the Engine, then runs update.
 func mutate[R any](e *Engine, ctx context.Context, op, keyTag string, fn func(s *keySnap, now time.Time) (edit, R, error)) (R, error) {
-	if err := e.enter(op); err != nil {
+	if err := e.enter(ctx, op); err != nil {
 		var zero R
 		return zero, err
 	}
@@ -144,8 +144,11 @@ func (e *Engine) commit(ctx context.Context, op string, ent *keyEntry, s *keySna
 
 // storeErr maps a failed commit to the Engine's error classes.
 func (e *Engine) storeErr(op, tag string, err error) *Error {
-	if errors.Is(err, store.ErrConflict) {
+	switch {
+	case errors.Is(err, store.ErrConflict):
 		return wrapErr(op, tag, ErrConflict, err)
+	case isContextErr(err) && !errors.Is(err, store.ErrUncertain):
+		return canceled(op, tag, err)
 	}
 	return wrapErr(op, tag, ErrInternal, err)
 }
@@ -372,7 +375,7 @@ func (e *Engine) UpdateKeyRotation(ctx context.Context, keyTag string, req Rotat
 // next call.
 func (e *Engine) Maintain(ctx context.Context) error {
 	const op = "maintain"
-	if err := e.enter(op); err != nil {
+	if err := e.enter(ctx, op); err != nil {
 		return err
 	}
 	defer e.leave()
@@ -388,7 +391,7 @@ func (e *Engine) Maintain(ctx context.Context) error {
 	var errs []error
 	for _, ent := range due {
 		if err := ctx.Err(); err != nil {
-			return wrapErr(op, "", ErrInternal, errors.Join(append(errs, err)...))
+			return canceled(op, "", errors.Join(append(errs, err)...))
 		}
 		if err := e.maintainKey(ctx, ent, now); err != nil {
 			errs = append(errs, err)

@@ -153,10 +153,10 @@ func tokenErr(op, tag string, err error) *Error {
 
 // onToken runs a token-plane call: it registers the call (ErrClosed once
 // closed), runs the checks of auth, then fn on the key's snapshot.
-func onToken[R any](c TokenClient, op, keyTag string, kind token.Kind, perm token.Permission, cost int,
+func onToken[R any](c TokenClient, ctx context.Context, op, keyTag string, kind token.Kind, perm token.Permission, cost int,
 	fn func(op string, s *keySnap, claims *token.Claims) (R, error)) (R, error) {
 	var zero R
-	if err := c.e.enter(op); err != nil {
+	if err := c.e.enter(ctx, op); err != nil {
 		return zero, err
 	}
 	defer c.e.leave()
@@ -169,21 +169,21 @@ func onToken[R any](c TokenClient, op, keyTag string, kind token.Kind, perm toke
 
 // Encrypt is Engine.Encrypt on the token plane (permission Encrypt).
 func (c TokenClient) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error) {
-	return onToken(c, "encrypt", keyTag, token.Access, token.PermEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+	return onToken(c, ctx, "encrypt", keyTag, token.Access, token.PermEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
 		return c.e.encrypt(ctx, op, s, plaintext, encCtx)
 	})
 }
 
 // Decrypt is Engine.Decrypt on the token plane (permission Decrypt).
 func (c TokenClient) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) ([]byte, error) {
-	return onToken(c, "decrypt", keyTag, token.Access, token.PermDecrypt, 1, func(op string, s *keySnap, _ *token.Claims) ([]byte, error) {
+	return onToken(c, ctx, "decrypt", keyTag, token.Access, token.PermDecrypt, 1, func(op string, s *keySnap, _ *token.Claims) ([]byte, error) {
 		return c.e.decrypt(ctx, op, s, ciphertext, encCtx)
 	})
 }
 
 // ReEncrypt is Engine.ReEncrypt on the token plane (permission ReEncrypt).
 func (c TokenClient) ReEncrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) (string, error) {
-	return onToken(c, "re-encrypt", keyTag, token.Access, token.PermReEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+	return onToken(c, ctx, "re-encrypt", keyTag, token.Access, token.PermReEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
 		return c.e.reEncrypt(ctx, op, s, ciphertext, encCtx)
 	})
 }
@@ -191,21 +191,21 @@ func (c TokenClient) ReEncrypt(ctx context.Context, keyTag, ciphertext string, e
 // CreateCustomKey is Engine.CreateCustomKey on the token plane
 // (permission CreateCustomKey).
 func (c TokenClient) CreateCustomKey(ctx context.Context, keyTag string, req CustomKeyRequest) (*CustomKey, error) {
-	return onToken(c, "create custom key", keyTag, token.Access, token.PermCreateCustomKey, 1, func(op string, s *keySnap, _ *token.Claims) (*CustomKey, error) {
+	return onToken(c, ctx, "create custom key", keyTag, token.Access, token.PermCreateCustomKey, 1, func(op string, s *keySnap, _ *token.Claims) (*CustomKey, error) {
 		return c.e.createCustomKey(ctx, op, s, req)
 	})
 }
 
 // Sign is Engine.Sign on the token plane (permission Sign).
 func (c TokenClient) Sign(ctx context.Context, keyTag string, data []byte) (string, error) {
-	return onToken(c, "sign", keyTag, token.Access, token.PermSign, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+	return onToken(c, ctx, "sign", keyTag, token.Access, token.PermSign, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
 		return c.e.sign(ctx, op, s, data)
 	})
 }
 
 // Verify is Engine.Verify on the token plane (permission Verify).
 func (c TokenClient) Verify(ctx context.Context, keyTag string, data []byte, signature string) (bool, error) {
-	return onToken(c, "verify", keyTag, token.Access, token.PermVerify, 1, func(op string, s *keySnap, _ *token.Claims) (bool, error) {
+	return onToken(c, ctx, "verify", keyTag, token.Access, token.PermVerify, 1, func(op string, s *keySnap, _ *token.Claims) (bool, error) {
 		return c.e.verify(ctx, op, s, data, signature)
 	})
 }
@@ -213,7 +213,7 @@ func (c TokenClient) Verify(ctx context.Context, keyTag string, data []byte, sig
 // GetPublicKey is Engine.GetPublicKey on the token plane (permission
 // GetPublicKey).
 func (c TokenClient) GetPublicKey(ctx context.Context, keyTag string, version uint32) (string, error) {
-	return onToken(c, "get public key", keyTag, token.Access, token.PermGetPublicKey, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
+	return onToken(c, ctx, "get public key", keyTag, token.Access, token.PermGetPublicKey, 1, func(op string, s *keySnap, _ *token.Claims) (string, error) {
 		return publicKeyPEM(op, s, version)
 	})
 }
@@ -221,7 +221,7 @@ func (c TokenClient) GetPublicKey(ctx context.Context, keyTag string, version ui
 // BatchEncrypt is Engine.BatchEncrypt on the token plane (permission
 // Encrypt; costs one per item).
 func (c TokenClient) BatchEncrypt(ctx context.Context, keyTag string, items []EncryptItem) ([]string, error) {
-	return onToken(c, "batch encrypt", keyTag, token.Access, token.PermEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
+	return onToken(c, ctx, "batch encrypt", keyTag, token.Access, token.PermEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
 		return c.e.batchEncrypt(ctx, op, s, items)
 	})
 }
@@ -229,7 +229,7 @@ func (c TokenClient) BatchEncrypt(ctx context.Context, keyTag string, items []En
 // BatchDecrypt is Engine.BatchDecrypt on the token plane (permission
 // Decrypt; costs one per item).
 func (c TokenClient) BatchDecrypt(ctx context.Context, keyTag string, items []DecryptItem) ([][]byte, error) {
-	return onToken(c, "batch decrypt", keyTag, token.Access, token.PermDecrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([][]byte, error) {
+	return onToken(c, ctx, "batch decrypt", keyTag, token.Access, token.PermDecrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([][]byte, error) {
 		return c.e.batchDecrypt(ctx, op, s, items)
 	})
 }
@@ -237,7 +237,7 @@ func (c TokenClient) BatchDecrypt(ctx context.Context, keyTag string, items []De
 // BatchReEncrypt is Engine.BatchReEncrypt on the token plane (permission
 // ReEncrypt; costs one per item).
 func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []DecryptItem) ([]string, error) {
-	return onToken(c, "batch re-encrypt", keyTag, token.Access, token.PermReEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
+	return onToken(c, ctx, "batch re-encrypt", keyTag, token.Access, token.PermReEncrypt, len(items), func(op string, s *keySnap, _ *token.Claims) ([]string, error) {
 		return c.e.batchReEncrypt(ctx, op, s, items)
 	})
 }
@@ -249,7 +249,7 @@ func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []
 // mean the defaults. A generator rotated or deactivated while the call
 // runs, or an allow-list that stops admitting the caller, refuses it.
 func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL, refreshTTL token.TTL) (*token.Set, error) {
-	return onToken(c, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
+	return onToken(c, ctx, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
 		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
 			AccessTTL: accessTTL, RefreshTTL: refreshTTL,
@@ -260,7 +260,7 @@ func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL
 // IssueAccessToken issues an access token alone from a refresh token
 // (NAVER v3 issueKeyAccessToken); the returned Set has no refresh token.
 func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, accessTTL token.TTL) (*token.Set, error) {
-	return onToken(c, "issue access token", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
+	return onToken(c, ctx, "issue access token", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
 		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
 			AccessTTL: accessTTL, AccessOnly: true,

@@ -52,7 +52,7 @@ func (g *genSnap) info() *TokenGenerator {
 // GetTokenGenerator describes a key's token generator; a key whose
 // generator was never activated has an INACTIVE one.
 func (e *Engine) GetTokenGenerator(ctx context.Context, keyTag string) (*TokenGenerator, error) {
-	return readKey(e, "get token generator", keyTag, func(op string, s *keySnap) (*TokenGenerator, error) {
+	return readKey(e, ctx, "get token generator", keyTag, func(op string, s *keySnap) (*TokenGenerator, error) {
 		return s.gen.info(), nil
 	})
 }
@@ -193,7 +193,7 @@ type IssueTokensRequest struct {
 // whose generator is active. The Set's String and Format redact the tokens.
 func (e *Engine) IssueTokens(ctx context.Context, keyTag string, req IssueTokensRequest) (*token.Set, error) {
 	const op = "issue tokens"
-	if err := e.enter(op); err != nil {
+	if err := e.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer e.leave()
