@@ -1,6 +1,7 @@
 package token
 
 import (
+	"crypto/subtle"
 	"fmt"
 	"hash/maphash"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Cache remembers verified tokens so that a token seen before costs a map
@@ -37,7 +39,9 @@ import (
 // # Security
 //
 // Entries are found by the seeded 64-bit hash and confirmed by comparing the
-// whole token string, so a hash collision is a miss, never a false hit.
+// whole token string in constant time (crypto/subtle), so a hash collision
+// is a miss, never a false hit, and the comparison's timing tells nothing
+// about a presented token's likeness to a stored one.
 // The token strings are kept, in memory only, as the proof of identity;
 // they are copied on Put (so a large request buffer is not retained), are
 // never logged or printed (Cache's String, GoString and Format show only
@@ -109,10 +113,18 @@ func (c *Cache) Get(tok string) (*Verified, bool) {
 		return nil, false
 	}
 	e, ok := (*t)[h]
-	if !ok || e.tok != tok {
+	if !ok || !ctEqual(e.tok, tok) {
 		return nil, false
 	}
 	return e.v, true
+}
+
+// ctEqual compares a presented token with a stored one in time that
+// depends only on their lengths (crypto/subtle), so the comparison says
+// nothing about how much of a guess was right. The byte views share the
+// strings' memory (no copy, no allocation) and are only read.
+func ctEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare(unsafe.Slice(unsafe.StringData(a), len(a)), unsafe.Slice(unsafe.StringData(b), len(b))) == 1
 }
 
 // Put records that tok was verified as v, replacing any earlier record, and

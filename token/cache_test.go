@@ -256,3 +256,24 @@ func TestCacheFlow(t *testing.T) {
 	_, err := check(set.Access, expectAccess(now))
 	assertReason(t, err, ReasonStaleGenerator)
 }
+
+// TestCtEqual: the constant-time comparison the cache confirms hits with
+// agrees with ==, on equal strings, on strings that differ anywhere, and
+// on different lengths, and allocates nothing.
+func TestCtEqual(t *testing.T) {
+	a := strings.Repeat("eyJhbGciOiJSUzI1NiJ9.", 40)
+	for i := 0; i < len(a); i += 37 {
+		b := []byte(a)
+		b[i] ^= 1
+		if ctEqual(a, string(b)) {
+			t.Fatalf("differing at %d compared equal", i)
+		}
+	}
+	if !ctEqual(a, strings.Clone(a)) || ctEqual(a, a[:len(a)-1]) || ctEqual("", "x") || !ctEqual("", "") {
+		t.Fatal("ctEqual disagrees with ==")
+	}
+	b := strings.Clone(a)
+	if n := testing.AllocsPerRun(100, func() { ctEqual(a, b) }); n != 0 {
+		t.Fatalf("ctEqual allocates %v times", n)
+	}
+}
