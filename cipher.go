@@ -149,11 +149,11 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 	}
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {
-		return "", e.backendErr(op, tag, err)
+		return "", backendErr(op, tag, err)
 	}
 	body, err := k.(backend.Encrypter).Encrypt(ctx, &backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(s, v, encCtx)})
 	if err != nil {
-		return "", e.backendErr(op, tag, err)
+		return "", backendErr(op, tag, err)
 	}
 	return envelope.Format(v.num, body), nil
 }
@@ -193,11 +193,11 @@ func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext 
 	}
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {
-		return nil, e.backendErr(op, tag, err)
+		return nil, backendErr(op, tag, err)
 	}
 	pt, err := k.(backend.Decrypter).Decrypt(ctx, &req)
 	if err != nil {
-		return nil, e.backendErr(op, tag, err)
+		return nil, backendErr(op, tag, err)
 	}
 	return pt, nil
 }
@@ -310,12 +310,12 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 	v := s.current()
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {
-		return "", e.backendErr(op, tag, err)
+		return "", backendErr(op, tag, err)
 	}
 	digest := sha256.Sum256(data)
 	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Digest: digest[:]})
 	if err != nil {
-		return "", e.backendErr(op, tag, err)
+		return "", backendErr(op, tag, err)
 	}
 	return envelope.Format(v.num, sig), nil
 }

@@ -141,7 +141,11 @@
 // error, log line or fmt output carries key bytes, plaintext, data keys or
 // tokens; [CustomKey] redacts its plaintext under every fmt verb.
 // Plaintext buffers the Engine owns are cleared after use, best effort (Go
-// may have copied them).
+// may have copied them). A directory records its backend's check value
+// (backend.CheckValuer: for backend/memory, an HMAC of a fixed label under
+// the root key) when it is created, and New refuses another root key with
+// [ErrBackendMismatch] before touching the directory, even when the store
+// holds no key to try.
 //
 // # Limitations
 //

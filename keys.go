@@ -166,7 +166,7 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 		Type: req.Type, Convergent: req.Convergent,
 	})
 	if err != nil {
-		return nil, e.backendErr(op, tag, err)
+		return nil, backendErr(op, tag, err)
 	}
 	made := cipherMaterial(tag, 1, req.Type, gen.Handle)
 	now := msTime(e.now().UnixMilli())
@@ -359,7 +359,7 @@ func (e *Engine) rotation(ctx context.Context, op string) func(s *keySnap, now t
 			Type: s.typ, Convergent: s.convergent,
 		})
 		if err != nil {
-			return edit{}, nil, e.backendErr(op, tag, err)
+			return edit{}, nil, backendErr(op, tag, err)
 		}
 		made := cipherMaterial(tag, next, s.typ, gen.Handle)
 		v, err := newVersion(tag, next, now, gen)
@@ -380,7 +380,7 @@ func (e *Engine) rotation(ctx context.Context, op string) func(s *keySnap, now t
 }
 
 // backendErr maps a backend error to the Engine's error classes.
-func (e *Engine) backendErr(op, tag string, err error) *Error {
+func backendErr(op, tag string, err error) *Error {
 	switch {
 	case isContextErr(err):
 		return canceled(op, tag, err)

@@ -109,8 +109,19 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		return nil, newErr("new", "", ErrInvalidArgument, err.Error())
 	}
 	st, owned := cfg.store, false
+	var bst *badgerstore.Store
 	if st == nil {
-		bst, err := badgerstore.Open(badgerstore.Options{Dir: cfg.dir, InMemory: cfg.inMemory, Logger: cfg.logger})
+		var check []byte
+		if cv, ok := be.(backend.CheckValuer); ok && !cfg.inMemory {
+			if check, err = cv.CheckValue(ctx); err != nil {
+				return nil, backendErr("new", "", err)
+			}
+		}
+		bst, err = badgerstore.Open(badgerstore.Options{Dir: cfg.dir, InMemory: cfg.inMemory, Logger: cfg.logger, Check: check})
+		if errors.Is(err, badgerstore.ErrCheckMismatch) {
+			// The store's handles were sealed for another backend secret.
+			return nil, wrapErr("new", "", ErrBackendMismatch, fmt.Errorf("%w: %w", err, backend.ErrInvalidHandle))
+		}
 		if err != nil {
 			return nil, wrapErr("new", "", ErrInternal, err)
 		}
@@ -121,6 +132,13 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		limit: cfg.limit, limiter: limiter, tokens: cache,
 	}
 	rev, err := e.load(ctx)
+	if err == nil && bst != nil && bst.CheckPending() {
+		// The backend opened the store's material (or there is none):
+		// from now on the directory names its root key.
+		if cerr := bst.WriteCheck(); cerr != nil {
+			err = wrapErr("new", "", ErrInternal, cerr)
+		}
+	}
 	if err != nil {
 		// The backend (and a store given to New) stay the caller's to
 		// close, as on every failure.

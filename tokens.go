@@ -136,7 +136,7 @@ func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need fu
 		ref := g.ref(tag)
 		res, err := e.be.Generate(ctx, &backend.GenerateRequest{Ref: ref, Type: RSA2048})
 		if err != nil {
-			return edit{}, genChange{}, e.backendErr(op, tag, err)
+			return edit{}, genChange{}, backendErr(op, tag, err)
 		}
 		made := &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: res.Handle}
 		g.handle = res.Handle
@@ -237,7 +237,7 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 		}
 		signer, err := e.tokenSigner(ctx, tag, s.gen)
 		if err != nil {
-			return edit{}, nil, e.backendErr(op, tag, err)
+			return edit{}, nil, backendErr(op, tag, err)
 		}
 		r.KeyTag, r.Now = tag, now
 		set, err := token.IssueSet(signer, r)

@@ -312,3 +312,16 @@ type Importer interface {
 	// an invalid KeyRef or a nil request; ErrClosed after Close.
 	ImportKey(ctx context.Context, req *ImportRequest) (*GenerateResponse, error)
 }
+
+// CheckValuer is an optional capability: a backend that holds one secret
+// for all its material (the memory backend's root key) gives a value that
+// identifies that secret without revealing it, a MAC over a fixed label.
+// Two backends give the same value exactly when they hold the same secret.
+// The Engine records it when it creates a store and refuses to open the
+// store with a backend that gives another, before touching it, even when
+// the store holds no key material to try.
+type CheckValuer interface {
+	// CheckValue returns the check value. It fails with ErrClosed after
+	// Close.
+	CheckValue(ctx context.Context) ([]byte, error)
+}

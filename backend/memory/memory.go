@@ -1,10 +1,13 @@
 package memory
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -60,7 +63,13 @@ type Backend struct {
 	random io.Reader
 	closed atomic.Bool
 	keys   softkey.Owner // what loaded keys use: name, check, nonce source
+	// checkValue is HMAC-SHA256(root key, checkLabel): it names the root
+	// key without revealing it (backend.CheckValuer).
+	checkValue []byte
 }
+
+// checkLabel is the fixed message of the root key's check value.
+const checkLabel = "pocketkms/memory/root-key-check/v1"
 
 // New returns a Backend whose handles are sealed under rootKey, which must
 // be RootKeySize bytes; another size fails with backend.ErrInvalidArgument.
@@ -86,9 +95,21 @@ func New(rootKey []byte, opts ...Option) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("memory: new: %w", err)
 	}
-	b := &Backend{root: aead, random: cfg.random}
+	mac := hmac.New(sha256.New, k)
+	mac.Write([]byte(checkLabel))
+	b := &Backend{root: aead, random: cfg.random, checkValue: mac.Sum(nil)}
 	b.keys = softkey.Owner{Name: "memory", Check: b.check, Random: cfg.random}
 	return b, nil
+}
+
+// CheckValue returns HMAC-SHA256 of a fixed label under the root key: equal
+// for backends with the same root key, and revealing nothing of it
+// (backend.CheckValuer).
+func (b *Backend) CheckValue(ctx context.Context) ([]byte, error) {
+	if err := b.check(ctx); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b.checkValue), nil
 }
 
 // NewFromFile reads the root key from the file at path and calls New.

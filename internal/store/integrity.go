@@ -90,12 +90,18 @@ func parseIntegrity(b []byte) (integrity, error) {
 
 // writeIntegrity replaces the integrity file atomically and durably.
 func writeIntegrity(dir string, in integrity) error {
-	tmp := filepath.Join(dir, integrityFile+".tmp")
+	return writeFileSync(dir, integrityFile, in.marshal())
+}
+
+// writeFileSync replaces dir/name with data atomically and durably: write
+// a temporary file, fsync it, rename it over, fsync the directory.
+func writeFileSync(dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(in.marshal()); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
 	}
@@ -106,7 +112,7 @@ func writeIntegrity(dir string, in integrity) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, integrityFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return err
 	}
 	d, err := os.Open(dir)

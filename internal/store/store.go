@@ -94,6 +94,10 @@ type Options struct {
 	Logger *slog.Logger
 	// ReadOnly opens the directory read-only.
 	ReadOnly bool
+	// Check is the backend's check value (backend.CheckValuer), or nil.
+	// A directory whose check file holds another value is refused with
+	// ErrCheckMismatch before anything in it is touched.
+	Check []byte
 }
 
 // Store is an open database. It is safe for concurrent use.
@@ -112,6 +116,10 @@ type Store struct {
 	log    *slog.Logger
 	// held is the key of this store in openDirs ("" in memory).
 	held string
+	// check is Options.Check; checked is true once the directory's check
+	// file holds it.
+	check   []byte
+	checked bool
 }
 
 // recordIntegrity writes the integrity record around commits; tests
@@ -131,6 +139,13 @@ func Open(o Options) (*Store, error) {
 	dir := o.Dir
 	if o.InMemory {
 		dir = ""
+	}
+	var checked bool
+	if !o.InMemory && o.Check != nil {
+		var err error
+		if checked, err = verifyCheck(dir, o.Check); err != nil {
+			return nil, err
+		}
 	}
 	var held string
 	if !o.InMemory {
@@ -156,6 +171,9 @@ func Open(o Options) (*Store, error) {
 	if held != "" {
 		s.held = held
 		openDirs.Store(held, s)
+	}
+	if !o.InMemory && !o.ReadOnly {
+		s.check, s.checked = o.Check, checked
 	}
 	return s, nil
 }
