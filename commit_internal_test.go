@@ -17,6 +17,7 @@ import (
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/memory"
 	"github.com/pocketkms/kms/internal/store"
+	kstore "github.com/pocketkms/kms/store"
 	"github.com/pocketkms/kms/ratelimit"
 )
 
@@ -67,11 +68,12 @@ func TestRateLimitChangesApplyInCommitOrder(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		c, err := e.st.Load(ctx)
-		if err != nil || len(c.Keys) != 1 || c.Keys[0].Key.RateLimit == nil {
-			t.Fatalf("round %d: store load: %v", round, err)
+		r, _, err := e.st.(*store.Store).Get(kstore.KeyKey(k.Tag))
+		rec, ok := r.(*kstore.KeyRecord)
+		if err != nil || !ok || rec.RateLimit == nil {
+			t.Fatalf("round %d: store get: %v", round, err)
 		}
-		committed := c.Keys[0].Key.RateLimit.PerSecond
+		committed := rec.RateLimit.PerSecond
 		if inForce := e.limitOf(ent.snap.Load()); inForce.Rate != committed {
 			t.Fatalf("round %d: the store kept rate %v, the limiter is given %v", round, committed, inForce.Rate)
 		}

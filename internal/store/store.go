@@ -321,6 +321,37 @@ func (s *Store) Load(ctx context.Context) (*kstore.Contents, error) {
 	return c, nil
 }
 
+// Get reads one record by its store key and the revision it was written
+// at; a record that does not exist is ErrNotFound.
+func (s *Store) Get(key string) (kstore.Record, int64, error) {
+	if s.db.IsClosed() {
+		return nil, 0, ErrClosed
+	}
+	if s.broken.Load() {
+		return nil, 0, fmt.Errorf("store: get: %w", ErrBroken)
+	}
+	var r kstore.Record
+	var rev int64
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		rev = int64(item.Version())
+		return item.Value(func(val []byte) error {
+			r, err = kstore.Decode(key, val)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, rev, nil
+}
+
 func scan(txn *badger.Txn, prefix string, fn func(key []byte, version uint64, val []byte) error) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: false})
 	defer it.Close()
