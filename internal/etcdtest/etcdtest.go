@@ -12,16 +12,19 @@
 //
 // Members are real etcd servers with etcd's own durability (the WAL is
 // synced before a write is acknowledged). Their loggers are silenced.
-// [Cluster.Kill] stops one member without the graceful leadership handover
-// of a normal shutdown, keeping its data; [Cluster.Restart] brings it back
-// on the same ports and data.
+// Clients reach each member through a small TCP relay in front of its
+// client port, so that [Cluster.Kill] can cut every client connection at
+// once, as a crashed process's would be, before it stops the member
+// without the graceful leadership handover of a normal shutdown (its data
+// is kept); [Cluster.Restart] brings it back on the same ports and data.
 //
 // # Limitations
 //
 // The members live in this process, so Kill is not a SIGKILL: the
-// operating system's buffers survive it. A port picked free can be taken
-// by another program before etcd binds it; New then tries fresh ports
-// (three attempts in all).
+// operating system's buffers survive it, and the member's peers see it
+// stop answering rather than a closed connection. A port picked free can
+// be taken by another program before etcd binds it; New then tries fresh
+// ports (three attempts in all).
 package etcdtest
 
 import (
@@ -62,8 +65,9 @@ type Cluster struct {
 }
 
 type member struct {
-	cfg  *embed.Config
-	etcd *embed.Etcd // nil while killed
+	cfg   *embed.Config
+	etcd  *embed.Etcd // nil while killed
+	relay *relay      // in front of the client port; clients use its address
 }
 
 // Start starts a cluster of n members with its data in t.TempDir() and
@@ -99,7 +103,7 @@ func New(dir string, n int) (*Cluster, error) {
 }
 
 func start(dir string, n int) (*Cluster, error) {
-	ports, err := freePorts(2 * n)
+	ports, err := freePorts(3 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +118,11 @@ func start(dir string, n int) (*Cluster, error) {
 		cfg := embed.NewConfig()
 		cfg.Name = name
 		cfg.Dir = filepath.Join(dir, name)
-		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
-		client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[3*i])}
+		client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[3*i+1])}
+		relayed := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[3*i+2])}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{relayed}
 		// A token of its own, so a member can never join a cluster of
 		// another test that happens to use the same ports.
 		cfg.InitialClusterToken = "pocketkms-" + hex.EncodeToString(token)
@@ -128,7 +133,7 @@ func start(dir string, n int) (*Cluster, error) {
 		cfg.Logger, cfg.LogLevel = "zap", "error"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		initial = append(initial, name+"="+peer.String())
-		c.members = append(c.members, &member{cfg: cfg})
+		c.members = append(c.members, &member{cfg: cfg, relay: &relay{addr: relayed.Host, target: client.Host}})
 	}
 	for _, m := range c.members {
 		m.cfg.InitialCluster = strings.Join(initial, ",")
@@ -139,6 +144,11 @@ func start(dir string, n int) (*Cluster, error) {
 		wg.Go(func() { m.etcd, errs[i] = startMember(m.cfg) })
 	}
 	wg.Wait()
+	for i, m := range c.members {
+		if errs[i] == nil {
+			errs[i] = m.relay.open()
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		c.Close()
 		return nil, err
@@ -224,8 +234,9 @@ func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	return cli
 }
 
-// Kill stops member i at once, without handing its leadership over,
-// keeping its data for Restart. Killing a killed member does nothing.
+// Kill stops member i at once: it cuts every client connection to it,
+// then stops it without handing its leadership over, keeping its data for
+// Restart. Killing a killed member does nothing.
 func (c *Cluster) Kill(i int) {
 	c.mu.Lock()
 	m := c.members[i]
@@ -233,6 +244,7 @@ func (c *Cluster) Kill(i int) {
 	m.etcd = nil
 	c.mu.Unlock()
 	if e != nil {
+		m.relay.cut()
 		stop(e)
 	}
 }
@@ -263,7 +275,7 @@ func (c *Cluster) Restart(i int) error {
 		return err
 	}
 	m.etcd = e
-	return nil
+	return m.relay.open()
 }
 
 // Close stops every member. It is idempotent.
@@ -272,6 +284,7 @@ func (c *Cluster) Close() {
 	c.closed = true
 	var running []*embed.Etcd
 	for _, m := range c.members {
+		m.relay.cut()
 		if m.etcd != nil {
 			running = append(running, m.etcd)
 			m.etcd = nil
