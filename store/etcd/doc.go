@@ -38,8 +38,8 @@
 //	<prefix>g/<keyTag>               the token generator
 //	<prefix>a/<keyTag>               the IP allow-list
 //	<prefix>n/<lower-case name>      the name index: the tag owning a name
-//	<prefix>m/...                    the store's own bookkeeping (none yet);
-//	                                 Load and Watch pass over it
+//	<prefix>m/leader/<lease>         [Lead]'s candidates (the store's own
+//	                                 bookkeeping: Load and Watch pass over m/)
 //
 // Values are framed by store.Encode, the same framing Badger uses: a
 // codec version, JSON, and a CRC-32C over the record key and the frame.
@@ -128,15 +128,21 @@
 //
 // # Limitations
 //
+// Background work: by default every Engine runs Maintain (auto-rotation,
+// destruction of due keys) every minute. Revision compares keep two
+// replicas from rotating one key twice or committing one destruction
+// twice, but run it once anyway: open every Engine with
+// kms.WithMaintenanceInterval(0) and run Maintain under [Lead], which
+// elects one replica and fences its commits. What is not fenced is the
+// backend: a key's material is destroyed before its records are deleted,
+// and due dates are judged by the leader's clock, so keep the replicas'
+// clocks in sync; a deletion cancelled on a replica whose clock is behind
+// the leader's, in the moment the leader finds the key due, can leave the
+// key with its material destroyed (for the memory backend, whose material
+// is the sealed handle in the records, destroying it changes nothing).
+//
 // Not done yet (issue #16):
 //
-//   - Background work runs on every replica. Each Engine's Maintain
-//     (default every minute) auto-rotates and destroys due keys; revision
-//     compares keep two replicas from rotating one key twice or committing
-//     one destruction twice, but a backend's material is destroyed before
-//     the records are deleted, judged by each replica's own clock. Until
-//     leader election lands, run maintenance on one replica only
-//     (kms.WithMaintenanceInterval(0) on the others).
 //   - Rate limits are per Engine: N replicas admit up to N times a key's
 //     limit in total.
 //   - An Engine cut off from etcd serves its last state for as long as it

@@ -18,6 +18,11 @@ import (
 // On Apply it also matches store.ErrUncertain: the change may have landed.
 var ErrUnavailable = errors.New("etcdstore: cluster unavailable")
 
+// ErrNotLeader: an Apply made under the context Lead gave its job found
+// the leadership lost (a successor may have been elected). Nothing was
+// written.
+var ErrNotLeader = errors.New("etcdstore: no longer the elected leader")
+
 // errCode returns the gRPC code of an etcd client error.
 func errCode(err error) codes.Code {
 	var ee rpctypes.EtcdError

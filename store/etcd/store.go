@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -245,7 +246,9 @@ func (s *Store) load(ctx context.Context) (*store.Contents, error) {
 // first expectation that failed as a *store.ConflictError. It returns the
 // transaction's revision. A request that fails in a way that may have
 // come after the commit (a lost connection, a deadline) is
-// store.ErrUncertain.
+// store.ErrUncertain. Under the context Lead gives its job, the
+// transaction also compares the leader's candidacy, and fails with
+// ErrNotLeader once it is gone.
 func (s *Store) Apply(ctx context.Context, c *store.Change) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -272,6 +275,11 @@ func (s *Store) Apply(ctx context.Context, c *store.Change) (int64, error) {
 		}
 		orElse = append(orElse, clientv3.OpGet(s.prefix+k, clientv3.WithKeysOnly()))
 	}
+	f, fenced := fenceOf(ctx, s.prefix)
+	if fenced {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(f.key), "=", f.rev))
+		orElse = append(orElse, clientv3.OpGet(f.key, clientv3.WithKeysOnly()))
+	}
 	rctx, cancel := s.request(ctx)
 	defer cancel()
 	resp, err := s.cli.Txn(rctx).If(cmps...).Then(then...).Else(orElse...).Commit()
@@ -279,6 +287,9 @@ func (s *Store) Apply(ctx context.Context, c *store.Change) (int64, error) {
 		return 0, applyErr(ctx, err)
 	}
 	if !resp.Succeeded {
+		if fenced && !fenceHolds(f, resp.Responses[len(keys)]) {
+			return 0, fmt.Errorf("etcdstore: apply: %w", ErrNotLeader)
+		}
 		return 0, conflict(keys, c.Expect, resp)
 	}
 	return resp.Header.Revision, nil
@@ -313,6 +324,13 @@ func (s *Store) ops(c *store.Change) ([]clientv3.Op, error) {
 	return ops, nil
 }
 
+// fenceHolds reports whether the failed transaction's read of the
+// leader's candidacy shows it still standing.
+func fenceHolds(f fence, r *etcdserverpb.ResponseOp) bool {
+	rr := r.GetResponseRange()
+	return rr != nil && len(rr.Kvs) == 1 && rr.Kvs[0].CreateRevision == f.rev
+}
+
 // conflict names the first expectation that the failed transaction's
 // reads show did not hold.
 func conflict(keys []string, expect map[string]int64, resp *clientv3.TxnResponse) error {
@@ -328,6 +346,9 @@ func conflict(keys []string, expect map[string]int64, resp *clientv3.TxnResponse
 		}
 	}
 	// Unreachable: a compare failed, so one of the reads differs.
+	if len(keys) == 0 {
+		return &store.ConflictError{}
+	}
 	return &store.ConflictError{Key: keys[0]}
 }
 
