@@ -113,6 +113,17 @@ func updateLocked[R any](e *Engine, ctx context.Context, op string, ent *keyEntr
 		return zero, err
 	}
 	if ed.next == nil {
+		if e.watched {
+			// "Nothing to change" was decided on this Engine's view. On a
+			// shared store another process may have changed the key and
+			// its commit not reached us yet: confirm the view is current
+			// (a change that writes nothing and only expects the key's
+			// revision), so that the caller's request holds afterwards,
+			// or the conflict makes update decide again on fresh state.
+			if _, err := e.st.Apply(ctx, (&store.Change{}).Expecting(store.KeyKey(s.tag), s.rev)); err != nil {
+				return zero, e.storeErr(op, s.tag, err)
+			}
+		}
 		return r, nil
 	}
 	if err := e.commit(ctx, op, ent, s, &ed); err != nil {

@@ -248,3 +248,35 @@ func TestSharedStoreDestructionReachesEveryEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSharedStoreNoOpOnStaleViewIsChecked: a request that looks like a
+// no-op on a replica that has not yet seen another replica's change must
+// not answer success while the other change stays in force. A call made
+// after another returned wins, as it would on one Engine.
+func TestSharedStoreNoOpOnStaleViewIsChecked(t *testing.T) {
+	ctx := context.Background()
+	_, es := sharedEngines(t, 2)
+	a, b := es[0], es[1]
+	k, err := a.CreateKey(ctx, kms.CreateKeyRequest{Name: "flip", Type: kms.AES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the key reaches B", func() bool { _, err := b.GetKey(ctx, k.Tag); return err == nil })
+	for round := range 50 {
+		if _, err := a.SetKeyACLEnabled(ctx, k.Tag, true); err != nil {
+			t.Fatal(err)
+		}
+		// B may not have seen A's change yet; to B it may look like a no-op.
+		if _, err := b.SetKeyACLEnabled(ctx, k.Tag, false); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "both replicas agree", func() bool {
+			x, err1 := a.GetKeyACL(ctx, k.Tag)
+			y, err2 := b.GetKeyACL(ctx, k.Tag)
+			return err1 == nil && err2 == nil && x.Enabled == y.Enabled
+		})
+		if acl, _ := a.GetKeyACL(ctx, k.Tag); acl.Enabled {
+			t.Fatalf("round %d: B's later request to turn the allow-list off answered success, but A's earlier 'on' stays in force", round)
+		}
+	}
+}

@@ -69,7 +69,9 @@ type Store interface {
 	// Load with ErrCorrupt.
 	Load(ctx context.Context) (*Contents, error)
 	// Apply commits c atomically and durably if its expectations hold,
-	// and returns the revision of the commit. Errors: ErrConflict (an
+	// and returns the revision of the commit. A change with expectations
+	// but nothing to write commits nothing: it only checks them (and
+	// returns the store's current revision). Errors: ErrConflict (an
 	// expectation failed; nothing written), ErrClosed, ErrUncertain (the
 	// change may have landed); any other error means nothing was written.
 	Apply(ctx context.Context, c *Change) (int64, error)

@@ -130,6 +130,10 @@ func (h *MemoryHandle) Apply(ctx context.Context, c *store.Change) (int64, error
 			return 0, &store.ConflictError{Key: k}
 		}
 	}
+	if len(c.Puts) == 0 && len(c.Deletes) == 0 {
+		// Expectations only: nothing is committed, no revision is used.
+		return m.rev, nil
+	}
 	m.rev++
 	commit := store.Commit{Rev: m.rev}
 	for _, k := range c.Deletes {
