@@ -322,7 +322,12 @@ func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, e
 		}
 		return true
 	})
-	slices.SortFunc(snaps, func(a, b *keySnap) int { return cmp.Compare(b.seq, a.seq) })
+	// Newest first. Replicas sharing a store can hand out one sequence
+	// number twice; the creation time and then the tag break ties, so
+	// every replica lists the same order.
+	slices.SortFunc(snaps, func(a, b *keySnap) int {
+		return cmp.Or(cmp.Compare(b.seq, a.seq), b.createdAt.Compare(a.createdAt), cmp.Compare(a.tag, b.tag))
+	})
 	page := &KeyPage{PageNo: req.PageNo, PageSize: req.PageSize, TotalCount: len(snaps), Keys: []Key{}}
 	start := req.PageNo * req.PageSize
 	if req.PageNo > len(snaps) || start >= len(snaps) {
