@@ -44,8 +44,10 @@
 // Engine's own or one this package makes in the same form: options a key
 // cannot honour are kms.ErrInvalidArgument (also matching
 // errors.ErrUnsupported), the wrong key type kms.ErrWrongKeyType, an
-// associated-data mismatch kms.ErrDecryptionFailed. A done context is its
-// own error (context.Canceled, context.DeadlineExceeded).
+// associated-data mismatch kms.ErrDecryptionFailed, a Signer outlived by
+// a rotation kms.ErrInvalidState (with [ErrVersionNotCurrent]). The one
+// exception is a done context, whose own error (context.Canceled,
+// context.DeadlineExceeded) is returned as it is.
 //
 // # Concurrency
 //
