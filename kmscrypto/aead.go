@@ -1,0 +1,188 @@
+package kmscrypto
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/internal/envelope"
+)
+
+// MaxAEADPlaintext is the largest plaintext AEAD encrypts: the Engine's
+// AES256 limit less the 32 bytes that bind the associated data.
+const MaxAEADPlaintext = kms.MaxAESPlaintext - sha256.Size
+
+// AEAD is authenticated encryption with associated data over a
+// non-convergent pocketkms AES256 key, with the method set of Tink's
+// tink.AEAD and tink.AEADWithContext, for envelope encryption (a key
+// encryption key). Make it with NewAEAD; it is safe for concurrent use.
+//
+// # Format
+//
+// Encrypt seals SHA-256(associatedData) ‖ plaintext with kms.Engine.Encrypt
+// and returns the Engine's ciphertext string as bytes,
+// "ncpkms:v{N}:<base64>". The Engine's AES-256-GCM authenticates the whole
+// sealed text (and the key tag and version), so the associated data is
+// bound as firmly as GCM binds its own; Decrypt compares the digest in
+// constant time and fails with kms.ErrDecryptionFailed when it differs.
+// The Engine ignores an encryption context for non-convergent keys, which
+// is why the associated data travels inside the sealed text rather than
+// as a context. The ciphertext is an ordinary Engine ciphertext:
+// Engine.ReEncrypt moves it to the key's current version and it still
+// decrypts with the same associated data.
+type AEAD struct {
+	ctx    context.Context
+	c      Client
+	keyTag string
+}
+
+// NewAEAD returns an AEAD for a non-convergent AES256 key, on either plane
+// (c is a *kms.Engine or a kms.TokenClient).
+//
+// ctx is used by Encrypt and Decrypt, since tink.AEAD's methods take no
+// context: once ctx is done they fail with its error. EncryptWithContext
+// and DecryptWithContext use the context they are given instead.
+//
+// On the trusted plane NewAEAD reads the key and refuses any type but
+// AES256 (kms.ErrWrongKeyType), and a convergent key
+// (kms.ErrWrongKeyType): it encrypts deterministically, which an AEAD
+// must not. The token plane cannot read a key, so there NewAEAD checks
+// nothing and the first call fails instead: a convergent key with
+// kms.ErrInvalidArgument (it needs a context), another type with
+// kms.ErrWrongKeyType. The token needs the Encrypt and Decrypt
+// permissions.
+func NewAEAD(ctx context.Context, c Client, keyTag string) (*AEAD, error) {
+	const op = "new aead"
+	if kr, ok := c.(keyReader); ok {
+		k, err := kr.GetKey(ctx, keyTag)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case k.Type != kms.AES256:
+			return nil, newErr(op, k.Tag, kms.ErrWrongKeyType, "AEAD needs an AES256 key, not "+string(k.Type), nil)
+		case k.Convergent:
+			return nil, newErr(op, k.Tag, kms.ErrWrongKeyType, "convergent keys encrypt deterministically; AEAD needs a non-convergent AES256 key", nil)
+		}
+	}
+	return &AEAD{ctx: ctx, c: c, keyTag: keyTag}, nil
+}
+
+// KeyTag returns the key's tag.
+func (a *AEAD) KeyTag() string { return a.keyTag }
+
+// Encrypt encrypts plaintext (1..MaxAEADPlaintext bytes) under the key's
+// current version, binding associatedData (any length, nil and empty
+// alike), with the context given to NewAEAD.
+func (a *AEAD) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
+	return a.EncryptWithContext(a.ctx, plaintext, associatedData)
+}
+
+// Decrypt decrypts a ciphertext made by Encrypt with the same associated
+// data, with the context given to NewAEAD. Any mismatch — another key,
+// other associated data, tampering — is kms.ErrDecryptionFailed; a
+// disabled version is kms.ErrVersionDisabled.
+func (a *AEAD) Decrypt(ciphertext, associatedData []byte) ([]byte, error) {
+	return a.DecryptWithContext(a.ctx, ciphertext, associatedData)
+}
+
+// EncryptWithContext is Encrypt with ctx for this call (tink.AEADWithContext).
+func (a *AEAD) EncryptWithContext(ctx context.Context, plaintext, associatedData []byte) ([]byte, error) {
+	const op = "aead encrypt"
+	if len(plaintext) == 0 || len(plaintext) > MaxAEADPlaintext {
+		return nil, newErr(op, a.keyTag, kms.ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes", MaxAEADPlaintext), nil)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sealed := make([]byte, sha256.Size+len(plaintext))
+	adDigest(sealed[:sha256.Size], associatedData)
+	copy(sealed[sha256.Size:], plaintext)
+	ct, err := a.c.Encrypt(ctx, a.keyTag, sealed, nil)
+	clear(sealed)
+	if err != nil {
+		return nil, err
+	}
+	if !isAESGCM(ct, len(sealed)) {
+		// Only an RSA2048 key, on the token plane, gets here: it
+		// encrypts with RSA-OAEP, which anyone holding the public key
+		// can do, so it cannot authenticate anything.
+		return nil, newErr(op, a.keyTag, kms.ErrWrongKeyType, "AEAD needs an AES256 key", nil)
+	}
+	return []byte(ct), nil
+}
+
+// DecryptWithContext is Decrypt with ctx for this call (tink.AEADWithContext).
+func (a *AEAD) DecryptWithContext(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
+	const op = "aead decrypt"
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ct := string(ciphertext)
+	sealed, err := a.c.Decrypt(ctx, a.keyTag, ct, nil)
+	if err != nil {
+		return nil, err
+	}
+	var want [sha256.Size]byte
+	adDigest(want[:], associatedData)
+	// The layout check refuses RSA-OAEP ciphertexts (an RSA2048 key on
+	// the token plane), which anyone could have made.
+	if len(sealed) < sha256.Size || !isAESGCM(ct, len(sealed)) ||
+		subtle.ConstantTimeCompare(sealed[:sha256.Size], want[:]) != 1 {
+		clear(sealed)
+		return nil, newErr(op, a.keyTag, kms.ErrDecryptionFailed, "", nil)
+	}
+	return sealed[sha256.Size:], nil
+}
+
+// adDigest writes SHA-256(ad) into dst (32 bytes).
+func adDigest(dst, ad []byte) {
+	if len(ad) == 0 {
+		copy(dst, emptyDigest[:])
+		return
+	}
+	d := sha256.Sum256(ad)
+	copy(dst, d[:])
+}
+
+var emptyDigest = sha256.Sum256(nil)
+
+// isAESGCM reports whether ct, a well-formed envelope the Engine made or
+// accepted, holds an AES-256-GCM body for a plaintext of n bytes:
+// nonce(12) ‖ ciphertext(n) ‖ tag(16). An RSA-OAEP body is always 256
+// bytes, which this never equals for the n AEAD seals with an RSA2048
+// key (at most 190, so 218 at most).
+func isAESGCM(ct string, n int) bool {
+	// The body starts after the colon that ends "ncpkms:v{N}"; look for
+	// it from the front (the version has at most nine digits), not across
+	// the whole body.
+	if !strings.HasPrefix(ct, envelope.Prefix) {
+		return false
+	}
+	i := strings.IndexByte(ct[len(envelope.Prefix):], ':')
+	if i < 0 {
+		return false
+	}
+	b64 := ct[len(envelope.Prefix)+i+1:]
+	if len(b64)%4 != 0 {
+		return false
+	}
+	body := len(b64) / 4 * 3
+	body -= len(b64) - len(strings.TrimRight(b64, "="))
+	return body == backend.NonceSize+n+backend.TagSize
+}
+
+// String describes the AEAD by key tag; it never shows the Client (a
+// TokenClient holds a token).
+func (a *AEAD) String() string { return describe("AEAD", a.keyTag, 0) }
+
+// GoString is String.
+func (a *AEAD) GoString() string { return a.String() }
+
+// Format writes String for every verb.
+func (a *AEAD) Format(f fmt.State, _ rune) { io.WriteString(f, a.String()) }

@@ -1,0 +1,90 @@
+// Package kmscrypto puts pocketkms keys behind Go's standard crypto
+// interfaces, so code written for them — x509, crypto/tls, JWT libraries,
+// Tink — uses a key that never leaves the backend:
+//
+//   - [NewSigner]: a crypto.Signer for an RSA2048 or ECDSA key;
+//   - [NewDecrypter]: a crypto.Decrypter for an RSA2048 key (RSA-OAEP,
+//     SHA-256);
+//   - [NewAEAD]: an AEAD with associated data for an AES256 key, with the
+//     method set of Tink's tink.AEAD, for envelope encryption
+//     (integration/tink and integration/gocloud build on it).
+//
+// Each works on both planes: pass a *kms.Engine (the trusted plane) or a
+// kms.TokenClient (the token plane, Engine.WithToken) as the [Client].
+//
+//	signer, err := kmscrypto.NewSigner(ctx, e, ecdsaKeyTag)
+//	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
+//
+//	kek, err := kmscrypto.NewAEAD(ctx, e, aesKeyTag)
+//	wrapped, err := kek.Encrypt(dataKey, []byte("orders/2024"))
+//
+// The standard interfaces take no context, so each constructor takes the
+// context its adapter's calls use; once it is done the calls fail with
+// its error. Pass one that lives as long as the adapter.
+//
+// # Versions
+//
+// A Signer and a Decrypter are pinned to one key version, whose public key
+// Public returns: the version current when they are made (a Decrypter can
+// be given another with [WithVersion]). The trusted plane reads the
+// current version with Engine.GetKey; the token plane has no such call, so
+// the constructors find it with GetPublicKey: version 1, then a binary
+// search up to kms.MaxVersions, at most 8 calls, and one more to read the
+// key, each costing one unit of the key's token-plane rate limit. After a
+// rotation a Signer refuses to sign (the key signs with its current
+// version only, and that signature would not verify with Public: see
+// [ErrVersionNotCurrent]), while a Decrypter keeps decrypting with its
+// version as long as it is enabled. An AEAD is not pinned: it encrypts
+// with the current version, and its ciphertexts say which version made
+// them.
+//
+// # Errors
+//
+// Every error is a *kms.Error matching a kms sentinel with errors.Is, the
+// Engine's own or one this package makes in the same form: options a key
+// cannot honour are kms.ErrInvalidArgument (also matching
+// errors.ErrUnsupported), the wrong key type kms.ErrWrongKeyType, an
+// associated-data mismatch kms.ErrDecryptionFailed, a Signer outlived by
+// a rotation kms.ErrInvalidState (with [ErrVersionNotCurrent]). The one
+// exception is a done context, whose own error (context.Canceled,
+// context.DeadlineExceeded) is returned as it is.
+//
+// # Concurrency
+//
+// Signer, Decrypter and AEAD are immutable after construction and safe
+// for concurrent use; each call is one Engine call.
+//
+// # Security
+//
+// The adapters hold no key material: every private operation is an Engine
+// call, checked like any other (token, permission, allow-list and rate
+// limit on the token plane). Options are checked before the call and fail
+// closed: an RSA2048 key never signs PKCS #1 v1.5 or decrypts PKCS #1 v1.5
+// because a caller asked. The rand arguments of Sign and Decrypt are
+// ignored; the backend draws its own randomness. String and fmt show a
+// key tag and version, never the Client (a TokenClient holds a token).
+// AEAD binds associated data by sealing its SHA-256 digest with the
+// plaintext (see [AEAD]); a mismatch reveals nothing but failure. AEAD
+// plaintext buffers it allocates are cleared after use, best effort.
+//
+// # Limitations
+//
+//   - RSA2048 keys sign RSASSA-PSS with the maximum salt (222 bytes) only,
+//     as NAVER's keys do, and the backend interface has no other salt
+//     length. TLS 1.3 and Go's X.509 require the salt to equal the hash
+//     (rsa.PSSSaltLengthEqualsHash), so an RSA2048 Signer cannot sign
+//     certificates or TLS handshakes: Sign refuses those options with
+//     errors.ErrUnsupported. Use an ECDSA key for both; an RSA2048 key's
+//     public key can still be certified by another signer. Verifiers that
+//     accept any salt (rsa.PSSSaltLengthAuto, golang-jwt's PS256) verify
+//     RSA2048 signatures.
+//   - JWT RS256 (PKCS #1 v1.5) is refused for the same reason; PS256 and
+//     ES256 work. golang-jwt signs with concrete private keys only, so it
+//     needs a small SigningMethod over a crypto.Signer (see the example).
+//   - A Signer signs with the current version only, so it stops working
+//     when the key rotates; make a new one with a new certificate.
+//   - AEAD ciphertexts are the Engine's text form, about 4/3 of the
+//     plaintext plus 90 bytes, and carry 32 bytes of associated-data
+//     digest; AEAD refuses empty plaintexts and ones over
+//     [MaxAEADPlaintext], as the Engine refuses empty ones.
+package kmscrypto

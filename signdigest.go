@@ -1,0 +1,117 @@
+package kms
+
+import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/token"
+)
+
+// pssSaltLength is the salt length of every RSA2048 signature: the
+// largest one SHA-256 allows under a 2048-bit modulus (256 - 32 - 2).
+const pssSaltLength = 222
+
+// SignDigest signs a SHA-256 digest the caller computed, with the key's
+// current version, and returns the raw signature and the version that
+// made it. It is Sign for adapters that receive a digest rather than the
+// message, such as a crypto.Signer: Sign hashes its data itself. The
+// signature is what Sign would put in its envelope for a message with
+// this digest: RSASSA-PSS (SHA-256, MGF1-SHA256, 222-byte salt) for
+// RSA2048, ASN.1 DER ECDSA for ECDSA; Verify accepts it as
+// "ncpkms:v{version}:" followed by its base64.
+//
+// opts names the scheme, as crypto.Signer's opts do, and anything but the
+// key's own scheme is refused rather than signed another way:
+//
+//   - RSA2048: *rsa.PSSOptions with Hash crypto.SHA256 and SaltLength
+//     rsa.PSSSaltLengthAuto or 222. The key signs with the maximum salt
+//     only, so rsa.PSSSaltLengthEqualsHash (what TLS 1.3 and X.509
+//     RSASSA-PSS ask for) and every other length are refused, and so is
+//     PKCS #1 v1.5 (any opts that is not *rsa.PSSOptions).
+//   - ECDSA: opts whose HashFunc is crypto.SHA256, not *rsa.PSSOptions.
+//
+// The digest must be 32 bytes. Every refusal is ErrInvalidArgument; one
+// that asks for a scheme, salt length or hash the key cannot do also
+// matches errors.ErrUnsupported. An AES256 key is ErrWrongKeyType.
+func (e *Engine) SignDigest(ctx context.Context, keyTag string, digest []byte, opts crypto.SignerOpts) ([]byte, uint32, error) {
+	r, err := onKey(e, "sign digest", keyTag, func(op string, s *keySnap) (digestSig, error) {
+		return e.signDigest(ctx, op, s, digest, opts)
+	})
+	return r.sig, r.version, err
+}
+
+// SignDigest is Engine.SignDigest on the token plane (permission Sign).
+func (c TokenClient) SignDigest(ctx context.Context, keyTag string, digest []byte, opts crypto.SignerOpts) ([]byte, uint32, error) {
+	r, err := onToken(c, "sign digest", keyTag, token.Access, token.PermSign, 1, func(op string, s *keySnap, _ *token.Claims) (digestSig, error) {
+		return c.e.signDigest(ctx, op, s, digest, opts)
+	})
+	return r.sig, r.version, err
+}
+
+type digestSig struct {
+	sig     []byte
+	version uint32
+}
+
+func (e *Engine) signDigest(ctx context.Context, op string, s *keySnap, digest []byte, opts crypto.SignerOpts) (digestSig, error) {
+	tag := s.tag
+	alg := signAlg(s.typ)
+	if alg == 0 {
+		return digestSig{}, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not sign")
+	}
+	if err := checkDigestOpts(op, s, digest, opts); err != nil {
+		return digestSig{}, err
+	}
+	v := s.current()
+	k, err := e.loadKey(ctx, s, v)
+	if err != nil {
+		return digestSig{}, e.backendErr(op, tag, err)
+	}
+	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Algorithm: alg, Digest: digest})
+	if err != nil {
+		return digestSig{}, e.backendErr(op, tag, err)
+	}
+	return digestSig{sig: sig, version: v.num}, nil
+}
+
+// checkDigestOpts fails closed: only the key's one scheme passes.
+func checkDigestOpts(op string, s *keySnap, digest []byte, opts crypto.SignerOpts) *Error {
+	unsupported := func(detail string) *Error {
+		err := newErr(op, s.tag, ErrInvalidArgument, detail)
+		err.Err = errors.ErrUnsupported
+		return err
+	}
+	pss, isPSS := opts.(*rsa.PSSOptions)
+	if opts == nil || (isPSS && pss == nil) {
+		return newErr(op, s.tag, ErrInvalidArgument, "nil signer options")
+	}
+	switch s.typ {
+	case RSA2048:
+		if !isPSS {
+			return unsupported("RSA2048 keys sign RSASSA-PSS only: opts must be *rsa.PSSOptions")
+		}
+		switch pss.SaltLength {
+		case rsa.PSSSaltLengthAuto, pssSaltLength:
+		case rsa.PSSSaltLengthEqualsHash:
+			return unsupported(fmt.Sprintf("RSA2048 keys sign with the maximum salt, %d bytes (PSSSaltLengthAuto), not one as long as the hash (PSSSaltLengthEqualsHash, as TLS 1.3 and X.509 ask)", pssSaltLength))
+		default:
+			return unsupported(fmt.Sprintf("RSA2048 keys sign with the maximum salt, %d bytes (PSSSaltLengthAuto), not %d", pssSaltLength, pss.SaltLength))
+		}
+	case ECDSA:
+		if isPSS {
+			return newErr(op, s.tag, ErrInvalidArgument, "ECDSA keys take crypto.SHA256, not *rsa.PSSOptions")
+		}
+	}
+	if h := opts.HashFunc(); h != crypto.SHA256 {
+		return unsupported(fmt.Sprintf("the hash must be SHA-256, not %v", h))
+	}
+	if len(digest) != sha256.Size {
+		return newErr(op, s.tag, ErrInvalidArgument, fmt.Sprintf("the digest must be %d bytes", sha256.Size))
+	}
+	return nil
+}
