@@ -307,17 +307,27 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 	if len(data) == 0 || len(data) > MaxSignData {
 		return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))
 	}
+	digest := sha256.Sum256(data)
+	sig, v, err := e.signCurrent(ctx, op, s, digest[:])
+	if err != nil {
+		return "", err
+	}
+	return envelope.Format(v, sig), nil
+}
+
+// signCurrent signs a SHA-256 digest with the key's current version in
+// the backend and names the version.
+func (e *Engine) signCurrent(ctx context.Context, op string, s *keySnap, digest []byte) ([]byte, uint32, error) {
 	v := s.current()
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {
-		return "", backendErr(op, tag, err)
+		return nil, 0, backendErr(op, s.tag, err)
 	}
-	digest := sha256.Sum256(data)
-	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Digest: digest[:]})
+	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Digest: digest})
 	if err != nil {
-		return "", backendErr(op, tag, err)
+		return nil, 0, backendErr(op, s.tag, err)
 	}
-	return envelope.Format(v.num, sig), nil
+	return sig, v.num, nil
 }
 
 // Verify checks a signature made by Sign over data, with the version its

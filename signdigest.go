@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/token"
 )
 
@@ -39,7 +38,7 @@ const pssSaltLength = 222
 // that asks for a scheme, salt length or hash the key cannot do also
 // matches errors.ErrUnsupported. An AES256 key is ErrWrongKeyType.
 func (e *Engine) SignDigest(ctx context.Context, keyTag string, digest []byte, opts crypto.SignerOpts) ([]byte, uint32, error) {
-	r, err := onKey(e, "sign digest", keyTag, func(op string, s *keySnap) (digestSig, error) {
+	r, err := onKey(e, ctx, "sign digest", keyTag, func(op string, s *keySnap) (digestSig, error) {
 		return e.signDigest(ctx, op, s, digest, opts)
 	})
 	return r.sig, r.version, err
@@ -47,7 +46,7 @@ func (e *Engine) SignDigest(ctx context.Context, keyTag string, digest []byte, o
 
 // SignDigest is Engine.SignDigest on the token plane (permission Sign).
 func (c TokenClient) SignDigest(ctx context.Context, keyTag string, digest []byte, opts crypto.SignerOpts) ([]byte, uint32, error) {
-	r, err := onToken(c, "sign digest", keyTag, token.Access, token.PermSign, 1, func(op string, s *keySnap, _ *token.Claims) (digestSig, error) {
+	r, err := onToken(c, ctx, "sign digest", keyTag, token.Access, token.PermSign, 1, func(op string, s *keySnap, _ *token.Claims) (digestSig, error) {
 		return c.e.signDigest(ctx, op, s, digest, opts)
 	})
 	return r.sig, r.version, err
@@ -59,24 +58,14 @@ type digestSig struct {
 }
 
 func (e *Engine) signDigest(ctx context.Context, op string, s *keySnap, digest []byte, opts crypto.SignerOpts) (digestSig, error) {
-	tag := s.tag
-	alg := signAlg(s.typ)
-	if alg == 0 {
-		return digestSig{}, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not sign")
+	if err := signKeyType(op, s, "sign"); err != nil {
+		return digestSig{}, err
 	}
 	if err := checkDigestOpts(op, s, digest, opts); err != nil {
 		return digestSig{}, err
 	}
-	v := s.current()
-	k, err := e.loadKey(ctx, s, v)
-	if err != nil {
-		return digestSig{}, e.backendErr(op, tag, err)
-	}
-	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Algorithm: alg, Digest: digest})
-	if err != nil {
-		return digestSig{}, e.backendErr(op, tag, err)
-	}
-	return digestSig{sig: sig, version: v.num}, nil
+	sig, v, err := e.signCurrent(ctx, op, s, digest)
+	return digestSig{sig: sig, version: v}, err
 }
 
 // checkDigestOpts fails closed: only the key's one scheme passes.
