@@ -331,7 +331,9 @@ func (e *Engine) signCurrent(ctx context.Context, op string, s *keySnap, digest 
 }
 
 // Verify checks a signature made by Sign over data, with the version its
-// prefix names. A signature that does not match answers (false, nil). As
+// prefix names. A signature that does not match answers (false, nil); for
+// RSA2048 that includes an RSASSA-PSS signature whose salt is not the 222
+// bytes the key signs with (see WithAnyPSSSaltLength). As
 // on NAVER, an RSA signature that is not 256 bytes is a mismatch, and an
 // ECDSA signature that is not DER is ErrInvalidArgument; an unknown
 // version is ErrVersionNotFound and a disabled one ErrVersionDisabled.
@@ -373,7 +375,12 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 	// Verification needs no secret: it runs on the version's public key,
 	// with no backend call.
 	digest := sha256.Sum256(data)
-	ok, err := pubkey.Verify(v.pub, digest[:], sig)
+	var ok bool
+	if s.typ == RSA2048 {
+		ok, err = pubkey.VerifyPSS(v.pub, digest[:], sig, e.pssSalt)
+	} else {
+		ok, err = pubkey.Verify(v.pub, digest[:], sig)
+	}
 	if err != nil {
 		return false, wrapErr(op, tag, ErrInternal, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/internal/keytag"
+	"github.com/pocketkms/kms/internal/pubkey"
 	badgerstore "github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/store"
@@ -63,6 +64,9 @@ type Engine struct {
 	random io.Reader
 	log    *slog.Logger
 	limit  ratelimit.Limit // the rate limit of keys without their own (normalized)
+	// pssSalt is the salt length Verify demands of RSA2048 signatures
+	// (pubkey.AnySaltLength with WithAnyPSSSaltLength).
+	pssSalt int
 
 	keys    sync.Map // key tag -> *keyEntry
 	limiter *ratelimit.Limiter
@@ -129,7 +133,10 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	}
 	e := &Engine{
 		be: be, st: st, clock: cfg.clock, random: cfg.random, log: cfg.logger,
-		limit: cfg.limit, limiter: limiter, tokens: cache,
+		limit: cfg.limit, limiter: limiter, tokens: cache, pssSalt: pssSaltLength,
+	}
+	if cfg.anySalt {
+		e.pssSalt = pubkey.AnySaltLength
 	}
 	rev, err := e.load(ctx)
 	if err == nil && bst != nil && bst.CheckPending() {

@@ -34,6 +34,7 @@ type config struct {
 	maintain time.Duration
 	limit    ratelimit.Limit
 	cacheMax int
+	anySalt  bool
 }
 
 func defaultConfig() config {
@@ -156,6 +157,20 @@ func WithRandom(r io.Reader) Option {
 			return errors.New("WithRandom: nil reader")
 		}
 		c.random = r
+		return nil
+	}
+}
+
+// WithAnyPSSSaltLength makes Verify accept an RSA2048 RSASSA-PSS signature
+// with any salt length. By default Verify accepts only the salt length the
+// key signs with, the maximum (222 bytes), as a signature made elsewhere
+// with another salt was not made by this key's Sign. Use it when
+// signatures made by other RSASSA-PSS signers with the same key must
+// verify (a key imported from a system that signs with a hash-length
+// salt, say).
+func WithAnyPSSSaltLength() Option {
+	return func(c *config) error {
+		c.anySalt = true
 		return nil
 	}
 }
