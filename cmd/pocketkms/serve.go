@@ -22,6 +22,7 @@ import (
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/naverapi"
 )
 
 // Server timeouts.
@@ -34,29 +35,20 @@ const (
 	maxHeaderBytes    = 64 << 10
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "server:", err)
-		os.Exit(1)
-	}
-}
-
-// run is the program: it serves until ctx is cancelled or SIGINT/SIGTERM
-// arrives, then shuts down gracefully.
-func run(ctx context.Context, args []string, stdout io.Writer) error {
-	return serve(ctx, args, stdout, nil)
-}
-
-// config is the parsed command line.
-type config struct {
+// serveConfig is the parsed command line of serve.
+type serveConfig struct {
 	addr, data, rootKeyFile, credsFile string
 	trustedProxies, tlsCert, tlsKey    string
 }
 
-func parseFlags(args []string, out io.Writer) (*config, error) {
-	var c config
-	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
+	var c serveConfig
+	fs := flag.NewFlagSet("pocketkms serve", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: pocketkms serve [flags]\n\nServe NAVER Cloud KMS's API 2.0 and v3 on a data directory (go doc ./cmd/pocketkms).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on")
 	fs.StringVar(&c.data, "data", "kms-data", "data directory (created 0700): root key, credentials, key store")
 	fs.StringVar(&c.rootKeyFile, "root-key-file", "", "root key file (mode 0600; default <data>/root.key, generated on first run)")
@@ -65,31 +57,40 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with -tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for -tls-cert")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nil, &usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
-		return nil, errors.New("-tls-cert and -tls-key go together")
+		return nil, &usageError{errors.New("-tls-cert and -tls-key go together")}
 	}
 	return &c, nil
 }
 
-// serve is run with a hook for tests and benchmarks: started, if not nil,
-// is called with the Engine and the bound address once the server accepts
-// connections.
-func serve(ctx context.Context, args []string, stdout io.Writer, started func(e *kms.Engine, addr string)) error {
-	cfg, err := parseFlags(args, stdout)
+// serve is the serve command: it serves until ctx is cancelled or
+// SIGINT/SIGTERM arrives, then shuts down gracefully.
+func serve(ctx context.Context, args []string, stdout io.Writer) error {
+	return serveWith(ctx, args, stdout, nil)
+}
+
+// serveWith is serve with a hook for tests and benchmarks: started, if not
+// nil, is called with the Engine and the bound address once the server
+// accepts connections.
+func serveWith(ctx context.Context, args []string, stdout io.Writer, started func(e *kms.Engine, addr string)) error {
+	cfg, err := parseServeFlags(args, stdout)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stdout, nil))
-	proxies, err := parseProxies(cfg.trustedProxies)
+	proxies, err := naverapi.ParseTrustedProxies(cfg.trustedProxies)
 	if err != nil {
-		return err
+		return &usageError{err}
 	}
 	var tlsConfig *tls.Config
 	if cfg.tlsCert != "" {
@@ -125,12 +126,21 @@ func serve(ctx context.Context, args []string, stdout io.Writer, started func(e 
 	}
 	defer eng.Close()
 
+	auth, err := naverapi.NewSignatureV2(creds.pairs)
+	if err != nil {
+		return err
+	}
+	h, err := naverapi.NewHandler(eng, naverapi.WithAuthenticator(auth),
+		naverapi.WithClientAddr(naverapi.TrustedProxies(proxies...)), naverapi.WithLogger(log))
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           newServer(eng, creds, proxies, log),
+		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -209,7 +219,7 @@ func prepareDataDir(dir string, log *slog.Logger) (firstRun bool, err error) {
 // openBackend opens the memory backend under the root key: -root-key-file,
 // or <data>/root.key, generated (0600) on the first run only — a store whose
 // root key is missing is an error, not a reason to make a new key.
-func openBackend(cfg *config, firstRun bool) (*memory.Backend, string, error) {
+func openBackend(cfg *serveConfig, firstRun bool) (*memory.Backend, string, error) {
 	path := cfg.rootKeyFile
 	if path == "" {
 		path = filepath.Join(cfg.data, "root.key")
@@ -255,7 +265,7 @@ func writeRootKey(path string) error {
 
 // ensureCredentials returns the credentials file path, creating the default
 // file with a new pair when none exists (then it returns the new access key).
-func ensureCredentials(cfg *config) (path, created string, err error) {
+func ensureCredentials(cfg *serveConfig) (path, created string, err error) {
 	if cfg.credsFile != "" {
 		return cfg.credsFile, "", nil
 	}
@@ -270,7 +280,7 @@ func ensureCredentials(cfg *config) (path, created string, err error) {
 // printBanner tells how to call the server. It prints the access key and
 // the path of the credentials file, never a secret: the curl line reads the
 // secret key from the file when it runs.
-func printBanner(w io.Writer, cfg *config, base, rootKeyPath, credsPath, accessKey, created string) {
+func printBanner(w io.Writer, cfg *serveConfig, base, rootKeyPath, credsPath, accessKey, created string) {
 	fmt.Fprintf(w, "pocketkms server: NAVER Cloud KMS API 2.0 / v3 on %s\n", base)
 	fmt.Fprintf(w, "data directory %s, root key %s\n", cfg.data, rootKeyPath)
 	if created != "" {

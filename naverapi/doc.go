@@ -1,34 +1,32 @@
-// Command server is a NAVER Cloud KMS-compatible HTTP server built on
-// pocketkms: the API 2.0 token and account APIs (/kms/v1/…) and the v3 API
-// (/kms/v3/…) on net/http, so that client code written for
-// https://ocapi.ncloud.com works against it with only its base URL changed.
-// It doubles as a local stand-in for NAVER KMS in development and tests.
+// Package naverapi is NAVER Cloud KMS's HTTP API as an http.Handler over a
+// pocketkms Engine: the API 2.0 token and account APIs (/kms/v1/…, and the
+// API 1.0 paths /keys/v2/…) and the v3 API (/kms/v3/…), so that client
+// code written for https://ocapi.ncloud.com works against it with only its
+// base URL changed. `pocketkms serve` (cmd/pocketkms) is this handler on a
+// data directory; a custom server mounts it in its own mux, behind its own
+// middleware and authentication (examples/server).
 //
-//	go run ./examples/server                      # 127.0.0.1:8080, data in ./kms-data
-//	go run ./examples/server -addr 127.0.0.1:9000 -data /var/lib/kms
+// Start with NewHandler, giving it the Engine and an Authenticator for the
+// account API — NewSignatureV2 for NAVER's own NCP API Gateway signature
+// v2, or one of yours:
 //
-// The first run creates the data directory (mode 0700) with a root key
-// (root.key, 0600, from memory.GenerateRootKey) that seals every key of the
-// software backend, an access/secret key pair (credentials, 0600) and the key
-// store (store/). It prints the paths, the access key (never the secret) and
-// a ready curl line that signs a request with the secret read from the file:
+//	auth, err := naverapi.NewSignatureV2(map[string]string{accessKey: secretKey})
+//	h, err := naverapi.NewHandler(eng, naverapi.WithAuthenticator(auth),
+//		naverapi.WithLogger(logger))
+//	mux.Handle("/", h) // the handler serves NAVER's paths
 //
-//	AK=…; SK=$(grep -m1 "^$AK:" kms-data/credentials | cut -d: -f2-); TS=$(($(date +%s)*1000));
-//	SIG=$(printf 'GET /kms/v1/keys\n%s\n%s' "$TS" "$AK" | openssl dgst -sha256 -hmac "$SK" -binary | openssl base64 -A);
-//	curl -s http://127.0.0.1:8080/kms/v1/keys -H "x-ncp-apigw-timestamp: $TS" -H "x-ncp-iam-access-key: $AK" -H "x-ncp-apigw-signature-v2: $SIG"
-//
-// Flags: -addr, -data, -root-key-file (an existing root key, 64 hex
-// characters or 32 bytes, mode 0600), -credentials (an existing
-// "accessKey:secretKey" file, one pair a line, '#' comments, mode 0600),
-// -trusted-proxies (comma-separated addresses and CIDRs), -tls-cert and
-// -tls-key (serve HTTPS). SIGINT and SIGTERM shut the server down gracefully:
-// requests in flight finish (up to 15 s), then the Engine closes.
+// The caller's address, which the token API checks against each key's IP
+// allow-list, is the connection's peer (PeerAddr); behind a reverse proxy
+// pass WithClientAddr(TrustedProxies(…)) or a function of your own. The
+// request and response bodies are exported types (V2Key, V3Key,
+// EncryptRequest, TokenSetResponse, …), so a Go client or a custom front
+// end can use them.
 //
 // # Endpoints
 //
 // Every endpoint below is implemented. "either" means the same path accepts
 // a token (x-ncp-ocapi-token: the token plane, kms.TokenClient) or account
-// authentication (the signature headers: the trusted plane, *kms.Engine); a
+// authentication (the Authenticator: the trusted plane, *kms.Engine); a
 // request carrying a token is a token request. K2 is /kms/v1/keys/{keyTag},
 // K3 /kms/v3/keys/{keyTag}, T3 /kms/v3/token/keys/{keyTag}.
 //
@@ -69,7 +67,7 @@
 // fields ending in DateTime. v3 errors: {"error":{"errorCode","message",
 // "detail","fieldErrors":[{"field","message"}]}}, or for batch item failures
 // {"failures":{"<index>":{…}}} (never both). NAVER does not show its API 2.0
-// error body; this server answers {"code":"<errorCode>","msg":"<message>",
+// error body; the handler answers {"code":"<errorCode>","msg":"<message>",
 // "data":null,"error":{…as v3…}} (plus "failures" for array inputs), so a
 // client testing code != "SUCCESS" sees the failure. Every *kms.Error is
 // answered with its Code and Status; 429 carries Retry-After. Every response
@@ -151,49 +149,36 @@
 //
 // # Authentication
 //
-// Account authentication is NCP API Gateway signature v2:
-// x-ncp-apigw-signature-v2 = base64(HMAC-SHA256(secretKey, method + " " +
-// pathWithQuery + "\n" + timestamp + "\n" + accessKey)), with
-// x-ncp-apigw-timestamp (epoch milliseconds; refused when 5 minutes or more
-// from the server's clock) and x-ncp-iam-access-key. The signed path is the
-// request target exactly as sent, query included. Every configured access key
-// may do everything: there are no sub-accounts. The token plane follows the
-// Engine: IP allow-list (403 AccessDenied), then the token (401), permission
-// (403), rate limit (429, 300/s per key by default).
-//
-// The caller's address, for the allow-list and the log, is the connection's
-// peer. Only when the peer is one of -trusted-proxies is X-Forwarded-For
-// read: the right-most address in it that is not itself a trusted proxy. A
-// malformed entry yields no address, which an enabled allow-list refuses.
+// The account API is authenticated by the Authenticator of
+// WithAuthenticator; SignatureV2 is NCP API Gateway signature v2 (see its
+// documentation). The token plane follows the Engine (kms.TokenClient): IP
+// allow-list (403 AccessDenied), then the token (401), permission (403),
+// rate limit (429, 300/s per key by default), key state (409).
 //
 // # Limits
 //
-// Request bodies are limited to 6 MiB (a 100-item batch of 43,746-character
-// ciphertexts with contexts is about 4.4 MB); headers to 64 KiB. Timeouts:
-// 10 s to read headers, 60 s to read a request, 60 s to write a response,
-// 120 s idle keep-alive. The number of concurrent requests is not limited.
+// Request bodies are limited to MaxBodyBytes, 6 MiB (a 100-item batch of
+// 43,746-character ciphertexts with contexts is about 4.4 MB). Header size
+// and timeouts are the http.Server's: set them (cmd/pocketkms does). The
+// number of concurrent requests is not limited.
 //
 // # Security
 //
-// The log has one line per request (method, path with the key tag, status,
-// duration, request id, client address) and nothing else about it: no body,
+// With WithLogger, the log has one line per request (method, path with the
+// key tag, status, duration, request id, client address) and nothing else
+// about it: no body,
 // header value, token, signature, access secret, plaintext or key material.
 // Errors carry no secret either; token failures and decryption failures are
-// answered alike whatever the cause. The banner prints file paths and the
-// access key, never the secret key. The credentials file and the root key
-// must not be readable by group or others (the server refuses to start
-// otherwise); new ones are written 0600 in a 0700 directory. Signatures are
-// compared in constant time (crypto/hmac.Equal), and an unknown access key
-// costs the same HMAC as a known one. Plaintext buffers the server owns are
+// answered alike whatever the cause. SignatureV2 compares signatures in
+// constant time (crypto/hmac.Equal), and an unknown access key costs the
+// same HMAC as a known one. Plaintext buffers the handler owns are
 // cleared after use, best effort: JSON strings are Go strings and cannot be
 // wiped.
 //
-// The server speaks plain HTTP unless -tls-cert and -tls-key are given;
-// keep it on loopback (the default) or behind TLS, since tokens and data
-// cross the wire. It warns when it serves plain HTTP on another address.
-// As on NAVER, a signed request can be replayed within the 5-minute window,
-// and a token is a bearer credential until it expires or its generator is
-// rotated.
+// Serve it over TLS or on loopback only, since tokens and data cross the
+// wire. As on NAVER, a signed request can be replayed within the 5-minute
+// window, and a token is a bearer credential until it expires or its
+// generator is rotated.
 //
 // # Limitations
 //
@@ -208,4 +193,4 @@
 //   - Messages are in English; x-ncp-lang is ignored. Authentication failures
 //     answer 401 Unauthorized, not the API gateway's own numeric codes.
 //   - Rate limits are per process.
-package main
+package naverapi

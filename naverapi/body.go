@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import (
 	"bytes"
@@ -21,25 +21,19 @@ const (
 	maxArrayItems      = 100   // v2 arrays and v3 batches (kms.MaxBatchItems)
 )
 
-// fieldError is one entry of NAVER's error.fieldErrors.
-type fieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
 // object reads the members of a JSON request object one by one, so that each
 // wrong type or bad value is reported against its field name (with a prefix
 // such as "requests[3]." inside a batch). Problems accumulate in errs.
 type object struct {
 	m      map[string]json.RawMessage
 	prefix string
-	errs   *[]fieldError
+	errs   *[]FieldError
 }
 
 // readObject reads the request body as a JSON object. An empty body is an
 // empty object. Unknown members are ignored.
 func readObject(r *http.Request, v3 bool) (object, error) {
-	o := object{errs: new([]fieldError)}
+	o := object{errs: new([]FieldError)}
 	if v3 {
 		if err := checkContentType(r); err != nil {
 			return o, err
@@ -110,7 +104,7 @@ func (o object) name(field string) string { return o.prefix + field }
 func (o object) fail(field, msg string) { o.failAt(o.name(field), msg) }
 
 func (o object) failAt(name, msg string) {
-	*o.errs = append(*o.errs, fieldError{Field: name, Message: msg})
+	*o.errs = append(*o.errs, FieldError{Field: name, Message: msg})
 }
 
 // err returns the accumulated field errors as one 400 InvalidParameter.

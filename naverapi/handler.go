@@ -1,7 +1,8 @@
-package main
+package naverapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,48 +13,54 @@ import (
 	"github.com/pocketkms/kms"
 )
 
-// maxBodyBytes bounds request bodies. The largest legitimate body is a
-// 100-item batch of 43,746-character ciphertexts with 68-character contexts:
-// about 4.4 MB, or 4.5 MB with every '/' escaped as "\/".
-const maxBodyBytes = 6 << 20
+// MaxBodyBytes bounds request bodies. The largest legitimate body is a
+// 100-item batch of 43,746-character ciphertexts with 68-character
+// contexts: about 4.4 MB, or 4.5 MB with every '/' escaped as "\/". A
+// larger body is answered 413 PayloadTooLarge.
+const MaxBodyBytes = 6 << 20
 
-// cipherPlane is what both planes offer: *kms.Engine (account
-// authentication, the trusted plane) and kms.TokenClient (token plane).
-type cipherPlane interface {
-	Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error)
-	Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) ([]byte, error)
-	ReEncrypt(ctx context.Context, keyTag, ciphertext string, encCtx []byte) (string, error)
-	CreateCustomKey(ctx context.Context, keyTag string, req kms.CustomKeyRequest) (*kms.CustomKey, error)
-	Sign(ctx context.Context, keyTag string, data []byte) (string, error)
-	Verify(ctx context.Context, keyTag string, data []byte, signature string) (bool, error)
-	GetPublicKey(ctx context.Context, keyTag string, version uint32) (string, error)
-	BatchEncrypt(ctx context.Context, keyTag string, items []kms.EncryptItem) ([]string, error)
-	BatchDecrypt(ctx context.Context, keyTag string, items []kms.DecryptItem) ([][]byte, error)
-	BatchReEncrypt(ctx context.Context, keyTag string, items []kms.DecryptItem) ([]string, error)
+// Handler serves NAVER Cloud KMS's HTTP APIs for one Engine; make it with
+// NewHandler. It is safe for concurrent use.
+type Handler struct {
+	eng    *kms.Engine
+	auth   Authenticator
+	addr   ClientAddrFunc
+	log    *slog.Logger
+	mux    *http.ServeMux
+	routes []string // the registered patterns, in order
 }
 
-var (
-	_ cipherPlane = (*kms.Engine)(nil)
-	_ cipherPlane = kms.TokenClient{}
-)
-
-// server is the HTTP front of one Engine.
-type server struct {
-	eng     *kms.Engine
-	creds   *credentials
-	proxies []netip.Prefix
-	log     *slog.Logger
-	now     func() time.Time // the clock of signature timestamps
-	mux     *http.ServeMux
-	routes  []string // the registered patterns, in order
+// NewHandler returns the HTTP handler of NAVER's API 2.0 (and 1.0) and v3
+// APIs for e: the token API (x-ncp-ocapi-token) and the account API,
+// authenticated by the Authenticator of WithAuthenticator. The handler
+// serves the paths as NAVER does (/kms/v1/…, /kms/v3/…, /keys/v2/…), so
+// mount it at the root of a mux or strip a prefix first. Options are
+// validated once, here; e must stay open while the handler serves.
+func NewHandler(e *kms.Engine, opts ...Option) (*Handler, error) {
+	if e == nil {
+		return nil, errors.New("naverapi: NewHandler: nil Engine")
+	}
+	cfg := config{addr: PeerAddr}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	if err := errors.Join(cfg.errs...); err != nil {
+		return nil, err
+	}
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{eng: e, auth: cfg.auth, addr: cfg.addr, log: cfg.log, mux: http.NewServeMux()}
+	h.register()
+	h.mux.HandleFunc("/", h.unrouted)
+	return h, nil
 }
 
-func newServer(eng *kms.Engine, creds *credentials, proxies []netip.Prefix, log *slog.Logger) *server {
-	s := &server{eng: eng, creds: creds, proxies: proxies, log: log, now: time.Now, mux: http.NewServeMux()}
-	s.register()
-	s.mux.HandleFunc("/", s.unrouted)
-	return s
-}
+// Routes lists the patterns the handler serves, in net/http.ServeMux
+// syntax ("POST /kms/v1/keys/{keyTag}/encrypt"), in registration order.
+func (h *Handler) Routes() []string { return append([]string(nil), h.routes...) }
 
 // api is the API generation of a route: it picks the envelopes.
 type api uint8
@@ -67,30 +74,30 @@ const (
 type auth uint8
 
 const (
-	viaAccount auth = iota // API gateway signature v2: the trusted plane
+	viaAccount auth = iota // the Authenticator: the trusted plane
 	viaToken               // x-ncp-ocapi-token: the token plane
-	viaEither              // a token if one is sent, else account authentication
+	viaEither              // a token if one is sent, else the Authenticator
 )
 
 // call is one request being served.
 type call struct {
-	s         *server
+	h         *Handler
 	r         *http.Request
 	ctx       context.Context
 	api       api
 	tag       string     // the {keyTag} path value
 	token     string     // the presented token, on the token plane
-	principal string     // the access key, on the trusted plane
+	principal Principal  // the account caller, on the trusted plane
 	client    netip.Addr // the caller's address
 	status    int        // success status (default 200)
 }
 
 // plane returns the plane the caller authenticated for.
-func (c *call) plane() cipherPlane {
+func (c *call) plane() kms.Cipher {
 	if c.token != "" {
-		return c.s.eng.WithToken(c.token, c.client)
+		return c.h.eng.WithToken(c.token, c.client)
 	}
-	return c.s.eng
+	return c.h.eng
 }
 
 // keyTag is the path's key tag as answered: key tags are lower case, and
@@ -104,41 +111,35 @@ func (c *call) body() (object, error) { return readObject(c.r, c.api == v3) }
 // the whole v3 body) or an error.
 type handler func(c *call) (any, error)
 
-// v2Success is the API 2.0 success envelope.
-type v2Success struct {
-	Code string `json:"code"`
-	Data any    `json:"data"`
-}
-
 // handle registers a route.
-func (s *server) handle(pattern string, a api, how auth, h handler) {
-	s.routes = append(s.routes, pattern)
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		c := &call{s: s, r: r, ctx: r.Context(), api: a, tag: r.PathValue("keyTag"), client: info(r).client, status: http.StatusOK}
+func (h *Handler) handle(pattern string, a api, how auth, fn handler) {
+	h.routes = append(h.routes, pattern)
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		c := &call{h: h, r: r, ctx: r.Context(), api: a, tag: r.PathValue("keyTag"), client: info(r).client, status: http.StatusOK}
 		if err := c.authenticate(how); err != nil {
 			writeError(w, a == v2, err)
 			return
 		}
-		out, err := h(c)
+		out, err := fn(c)
 		if err != nil {
 			if ae := toAPIError(err); ae.status >= 500 {
 				// Engine errors never carry a secret; the cause helps operators.
-				s.log.Error("request failed", "request_id", info(r).id, "error", err.Error())
+				h.log.Error("request failed", "request_id", info(r).id, "error", err.Error())
 			}
 			writeError(w, a == v2, err)
 			return
 		}
 		if a == v2 {
-			out = &v2Success{Code: "SUCCESS", Data: out}
+			out = &V2Response{Code: "SUCCESS", Data: out}
 		}
 		writeJSON(w, c.status, out)
 	})
 }
 
 // authenticate applies the route's authentication: a token is only taken
-// (the Engine checks it), account headers are verified here.
+// (the Engine checks it), account callers go to the Authenticator.
 func (c *call) authenticate(how auth) error {
-	tok := c.r.Header.Get(hdrToken)
+	tok := c.r.Header.Get(HeaderToken)
 	if how == viaToken || how == viaEither && tok != "" {
 		if tok == "" {
 			return unauthorized("send the token in x-ncp-ocapi-token")
@@ -146,12 +147,32 @@ func (c *call) authenticate(how auth) error {
 		c.token = tok
 		return nil
 	}
-	ak, err := c.s.creds.authenticate(c.r, c.s.now())
-	c.principal = ak
+	p, err := c.h.authenticateAccount(c.r)
+	c.principal = p
 	return err
 }
 
-// requestInfo is what the middleware learns about a request.
+// authenticateAccount runs the Authenticator. Without one, every account
+// call is refused.
+func (h *Handler) authenticateAccount(r *http.Request) (Principal, error) {
+	if h.auth == nil {
+		return Principal{}, unauthorized("account authentication is not configured on this server")
+	}
+	p, err := h.auth.Authenticate(r)
+	if err != nil {
+		var ae *Error
+		if errors.As(err, &ae) {
+			return Principal{}, ae.apiError()
+		}
+		return Principal{}, unauthorized("")
+	}
+	if p.ID == "" {
+		return Principal{}, fmt.Errorf("naverapi: the Authenticator returned a Principal without an ID")
+	}
+	return p, nil
+}
+
+// requestInfo is what ServeHTTP learns about a request.
 type requestInfo struct {
 	id     string
 	client netip.Addr
@@ -159,7 +180,7 @@ type requestInfo struct {
 
 type infoKey struct{}
 
-// info returns the middleware's requestInfo of r.
+// info returns ServeHTTP's requestInfo of r.
 func info(r *http.Request) *requestInfo {
 	ri, _ := r.Context().Value(infoKey{}).(*requestInfo)
 	if ri == nil {
@@ -167,6 +188,10 @@ func info(r *http.Request) *requestInfo {
 	}
 	return ri
 }
+
+// RequestID returns the id the handler gave r (answered in
+// x-ncp-request-id), for a middleware's log line; "" outside the handler.
+func RequestID(r *http.Request) string { return info(r).id }
 
 // statusWriter remembers the status written.
 type statusWriter struct {
@@ -190,22 +215,25 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // ServeHTTP gives every request an id (answered in x-ncp-request-id), a
 // body limit and a log line: method, path, status, duration, request id and
 // client address — never a body, a header value, a token or a signature.
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	ri := &requestInfo{id: newRequestID(), client: clientAddr(r, s.proxies)}
-	w.Header().Set(hdrRequestID, ri.id)
+	ri := &requestInfo{id: newRequestID(), client: h.addr(r)}
+	w.Header().Set(HeaderRequestID, ri.id)
 	sw := &statusWriter{ResponseWriter: w}
-	r.Body = http.MaxBytesReader(sw, r.Body, maxBodyBytes)
+	r.Body = http.MaxBytesReader(sw, r.Body, MaxBodyBytes)
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
-			s.log.Error("handler panic", "request_id", ri.id, "panic_type", fmt.Sprintf("%T", p))
+			h.log.Error("handler panic", "request_id", ri.id, "panic_type", fmt.Sprintf("%T", p))
 			if sw.status == 0 {
 				writeError(sw, !strings.HasPrefix(r.URL.Path, "/kms/v3/"), &apiError{status: http.StatusInternalServerError, code: codeInternal})
 			}
@@ -214,22 +242,22 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if sw.status >= 500 {
 			level = slog.LevelError
 		}
-		s.log.LogAttrs(r.Context(), level, "request",
+		h.log.LogAttrs(r.Context(), level, "request",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status), slog.Duration("duration", time.Since(start)),
 			slog.String("request_id", ri.id), slog.String("client", ri.client.String()))
 	}()
-	s.mux.ServeHTTP(sw, r)
+	h.mux.ServeHTTP(sw, r)
 }
 
 // unrouted answers requests no route matches: 405 with Allow when the path
 // exists for other methods, else 404, in the envelope of the path's API.
-func (s *server) unrouted(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) unrouted(w http.ResponseWriter, r *http.Request) {
 	isV2 := !strings.HasPrefix(r.URL.Path, "/kms/v3/")
 	var allowed []string
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
-		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
+		if _, pattern := h.mux.Handler(probe); pattern != "" && pattern != "/" {
 			allowed = append(allowed, m)
 		}
 	}

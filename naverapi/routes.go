@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import "github.com/pocketkms/kms"
 
@@ -8,7 +8,7 @@ var (
 )
 
 // register registers every endpoint; this table is the API (see doc.go).
-func (s *server) register() {
+func (h *Handler) register() {
 	// API 2.0 cipher calls: the same paths serve a token (token plane) or
 	// account authentication (trusted plane), told apart by the headers.
 	const k2 = "/kms/v1/keys/{keyTag}"
@@ -25,9 +25,9 @@ func (s *server) register() {
 		{"/verify", verify},
 		{"/get-pub-key", v2PublicKey},
 	} {
-		s.handle("POST "+k2+r.path, v2, viaEither, r.h)
+		h.handle("POST "+k2+r.path, v2, viaEither, r.h)
 	}
-	s.handle("PUT "+k2+"/token-set", v2, viaToken, reissueTokens)
+	h.handle("PUT "+k2+"/token-set", v2, viaToken, reissueTokens)
 
 	// API 1.0 paths as NAVER's API 2.0 overview shows them on the same host
 	// (account authentication, signature v2).
@@ -43,7 +43,7 @@ func (s *server) register() {
 		{"/sign", sign},
 		{"/verify", verify},
 	} {
-		s.handle("POST "+k1+r.path, v2, viaAccount, r.h)
+		h.handle("POST "+k1+r.path, v2, viaAccount, r.h)
 	}
 
 	// API 2.0 management (account authentication).
@@ -78,7 +78,7 @@ func (s *server) register() {
 		{"DELETE " + k2 + "/acl", v2ACLList((*kms.Engine).RemoveAllowedIPs)},
 		{"GET " + k2 + "/acl", v2GetACL},
 	} {
-		s.handle(r.pattern, v2, viaAccount, r.h)
+		h.handle(r.pattern, v2, viaAccount, r.h)
 	}
 
 	// v3 cipher calls, the same on both planes.
@@ -103,13 +103,13 @@ func (s *server) register() {
 			{"/sign", sign},
 			{"/verify", verify},
 		} {
-			s.handle("POST "+plane.prefix+r.path, v3, plane.how, r.h)
+			h.handle("POST "+plane.prefix+r.path, v3, plane.how, r.h)
 		}
-		s.handle("GET "+plane.prefix+"/versions/{version}/public-key", v3, plane.how, v3PublicKey)
+		h.handle("GET "+plane.prefix+"/versions/{version}/public-key", v3, plane.how, v3PublicKey)
 	}
 	const t3 = "/kms/v3/token/keys/{keyTag}"
-	s.handle("POST "+t3+"/reissue-tokens", v3, viaToken, reissueTokens)
-	s.handle("POST "+t3+"/issue-access-token", v3, viaToken, issueAccessToken)
+	h.handle("POST "+t3+"/reissue-tokens", v3, viaToken, reissueTokens)
+	h.handle("POST "+t3+"/issue-access-token", v3, viaToken, issueAccessToken)
 
 	// v3 management (account authentication).
 	const k3 = "/kms/v3/keys/{keyTag}"
@@ -138,6 +138,6 @@ func (s *server) register() {
 		{"POST " + k3 + "/acl/remove-allowed-ips", v3ACLList((*kms.Engine).RemoveAllowedIPs)},
 		{"GET " + k3 + "/acl/allowed-ips", v3ListACL},
 	} {
-		s.handle(r.pattern, v3, viaAccount, r.h)
+		h.handle(r.pattern, v3, viaAccount, r.h)
 	}
 }

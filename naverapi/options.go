@@ -1,0 +1,60 @@
+package naverapi
+
+import (
+	"errors"
+	"log/slog"
+)
+
+// Option configures a Handler. Options are validated once, by NewHandler.
+type Option func(*config)
+
+type config struct {
+	auth Authenticator
+	addr ClientAddrFunc
+	log  *slog.Logger
+	errs []error
+}
+
+// WithAuthenticator sets how callers of the account-authenticated API
+// (every management call, and the cipher calls sent without a token) are
+// authenticated: NewSignatureV2 for NAVER's own scheme, or any
+// Authenticator of the embedder's (mTLS, OIDC, a static bearer token).
+// Without it the account API answers every call 401; the token API works
+// either way.
+func WithAuthenticator(a Authenticator) Option {
+	return func(c *config) {
+		if a == nil {
+			c.errs = append(c.errs, errors.New("naverapi: WithAuthenticator: nil Authenticator"))
+			return
+		}
+		c.auth = a
+	}
+}
+
+// WithClientAddr sets the function that gives a request's caller address,
+// which the token API checks against the key's IP allow-list and the log
+// shows. The default is PeerAddr, the connection's peer; behind a reverse
+// proxy use TrustedProxies, or a function of the embedder's.
+func WithClientAddr(f ClientAddrFunc) Option {
+	return func(c *config) {
+		if f == nil {
+			c.errs = append(c.errs, errors.New("naverapi: WithClientAddr: nil function"))
+			return
+		}
+		c.addr = f
+	}
+}
+
+// WithLogger logs one line per request (method, path, status, duration,
+// request id, client address) and server errors to l. The default logs
+// nothing. No line holds a body, a header value, a token, a signature or
+// key material.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) {
+		if l == nil {
+			c.errs = append(c.errs, errors.New("naverapi: WithLogger: nil logger"))
+			return
+		}
+		c.log = l
+	}
+}
