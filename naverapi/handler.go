@@ -189,10 +189,6 @@ func info(r *http.Request) *requestInfo {
 	return ri
 }
 
-// RequestID returns the id the handler gave r (answered in
-// x-ncp-request-id), for a middleware's log line; "" outside the handler.
-func RequestID(r *http.Request) string { return info(r).id }
-
 // statusWriter remembers the status written.
 type statusWriter struct {
 	http.ResponseWriter
