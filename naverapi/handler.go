@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/token"
 )
 
 // MaxBodyBytes bounds request bodies. The largest legitimate body is a
@@ -70,19 +71,37 @@ const (
 	v3            // flat bodies, {"error":…} / {"failures":…}
 )
 
-// auth is how a route authenticates its caller.
-type auth uint8
+// authMode is how a route authenticates its caller.
+type authMode uint8
 
 const (
-	viaAccount auth = iota // the Authenticator: the trusted plane
-	viaToken               // x-ncp-ocapi-token: the token plane
-	viaEither              // a token if one is sent, else the Authenticator
+	viaAccount authMode = iota // the Authenticator: the trusted plane
+	viaToken                   // x-ncp-ocapi-token: the token plane
+	viaEither                  // a token if one is sent, else the Authenticator
 )
+
+// auth is a route's authentication: the mode and, for a token, the kind
+// and permission the call needs, which the handler checks
+// (kms.TokenClient.Authorize) before it reads the body.
+type auth struct {
+	mode authMode
+	kind token.Kind
+	perm token.Permission // for token.Access
+}
+
+var (
+	account      = auth{mode: viaAccount}
+	refreshToken = auth{mode: viaToken, kind: token.Refresh}
+)
+
+func accessToken(p token.Permission) auth { return auth{mode: viaToken, kind: token.Access, perm: p} }
+func either(p token.Permission) auth      { return auth{mode: viaEither, kind: token.Access, perm: p} }
 
 // call is one request being served.
 type call struct {
 	h         *Handler
 	r         *http.Request
+	w         http.ResponseWriter // net/http's own, for http.MaxBytesReader
 	ctx       context.Context
 	api       api
 	tag       string     // the {keyTag} path value
@@ -104,19 +123,28 @@ func (c *call) plane() kms.Cipher {
 // account calls also accept them in upper case.
 func (c *call) keyTag() string { return strings.ToLower(c.tag) }
 
-// body reads the JSON request body.
-func (c *call) body() (object, error) { return readObject(c.r, c.api == v3) }
+// body reads the JSON request body, which only an authenticated caller
+// gets to send (see handle).
+func (c *call) body() (object, error) { return readObject(c.w, c.r, c.api == v3) }
 
 // handler serves a route: it returns the success payload (the v2 "data" or
 // the whole v3 body) or an error.
 type handler func(c *call) (any, error)
 
-// handle registers a route.
+// handle registers a route. A request is authenticated before its body is
+// read: the IP allow-list, the token (its signature, expiry, kind, key
+// binding and permission) and the key's state on the token plane, the
+// Authenticator on the account plane. A refused caller's body is never
+// read: not by the handler, and not by net/http, which would otherwise
+// read up to 256 KiB of it to keep the connection (the answer closes an
+// HTTP/1 connection instead).
 func (h *Handler) handle(pattern string, a api, how auth, fn handler) {
 	h.routes = append(h.routes, pattern)
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		c := &call{h: h, r: r, ctx: r.Context(), api: a, tag: r.PathValue("keyTag"), client: info(r).client, status: http.StatusOK}
+		ri := info(r)
+		c := &call{h: h, r: r, w: ri.w, ctx: r.Context(), api: a, tag: r.PathValue("keyTag"), client: ri.client, status: http.StatusOK}
 		if err := c.authenticate(how); err != nil {
+			refuseBody(w, r)
 			writeError(w, a == v2, err)
 			return
 		}
@@ -136,20 +164,31 @@ func (h *Handler) handle(pattern string, a api, how auth, fn handler) {
 	})
 }
 
-// authenticate applies the route's authentication: a token is only taken
-// (the Engine checks it), account callers go to the Authenticator.
+// authenticate applies the route's authentication. A token goes through
+// the token plane's checks (kms.TokenClient.Authorize), which the call
+// itself runs again (a cache hit); account callers go to the
+// Authenticator.
 func (c *call) authenticate(how auth) error {
 	tok := c.r.Header.Get(HeaderToken)
-	if how == viaToken || how == viaEither && tok != "" {
+	if how.mode == viaToken || how.mode == viaEither && tok != "" {
 		if tok == "" {
 			return unauthorized("send the token in x-ncp-ocapi-token")
 		}
 		c.token = tok
-		return nil
+		return c.h.eng.WithToken(tok, c.client).Authorize(c.ctx, c.tag, how.kind, how.perm)
 	}
 	p, err := c.h.authenticateAccount(c.r)
 	c.principal = p
 	return err
+}
+
+// refuseBody makes sure nothing more of a refused request is read: on
+// HTTP/1 with a body, the answer closes the connection, so net/http does
+// not read the body to reuse it. (HTTP/2 resets the stream by itself.)
+func refuseBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // authenticateAccount runs the Authenticator. Without one, every account
@@ -176,6 +215,7 @@ func (h *Handler) authenticateAccount(r *http.Request) (Principal, error) {
 type requestInfo struct {
 	id     string
 	client netip.Addr
+	w      http.ResponseWriter // as ServeHTTP got it
 }
 
 type infoKey struct{}
@@ -214,15 +254,15 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 // Unwrap gives http.ResponseController the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// ServeHTTP gives every request an id (answered in x-ncp-request-id), a
-// body limit and a log line: method, path, status, duration, request id and
-// client address — never a body, a header value, a token or a signature.
+// ServeHTTP gives every request an id (answered in x-ncp-request-id) and a
+// log line: method, path, status, duration, request id and client address
+// — never a body, a header value, a token or a signature. Bodies are read
+// by the routes, after authentication, within MaxBodyBytes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	ri := &requestInfo{id: newRequestID(), client: h.addr(r)}
+	ri := &requestInfo{id: newRequestID(), client: h.addr(r), w: w}
 	w.Header().Set(HeaderRequestID, ri.id)
 	sw := &statusWriter{ResponseWriter: w}
-	r.Body = http.MaxBytesReader(sw, r.Body, MaxBodyBytes)
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 	defer func() {
 		if p := recover(); p != nil {
@@ -257,6 +297,7 @@ func (h *Handler) unrouted(w http.ResponseWriter, r *http.Request) {
 			allowed = append(allowed, m)
 		}
 	}
+	refuseBody(w, r)
 	if len(allowed) > 0 {
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		writeError(w, isV2, &apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
