@@ -125,7 +125,7 @@ func TestRequestID(t *testing.T) {
 	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 	seen := map[string]bool{}
 	for range 10000 {
-		id := newRequestID()
+		id := newUUID()
 		if !re.MatchString(id) || seen[id] {
 			t.Fatalf("request id %q malformed or repeated", id)
 		}

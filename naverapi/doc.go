@@ -130,8 +130,11 @@
 //     issue-access-token). v3 generator calls answer {status ENABLED|DISABLED,
 //     tokenGeneratorId}; PATCH acl answers {enabled}; add/remove answer the
 //     whole list {allowedIps}.
-//   - Tokens issued with account authentication carry every permission and the
-//     caller's access key as subject ("sub").
+//   - Tokens issued with account authentication carry every permission.
+//     Their subject ("sub") is a fresh random UUID per token set, as in
+//     NAVER's example tokens, unless the Authenticator's Principal names
+//     one (TokenSubject); never the caller's access key. Renewal keeps the
+//     refresh token's subject.
 //   - protectionType: BASIC only (the memory backend seals keys under the root
 //     key); COMMON_HSM is refused with 400 rather than silently downgraded.
 //     It is required on v2 create (as NAVER documents) and optional on v3.

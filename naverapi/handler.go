@@ -260,7 +260,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // by the routes, after authentication, within MaxBodyBytes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	ri := &requestInfo{id: newRequestID(), client: h.addr(r), w: w}
+	ri := &requestInfo{id: newUUID(), client: h.addr(r), w: w}
 	w.Header().Set(HeaderRequestID, ri.id)
 	sw := &statusWriter{ResponseWriter: w}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))

@@ -79,14 +79,21 @@ func readTTLs(c *call, withRefresh bool) (access, refresh token.TTL, err error) 
 }
 
 // issueTokens serves v2 POST token-set and v3 issue-tokens (account
-// authentication): a token set whose subject is the caller's access key and
-// which carries every permission.
+// authentication): a token set which carries every permission, whose
+// subject ("sub") is the Principal's TokenSubject or, when it names none, a
+// fresh random UUID (version 4), as in NAVER's example tokens. The caller's
+// credentials never go into a token: a token handed to an application
+// must not carry half of the account's credential.
 func issueTokens(c *call) (any, error) {
 	access, refresh, err := readTTLs(c, true)
 	if err != nil {
 		return nil, err
 	}
-	set, err := c.h.eng.IssueTokens(c.ctx, c.tag, kms.IssueTokensRequest{Subject: c.principal.ID, AccessTTL: access, RefreshTTL: refresh})
+	sub := c.principal.TokenSubject
+	if sub == "" {
+		sub = newUUID()
+	}
+	set, err := c.h.eng.IssueTokens(c.ctx, c.tag, kms.IssueTokensRequest{Subject: sub, AccessTTL: access, RefreshTTL: refresh})
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +101,7 @@ func issueTokens(c *call) (any, error) {
 }
 
 // reissueTokens serves v2 PUT token-set and v3 reissue-tokens: a new set
-// from a refresh token, which stays valid.
+// from a refresh token, which stays valid, for the refresh token's subject.
 func reissueTokens(c *call) (any, error) {
 	access, refresh, err := readTTLs(c, true)
 	if err != nil {
