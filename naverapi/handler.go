@@ -23,12 +23,13 @@ const MaxBodyBytes = 6 << 20
 // Handler serves NAVER Cloud KMS's HTTP APIs for one Engine; make it with
 // NewHandler. It is safe for concurrent use.
 type Handler struct {
-	eng    *kms.Engine
-	auth   Authenticator
-	addr   ClientAddrFunc
-	log    *slog.Logger
-	mux    *http.ServeMux
-	routes []string // the registered patterns, in order
+	eng     *kms.Engine
+	auth    Authenticator
+	addr    ClientAddrFunc
+	log     *slog.Logger
+	ipv6ACL bool // WithIPv6AllowLists
+	mux     *http.ServeMux
+	routes  []string // the registered patterns, in order
 }
 
 // NewHandler returns the HTTP handler of NAVER's API 2.0 (and 1.0) and v3
@@ -53,7 +54,7 @@ func NewHandler(e *kms.Engine, opts ...Option) (*Handler, error) {
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{eng: e, auth: cfg.auth, addr: cfg.addr, log: cfg.log, mux: http.NewServeMux()}
+	h := &Handler{eng: e, auth: cfg.auth, addr: cfg.addr, log: cfg.log, ipv6ACL: cfg.ipv6ACL, mux: http.NewServeMux()}
 	h.register()
 	h.mux.HandleFunc("/", h.unrouted)
 	return h, nil

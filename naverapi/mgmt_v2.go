@@ -3,9 +3,11 @@ package naverapi
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/acl"
 )
 
 // v2 management (/kms/v1/keys…, account authentication), answered in the
@@ -308,8 +310,11 @@ func v2ACLEnabled(enabled bool) handler {
 // aclChange is an Engine method that adds or removes allow-list entries.
 type aclChange func(e *kms.Engine, ctx context.Context, keyTag string, entries []string) (*kms.ACL, error)
 
-// readIPs reads a required list of IP entries.
-func readIPs(c *call, field string) ([]string, error) {
+// readIPs reads a required list of IP entries. Entries to add must be IPv4
+// unless the handler allows IPv6 (WithIPv6AllowLists): NAVER documents
+// IPv4 only. Removal takes any entry, so that one added otherwise (through
+// the library, or with the option) can be removed.
+func readIPs(c *call, field string, adding bool) ([]string, error) {
 	o, err := c.body()
 	if err != nil {
 		return nil, err
@@ -319,14 +324,23 @@ func readIPs(c *call, field string) ([]string, error) {
 	if ok && (len(ips) == 0 || len(ips) > maxArrayItems) {
 		o.fail(field, "must hold 1.."+strconv.Itoa(maxArrayItems)+" entries")
 	}
+	if adding && !c.h.ipv6ACL {
+		for i, ip := range ips {
+			// An entry with ':' that parses is IPv6; one that does not
+			// parse gets the Engine's own error.
+			if _, err := acl.ParseEntry(ip); err == nil && strings.Contains(ip, ":") {
+				o.failAt(field+"["+strconv.Itoa(i)+"]", "must be an IPv4 address, CIDR prefix or wildcard: IPv6 entries are not accepted")
+			}
+		}
+	}
 	return ips, o.err()
 }
 
 // v2ACLList serves POST acl (add) and DELETE acl (remove), body
 // {"ipList":[…]}: {keyTag, allowedIpList}.
-func v2ACLList(change aclChange) handler {
+func v2ACLList(change aclChange, adding bool) handler {
 	return func(c *call) (any, error) {
-		ips, err := readIPs(c, "ipList")
+		ips, err := readIPs(c, "ipList", adding)
 		if err != nil {
 			return nil, err
 		}

@@ -341,9 +341,9 @@ func v3UpdateACL(c *call) (any, error) {
 
 // v3ACLList serves acl/add-allowed-ips and acl/remove-allowed-ips, body
 // {"allowedIps":[…]}: the whole updated list {"allowedIps"}.
-func v3ACLList(change aclChange) handler {
+func v3ACLList(change aclChange, adding bool) handler {
 	return func(c *call) (any, error) {
-		ips, err := readIPs(c, "allowedIps")
+		ips, err := readIPs(c, "allowedIps", adding)
 		if err != nil {
 			return nil, err
 		}

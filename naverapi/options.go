@@ -9,10 +9,11 @@ import (
 type Option func(*config)
 
 type config struct {
-	auth Authenticator
-	addr ClientAddrFunc
-	log  *slog.Logger
-	errs []error
+	auth    Authenticator
+	addr    ClientAddrFunc
+	log     *slog.Logger
+	ipv6ACL bool
+	errs    []error
 }
 
 // WithAuthenticator sets how callers of the account-authenticated API
@@ -57,4 +58,13 @@ func WithLogger(l *slog.Logger) Option {
 		}
 		c.log = l
 	}
+}
+
+// WithIPv6AllowLists lets the ACL calls add IPv6 entries ("2001:db8::/32")
+// to a key's IP allow-list. By default the handler is NAVER-compatible and
+// refuses them (400 InvalidParameter naming the entry), since NAVER
+// documents IPv4 entries only; the Engine itself accepts both (package
+// acl), and removing an entry works either way.
+func WithIPv6AllowLists() Option {
+	return func(c *config) { c.ipv6ACL = true }
 }

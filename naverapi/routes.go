@@ -78,8 +78,8 @@ func (h *Handler) register() {
 		{"POST " + k2 + "/token-set", issueTokens},
 		{"POST " + k2 + "/acl/enable", v2ACLEnabled(true)},
 		{"POST " + k2 + "/acl/disable", v2ACLEnabled(false)},
-		{"POST " + k2 + "/acl", v2ACLList((*kms.Engine).AddAllowedIPs)},
-		{"DELETE " + k2 + "/acl", v2ACLList((*kms.Engine).RemoveAllowedIPs)},
+		{"POST " + k2 + "/acl", v2ACLList((*kms.Engine).AddAllowedIPs, true)},
+		{"DELETE " + k2 + "/acl", v2ACLList((*kms.Engine).RemoveAllowedIPs, false)},
 		{"GET " + k2 + "/acl", v2GetACL},
 	} {
 		h.handle(r.pattern, v2, account, r.h)
@@ -139,8 +139,8 @@ func (h *Handler) register() {
 		{"POST " + k3 + "/deactivate-token-generator", v3GeneratorChange((*kms.Engine).DeactivateTokenGenerator)},
 		{"GET " + k3 + "/token-generator", v3GetGenerator},
 		{"PATCH " + k3 + "/acl", v3UpdateACL},
-		{"POST " + k3 + "/acl/add-allowed-ips", v3ACLList((*kms.Engine).AddAllowedIPs)},
-		{"POST " + k3 + "/acl/remove-allowed-ips", v3ACLList((*kms.Engine).RemoveAllowedIPs)},
+		{"POST " + k3 + "/acl/add-allowed-ips", v3ACLList((*kms.Engine).AddAllowedIPs, true)},
+		{"POST " + k3 + "/acl/remove-allowed-ips", v3ACLList((*kms.Engine).RemoveAllowedIPs, false)},
 		{"GET " + k3 + "/acl/allowed-ips", v3ListACL},
 	} {
 		h.handle(r.pattern, v3, account, r.h)

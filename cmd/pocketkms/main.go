@@ -27,7 +27,8 @@
 // hex characters or 32 bytes, mode 0600), -credentials (an existing
 // "accessKey:secretKey" file, one pair a line, '#' comments, mode 0600),
 // -trusted-proxies (comma-separated addresses and CIDRs whose
-// X-Forwarded-For is honoured), -tls-cert and -tls-key (serve HTTPS).
+// X-Forwarded-For is honoured), -tls-cert and -tls-key (serve HTTPS),
+// -ipv6-acl (accept IPv6 allow-list entries, which NAVER does not).
 // SIGINT and SIGTERM shut the server down gracefully: requests in flight
 // finish (up to 15 s), then the Engine closes.
 //

@@ -39,6 +39,7 @@ const (
 type serveConfig struct {
 	addr, data, rootKeyFile, credsFile string
 	trustedProxies, tlsCert, tlsKey    string
+	ipv6ACL                            bool
 }
 
 func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
@@ -56,6 +57,7 @@ func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is honoured")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with -tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for -tls-cert")
+	fs.BoolVar(&c.ipv6ACL, "ipv6-acl", false, "accept IPv6 entries in IP allow-lists (NAVER accepts IPv4 only)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -130,8 +132,12 @@ func serveWith(ctx context.Context, args []string, stdout io.Writer, started fun
 	if err != nil {
 		return err
 	}
-	h, err := naverapi.NewHandler(eng, naverapi.WithAuthenticator(auth),
-		naverapi.WithClientAddr(naverapi.TrustedProxies(proxies...)), naverapi.WithLogger(log))
+	opts := []naverapi.Option{naverapi.WithAuthenticator(auth),
+		naverapi.WithClientAddr(naverapi.TrustedProxies(proxies...)), naverapi.WithLogger(log)}
+	if cfg.ipv6ACL {
+		opts = append(opts, naverapi.WithIPv6AllowLists())
+	}
+	h, err := naverapi.NewHandler(eng, opts...)
 	if err != nil {
 		return err
 	}

@@ -267,3 +267,17 @@ func TestLoadCredentials(t *testing.T) {
 		})
 	}
 }
+
+// TestServeIPv6Flag: IPv6 allow-list entries are refused unless
+// -ipv6-acl is given.
+func TestServeIPv6Flag(t *testing.T) {
+	for _, flags := range [][]string{nil, {"-ipv6-acl"}} {
+		ts := startServer(t, filepath.Join(t.TempDir(), "data"), flags...)
+		c := ts.client
+		tag := c.do(t, "POST", "/kms/v3/keys", map[string]any{"keyName": "six", "keyType": "AES256", "rotation": map[string]any{"enabled": false}}, "").ok(t, "create").str("keyTag")
+		r := c.do(t, "POST", "/kms/v3/keys/"+tag+"/acl/add-allowed-ips", map[string]any{"allowedIps": []string{"2001:db8::/32"}}, "")
+		if want := map[bool]int{false: 400, true: 200}[flags != nil]; r.status != want {
+			t.Fatalf("flags %v: status %d, want %d: %s", flags, r.status, want, r.raw)
+		}
+	}
+}
