@@ -21,6 +21,7 @@ const (
 	codeMethodNotAllowed     = "MethodNotAllowed"
 	codeUnsupportedMediaType = "UnsupportedMediaType"
 	codePayloadTooLarge      = "PayloadTooLarge"
+	codeTooManyRequests      = "TooManyRequests"
 	codeInternal             = "InternalServerError"
 )
 
@@ -36,7 +37,7 @@ var messages = map[string]string{
 	"AccessDenied":           "Access from the caller's IP address is denied.",
 	"Forbidden":              "The credentials do not allow this operation.",
 	codeUnauthorized:         "Authentication failed.",
-	"TooManyRequests":        "Too many requests for this key; retry later.",
+	codeTooManyRequests:      "Too many requests for this key; retry later.",
 	"ServiceUnavailable":     "The service is unavailable.",
 	codeInternal:             "An internal error occurred.",
 	codeMethodNotAllowed:     "The method is not allowed on this path.",

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/token"
 )
 
@@ -27,7 +28,9 @@ type Handler struct {
 	auth    Authenticator
 	addr    ClientAddrFunc
 	log     *slog.Logger
-	ipv6ACL bool // WithIPv6AllowLists
+	ipv6ACL bool               // WithIPv6AllowLists
+	limiter *ratelimit.Limiter // per Principal.ID; nil when unlimited
+	now     func() time.Time   // the limiter's clock
 	mux     *http.ServeMux
 	routes  []string // the registered patterns, in order
 }
@@ -42,7 +45,7 @@ func NewHandler(e *kms.Engine, opts ...Option) (*Handler, error) {
 	if e == nil {
 		return nil, errors.New("naverapi: NewHandler: nil Engine")
 	}
-	cfg := config{addr: PeerAddr}
+	cfg := config{addr: PeerAddr, limit: DefaultAccountRateLimit}
 	for _, o := range opts {
 		if o != nil {
 			o(&cfg)
@@ -54,7 +57,16 @@ func NewHandler(e *kms.Engine, opts ...Option) (*Handler, error) {
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{eng: e, auth: cfg.auth, addr: cfg.addr, log: cfg.log, ipv6ACL: cfg.ipv6ACL, mux: http.NewServeMux()}
+	h := &Handler{eng: e, auth: cfg.auth, addr: cfg.addr, log: cfg.log, ipv6ACL: cfg.ipv6ACL, now: time.Now, mux: http.NewServeMux()}
+	if !cfg.limit.Unlimited {
+		// The bound on buckets is the package's default (65,536 callers
+		// active within a second); only authenticated callers get one.
+		lim, err := ratelimit.New(ratelimit.WithDefaultLimit(cfg.limit))
+		if err != nil {
+			return nil, fmt.Errorf("naverapi: %w", err)
+		}
+		h.limiter = lim
+	}
 	h.register()
 	h.mux.HandleFunc("/", h.unrouted)
 	return h, nil
@@ -208,6 +220,15 @@ func (h *Handler) authenticateAccount(r *http.Request) (Principal, error) {
 	}
 	if p.ID == "" {
 		return Principal{}, fmt.Errorf("naverapi: the Authenticator returned a Principal without an ID")
+	}
+	if h.limiter != nil {
+		if err := h.limiter.AllowAt(p.ID, 1, h.now()); err != nil {
+			if rl, ok := errors.AsType[*ratelimit.RateLimitedError](err); ok {
+				return Principal{}, &apiError{status: http.StatusTooManyRequests, code: codeTooManyRequests,
+					detail: "too many requests from this caller", retryAfter: rl.RetryAfter.Seconds()}
+			}
+			return Principal{}, err
+		}
 	}
 	return p, nil
 }

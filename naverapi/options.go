@@ -2,7 +2,10 @@ package naverapi
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+
+	"github.com/pocketkms/kms/ratelimit"
 )
 
 // Option configures a Handler. Options are validated once, by NewHandler.
@@ -13,6 +16,7 @@ type config struct {
 	addr    ClientAddrFunc
 	log     *slog.Logger
 	ipv6ACL bool
+	limit   ratelimit.Limit // per Principal.ID on the account API
 	errs    []error
 }
 
@@ -67,4 +71,29 @@ func WithLogger(l *slog.Logger) Option {
 // acl), and removing an entry works either way.
 func WithIPv6AllowLists() Option {
 	return func(c *config) { c.ipv6ACL = true }
+}
+
+// DefaultAccountRateLimit is the account API's default rate limit per
+// caller (Principal.ID: the access key, for SignatureV2): 300 requests a
+// second with a burst of 300, the figure NAVER states per key for the
+// token API.
+var DefaultAccountRateLimit = ratelimit.Limit{Rate: ratelimit.DefaultRate, Burst: ratelimit.DefaultBurst}
+
+// WithAccountRateLimit sets the rate limit of the account-authenticated
+// API per caller, that is per Principal.ID (default
+// DefaultAccountRateLimit). Every authenticated request costs 1, whatever
+// it does (a 100-item batch included); a caller over its limit is answered
+// 429 TooManyRequests with Retry-After (whole seconds, rounded up) before
+// its body is read. Refused authentication spends nothing, so junk cannot
+// spend a caller's budget. Limit{Unlimited: true} switches it off. The
+// token API keeps the Engine's per-key limits (kms.WithRateLimit).
+func WithAccountRateLimit(l ratelimit.Limit) Option {
+	return func(c *config) {
+		n, err := l.Normalize()
+		if err != nil {
+			c.errs = append(c.errs, fmt.Errorf("naverapi: WithAccountRateLimit: %w", err))
+			return
+		}
+		c.limit = n
+	}
 }

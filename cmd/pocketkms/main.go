@@ -28,7 +28,10 @@
 // "accessKey:secretKey" file, one pair a line, '#' comments, mode 0600),
 // -trusted-proxies (comma-separated addresses and CIDRs whose
 // X-Forwarded-For is honoured), -tls-cert and -tls-key (serve HTTPS),
-// -ipv6-acl (accept IPv6 allow-list entries, which NAVER does not).
+// -ipv6-acl (accept IPv6 allow-list entries, which NAVER does not),
+// -account-rate-limit (account API requests a second per access key,
+// default 300 with a burst of 300; 0 for none: over it, 429 with
+// Retry-After).
 // SIGINT and SIGTERM shut the server down gracefully: requests in flight
 // finish (up to 15 s), then the Engine closes.
 //

@@ -32,6 +32,8 @@ func TestUsage(t *testing.T) {
 		{"stray argument", []string{"serve", "-data", data, "extra"}, 2, ""},
 		{"half of TLS", []string{"serve", "-data", data, "-tls-cert", "c.pem"}, 2, ""},
 		{"bad proxy", []string{"serve", "-data", data, "-trusted-proxies", "proxy.example"}, 2, ""},
+		{"negative rate", []string{"serve", "-data", data, "-account-rate-limit", "-1"}, 2, ""},
+		{"NaN rate", []string{"serve", "-data", data, "-account-rate-limit", "NaN"}, 2, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

@@ -23,6 +23,7 @@ import (
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
 	"github.com/pocketkms/kms/naverapi"
+	"github.com/pocketkms/kms/ratelimit"
 )
 
 // Server timeouts.
@@ -40,6 +41,7 @@ type serveConfig struct {
 	addr, data, rootKeyFile, credsFile string
 	trustedProxies, tlsCert, tlsKey    string
 	ipv6ACL                            bool
+	accountRate                        float64
 }
 
 func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
@@ -58,6 +60,7 @@ func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with -tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for -tls-cert")
 	fs.BoolVar(&c.ipv6ACL, "ipv6-acl", false, "accept IPv6 entries in IP allow-lists (NAVER accepts IPv4 only)")
+	fs.Float64Var(&c.accountRate, "account-rate-limit", naverapi.DefaultAccountRateLimit.Rate, "account API requests per second per access key, with a burst of one second's worth (0: unlimited)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -69,6 +72,9 @@ func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, &usageError{errors.New("-tls-cert and -tls-key go together")}
+	}
+	if !(c.accountRate >= 0 && c.accountRate <= ratelimit.MaxRate) {
+		return nil, &usageError{fmt.Errorf("-account-rate-limit must be from 0 (unlimited) to %g", float64(ratelimit.MaxRate))}
 	}
 	return &c, nil
 }
@@ -136,6 +142,11 @@ func serveWith(ctx context.Context, args []string, stdout io.Writer, started fun
 		naverapi.WithClientAddr(naverapi.TrustedProxies(proxies...)), naverapi.WithLogger(log)}
 	if cfg.ipv6ACL {
 		opts = append(opts, naverapi.WithIPv6AllowLists())
+	}
+	if cfg.accountRate == 0 {
+		opts = append(opts, naverapi.WithAccountRateLimit(ratelimit.Limit{Unlimited: true}))
+	} else {
+		opts = append(opts, naverapi.WithAccountRateLimit(ratelimit.Limit{Rate: cfg.accountRate}))
 	}
 	h, err := naverapi.NewHandler(eng, opts...)
 	if err != nil {

@@ -281,3 +281,15 @@ func TestServeIPv6Flag(t *testing.T) {
 		}
 	}
 }
+
+// TestServeAccountRateLimit: -account-rate-limit limits each access key of
+// the account API, with 429 and Retry-After.
+func TestServeAccountRateLimit(t *testing.T) {
+	// 0.1/s: a burst of 1, then one request every 10 s.
+	ts := startServer(t, filepath.Join(t.TempDir(), "data"), "-account-rate-limit", "0.1")
+	ts.client.do(t, "GET", "/kms/v3/keys", nil, "").ok(t, "first request")
+	r := ts.client.do(t, "GET", "/kms/v3/keys", nil, "")
+	if ra, _ := strconv.Atoi(r.header.Get("Retry-After")); r.status != 429 || r.str("error", "errorCode") != "TooManyRequests" || ra < 5 || ra > 10 {
+		t.Fatalf("second request: %d %s Retry-After %q", r.status, r.raw, r.header.Get("Retry-After"))
+	}
+}
