@@ -52,10 +52,10 @@ type junkFixture struct {
 	forged, otherKey      string
 }
 
-func newJunkFixture(t testing.TB) *junkFixture {
+func newJunkFixture(t testing.TB, opts ...Option) *junkFixture {
 	t.Helper()
 	ctx := context.Background()
-	ts := newTestServer(t, WithClientAddr(loopback))
+	ts := newTestServer(t, append([]Option{WithClientAddr(loopback)}, opts...)...)
 	e := ts.eng
 	key := func(name string, perms []token.Permission) (string, *token.Set) {
 		k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: name, Type: kms.AES256})
