@@ -7,28 +7,31 @@
 // middleware and authentication (examples/server).
 //
 // Start with NewHandler, giving it the Engine and an Authenticator for the
-// account API — NewSignatureV2 for NAVER's own NCP API Gateway signature
-// v2, or one of yours:
+// account API: NewSignatureV2 for NAVER's own NCP API Gateway signature
+// v2, or one of yours (mTLS, OIDC, a bearer token; see Authenticator):
 //
 //	auth, err := naverapi.NewSignatureV2(map[string]string{accessKey: secretKey})
 //	h, err := naverapi.NewHandler(eng, naverapi.WithAuthenticator(auth),
 //		naverapi.WithLogger(logger))
-//	mux.Handle("/", h) // the handler serves NAVER's paths
+//	mux.Handle("/", h) // NAVER's paths as they are: /kms/… and /keys/v2/…
 //
 // The caller's address, which the token API checks against each key's IP
 // allow-list, is the connection's peer (PeerAddr); behind a reverse proxy
-// pass WithClientAddr(TrustedProxies(…)) or a function of your own. The
-// request and response bodies are exported types (V2Key, V3Key,
-// EncryptRequest, TokenSetResponse, …), so a Go client or a custom front
-// end can use them.
+// pass WithClientAddr(TrustedProxies(…)) or a function of your own. Other
+// options: WithAccountRateLimit, WithIPv6AllowLists. The request and
+// response bodies are exported types (EncryptRequest, V3Key,
+// TokenSetResponse, …) for Go clients and custom front ends; an
+// Authenticator or a middleware answers in NAVER's envelope with *Error
+// and WriteError.
 //
 // # Endpoints
 //
-// Every endpoint below is implemented. "either" means the same path accepts
-// a token (x-ncp-ocapi-token: the token plane, kms.TokenClient) or account
-// authentication (the Authenticator: the trusted plane, *kms.Engine); a
-// request carrying a token is a token request. K2 is /kms/v1/keys/{keyTag},
-// K3 /kms/v3/keys/{keyTag}, T3 /kms/v3/token/keys/{keyTag}.
+// The routes (Handler.Routes lists them in net/http.ServeMux syntax).
+// "either" means the same path accepts a token (x-ncp-ocapi-token: the
+// token plane, kms.TokenClient) or account authentication (the
+// Authenticator: the trusted plane, *kms.Engine); a request carrying a
+// token is a token request. K2 is /kms/v1/keys/{keyTag}, K3
+// /kms/v3/keys/{keyTag}, T3 /kms/v3/token/keys/{keyTag}.
 //
 //	API 2.0 cipher (either)        POST K2/encrypt, /decrypt, /re-encrypt, /reencrypt,
 //	                               /create-custom-key, /sign, /verify, /get-pub-key
@@ -145,43 +148,81 @@
 //   - context: NAVER checks it only on convergent keys. A context string that
 //     is not valid base64 of at most 50 bytes is passed to the Engine as an
 //     over-long context, which the Engine ignores on other keys and refuses
-//     (400 InvalidParameter) on convergent ones, after authentication. A
-//     non-string context is refused on every key.
+//     (400 InvalidParameter) on convergent ones. A non-string context is
+//     refused on every key.
+//   - IP allow-list entries: IPv4 addresses, CIDR prefixes and '*'
+//     wildcards, as NAVER documents; IPv6 entries to add are refused (400
+//     InvalidParameter naming each) unless WithIPv6AllowLists. Removal takes
+//     any entry.
 //   - The API 1.0 paths /keys/v2/{keyTag}/… are served (account only) because
 //     NAVER's API 2.0 overview shows them on the API 2.0 host.
 //
 // # Authentication
 //
-// The account API is authenticated by the Authenticator of
-// WithAuthenticator; SignatureV2 is NCP API Gateway signature v2 (see its
-// documentation). The token plane follows the Engine (kms.TokenClient): IP
-// allow-list (403 AccessDenied), then the token (401), permission (403),
-// rate limit (429, 300/s per key by default), key state (409).
+// Routes marked "account" above go to the Authenticator; "token" routes
+// take x-ncp-ocapi-token; "either" routes are token routes when the header
+// is there. SignatureV2 implements NCP API Gateway signature v2 (see its
+// documentation); every access key may do everything (one account, no
+// sub-accounts). Tokens follow the Engine (kms.TokenClient).
 //
-// # Limits
+// # Concurrency
 //
-// Request bodies are limited to MaxBodyBytes, 6 MiB (a 100-item batch of
-// 43,746-character ciphertexts with contexts is about 4.4 MB). Header size
-// and timeouts are the http.Server's: set them (cmd/pocketkms does). The
-// number of concurrent requests is not limited.
+// A Handler is safe for concurrent use; it holds no lock of its own on the
+// hot path. The Engine must stay open while it serves.
 //
 // # Security
 //
-// With WithLogger, the log has one line per request (method, path with the
-// key tag, status, duration, request id, client address) and nothing else
-// about it: no body,
-// header value, token, signature, access secret, plaintext or key material.
-// Errors carry no secret either; token failures and decryption failures are
-// answered alike whatever the cause. SignatureV2 compares signatures in
-// constant time (crypto/hmac.Equal), and an unknown access key costs the
-// same HMAC as a known one. Plaintext buffers the handler owns are
-// cleared after use, best effort: JSON strings are Go strings and cannot be
-// wiped.
+// Order of checks. Every request is authenticated before its body is
+// read; routing reads only the method, the path and the headers:
+//
+//  1. token routes: the token plane's checks through
+//     kms.TokenClient.Authorize, cheapest and least revealing first — the
+//     key's IP allow-list (403 AccessDenied; an unknown key tag answers
+//     like a bad token), the token's signature, expiry, kind and key
+//     binding (401 Unauthorized), the route's permission (403 Forbidden)
+//     and the key's state (409 InvalidState for a DISABLED or
+//     pending-deletion key, once the token is known good). A caller who
+//     fails learns nothing about its arguments: a junk token answers 401
+//     whatever the body.
+//  2. account routes: the Authenticator (401, or its own *Error), then the
+//     per-caller rate limit (429 TooManyRequests with Retry-After;
+//     WithAccountRateLimit, 300/s per access key by default). Refused
+//     authentication spends no budget.
+//  3. only then the body: at most MaxBodyBytes (6 MiB; a 100-item batch of
+//     43,746-character ciphertexts with contexts is about 4.4 MB). A body
+//     that declares more is refused unread; one of unknown length is read
+//     through http.MaxBytesReader and cut at the limit (413
+//     PayloadTooLarge). Then its validation (400 with fieldErrors), the
+//     token plane's own rate limit (429, 300/s per key by default) and the
+//     operation, which checks the token again (a cache hit).
+//
+// A refused request's body is never read, by the handler or by net/http:
+// on HTTP/1 the answer carries Connection: close when a body was sent, so
+// net/http does not read up to 256 KiB of it to reuse the connection
+// (HTTP/2 resets the stream). A flood of junk therefore costs the server
+// a refusal and, with bodies, a new connection each, whatever the body
+// size (BENCHMARKS.md), and its heap does not grow with it.
+//
+// Secrets. With WithLogger, the log has one line per request (method,
+// path with the key tag, status, duration, request id, client address)
+// and nothing else about it: no body, header value, token, signature,
+// access secret, plaintext or key material. Errors carry no secret either;
+// token failures and decryption failures are answered alike whatever the
+// cause, and an Authenticator's own errors are answered 401 without their
+// text. Issued tokens carry a random subject, never the caller's
+// credentials. SignatureV2 compares signatures in constant time
+// (crypto/hmac.Equal), an unknown access key costs the same HMAC as a
+// known one, and its secrets never print. Response types that carry
+// plaintext or tokens redact them from String and Format. Plaintext
+// buffers the handler owns are cleared after use, best effort: JSON
+// strings are Go strings and cannot be wiped.
 //
 // Serve it over TLS or on loopback only, since tokens and data cross the
-// wire. As on NAVER, a signed request can be replayed within the 5-minute
-// window, and a token is a bearer credential until it expires or its
-// generator is rotated.
+// wire, and set the http.Server's header limit and timeouts
+// (cmd/pocketkms: 64 KiB, 10 s to read headers, 60 s to read a request,
+// 60 s to write, 120 s idle). As on NAVER, a signed request can be
+// replayed within the 5-minute window, and a token is a bearer credential
+// until it expires or its generator is rotated.
 //
 // # Limitations
 //
@@ -195,5 +236,11 @@
 //   - Memos are stored as sent (NAVER v3 strips emoji and sanitises HTML).
 //   - Messages are in English; x-ncp-lang is ignored. Authentication failures
 //     answer 401 Unauthorized, not the API gateway's own numeric codes.
-//   - Rate limits are per process.
+//   - Rate limits (the Engine's per key, the account API's per caller) are
+//     per process; the account limit counts requests, not the items of a
+//     batch.
+//   - The number of concurrent requests is not limited; put a limit in
+//     front (a listener or a middleware) if you need one.
+//   - A refused HTTP/1 request with a body closes its connection, so a
+//     legitimate client whose token expired reconnects after the 401.
 package naverapi
