@@ -5,6 +5,7 @@ package naverapi
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -89,6 +90,9 @@ func TestRejectionServerProcess(t *testing.T) {
 		t.Skip("the server process of BenchmarkRejection")
 	}
 	f := newJunkFixture(t, WithAccountRateLimit(ratelimit.Limit{Unlimited: true}))
+	if err := f.ts.eng.SetKeyRateLimit(context.Background(), f.aes, ratelimit.Limit{Unlimited: true}); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(f.ts.handler)
 	defer srv.Close()
 	raw := httptest.NewServer(http.HandlerFunc(raw401))
