@@ -207,7 +207,8 @@ func mxCheckToken(t *testing.T, e *kms.Engine, m mxKey, tk mxToken) {
 	t.Helper()
 	ctx := context.Background()
 	addr, admitted := mxAddr(m)
-	live := m.State == kms.StateEnabled && m.GenActive && m.GenID == tk.genID
+	genLive := m.GenActive && m.GenID == tk.genID
+	live := m.State == kms.StateEnabled && genLive
 	ct, err := e.WithToken(tk.access, addr).Encrypt(ctx, tk.tag, []byte("token check"), []byte("ctx"))
 	switch {
 	case !admitted:
@@ -219,7 +220,9 @@ func mxCheckToken(t *testing.T, e *kms.Engine, m mxKey, tk mxToken) {
 		t.Fatalf("key %.8s: acknowledged token (generator %.8s) no longer works: %v (model %v)", tk.tag, tk.genID, err, m)
 	case !live && err == nil:
 		t.Fatalf("key %.8s: token of a replaced generator (%.8s) works (model %v)", tk.tag, tk.genID, m)
-	case !live && !errors.Is(err, kms.ErrTokenInvalid):
+	case !live && genLive && !errors.Is(err, kms.ErrKeyNotEnabled):
+		t.Fatalf("key %.8s: good token on a %s key: %v, want key not enabled", tk.tag, m.State, err)
+	case !genLive && !errors.Is(err, kms.ErrTokenInvalid):
 		t.Fatalf("key %.8s: dead token: %v, want invalid token", tk.tag, err)
 	}
 	if live {

@@ -27,7 +27,7 @@ import (
 //     passes the key's IP allow-list (ErrAccessDenied, 403) — so a caller
 //     outside the list learns nothing about its token and costs no
 //     signature check;
-//  3. the key is ENABLED and its generator active, else ErrTokenInvalid;
+//  3. the key's generator is active, else ErrTokenInvalid;
 //  4. the token: RS256 signature by the key's current generator (or a
 //     cached verification, rechecked against the generator id and the
 //     expiry), expiry, kind (access for cipher calls, refresh for renewal)
@@ -35,7 +35,12 @@ import (
 //  5. the permission in the token (ErrPermissionDenied, 403);
 //  6. the key's rate limit (ErrRateLimited, 429) — after authentication,
 //     so junk tokens cannot spend a key's budget;
-//  7. the arguments' shape (ErrInvalidArgument, batch sizes included),
+//  7. the key's state: a key that is DISABLED or pending deletion answers
+//     ErrKeyNotEnabled (409), as on the trusted plane — only now, once
+//     the token is known good, so a caller who cannot authenticate learns
+//     nothing about the key, and one who can is told the truth instead of
+//     being sent to renew a token that is fine;
+//  8. the arguments' shape (ErrInvalidArgument, batch sizes included),
 //     the version's state, and the operation itself.
 //
 // # Rate limit costs
@@ -43,7 +48,7 @@ import (
 // Every call that passes authentication costs 1 per item: single calls 1,
 // a batch of n items n, public key and token renewal 1. RSA and AES
 // operations cost the same, as NAVER states one figure (300 TPS per key).
-// A call refused at step 7 has spent its cost, as a request counts
+// A call refused at step 7 or 8 has spent its cost, as a request counts
 // against NAVER's quota whatever its body.
 type TokenClient struct {
 	e *Engine
@@ -82,7 +87,7 @@ func (c TokenClient) MarshalJSON() ([]byte, error) {
 	}{c.addr.String()})
 }
 
-// auth runs checks 2–5 and returns the key snapshot and claims.
+// auth runs checks 2–7 and returns the key snapshot and claims.
 func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permission, cost int) (*keySnap, *token.Claims, error) {
 	e := c.e
 	var tok string
@@ -101,7 +106,9 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 	if !s.aclM.Allow(c.addr) {
 		return nil, nil, newErr(op, tag, ErrAccessDenied, "caller address not allowed")
 	}
-	if !s.enabled() || !s.gen.isActive() {
+	// The key's state waits for step 7; the generator's public key, needed
+	// to verify, is there whatever the key's state while it is active.
+	if !s.gen.isActive() {
 		return nil, nil, newErr(op, tag, ErrTokenInvalid, "")
 	}
 	want := token.Expect{Kind: kind, KeyTag: tag, Now: e.now()}
@@ -140,6 +147,9 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 			return nil, nil, newErr(op, tag, ErrInvalidArgument, "batch larger than the key's rate-limit burst")
 		}
 		return nil, nil, wrapErr(op, tag, ErrInternal, err)
+	}
+	if !s.enabled() {
+		return nil, nil, newErr(op, tag, ErrKeyNotEnabled, "")
 	}
 	return s, claims, nil
 }

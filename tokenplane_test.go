@@ -235,16 +235,18 @@ func TestTokenKeyState(t *testing.T) {
 	if _, err := c.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
+	// A verified token on a key that is not ENABLED: 409, not 401
+	// (plane_test.go has the details).
 	e.DisableKey(ctx, k.Tag)
 	_, err := c.Encrypt(ctx, k.Tag, []byte("x"), nil)
-	wantErr(t, err, kms.ErrTokenInvalid)
+	wantErr(t, err, kms.ErrKeyNotEnabled)
 	e.EnableKey(ctx, k.Tag)
 	if _, err := c.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 		t.Fatalf("after re-enable: %v", err)
 	}
 	e.RequestKeyDeletion(ctx, k.Tag)
 	_, err = c.Encrypt(ctx, k.Tag, []byte("x"), nil)
-	wantErr(t, err, kms.ErrTokenInvalid)
+	wantErr(t, err, kms.ErrKeyNotEnabled)
 	clk.Advance(kms.DeletionDelay)
 	e.Maintain(ctx)
 	_, err = c.Encrypt(ctx, k.Tag, []byte("x"), nil)

@@ -1,22 +1,27 @@
-package main
+package naverapi
 
 import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
+	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/backend/memory"
 )
 
 // ncpClient is a minimal NAVER Cloud KMS client, written the way a NAVER
@@ -245,82 +250,58 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// testServer is one run of the program on 127.0.0.1:0.
+// testServer is a Handler on a fresh persisted Engine, served by
+// httptest on 127.0.0.1, with an access key pair of its own.
 type testServer struct {
-	url    string
-	data   string
-	out    *syncBuffer
-	client *ncpClient
-	stop   func() error
+	url     string
+	eng     *kms.Engine
+	handler *Handler
+	out     *syncBuffer // the handler's log
+	client  *ncpClient
 }
 
-// startServer calls run with -addr 127.0.0.1:0 and a data directory, waits
-// for "listening on <url>", and reads the credentials the way a user does:
-// from the file whose path the banner printed.
-func startServer(t *testing.T, data string, extra ...string) *testServer {
+// newTestServer serves NewHandler(engine, SignatureV2 with a new key pair,
+// logging to out, opts...) and returns a client configured the way a NAVER
+// user configures one, with only the base URL changed.
+func newTestServer(t testing.TB, opts ...Option) *testServer {
 	t.Helper()
-	out := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	args := append([]string{"-addr", "127.0.0.1:0", "-data", data}, extra...)
-	go func() { done <- run(ctx, args, out) }()
-	url := waitListening(t, out, done)
-	ts := &testServer{url: url, data: data, out: out}
-	var once sync.Once
-	var stopErr error
-	ts.stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case stopErr = <-done:
-			case <-time.After(30 * time.Second):
-				stopErr = fmt.Errorf("run did not return after cancel")
-			}
-		})
-		return stopErr
-	}
-	t.Cleanup(func() {
-		if err := ts.stop(); err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	ak, sk := readCredentialsFile(t, filepath.Join(data, "credentials"))
-	ts.client = newNCPClient(ak, sk)
-	ts.client.BaseURL = url // the only change from NAVER's configuration
-	return ts
-}
-
-func waitListening(t *testing.T, out *syncBuffer, done <-chan error) string {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, rest, ok := strings.Cut(out.String(), "listening on "); ok {
-			line, _, _ := strings.Cut(rest, "\n")
-			return strings.TrimSpace(line)
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned before listening: %v\n%s", err, out.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	t.Fatalf("server did not print its address:\n%s", out.String())
-	return ""
-}
-
-func readCredentialsFile(t *testing.T, path string) (string, string) {
-	t.Helper()
-	data, err := os.ReadFile(path)
+	eng := newTestEngine(t)
+	ak, sk := "AK"+rand.Text()[:18], rand.Text()+rand.Text()
+	sig, err := NewSignatureV2(map[string]string{ak: sk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		ak, sk, _ := strings.Cut(line, ":")
-		return ak, sk
+	out := &syncBuffer{}
+	h, err := NewHandler(eng, append([]Option{WithAuthenticator(sig), WithLogger(slog.New(slog.NewTextHandler(out, nil)))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no credentials in %s", path)
-	return "", ""
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	ts := &testServer{url: srv.URL, eng: eng, handler: h, out: out, client: newNCPClient(ak, sk)}
+	ts.client.BaseURL = srv.URL // the only change from NAVER's configuration
+	return ts
 }
+
+// newTestEngine opens an Engine on the memory backend and a temporary
+// directory, closed when the test ends.
+func newTestEngine(t testing.TB) *kms.Engine {
+	t.Helper()
+	root, err := memory.GenerateRootKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := memory.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := kms.New(context.Background(), be, kms.WithDirectory(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+// loopback trusts 127.0.0.1 as a proxy, as the server's -trusted-proxies.
+var loopback = TrustedProxies(netip.MustParsePrefix("127.0.0.1/32"))

@@ -1,36 +1,37 @@
-// Command server is a NAVER Cloud KMS-compatible HTTP server built on
-// pocketkms: the API 2.0 token and account APIs (/kms/v1/…) and the v3 API
-// (/kms/v3/…) on net/http, so that client code written for
-// https://ocapi.ncloud.com works against it with only its base URL changed.
-// It doubles as a local stand-in for NAVER KMS in development and tests.
+// Package naverapi is NAVER Cloud KMS's HTTP API as an http.Handler over a
+// pocketkms Engine: the API 2.0 token and account APIs (/kms/v1/…, and the
+// API 1.0 paths /keys/v2/…) and the v3 API (/kms/v3/…), so that client
+// code written for https://ocapi.ncloud.com works against it with only its
+// base URL changed. `pocketkms serve` (cmd/pocketkms) is this handler on a
+// data directory; a custom server mounts it in its own mux, behind its own
+// middleware and authentication (examples/server).
 //
-//	go run ./examples/server                      # 127.0.0.1:8080, data in ./kms-data
-//	go run ./examples/server -addr 127.0.0.1:9000 -data /var/lib/kms
+// Start with NewHandler, giving it the Engine and an Authenticator for the
+// account API: NewSignatureV2 for NAVER's own NCP API Gateway signature
+// v2, or one of yours (mTLS, OIDC, a bearer token; see Authenticator):
 //
-// The first run creates the data directory (mode 0700) with a root key
-// (root.key, 0600, from memory.GenerateRootKey) that seals every key of the
-// software backend, an access/secret key pair (credentials, 0600) and the key
-// store (store/). It prints the paths, the access key (never the secret) and
-// a ready curl line that signs a request with the secret read from the file:
+//	auth, err := naverapi.NewSignatureV2(map[string]string{accessKey: secretKey})
+//	h, err := naverapi.NewHandler(eng, naverapi.WithAuthenticator(auth),
+//		naverapi.WithLogger(logger))
+//	mux.Handle("/", h) // NAVER's paths as they are: /kms/… and /keys/v2/…
 //
-//	AK=…; SK=$(grep -m1 "^$AK:" kms-data/credentials | cut -d: -f2-); TS=$(($(date +%s)*1000));
-//	SIG=$(printf 'GET /kms/v1/keys\n%s\n%s' "$TS" "$AK" | openssl dgst -sha256 -hmac "$SK" -binary | openssl base64 -A);
-//	curl -s http://127.0.0.1:8080/kms/v1/keys -H "x-ncp-apigw-timestamp: $TS" -H "x-ncp-iam-access-key: $AK" -H "x-ncp-apigw-signature-v2: $SIG"
-//
-// Flags: -addr, -data, -root-key-file (an existing root key, 64 hex
-// characters or 32 bytes, mode 0600), -credentials (an existing
-// "accessKey:secretKey" file, one pair a line, '#' comments, mode 0600),
-// -trusted-proxies (comma-separated addresses and CIDRs), -tls-cert and
-// -tls-key (serve HTTPS). SIGINT and SIGTERM shut the server down gracefully:
-// requests in flight finish (up to 15 s), then the Engine closes.
+// The caller's address, which the token API checks against each key's IP
+// allow-list, is the connection's peer (PeerAddr); behind a reverse proxy
+// pass WithClientAddr(TrustedProxies(…)) or a function of your own. Other
+// options: WithAccountRateLimit, WithIPv6AllowLists. The request and
+// response bodies are exported types (EncryptRequest, V3Key,
+// TokenSetResponse, …) for Go clients and custom front ends; an
+// Authenticator or a middleware answers in NAVER's envelope with *Error
+// and WriteError.
 //
 // # Endpoints
 //
-// Every endpoint below is implemented. "either" means the same path accepts
-// a token (x-ncp-ocapi-token: the token plane, kms.TokenClient) or account
-// authentication (the signature headers: the trusted plane, *kms.Engine); a
-// request carrying a token is a token request. K2 is /kms/v1/keys/{keyTag},
-// K3 /kms/v3/keys/{keyTag}, T3 /kms/v3/token/keys/{keyTag}.
+// The routes (Handler.Routes lists them in net/http.ServeMux syntax).
+// "either" means the same path accepts a token (x-ncp-ocapi-token: the
+// token plane, kms.TokenClient) or account authentication (the
+// Authenticator: the trusted plane, *kms.Engine); a request carrying a
+// token is a token request. K2 is /kms/v1/keys/{keyTag}, K3
+// /kms/v3/keys/{keyTag}, T3 /kms/v3/token/keys/{keyTag}.
 //
 //	API 2.0 cipher (either)        POST K2/encrypt, /decrypt, /re-encrypt, /reencrypt,
 //	                               /create-custom-key, /sign, /verify, /get-pub-key
@@ -69,7 +70,7 @@
 // fields ending in DateTime. v3 errors: {"error":{"errorCode","message",
 // "detail","fieldErrors":[{"field","message"}]}}, or for batch item failures
 // {"failures":{"<index>":{…}}} (never both). NAVER does not show its API 2.0
-// error body; this server answers {"code":"<errorCode>","msg":"<message>",
+// error body; the handler answers {"code":"<errorCode>","msg":"<message>",
 // "data":null,"error":{…as v3…}} (plus "failures" for array inputs), so a
 // client testing code != "SUCCESS" sees the failure. Every *kms.Error is
 // answered with its Code and Status; 429 carries Retry-After. Every response
@@ -132,8 +133,11 @@
 //     issue-access-token). v3 generator calls answer {status ENABLED|DISABLED,
 //     tokenGeneratorId}; PATCH acl answers {enabled}; add/remove answer the
 //     whole list {allowedIps}.
-//   - Tokens issued with account authentication carry every permission and the
-//     caller's access key as subject ("sub").
+//   - Tokens issued with account authentication carry every permission.
+//     Their subject ("sub") is a fresh random UUID per token set, as in
+//     NAVER's example tokens, unless the Authenticator's Principal names
+//     one (TokenSubject); never the caller's access key. Renewal keeps the
+//     refresh token's subject.
 //   - protectionType: BASIC only (the memory backend seals keys under the root
 //     key); COMMON_HSM is refused with 400 rather than silently downgraded.
 //     It is required on v2 create (as NAVER documents) and optional on v3.
@@ -144,56 +148,81 @@
 //   - context: NAVER checks it only on convergent keys. A context string that
 //     is not valid base64 of at most 50 bytes is passed to the Engine as an
 //     over-long context, which the Engine ignores on other keys and refuses
-//     (400 InvalidParameter) on convergent ones, after authentication. A
-//     non-string context is refused on every key.
+//     (400 InvalidParameter) on convergent ones. A non-string context is
+//     refused on every key.
+//   - IP allow-list entries: IPv4 addresses, CIDR prefixes and '*'
+//     wildcards, as NAVER documents; IPv6 entries to add are refused (400
+//     InvalidParameter naming each) unless WithIPv6AllowLists. Removal takes
+//     any entry.
 //   - The API 1.0 paths /keys/v2/{keyTag}/… are served (account only) because
 //     NAVER's API 2.0 overview shows them on the API 2.0 host.
 //
 // # Authentication
 //
-// Account authentication is NCP API Gateway signature v2:
-// x-ncp-apigw-signature-v2 = base64(HMAC-SHA256(secretKey, method + " " +
-// pathWithQuery + "\n" + timestamp + "\n" + accessKey)), with
-// x-ncp-apigw-timestamp (epoch milliseconds; refused when 5 minutes or more
-// from the server's clock) and x-ncp-iam-access-key. The signed path is the
-// request target exactly as sent, query included. Every configured access key
-// may do everything: there are no sub-accounts. The token plane follows the
-// Engine: IP allow-list (403 AccessDenied), then the token (401), permission
-// (403), rate limit (429, 300/s per key by default).
+// Routes marked "account" above go to the Authenticator; "token" routes
+// take x-ncp-ocapi-token; "either" routes are token routes when the header
+// is there. SignatureV2 implements NCP API Gateway signature v2 (see its
+// documentation); every access key may do everything (one account, no
+// sub-accounts). Tokens follow the Engine (kms.TokenClient).
 //
-// The caller's address, for the allow-list and the log, is the connection's
-// peer. Only when the peer is one of -trusted-proxies is X-Forwarded-For
-// read: the right-most address in it that is not itself a trusted proxy. A
-// malformed entry yields no address, which an enabled allow-list refuses.
+// # Concurrency
 //
-// # Limits
-//
-// Request bodies are limited to 6 MiB (a 100-item batch of 43,746-character
-// ciphertexts with contexts is about 4.4 MB); headers to 64 KiB. Timeouts:
-// 10 s to read headers, 60 s to read a request, 60 s to write a response,
-// 120 s idle keep-alive. The number of concurrent requests is not limited.
+// A Handler is safe for concurrent use; it holds no lock of its own on the
+// hot path. The Engine must stay open while it serves.
 //
 // # Security
 //
-// The log has one line per request (method, path with the key tag, status,
-// duration, request id, client address) and nothing else about it: no body,
-// header value, token, signature, access secret, plaintext or key material.
-// Errors carry no secret either; token failures and decryption failures are
-// answered alike whatever the cause. The banner prints file paths and the
-// access key, never the secret key. The credentials file and the root key
-// must not be readable by group or others (the server refuses to start
-// otherwise); new ones are written 0600 in a 0700 directory. Signatures are
-// compared in constant time (crypto/hmac.Equal), and an unknown access key
-// costs the same HMAC as a known one. Plaintext buffers the server owns are
-// cleared after use, best effort: JSON strings are Go strings and cannot be
-// wiped.
+// Order of checks. Every request is authenticated before its body is
+// read; routing reads only the method, the path and the headers:
 //
-// The server speaks plain HTTP unless -tls-cert and -tls-key are given;
-// keep it on loopback (the default) or behind TLS, since tokens and data
-// cross the wire. It warns when it serves plain HTTP on another address.
-// As on NAVER, a signed request can be replayed within the 5-minute window,
-// and a token is a bearer credential until it expires or its generator is
-// rotated.
+//  1. token routes: the token plane's checks through
+//     kms.TokenClient.Authorize, cheapest and least revealing first — the
+//     key's IP allow-list (403 AccessDenied; an unknown key tag answers
+//     like a bad token), the token's signature, expiry, kind and key
+//     binding (401 Unauthorized), the route's permission (403 Forbidden)
+//     and the key's state (409 InvalidState for a DISABLED or
+//     pending-deletion key, once the token is known good). A caller who
+//     fails learns nothing about its arguments: a junk token answers 401
+//     whatever the body.
+//  2. account routes: the Authenticator (401, or its own *Error), then the
+//     per-caller rate limit (429 TooManyRequests with Retry-After;
+//     WithAccountRateLimit, 300/s per access key by default). Refused
+//     authentication spends no budget.
+//  3. only then the body: at most MaxBodyBytes (6 MiB; a 100-item batch of
+//     43,746-character ciphertexts with contexts is about 4.4 MB). A body
+//     that declares more is refused unread; one of unknown length is read
+//     through http.MaxBytesReader and cut at the limit (413
+//     PayloadTooLarge). Then its validation (400 with fieldErrors), the
+//     token plane's own rate limit (429, 300/s per key by default) and the
+//     operation, which checks the token again (a cache hit).
+//
+// A refused request's body is never read, by the handler or by net/http:
+// on HTTP/1 the answer carries Connection: close when a body was sent, so
+// net/http does not read up to 256 KiB of it to reuse the connection
+// (HTTP/2 resets the stream). A flood of junk therefore costs the server
+// a refusal and, with bodies, a new connection each, whatever the body
+// size (BENCHMARKS.md), and its heap does not grow with it.
+//
+// Secrets. With WithLogger, the log has one line per request (method,
+// path with the key tag, status, duration, request id, client address)
+// and nothing else about it: no body, header value, token, signature,
+// access secret, plaintext or key material. Errors carry no secret either;
+// token failures and decryption failures are answered alike whatever the
+// cause, and an Authenticator's own errors are answered 401 without their
+// text. Issued tokens carry a random subject, never the caller's
+// credentials. SignatureV2 compares signatures in constant time
+// (crypto/hmac.Equal), an unknown access key costs the same HMAC as a
+// known one, and its secrets never print. Response types that carry
+// plaintext or tokens redact them from String and Format. Plaintext
+// buffers the handler owns are cleared after use, best effort: JSON
+// strings are Go strings and cannot be wiped.
+//
+// Serve it over TLS or on loopback only, since tokens and data cross the
+// wire, and set the http.Server's header limit and timeouts
+// (cmd/pocketkms: 64 KiB, 10 s to read headers, 60 s to read a request,
+// 60 s to write, 120 s idle). As on NAVER, a signed request can be
+// replayed within the 5-minute window, and a token is a bearer credential
+// until it expires or its generator is rotated.
 //
 // # Limitations
 //
@@ -207,5 +236,11 @@
 //   - Memos are stored as sent (NAVER v3 strips emoji and sanitises HTML).
 //   - Messages are in English; x-ncp-lang is ignored. Authentication failures
 //     answer 401 Unauthorized, not the API gateway's own numeric codes.
-//   - Rate limits are per process.
-package main
+//   - Rate limits (the Engine's per key, the account API's per caller) are
+//     per process; the account limit counts requests, not the items of a
+//     batch.
+//   - The number of concurrent requests is not limited; put a limit in
+//     front (a listener or a middleware) if you need one.
+//   - A refused HTTP/1 request with a body closes its connection, so a
+//     legitimate client whose token expired reconnects after the 401.
+package naverapi

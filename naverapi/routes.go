@@ -1,6 +1,9 @@
-package main
+package naverapi
 
-import "github.com/pocketkms/kms"
+import (
+	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/token"
+)
 
 var (
 	on  = func() *bool { b := true; return &b }()
@@ -8,26 +11,27 @@ var (
 )
 
 // register registers every endpoint; this table is the API (see doc.go).
-func (s *server) register() {
+func (h *Handler) register() {
 	// API 2.0 cipher calls: the same paths serve a token (token plane) or
 	// account authentication (trusted plane), told apart by the headers.
 	const k2 = "/kms/v1/keys/{keyTag}"
 	for _, r := range []struct {
 		path string
+		perm token.Permission // what a token needs
 		h    handler
 	}{
-		{"/encrypt", textHandler(opEncrypt)},
-		{"/decrypt", textHandler(opDecrypt)},
-		{"/re-encrypt", textHandler(opReEncrypt)},
-		{"/reencrypt", textHandler(opReEncrypt)},
-		{"/create-custom-key", customKey},
-		{"/sign", sign},
-		{"/verify", verify},
-		{"/get-pub-key", v2PublicKey},
+		{"/encrypt", token.PermEncrypt, textHandler(opEncrypt)},
+		{"/decrypt", token.PermDecrypt, textHandler(opDecrypt)},
+		{"/re-encrypt", token.PermReEncrypt, textHandler(opReEncrypt)},
+		{"/reencrypt", token.PermReEncrypt, textHandler(opReEncrypt)},
+		{"/create-custom-key", token.PermCreateCustomKey, customKey},
+		{"/sign", token.PermSign, sign},
+		{"/verify", token.PermVerify, verify},
+		{"/get-pub-key", token.PermGetPublicKey, v2PublicKey},
 	} {
-		s.handle("POST "+k2+r.path, v2, viaEither, r.h)
+		h.handle("POST "+k2+r.path, v2, either(r.perm), r.h)
 	}
-	s.handle("PUT "+k2+"/token-set", v2, viaToken, reissueTokens)
+	h.handle("PUT "+k2+"/token-set", v2, refreshToken, reissueTokens)
 
 	// API 1.0 paths as NAVER's API 2.0 overview shows them on the same host
 	// (account authentication, signature v2).
@@ -43,7 +47,7 @@ func (s *server) register() {
 		{"/sign", sign},
 		{"/verify", verify},
 	} {
-		s.handle("POST "+k1+r.path, v2, viaAccount, r.h)
+		h.handle("POST "+k1+r.path, v2, account, r.h)
 	}
 
 	// API 2.0 management (account authentication).
@@ -74,42 +78,43 @@ func (s *server) register() {
 		{"POST " + k2 + "/token-set", issueTokens},
 		{"POST " + k2 + "/acl/enable", v2ACLEnabled(true)},
 		{"POST " + k2 + "/acl/disable", v2ACLEnabled(false)},
-		{"POST " + k2 + "/acl", v2ACLList((*kms.Engine).AddAllowedIPs)},
-		{"DELETE " + k2 + "/acl", v2ACLList((*kms.Engine).RemoveAllowedIPs)},
+		{"POST " + k2 + "/acl", v2ACLList((*kms.Engine).AddAllowedIPs, true)},
+		{"DELETE " + k2 + "/acl", v2ACLList((*kms.Engine).RemoveAllowedIPs, false)},
 		{"GET " + k2 + "/acl", v2GetACL},
 	} {
-		s.handle(r.pattern, v2, viaAccount, r.h)
+		h.handle(r.pattern, v2, account, r.h)
 	}
 
 	// v3 cipher calls, the same on both planes.
 	for _, plane := range []struct {
 		prefix string
-		how    auth
+		how    func(token.Permission) auth
 	}{
-		{"/kms/v3/keys/{keyTag}", viaAccount},
-		{"/kms/v3/token/keys/{keyTag}", viaToken},
+		{"/kms/v3/keys/{keyTag}", func(token.Permission) auth { return account }},
+		{"/kms/v3/token/keys/{keyTag}", accessToken},
 	} {
 		for _, r := range []struct {
 			path string
+			perm token.Permission
 			h    handler
 		}{
-			{"/encrypt", textHandler(opEncrypt)},
-			{"/decrypt", textHandler(opDecrypt)},
-			{"/re-encrypt", textHandler(opReEncrypt)},
-			{"/batch-encrypt", batchHandler(opEncrypt)},
-			{"/batch-decrypt", batchHandler(opDecrypt)},
-			{"/batch-re-encrypt", batchHandler(opReEncrypt)},
-			{"/issue-custom-key", customKey},
-			{"/sign", sign},
-			{"/verify", verify},
+			{"/encrypt", token.PermEncrypt, textHandler(opEncrypt)},
+			{"/decrypt", token.PermDecrypt, textHandler(opDecrypt)},
+			{"/re-encrypt", token.PermReEncrypt, textHandler(opReEncrypt)},
+			{"/batch-encrypt", token.PermEncrypt, batchHandler(opEncrypt)},
+			{"/batch-decrypt", token.PermDecrypt, batchHandler(opDecrypt)},
+			{"/batch-re-encrypt", token.PermReEncrypt, batchHandler(opReEncrypt)},
+			{"/issue-custom-key", token.PermCreateCustomKey, customKey},
+			{"/sign", token.PermSign, sign},
+			{"/verify", token.PermVerify, verify},
 		} {
-			s.handle("POST "+plane.prefix+r.path, v3, plane.how, r.h)
+			h.handle("POST "+plane.prefix+r.path, v3, plane.how(r.perm), r.h)
 		}
-		s.handle("GET "+plane.prefix+"/versions/{version}/public-key", v3, plane.how, v3PublicKey)
+		h.handle("GET "+plane.prefix+"/versions/{version}/public-key", v3, plane.how(token.PermGetPublicKey), v3PublicKey)
 	}
 	const t3 = "/kms/v3/token/keys/{keyTag}"
-	s.handle("POST "+t3+"/reissue-tokens", v3, viaToken, reissueTokens)
-	s.handle("POST "+t3+"/issue-access-token", v3, viaToken, issueAccessToken)
+	h.handle("POST "+t3+"/reissue-tokens", v3, refreshToken, reissueTokens)
+	h.handle("POST "+t3+"/issue-access-token", v3, refreshToken, issueAccessToken)
 
 	// v3 management (account authentication).
 	const k3 = "/kms/v3/keys/{keyTag}"
@@ -134,10 +139,10 @@ func (s *server) register() {
 		{"POST " + k3 + "/deactivate-token-generator", v3GeneratorChange((*kms.Engine).DeactivateTokenGenerator)},
 		{"GET " + k3 + "/token-generator", v3GetGenerator},
 		{"PATCH " + k3 + "/acl", v3UpdateACL},
-		{"POST " + k3 + "/acl/add-allowed-ips", v3ACLList((*kms.Engine).AddAllowedIPs)},
-		{"POST " + k3 + "/acl/remove-allowed-ips", v3ACLList((*kms.Engine).RemoveAllowedIPs)},
+		{"POST " + k3 + "/acl/add-allowed-ips", v3ACLList((*kms.Engine).AddAllowedIPs, true)},
+		{"POST " + k3 + "/acl/remove-allowed-ips", v3ACLList((*kms.Engine).RemoveAllowedIPs, false)},
 		{"GET " + k3 + "/acl/allowed-ips", v3ListACL},
 	} {
-		s.handle(r.pattern, v3, viaAccount, r.h)
+		h.handle(r.pattern, v3, account, r.h)
 	}
 }

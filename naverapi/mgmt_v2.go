@@ -1,11 +1,13 @@
-package main
+package naverapi
 
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/acl"
 )
 
 // v2 management (/kms/v1/keys…, account authentication), answered in the
@@ -33,27 +35,8 @@ func v2Status[S ~string](s S) string {
 	return string(s)
 }
 
-// v2Key is a key in v2 responses: the documented list fields (without the
-// numeric keyId, which pocketkms does not have) plus the key's settings.
-type v2Key struct {
-	KeyTag           string `json:"keyTag"`
-	KeyName          string `json:"keyName"`
-	KeyType          string `json:"keyType"`
-	Status           string `json:"status"`
-	ProtectionType   string `json:"protectionType"`
-	IsConvergent     bool   `json:"isConvergent"`
-	Memo             string `json:"memo"`
-	IsAutoRotation   bool   `json:"isAutoRotation"`
-	RotationPeriod   int    `json:"rotationPeriod"`
-	NextRotationDate *int64 `json:"nextRotationDate"`
-	CurrentVersion   uint32 `json:"currentVersion"`
-	RegisterDate     *int64 `json:"registerDate"`
-	StatusDate       *int64 `json:"statusDate"`
-	DestroyDate      *int64 `json:"destroyDate"`
-}
-
-func newV2Key(k *kms.Key) *v2Key {
-	return &v2Key{
+func newV2Key(k *kms.Key) *V2Key {
+	return &V2Key{
 		KeyTag: k.Tag, KeyName: k.Name, KeyType: string(k.Type), Status: v2Status(k.State),
 		ProtectionType: protectionBasic, IsConvergent: k.Convergent, Memo: k.Memo,
 		IsAutoRotation: k.AutoRotation.Enabled, RotationPeriod: k.AutoRotation.PeriodDays,
@@ -98,7 +81,7 @@ func v2CreateKey(c *call) (any, error) {
 	if err := o.err(); err != nil {
 		return nil, err
 	}
-	k, err := c.s.eng.CreateKey(c.ctx, kms.CreateKeyRequest{Name: name, Type: kms.KeyType(typ), Memo: memo,
+	k, err := c.h.eng.CreateKey(c.ctx, kms.CreateKeyRequest{Name: name, Type: kms.KeyType(typ), Memo: memo,
 		Convergent: conv, AutoRotation: auto, RotationPeriodDays: period})
 	if err != nil {
 		return nil, err
@@ -119,7 +102,7 @@ func (c *call) queryInt(o object, name string, def, min, max int) int {
 	return n
 }
 
-func newQuery() object { return object{errs: new([]fieldError)} }
+func newQuery() object { return object{errs: new([]FieldError)} }
 
 // v2ListKeys serves GET /kms/v1/keys?pageNo&pageSize: pageNo from 1
 // (default 1), pageSize 1..200 (default 100).
@@ -130,21 +113,21 @@ func v2ListKeys(c *call) (any, error) {
 	if err := q.err(); err != nil {
 		return nil, err
 	}
-	page, err := c.s.eng.ListKeys(c.ctx, kms.ListKeysRequest{PageNo: pageNo - 1, PageSize: pageSize})
+	page, err := c.h.eng.ListKeys(c.ctx, kms.ListKeysRequest{PageNo: pageNo - 1, PageSize: pageSize})
 	if err != nil {
 		return nil, err
 	}
-	list := make([]*v2Key, len(page.Keys))
+	list := make([]*V2Key, len(page.Keys))
 	for i := range page.Keys {
 		list[i] = newV2Key(&page.Keys[i])
 	}
-	return map[string]any{"keyList": list, "currentPageNo": pageNo,
-		"totalPageNo": (page.TotalCount + pageSize - 1) / pageSize, "totalCount": page.TotalCount}, nil
+	return &V2KeyList{KeyList: list, CurrentPageNo: pageNo,
+		TotalPageNo: (page.TotalCount + pageSize - 1) / pageSize, TotalCount: page.TotalCount}, nil
 }
 
 // v2GetKey serves GET /kms/v1/keys/{keyTag}.
 func v2GetKey(c *call) (any, error) {
-	k, err := c.s.eng.GetKey(c.ctx, c.tag)
+	k, err := c.h.eng.GetKey(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
@@ -158,25 +141,21 @@ type keyChange func(e *kms.Engine, ctx context.Context, keyTag string) (*kms.Key
 // {keyTag, status, statusDate} (+ destroyDate while REVOKE).
 func v2KeyState(change keyChange) handler {
 	return func(c *call) (any, error) {
-		k, err := change(c.s.eng, c.ctx, c.tag)
+		k, err := change(c.h.eng, c.ctx, c.tag)
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]any{"keyTag": k.Tag, "status": v2Status(k.State), "statusDate": ms(k.StateChangedAt)}
-		if !k.DestroyAt.IsZero() {
-			out["destroyDate"] = ms(k.DestroyAt)
-		}
-		return out, nil
+		return &V2KeyStatus{KeyTag: k.Tag, Status: v2Status(k.State), StatusDate: ms(k.StateChangedAt), DestroyDate: ms(k.DestroyAt)}, nil
 	}
 }
 
 // v2Rotate serves POST rotate: {keyTag, version, rotatedDate}.
 func v2Rotate(c *call) (any, error) {
-	v, err := c.s.eng.RotateKey(c.ctx, c.tag)
+	v, err := c.h.eng.RotateKey(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"keyTag": c.keyTag(), "version": v.Version, "rotatedDate": ms(v.CreatedAt)}, nil
+	return &V2RotateResponse{KeyTag: c.keyTag(), Version: v.Version, RotatedDate: ms(v.CreatedAt)}, nil
 }
 
 // v2Rotation serves rotation-period (rotationPeriod required),
@@ -200,12 +179,12 @@ func v2Rotation(enabled *bool, needPeriod bool) handler {
 		if err := o.err(); err != nil {
 			return nil, err
 		}
-		k, err := c.s.eng.UpdateKeyRotation(c.ctx, c.tag, up)
+		k, err := c.h.eng.UpdateKeyRotation(c.ctx, c.tag, up)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"keyTag": k.Tag, "isAutoRotation": k.AutoRotation.Enabled,
-			"rotationPeriod": k.AutoRotation.PeriodDays, "nextRotationDate": ms(k.AutoRotation.NextRotationAt)}, nil
+		return &V2RotationResponse{KeyTag: k.Tag, IsAutoRotation: k.AutoRotation.Enabled,
+			RotationPeriod: k.AutoRotation.PeriodDays, NextRotationDate: ms(k.AutoRotation.NextRotationAt)}, nil
 	}
 }
 
@@ -222,11 +201,11 @@ func v2Memo(c *call) (any, error) {
 	if err := o.err(); err != nil {
 		return nil, err
 	}
-	k, err := c.s.eng.UpdateKey(c.ctx, c.tag, kms.UpdateKeyRequest{Memo: &memo})
+	k, err := c.h.eng.UpdateKey(c.ctx, c.tag, kms.UpdateKeyRequest{Memo: &memo})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"keyTag": k.Tag, "memo": k.Memo}, nil
+	return &V2MemoResponse{KeyTag: k.Tag, Memo: k.Memo}, nil
 }
 
 // findVersion returns one version of a key.
@@ -235,25 +214,25 @@ func findVersion(c *call, max int) (*kms.KeyVersion, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.s.eng.GetKeyVersion(c.ctx, c.tag, n)
+	return c.h.eng.GetKeyVersion(c.ctx, c.tag, n)
 }
 
-func newV2Version(tag string, v *kms.KeyVersion) map[string]any {
-	return map[string]any{"keyTag": tag, "version": v.Version, "status": v2Status(v.State),
-		"isCurrent": v.Current, "registerDate": ms(v.CreatedAt)}
+func newV2Version(tag string, v *kms.KeyVersion) V2Version {
+	return V2Version{KeyTag: tag, Version: v.Version, Status: v2Status(v.State),
+		IsCurrent: v.Current, RegisterDate: ms(v.CreatedAt)}
 }
 
 // v2ListVersions serves GET versions: {keyTag, versionList}.
 func v2ListVersions(c *call) (any, error) {
-	vs, err := c.s.eng.ListKeyVersions(c.ctx, c.tag)
+	vs, err := c.h.eng.ListKeyVersions(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
-	list := make([]map[string]any, len(vs))
+	list := make([]V2Version, len(vs))
 	for i := range vs {
 		list[i] = newV2Version(c.keyTag(), &vs[i])
 	}
-	return map[string]any{"keyTag": c.keyTag(), "versionList": list}, nil
+	return &V2VersionList{KeyTag: c.keyTag(), VersionList: list}, nil
 }
 
 // v2GetVersion serves GET versions/{version}.
@@ -262,7 +241,8 @@ func v2GetVersion(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newV2Version(c.keyTag(), v), nil
+	out := newV2Version(c.keyTag(), v)
+	return &out, nil
 }
 
 // versionChange is an Engine method that changes a version's state.
@@ -276,11 +256,11 @@ func v2VersionState(change versionChange) handler {
 		if err != nil {
 			return nil, err
 		}
-		v, err := change(c.s.eng, c.ctx, c.tag, n)
+		v, err := change(c.h.eng, c.ctx, c.tag, n)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"keyTag": c.keyTag(), "version": v.Version, "status": v2Status(v.State), "statusDate": ms(v.StateChangedAt)}, nil
+		return &V2VersionStatus{KeyTag: c.keyTag(), Version: v.Version, Status: v2Status(v.State), StatusDate: ms(v.StateChangedAt)}, nil
 	}
 }
 
@@ -290,14 +270,14 @@ type generatorChange func(e *kms.Engine, ctx context.Context, keyTag string) (*k
 // v2GeneratorChange serves POST, PUT and DELETE token-generator: data null.
 func v2GeneratorChange(change generatorChange) handler {
 	return func(c *call) (any, error) {
-		_, err := change(c.s.eng, c.ctx, c.tag)
+		_, err := change(c.h.eng, c.ctx, c.tag)
 		return nil, err
 	}
 }
 
 // v2GetGenerator serves GET token-generator.
 func v2GetGenerator(c *call) (any, error) {
-	g, err := c.s.eng.GetTokenGenerator(c.ctx, c.tag)
+	g, err := c.h.eng.GetTokenGenerator(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
@@ -305,8 +285,8 @@ func v2GetGenerator(c *call) (any, error) {
 	if g.ID != "" {
 		id = &g.ID
 	}
-	return map[string]any{"tokenGeneratorId": id, "status": string(g.Status), "enabledDate": ms(g.EnabledAt),
-		"disabledDate": ms(g.DisabledAt), "issuedTokenCount": g.IssuedTokenCount}, nil
+	return &V2TokenGenerator{TokenGeneratorID: id, Status: string(g.Status), EnabledDate: ms(g.EnabledAt),
+		DisabledDate: ms(g.DisabledAt), IssuedTokenCount: g.IssuedTokenCount}, nil
 }
 
 func nonNil(s []string) []string {
@@ -319,19 +299,22 @@ func nonNil(s []string) []string {
 // v2ACLEnabled serves acl/enable and acl/disable: {keyTag, isAclEnabled}.
 func v2ACLEnabled(enabled bool) handler {
 	return func(c *call) (any, error) {
-		a, err := c.s.eng.SetKeyACLEnabled(c.ctx, c.tag, enabled)
+		a, err := c.h.eng.SetKeyACLEnabled(c.ctx, c.tag, enabled)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"keyTag": c.keyTag(), "isAclEnabled": a.Enabled}, nil
+		return &V2ACLStatus{KeyTag: c.keyTag(), IsACLEnabled: a.Enabled}, nil
 	}
 }
 
 // aclChange is an Engine method that adds or removes allow-list entries.
 type aclChange func(e *kms.Engine, ctx context.Context, keyTag string, entries []string) (*kms.ACL, error)
 
-// readIPs reads a required list of IP entries.
-func readIPs(c *call, field string) ([]string, error) {
+// readIPs reads a required list of IP entries. Entries to add must be IPv4
+// unless the handler allows IPv6 (WithIPv6AllowLists): NAVER documents
+// IPv4 only. Removal takes any entry, so that one added otherwise (through
+// the library, or with the option) can be removed.
+func readIPs(c *call, field string, adding bool) ([]string, error) {
 	o, err := c.body()
 	if err != nil {
 		return nil, err
@@ -341,30 +324,39 @@ func readIPs(c *call, field string) ([]string, error) {
 	if ok && (len(ips) == 0 || len(ips) > maxArrayItems) {
 		o.fail(field, "must hold 1.."+strconv.Itoa(maxArrayItems)+" entries")
 	}
+	if adding && !c.h.ipv6ACL {
+		for i, ip := range ips {
+			// An entry with ':' that parses is IPv6; one that does not
+			// parse gets the Engine's own error.
+			if _, err := acl.ParseEntry(ip); err == nil && strings.Contains(ip, ":") {
+				o.failAt(field+"["+strconv.Itoa(i)+"]", "must be an IPv4 address, CIDR prefix or wildcard: IPv6 entries are not accepted")
+			}
+		}
+	}
 	return ips, o.err()
 }
 
 // v2ACLList serves POST acl (add) and DELETE acl (remove), body
 // {"ipList":[…]}: {keyTag, allowedIpList}.
-func v2ACLList(change aclChange) handler {
+func v2ACLList(change aclChange, adding bool) handler {
 	return func(c *call) (any, error) {
-		ips, err := readIPs(c, "ipList")
+		ips, err := readIPs(c, "ipList", adding)
 		if err != nil {
 			return nil, err
 		}
-		a, err := change(c.s.eng, c.ctx, c.tag, ips)
+		a, err := change(c.h.eng, c.ctx, c.tag, ips)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"keyTag": c.keyTag(), "allowedIpList": nonNil(a.Entries)}, nil
+		return &V2ACLList{KeyTag: c.keyTag(), AllowedIPList: nonNil(a.Entries)}, nil
 	}
 }
 
 // v2GetACL serves GET acl: {keyTag, isAclEnabled, allowedIpList}.
 func v2GetACL(c *call) (any, error) {
-	a, err := c.s.eng.GetKeyACL(c.ctx, c.tag)
+	a, err := c.h.eng.GetKeyACL(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"keyTag": c.keyTag(), "isAclEnabled": a.Enabled, "allowedIpList": nonNil(a.Entries)}, nil
+	return &V2ACL{KeyTag: c.keyTag(), IsACLEnabled: a.Enabled, AllowedIPList: nonNil(a.Entries)}, nil
 }

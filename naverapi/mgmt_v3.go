@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import (
 	"math"
@@ -19,36 +19,12 @@ func dateTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
-type v3Rotation struct {
-	Enabled              bool   `json:"enabled"`
-	PeriodDays           int    `json:"periodDays"`
-	NextRotationDateTime string `json:"nextRotationDateTime,omitempty"`
+func newV3Rotation(r kms.Rotation) V3Rotation {
+	return V3Rotation{Enabled: r.Enabled, PeriodDays: r.PeriodDays, NextRotationDateTime: dateTime(r.NextRotationAt)}
 }
 
-func newV3Rotation(r kms.Rotation) v3Rotation {
-	return v3Rotation{Enabled: r.Enabled, PeriodDays: r.PeriodDays, NextRotationDateTime: dateTime(r.NextRotationAt)}
-}
-
-// v3Key is a key in v3 responses. NAVER shows keyTag, keyName, nrn,
-// keyType and currentVersion; the other names are pocketkms's.
-type v3Key struct {
-	KeyTag                   string     `json:"keyTag"`
-	KeyName                  string     `json:"keyName"`
-	NRN                      string     `json:"nrn"`
-	KeyType                  string     `json:"keyType"`
-	ProtectionType           string     `json:"protectionType"`
-	Convergent               bool       `json:"convergent"`
-	Status                   string     `json:"status"`
-	Memo                     *string    `json:"memo"`
-	CurrentVersion           uint32     `json:"currentVersion"`
-	Rotation                 v3Rotation `json:"rotation"`
-	CreatedDateTime          string     `json:"createdDateTime"`
-	StatusUpdatedDateTime    string     `json:"statusUpdatedDateTime,omitempty"`
-	ScheduledDestroyDateTime string     `json:"scheduledDestroyDateTime,omitempty"`
-}
-
-func newV3Key(k *kms.Key) *v3Key {
-	out := &v3Key{
+func newV3Key(k *kms.Key) *V3Key {
+	out := &V3Key{
 		KeyTag: k.Tag, KeyName: k.Name, NRN: "nrn:PUB:KMS::local:Key/" + k.Tag, KeyType: string(k.Type),
 		ProtectionType: protectionBasic, Convergent: k.Convergent, Status: string(k.State),
 		CurrentVersion: k.CurrentVersion, Rotation: newV3Rotation(k.AutoRotation),
@@ -61,15 +37,8 @@ func newV3Key(k *kms.Key) *v3Key {
 	return out
 }
 
-type v3Version struct {
-	Version         uint32 `json:"version"`
-	Status          string `json:"status"`
-	Current         bool   `json:"current"`
-	CreatedDateTime string `json:"createdDateTime"`
-}
-
-func newV3Version(v *kms.KeyVersion) v3Version {
-	return v3Version{Version: v.Version, Status: string(v.State), Current: v.Current, CreatedDateTime: dateTime(v.CreatedAt)}
+func newV3Version(v *kms.KeyVersion) V3Version {
+	return V3Version{Version: v.Version, Status: string(v.State), Current: v.Current, CreatedDateTime: dateTime(v.CreatedAt)}
 }
 
 // page reads v3 paging: pageNo from 0 (default 0), pageSize 1..200
@@ -117,7 +86,7 @@ func v3CreateKey(c *call) (any, error) {
 	if err := o.err(); err != nil {
 		return nil, err
 	}
-	k, err := c.s.eng.CreateKey(c.ctx, kms.CreateKeyRequest{Name: name, Type: kms.KeyType(typ), Memo: *memo,
+	k, err := c.h.eng.CreateKey(c.ctx, kms.CreateKeyRequest{Name: name, Type: kms.KeyType(typ), Memo: *memo,
 		Convergent: conv, AutoRotation: auto, RotationPeriodDays: period})
 	if err != nil {
 		return nil, err
@@ -134,20 +103,20 @@ func v3ListKeys(c *call) (any, error) {
 	if err := q.err(); err != nil {
 		return nil, err
 	}
-	page, err := c.s.eng.ListKeys(c.ctx, kms.ListKeysRequest{PageNo: pageNo, PageSize: pageSize})
+	page, err := c.h.eng.ListKeys(c.ctx, kms.ListKeysRequest{PageNo: pageNo, PageSize: pageSize})
 	if err != nil {
 		return nil, err
 	}
-	keys := make([]*v3Key, len(page.Keys))
+	keys := make([]*V3Key, len(page.Keys))
 	for i := range page.Keys {
 		keys[i] = newV3Key(&page.Keys[i])
 	}
-	return map[string]any{"keys": keys, "pageNo": pageNo, "pageSize": pageSize, "totalCount": page.TotalCount}, nil
+	return &V3KeyList{Keys: keys, PageNo: pageNo, PageSize: pageSize, TotalCount: page.TotalCount}, nil
 }
 
 // v3GetKey serves GET /kms/v3/keys/{keyTag}.
 func v3GetKey(c *call) (any, error) {
-	k, err := c.s.eng.GetKey(c.ctx, c.tag)
+	k, err := c.h.eng.GetKey(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +162,7 @@ func v3UpdateKey(c *call) (any, error) {
 	if err := o.err(); err != nil {
 		return nil, err
 	}
-	k, err := c.s.eng.UpdateKey(c.ctx, c.tag, req)
+	k, err := c.h.eng.UpdateKey(c.ctx, c.tag, req)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +191,7 @@ func v3UpdateRotation(c *call) (any, error) {
 	if err := o.err(); err != nil {
 		return nil, err
 	}
-	k, err := c.s.eng.UpdateKeyRotation(c.ctx, c.tag, up)
+	k, err := c.h.eng.UpdateKeyRotation(c.ctx, c.tag, up)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +201,7 @@ func v3UpdateRotation(c *call) (any, error) {
 // v3KeyChange serves request-deletion and cancel-deletion: the key.
 func v3KeyChange(change keyChange) handler {
 	return func(c *call) (any, error) {
-		k, err := change(c.s.eng, c.ctx, c.tag)
+		k, err := change(c.h.eng, c.ctx, c.tag)
 		if err != nil {
 			return nil, err
 		}
@@ -248,20 +217,20 @@ func v3ListVersions(c *call) (any, error) {
 	if err := q.err(); err != nil {
 		return nil, err
 	}
-	vs, err := c.s.eng.ListKeyVersions(c.ctx, c.tag)
+	vs, err := c.h.eng.ListKeyVersions(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
-	out := []v3Version{}
+	out := []V3Version{}
 	for i := pageNo * pageSize; i < len(vs) && i < (pageNo+1)*pageSize; i++ {
 		out = append(out, newV3Version(&vs[i]))
 	}
-	return map[string]any{"versions": out, "pageNo": pageNo, "pageSize": pageSize, "totalCount": len(vs)}, nil
+	return &V3VersionList{Versions: out, PageNo: pageNo, PageSize: pageSize, TotalCount: len(vs)}, nil
 }
 
 // v3CreateVersion serves POST versions, a manual rotation (201).
 func v3CreateVersion(c *call) (any, error) {
-	v, err := c.s.eng.RotateKey(c.ctx, c.tag)
+	v, err := c.h.eng.RotateKey(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +266,7 @@ func v3UpdateVersion(c *call) (any, error) {
 	if s == "DISABLED" {
 		change = (*kms.Engine).DisableKeyVersion
 	}
-	v, err := change(c.s.eng, c.ctx, c.tag, n)
+	v, err := change(c.h.eng, c.ctx, c.tag, n)
 	if err != nil {
 		return nil, err
 	}
@@ -308,39 +277,31 @@ func v3UpdateVersion(c *call) (any, error) {
 // deactivate-token-generator: {status ENABLED|DISABLED, tokenGeneratorId}.
 func v3GeneratorChange(change generatorChange) handler {
 	return func(c *call) (any, error) {
-		g, err := change(c.s.eng, c.ctx, c.tag)
+		g, err := change(c.h.eng, c.ctx, c.tag)
 		if err != nil {
 			return nil, err
 		}
-		return newV3Generator(g, false), nil
+		out := &V3TokenGeneratorStatus{Status: "DISABLED"}
+		if g.Status == kms.GeneratorActive {
+			out.Status, out.TokenGeneratorID = "ENABLED", g.ID
+		}
+		return out, nil
 	}
 }
 
 // v3GetGenerator serves GET token-generator (a pocketkms addition: NAVER's
 // v3 page for it was not found).
 func v3GetGenerator(c *call) (any, error) {
-	g, err := c.s.eng.GetTokenGenerator(c.ctx, c.tag)
+	g, err := c.h.eng.GetTokenGenerator(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
-	return newV3Generator(g, true), nil
-}
-
-func newV3Generator(g *kms.TokenGenerator, full bool) map[string]any {
-	out := map[string]any{"status": "DISABLED"}
+	out := &V3TokenGenerator{Status: "DISABLED", IssuedTokenCount: g.IssuedTokenCount,
+		EnabledDateTime: dateTime(g.EnabledAt), DisabledDateTime: dateTime(g.DisabledAt)}
 	if g.Status == kms.GeneratorActive {
-		out["status"], out["tokenGeneratorId"] = "ENABLED", g.ID
+		out.Status, out.TokenGeneratorID = "ENABLED", g.ID
 	}
-	if full {
-		out["issuedTokenCount"] = g.IssuedTokenCount
-		if !g.EnabledAt.IsZero() {
-			out["enabledDateTime"] = dateTime(g.EnabledAt)
-		}
-		if !g.DisabledAt.IsZero() {
-			out["disabledDateTime"] = dateTime(g.DisabledAt)
-		}
-	}
-	return out
+	return out, nil
 }
 
 // v3UpdateACL serves PATCH acl {"enabled"?}: {"enabled"}. {} changes
@@ -358,39 +319,39 @@ func v3UpdateACL(c *call) (any, error) {
 		return nil, err
 	}
 	if set {
-		a, err := c.s.eng.SetKeyACLEnabled(c.ctx, c.tag, enabled)
+		a, err := c.h.eng.SetKeyACLEnabled(c.ctx, c.tag, enabled)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]bool{"enabled": a.Enabled}, nil
+		return &V3ACLStatus{Enabled: a.Enabled}, nil
 	}
-	k, err := c.s.eng.GetKey(c.ctx, c.tag)
+	k, err := c.h.eng.GetKey(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
 	if k.State != kms.StateEnabled {
 		return nil, &apiError{status: http.StatusConflict, code: codeInvalidState, detail: "key is not enabled"}
 	}
-	a, err := c.s.eng.GetKeyACL(c.ctx, c.tag)
+	a, err := c.h.eng.GetKeyACL(c.ctx, c.tag)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]bool{"enabled": a.Enabled}, nil
+	return &V3ACLStatus{Enabled: a.Enabled}, nil
 }
 
 // v3ACLList serves acl/add-allowed-ips and acl/remove-allowed-ips, body
 // {"allowedIps":[…]}: the whole updated list {"allowedIps"}.
-func v3ACLList(change aclChange) handler {
+func v3ACLList(change aclChange, adding bool) handler {
 	return func(c *call) (any, error) {
-		ips, err := readIPs(c, "allowedIps")
+		ips, err := readIPs(c, "allowedIps", adding)
 		if err != nil {
 			return nil, err
 		}
-		a, err := change(c.s.eng, c.ctx, c.tag, ips)
+		a, err := change(c.h.eng, c.ctx, c.tag, ips)
 		if err != nil {
 			return nil, err
 		}
-		return map[string][]string{"allowedIps": nonNil(a.Entries)}, nil
+		return &V3AllowedIPs{AllowedIPs: nonNil(a.Entries)}, nil
 	}
 }
 
@@ -402,9 +363,9 @@ func v3ListACL(c *call) (any, error) {
 	if err := q.err(); err != nil {
 		return nil, err
 	}
-	page, err := c.s.eng.ListAllowedIPs(c.ctx, c.tag, pageNo, pageSize)
+	page, err := c.h.eng.ListAllowedIPs(c.ctx, c.tag, pageNo, pageSize)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"allowedIps": nonNil(page.Entries), "pageNo": pageNo, "pageSize": pageSize, "totalCount": page.TotalCount}, nil
+	return &V3AllowedIPList{AllowedIPs: nonNil(page.Entries), PageNo: pageNo, PageSize: pageSize, TotalCount: page.TotalCount}, nil
 }

@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import (
 	"bytes"
@@ -10,11 +10,9 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"flag"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -91,7 +89,7 @@ func v2TokenSet(t *testing.T, c *ncpClient, tag string) (access, refresh string)
 // TestAPI drives every endpoint over HTTP with the NAVER-style client, on a
 // server started by run. Subtests share the server and run in order.
 func TestAPI(t *testing.T) {
-	ts := startServer(t, filepath.Join(t.TempDir(), "data"), "-trusted-proxies", "127.0.0.1")
+	ts := newTestServer(t, WithClientAddr(loopback))
 	c := ts.client
 	f := setup(t, c)
 
@@ -108,7 +106,7 @@ func TestAPI(t *testing.T) {
 	t.Run("Envelopes", func(t *testing.T) { testEnvelopes(t, c, f) })
 	t.Run("BodyLimit", func(t *testing.T) { testBodyLimit(t, c, f) })
 	t.Run("RateLimit", func(t *testing.T) { testRateLimit(t, c, f) })
-	t.Run("EveryEndpoint", func(t *testing.T) { testCoverage(t, c) })
+	t.Run("EveryEndpoint", func(t *testing.T) { testCoverage(t, ts) })
 	t.Run("NoSecretsInLogs", func(t *testing.T) { testNoSecrets(t, ts) })
 }
 
@@ -520,11 +518,11 @@ func testConvergent(t *testing.T, c *ncpClient, f *fixture) {
 }
 
 // testCoverage checks that the client drove every registered route.
-func testCoverage(t *testing.T, c *ncpClient) {
+func testCoverage(t *testing.T, ts *testServer) {
 	if f := flag.Lookup("test.run"); f != nil && strings.Contains(f.Value.String(), "/") {
 		t.Skip("counts the requests of every TestAPI subtest: run TestAPI whole")
 	}
-	s := newServer(nil, nil, nil, slog.New(slog.DiscardHandler))
+	c, s := ts.client, ts.handler
 	hit := map[string]bool{}
 	c.mu.Lock()
 	for _, r := range c.sent {

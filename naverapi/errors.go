@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import (
 	"encoding/json"
@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/pocketkms/kms"
 )
@@ -20,6 +21,7 @@ const (
 	codeMethodNotAllowed     = "MethodNotAllowed"
 	codeUnsupportedMediaType = "UnsupportedMediaType"
 	codePayloadTooLarge      = "PayloadTooLarge"
+	codeTooManyRequests      = "TooManyRequests"
 	codeInternal             = "InternalServerError"
 )
 
@@ -35,7 +37,7 @@ var messages = map[string]string{
 	"AccessDenied":           "Access from the caller's IP address is denied.",
 	"Forbidden":              "The credentials do not allow this operation.",
 	codeUnauthorized:         "Authentication failed.",
-	"TooManyRequests":        "Too many requests for this key; retry later.",
+	codeTooManyRequests:      "Too many requests for this key; retry later.",
 	"ServiceUnavailable":     "The service is unavailable.",
 	codeInternal:             "An internal error occurred.",
 	codeMethodNotAllowed:     "The method is not allowed on this path.",
@@ -49,7 +51,7 @@ type apiError struct {
 	status     int
 	code       string
 	detail     string
-	fields     []fieldError
+	fields     []FieldError
 	failures   map[int]*apiError
 	retryAfter float64 // seconds, for 429
 }
@@ -57,29 +59,53 @@ type apiError struct {
 // Error describes the error for logs; it holds no secret.
 func (e *apiError) Error() string { return e.code + ": " + e.detail }
 
-// errorBody is NAVER's Error object.
-type errorBody struct {
-	ErrorCode   string       `json:"errorCode"`
-	Message     string       `json:"message"`
-	Detail      string       `json:"detail,omitempty"`
-	FieldErrors []fieldError `json:"fieldErrors,omitempty"`
-}
-
-func (e *apiError) body() *errorBody {
+func (e *apiError) body() *ErrorBody {
 	msg, ok := messages[e.code]
 	if !ok {
 		msg = http.StatusText(e.status)
 	}
-	return &errorBody{ErrorCode: e.code, Message: msg, Detail: e.detail, FieldErrors: e.fields}
+	return &ErrorBody{ErrorCode: e.code, Message: msg, Detail: e.detail, FieldErrors: e.fields}
 }
 
 // failureBodies renders failures keyed by the item index as a string.
-func (e *apiError) failureBodies() map[string]*errorBody {
-	out := make(map[string]*errorBody, len(e.failures))
+func (e *apiError) failureBodies() map[string]*ErrorBody {
+	out := make(map[string]*ErrorBody, len(e.failures))
 	for i, f := range e.failures {
 		out[strconv.Itoa(i)] = f.body()
 	}
 	return out
+}
+
+// Error is an answer in NAVER's error envelope, for the code around the
+// handler: an Authenticator returns one to answer a status other than 401
+// (403 Forbidden, say), and WriteError answers one from a middleware.
+type Error struct {
+	// Status is the HTTP status.
+	Status int
+	// Code is NAVER's errorCode, such as "Unauthorized", "Forbidden" or
+	// "TooManyRequests".
+	Code string
+	// Detail is shown to the caller (error.detail): it must hold no secret.
+	Detail string
+}
+
+// Error returns the code and the detail.
+func (e *Error) Error() string { return "naverapi: " + e.Code + ": " + e.Detail }
+
+func (e *Error) apiError() *apiError {
+	out := &apiError{status: e.Status, code: e.Code, detail: e.Detail}
+	if out.status < 400 || out.status > 599 || out.code == "" {
+		out.status, out.code, out.detail = http.StatusInternalServerError, codeInternal, ""
+	}
+	return out
+}
+
+// WriteError answers err in the error envelope of the API r was sent to:
+// v3 ({"error":…}) under /kms/v3/, API 2.0 ({"code":…,"msg":…,"error":…})
+// elsewhere. An *Error is answered as it says, a *kms.Error with its code
+// and status, anything else 500 InternalServerError without its text.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, !strings.HasPrefix(r.URL.Path, "/kms/v3/"), err)
 }
 
 // toAPIError turns any error into what is answered. *kms.Error gives its
@@ -89,6 +115,10 @@ func toAPIError(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae
+	}
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.apiError()
 	}
 	var ke *kms.Error
 	if !errors.As(err, &ke) {
@@ -128,25 +158,6 @@ func fromKMS(ke *kms.Error) *apiError {
 	return out
 }
 
-// v2Error is the API 2.0 error envelope. NAVER's v2 error body is not
-// documented; this one carries the code where "SUCCESS" would be, so v2
-// clients that test code see the failure, plus the v3 Error object (and the
-// per-item failures of an array input) for details.
-type v2Error struct {
-	Code     string                `json:"code"`
-	Msg      string                `json:"msg"`
-	Data     any                   `json:"data"`
-	Error    *errorBody            `json:"error"`
-	Failures map[string]*errorBody `json:"failures,omitempty"`
-}
-
-// v3Error is the Ncloud-standard error envelope: exactly one of error or
-// failures.
-type v3Error struct {
-	Error    *errorBody            `json:"error,omitempty"`
-	Failures map[string]*errorBody `json:"failures,omitempty"`
-}
-
 // writeError answers err in the envelope of the API generation.
 func writeError(w http.ResponseWriter, v2 bool, err error) {
 	ae := toAPIError(err)
@@ -157,14 +168,14 @@ func writeError(w http.ResponseWriter, v2 bool, err error) {
 	switch {
 	case v2:
 		b := ae.body()
-		body = &v2Error{Code: ae.code, Msg: b.Message, Error: b}
+		body = &V2ErrorResponse{Code: ae.code, Msg: b.Message, Error: b}
 		if len(ae.failures) > 0 {
-			body.(*v2Error).Failures = ae.failureBodies()
+			body.(*V2ErrorResponse).Failures = ae.failureBodies()
 		}
 	case len(ae.failures) > 0:
-		body = &v3Error{Failures: ae.failureBodies()}
+		body = &V3ErrorResponse{Failures: ae.failureBodies()}
 	default:
-		body = &v3Error{Error: ae.body()}
+		body = &V3ErrorResponse{Error: ae.body()}
 	}
 	writeJSON(w, ae.status, body)
 }
@@ -187,7 +198,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // batchFailures builds the answer to a batch whose items failed the format
 // checks (phase 1): 400 InvalidParameter with the failures by index.
-func batchFailures(problems map[int][]fieldError) *apiError {
+func batchFailures(problems map[int][]FieldError) *apiError {
 	out := &apiError{status: http.StatusBadRequest, code: codeInvalidParameter, failures: map[int]*apiError{}}
 	for i, fe := range problems {
 		out.failures[i] = &apiError{status: http.StatusBadRequest, code: codeInvalidParameter, fields: fe}

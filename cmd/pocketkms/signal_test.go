@@ -16,7 +16,7 @@ func TestSIGTERM(t *testing.T) {
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(context.Background(), []string{"-addr", "127.0.0.1:0", "-data", filepath.Join(t.TempDir(), "d")}, out)
+		done <- run(context.Background(), []string{"serve", "-addr", "127.0.0.1:0", "-data", filepath.Join(t.TempDir(), "d")}, out)
 	}()
 	waitListening(t, out, done)
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {

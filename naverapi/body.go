@@ -1,11 +1,10 @@
-package main
+package naverapi
 
 import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -21,39 +20,45 @@ const (
 	maxArrayItems      = 100   // v2 arrays and v3 batches (kms.MaxBatchItems)
 )
 
-// fieldError is one entry of NAVER's error.fieldErrors.
-type fieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
 // object reads the members of a JSON request object one by one, so that each
 // wrong type or bad value is reported against its field name (with a prefix
 // such as "requests[3]." inside a batch). Problems accumulate in errs.
 type object struct {
 	m      map[string]json.RawMessage
 	prefix string
-	errs   *[]fieldError
+	errs   *[]FieldError
 }
 
-// readObject reads the request body as a JSON object. An empty body is an
-// empty object. Unknown members are ignored.
-func readObject(r *http.Request, v3 bool) (object, error) {
-	o := object{errs: new([]fieldError)}
+// readObject reads the request body as a JSON object, at most
+// MaxBodyBytes: a body that says it is larger is refused unread, and the
+// limit applies while reading one of unknown length. An empty body is an
+// empty object. Unknown members are ignored. w is net/http's own
+// ResponseWriter, so that a body over the limit also closes the connection.
+func readObject(w http.ResponseWriter, r *http.Request, v3 bool) (object, error) {
+	o := object{errs: new([]FieldError)}
 	if v3 {
 		if err := checkContentType(r); err != nil {
 			return o, err
 		}
 	}
-	data, err := io.ReadAll(r.Body)
+	tooLarge := &apiError{status: http.StatusRequestEntityTooLarge, code: codePayloadTooLarge,
+		detail: "the request body exceeds " + strconv.Itoa(MaxBodyBytes) + " bytes"}
+	if r.ContentLength > MaxBodyBytes {
+		refuseBody(w, r)
+		return o, tooLarge
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead) // one allocation, not ReadAll's doublings
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return o, &apiError{status: http.StatusRequestEntityTooLarge, code: codePayloadTooLarge,
-				detail: "the request body exceeds " + strconv.FormatInt(tooLarge.Limit, 10) + " bytes"}
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return o, tooLarge
 		}
 		return o, &apiError{status: http.StatusBadRequest, code: codeInvalidParameter, detail: "the request body could not be read"}
 	}
+	data := buf.Bytes()
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 {
 		return o, nil
@@ -110,7 +115,7 @@ func (o object) name(field string) string { return o.prefix + field }
 func (o object) fail(field, msg string) { o.failAt(o.name(field), msg) }
 
 func (o object) failAt(name, msg string) {
-	*o.errs = append(*o.errs, fieldError{Field: name, Message: msg})
+	*o.errs = append(*o.errs, FieldError{Field: name, Message: msg})
 }
 
 // err returns the accumulated field errors as one 400 InvalidParameter.

@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import (
 	"strconv"
@@ -60,13 +60,6 @@ func minutesTTL(o object, prefix string) token.TTL {
 	return token.TTL{}
 }
 
-// tokenSet is the body of every token issuance; refreshToken is absent
-// when only an access token was issued.
-type tokenSet struct {
-	RefreshToken string `json:"refreshToken,omitempty"`
-	AccessToken  string `json:"accessToken"`
-}
-
 // readTTLs reads the lifetimes of a token issuance in the route's notation:
 // hours on v2, minutes on v3.
 func readTTLs(c *call, withRefresh bool) (access, refresh token.TTL, err error) {
@@ -86,32 +79,39 @@ func readTTLs(c *call, withRefresh bool) (access, refresh token.TTL, err error) 
 }
 
 // issueTokens serves v2 POST token-set and v3 issue-tokens (account
-// authentication): a token set whose subject is the caller's access key and
-// which carries every permission.
+// authentication): a token set which carries every permission, whose
+// subject ("sub") is the Principal's TokenSubject or, when it names none, a
+// fresh random UUID (version 4), as in NAVER's example tokens. The caller's
+// credentials never go into a token: a token handed to an application
+// must not carry half of the account's credential.
 func issueTokens(c *call) (any, error) {
 	access, refresh, err := readTTLs(c, true)
 	if err != nil {
 		return nil, err
 	}
-	set, err := c.s.eng.IssueTokens(c.ctx, c.tag, kms.IssueTokensRequest{Subject: c.principal, AccessTTL: access, RefreshTTL: refresh})
+	sub := c.principal.TokenSubject
+	if sub == "" {
+		sub = newUUID()
+	}
+	set, err := c.h.eng.IssueTokens(c.ctx, c.tag, kms.IssueTokensRequest{Subject: sub, AccessTTL: access, RefreshTTL: refresh})
 	if err != nil {
 		return nil, err
 	}
-	return tokenSet{RefreshToken: set.Refresh, AccessToken: set.Access}, nil
+	return &TokenSetResponse{RefreshToken: set.Refresh, AccessToken: set.Access}, nil
 }
 
 // reissueTokens serves v2 PUT token-set and v3 reissue-tokens: a new set
-// from a refresh token, which stays valid.
+// from a refresh token, which stays valid, for the refresh token's subject.
 func reissueTokens(c *call) (any, error) {
 	access, refresh, err := readTTLs(c, true)
 	if err != nil {
 		return nil, err
 	}
-	set, err := c.s.eng.WithToken(c.token, c.client).ReissueTokens(c.ctx, c.tag, access, refresh)
+	set, err := c.h.eng.WithToken(c.token, c.client).ReissueTokens(c.ctx, c.tag, access, refresh)
 	if err != nil {
 		return nil, err
 	}
-	return tokenSet{RefreshToken: set.Refresh, AccessToken: set.Access}, nil
+	return &TokenSetResponse{RefreshToken: set.Refresh, AccessToken: set.Access}, nil
 }
 
 // issueAccessToken serves v3 issue-access-token: an access token alone from
@@ -121,9 +121,9 @@ func issueAccessToken(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	set, err := c.s.eng.WithToken(c.token, c.client).IssueAccessToken(c.ctx, c.tag, access)
+	set, err := c.h.eng.WithToken(c.token, c.client).IssueAccessToken(c.ctx, c.tag, access)
 	if err != nil {
 		return nil, err
 	}
-	return tokenSet{AccessToken: set.Access}, nil
+	return &TokenSetResponse{AccessToken: set.Access}, nil
 }

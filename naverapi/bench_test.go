@@ -1,11 +1,10 @@
-package main
+package naverapi
 
 import (
 	"context"
 	"io"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,49 +13,28 @@ import (
 )
 
 // BenchmarkTokenEncrypt measures token-plane Encrypt (32-byte plaintext,
-// AES256) as requests per second: "http" through this server over loopback
-// HTTP/1.1 keep-alive from many client goroutines (v2 path, JSON bodies,
-// request log lines formatted and discarded), "in-process" the same call on
-// Engine.WithToken in the same run. The key's rate limit is switched off, as
-// 300/s would cap both.
+// AES256) as requests per second: "http" through the handler over loopback
+// HTTP/1.1 keep-alive from 16 client goroutines (v2 path, JSON bodies,
+// request log lines formatted and discarded), "in-process" the same call
+// on Engine.WithToken in the same run. The key's rate limit is switched
+// off, as 300/s would cap both.
 //
-//	go test -run '^$' -bench BenchmarkTokenEncrypt -benchtime 5s ./examples/server/
+//	go test -run '^$' -bench BenchmarkTokenEncrypt -benchtime 5s ./naverapi/
 func BenchmarkTokenEncrypt(b *testing.B) {
-	ctx, cancel := context.WithCancel(context.Background())
-	type started struct {
-		eng  *kms.Engine
-		addr string
-	}
-	ready := make(chan started, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, []string{"-addr", "127.0.0.1:0", "-data", filepath.Join(b.TempDir(), "d")}, io.Discard,
-			func(e *kms.Engine, addr string) { ready <- started{e, addr} })
-	}()
-	var s started
-	select {
-	case s = <-ready:
-	case err := <-done:
-		b.Fatalf("run: %v", err)
-	}
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("run: %v", err)
-		}
-	})
-
-	k, err := s.eng.CreateKey(ctx, kms.CreateKeyRequest{Name: "bench", Type: kms.AES256})
+	ctx := context.Background()
+	ts := newTestServer(b)
+	eng := ts.eng
+	k, err := eng.CreateKey(ctx, kms.CreateKeyRequest{Name: "bench", Type: kms.AES256})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := s.eng.SetKeyRateLimit(ctx, k.Tag, ratelimit.Limit{Unlimited: true}); err != nil {
+	if err := eng.SetKeyRateLimit(ctx, k.Tag, ratelimit.Limit{Unlimited: true}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := s.eng.ActivateTokenGenerator(ctx, k.Tag); err != nil {
+	if _, err := eng.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		b.Fatal(err)
 	}
-	set, err := s.eng.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "bench"})
+	set, err := eng.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,7 +44,7 @@ func BenchmarkTokenEncrypt(b *testing.B) {
 	b.Run("http", func(b *testing.B) {
 		client := &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024}}
 		defer client.CloseIdleConnections()
-		url := "http://" + s.addr + "/kms/v1/keys/" + k.Tag + "/encrypt"
+		url := ts.url + "/kms/v1/keys/" + k.Tag + "/encrypt"
 		b.SetParallelism(16)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -100,7 +78,7 @@ func BenchmarkTokenEncrypt(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := s.eng.WithToken(set.Access, caller).Encrypt(ctx, k.Tag, plaintext, nil); err != nil {
+				if _, err := eng.WithToken(set.Access, caller).Encrypt(ctx, k.Tag, plaintext, nil); err != nil {
 					b.Error(err)
 					return
 				}

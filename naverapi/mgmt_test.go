@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import (
 	"encoding/json"
@@ -230,7 +230,9 @@ func testManagementV2(t *testing.T, c *ncpClient, f *fixture) {
 	if r = c.do(t, "POST", p+"/disable", nil, "").ok(t, "disable key"); r.str("data", "status") != "DISABLE" || r.num("data", "statusDate") <= 0 {
 		t.Fatalf("disable: %s", r.raw)
 	}
-	c.do(t, "POST", p+"/encrypt", map[string]any{"plaintext": "dGVzdA=="}, f.access).fails(t, "token call on a disabled key", 401, "Unauthorized")
+	// A good token on a disabled key: 409 as on the account API (issue 15),
+	// not 401, which tells NAVER clients to renew a token that is fine.
+	c.do(t, "POST", p+"/encrypt", map[string]any{"plaintext": "dGVzdA=="}, f.access).fails(t, "token call on a disabled key", 409, "InvalidState")
 	c.do(t, "POST", p+"/encrypt", map[string]any{"plaintext": "dGVzdA=="}, "").fails(t, "account call on a disabled key", 409, "InvalidState")
 	if r = c.do(t, "POST", p+"/enable", nil, "").ok(t, "enable key"); r.str("data", "status") != "ENABLE" {
 		t.Fatalf("enable: %s", r.raw)

@@ -1,4 +1,4 @@
-package main
+package naverapi
 
 import (
 	"context"
@@ -28,23 +28,26 @@ func clearItems(items []textItem) {
 // that the v2 (string or array), v3 single and v3 batch handlers share
 // everything but the envelope.
 type textOp struct {
-	in, out string                    // JSON field names of the input and output
-	check   func(it *textItem) string // format check; "" when good
-	one     func(ctx context.Context, p cipherPlane, tag string, it textItem) (string, error)
-	many    func(ctx context.Context, p cipherPlane, tag string, items []textItem) ([]string, error)
+	in     string                    // JSON field name of the input
+	check  func(it *textItem) string // format check; "" when good
+	single func(out string) any      // the response to one input
+	list   func(outs []string) any   // the API 2.0 response to an array
+	item   func(out string) any      // a v3 batch result
+	one    func(ctx context.Context, p kms.Cipher, tag string, it textItem) (string, error)
+	many   func(ctx context.Context, p kms.Cipher, tag string, items []textItem) ([]string, error)
 }
 
 var opEncrypt = textOp{
-	in: "plaintext", out: "ciphertext",
+	in: "plaintext", single: ciphertextOut, list: ciphertextsOut, item: ciphertextItem,
 	check: func(it *textItem) string {
 		var problem string
 		it.data, problem = decodeLimited(it.text, maxPlaintextChars, kms.MaxAESPlaintext)
 		return problem
 	},
-	one: func(ctx context.Context, p cipherPlane, tag string, it textItem) (string, error) {
+	one: func(ctx context.Context, p kms.Cipher, tag string, it textItem) (string, error) {
 		return p.Encrypt(ctx, tag, it.data, it.ctx)
 	},
-	many: func(ctx context.Context, p cipherPlane, tag string, items []textItem) ([]string, error) {
+	many: func(ctx context.Context, p kms.Cipher, tag string, items []textItem) ([]string, error) {
 		in := make([]kms.EncryptItem, len(items))
 		for i, it := range items {
 			in[i] = kms.EncryptItem{Plaintext: it.data, Context: it.ctx}
@@ -54,6 +57,13 @@ var opEncrypt = textOp{
 }
 
 func checkCiphertext(it *textItem) string { return checkEnvelope(it.text) }
+
+func ciphertextOut(s string) any    { return &CiphertextResponse{Ciphertext: s} }
+func ciphertextsOut(s []string) any { return &CiphertextListResponse{Ciphertext: s} }
+func ciphertextItem(s string) any   { return CiphertextResponse{Ciphertext: s} }
+func plaintextOut(s string) any     { return &PlaintextResponse{Plaintext: s} }
+func plaintextsOut(s []string) any  { return &PlaintextListResponse{Plaintext: s} }
+func plaintextItem(s string) any    { return PlaintextResponse{Plaintext: s} }
 
 func decryptItems(items []textItem) []kms.DecryptItem {
 	in := make([]kms.DecryptItem, len(items))
@@ -71,15 +81,15 @@ func encodePlaintext(pt []byte) string {
 }
 
 var opDecrypt = textOp{
-	in: "ciphertext", out: "plaintext", check: checkCiphertext,
-	one: func(ctx context.Context, p cipherPlane, tag string, it textItem) (string, error) {
+	in: "ciphertext", check: checkCiphertext, single: plaintextOut, list: plaintextsOut, item: plaintextItem,
+	one: func(ctx context.Context, p kms.Cipher, tag string, it textItem) (string, error) {
 		pt, err := p.Decrypt(ctx, tag, it.text, it.ctx)
 		if err != nil {
 			return "", err
 		}
 		return encodePlaintext(pt), nil
 	},
-	many: func(ctx context.Context, p cipherPlane, tag string, items []textItem) ([]string, error) {
+	many: func(ctx context.Context, p kms.Cipher, tag string, items []textItem) ([]string, error) {
 		pts, err := p.BatchDecrypt(ctx, tag, decryptItems(items))
 		if err != nil {
 			return nil, err
@@ -93,11 +103,11 @@ var opDecrypt = textOp{
 }
 
 var opReEncrypt = textOp{
-	in: "ciphertext", out: "ciphertext", check: checkCiphertext,
-	one: func(ctx context.Context, p cipherPlane, tag string, it textItem) (string, error) {
+	in: "ciphertext", check: checkCiphertext, single: ciphertextOut, list: ciphertextsOut, item: ciphertextItem,
+	one: func(ctx context.Context, p kms.Cipher, tag string, it textItem) (string, error) {
 		return p.ReEncrypt(ctx, tag, it.text, it.ctx)
 	},
-	many: func(ctx context.Context, p cipherPlane, tag string, items []textItem) ([]string, error) {
+	many: func(ctx context.Context, p kms.Cipher, tag string, items []textItem) ([]string, error) {
 		return p.BatchReEncrypt(ctx, tag, decryptItems(items))
 	},
 }
@@ -143,19 +153,19 @@ func textHandler(op textOp) handler {
 			if err != nil {
 				return nil, err
 			}
-			return map[string]string{op.out: out}, nil
+			return op.single(out), nil
 		}
 		outs, err := op.many(c.ctx, c.plane(), c.tag, items)
 		if err != nil {
 			return nil, err
 		}
-		return map[string][]string{op.out: outs}, nil
+		return op.list(outs), nil
 	}
 }
 
 // batchHandler serves the v3 batch calls: {"requests":[{in, context}, …]}
 // with 1..100 items, answered {"results":{"<index>":{out}}}. A wrong JSON
-// type anywhere fails the whole body ({"error"} with fieldErrors); missing or
+// type anywhere fails the whole body ({"error"} with FieldErrors); missing or
 // malformed items fail as {"failures"} by index (phase 1) before anything
 // runs; the Engine's own item failures come back the same way.
 func batchHandler(op textOp) handler {
@@ -183,15 +193,15 @@ func batchHandler(op textOp) handler {
 		if err := o.err(); err != nil {
 			return nil, err
 		}
-		problems := map[int][]fieldError{}
+		problems := map[int][]FieldError{}
 		for i := range items {
 			name := "requests[" + strconv.Itoa(i) + "]." + op.in
 			switch {
 			case !present[i]:
-				problems[i] = []fieldError{{Field: name, Message: "is required"}}
+				problems[i] = []FieldError{{Field: name, Message: "is required"}}
 			default:
 				if problem := op.check(&items[i]); problem != "" {
-					problems[i] = []fieldError{{Field: name, Message: problem}}
+					problems[i] = []FieldError{{Field: name, Message: problem}}
 				}
 			}
 		}
@@ -202,11 +212,11 @@ func batchHandler(op textOp) handler {
 		if err != nil {
 			return nil, err
 		}
-		results := make(map[string]map[string]string, len(outs))
+		results := make(map[string]any, len(outs))
 		for i, s := range outs {
-			results[strconv.Itoa(i)] = map[string]string{op.out: s}
+			results[strconv.Itoa(i)] = op.item(s)
 		}
-		return map[string]any{"results": results}, nil
+		return &BatchResponse[any]{Results: results}, nil
 	}
 }
 
@@ -231,16 +241,14 @@ func customKey(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{"ciphertext": ck.Ciphertext}
-	if c.api == v2 {
-		out["key_version"] = ck.KeyVersion
-	} else {
-		out["keyVersion"] = ck.KeyVersion
-	}
+	var pt string
 	if plain {
-		out["plaintext"] = encodePlaintext(ck.Plaintext)
+		pt = encodePlaintext(ck.Plaintext)
 	}
-	return out, nil
+	if c.api == v2 {
+		return &V2CustomKeyResponse{Ciphertext: ck.Ciphertext, KeyVersion: ck.KeyVersion, Plaintext: pt}, nil
+	}
+	return &CustomKeyResponse{Ciphertext: ck.Ciphertext, KeyVersion: ck.KeyVersion, Plaintext: pt}, nil
 }
 
 // signData reads the data member of sign and verify: base64 of the message,
@@ -272,7 +280,7 @@ func sign(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"signature": sig}, nil
+	return &SignResponse{Signature: sig}, nil
 }
 
 // verify serves Verify: {"data","signature"} → {"valid"}. A signature that
@@ -297,7 +305,7 @@ func verify(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]bool{"valid": valid}, nil
+	return &VerifyResponse{Valid: valid}, nil
 }
 
 // v2PublicKey serves get-pub-key: {"keyVersion"} (1..100, default the
@@ -315,7 +323,7 @@ func v2PublicKey(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"publicKey": pem}, nil
+	return &V2PublicKeyResponse{PublicKey: pem}, nil
 }
 
 // v3PublicKey serves GET …/versions/{version}/public-key →
@@ -329,7 +337,7 @@ func v3PublicKey(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"keyTag": c.keyTag(), "version": v, "publicKey": pem}, nil
+	return &PublicKeyResponse{KeyTag: c.keyTag(), PublicKey: pem, Version: v}, nil
 }
 
 // version parses the {version} path value: decimal digits, 1..max.
@@ -337,7 +345,7 @@ func (c *call) version(max int) (uint32, error) {
 	n, ok := parseDecimal(c.r.PathValue("version"), 1, max)
 	if !ok {
 		return 0, &apiError{status: http.StatusBadRequest, code: codeInvalidParameter,
-			fields: []fieldError{{Field: "version", Message: "must be an integer from 1 to " + strconv.Itoa(max)}}}
+			fields: []FieldError{{Field: "version", Message: "must be an integer from 1 to " + strconv.Itoa(max)}}}
 	}
 	return uint32(n), nil
 }
