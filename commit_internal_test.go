@@ -17,8 +17,8 @@ import (
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/memory"
 	"github.com/pocketkms/kms/internal/store"
-	kstore "github.com/pocketkms/kms/store"
 	"github.com/pocketkms/kms/ratelimit"
+	kstore "github.com/pocketkms/kms/store"
 )
 
 func newInternalEngine(t *testing.T, be backend.Backend) *Engine {
