@@ -47,10 +47,11 @@
 // DISABLED, and is refused once that time has come, even if the key has
 // not been destroyed yet (NAVER's periodic job may leave a short window;
 // here the time is the promise). Destruction destroys the material in the
-// backend first (every version and the token-signing key) and deletes the
-// records after, so a backend failure or a crash in between leaves the
-// key pending deletion and the next run retries: material is never left
-// behind without a record naming it. A version can be disabled unless it is current; a disabled
+// backend first (every version and the token-signing key), then the key's
+// shred key (see Security), and deletes the records last, so a backend
+// failure or a crash in between leaves the key pending deletion and the
+// next run finishes it: material is never left behind without a record
+// naming it. A version can be disabled unless it is current; a disabled
 // version refuses decrypt, re-encrypt, verify and its public key.
 // Auto-rotation runs every 1..730 days (default 90). Destruction and
 // auto-rotation are done by [Engine.Maintain], which a background worker
@@ -147,6 +148,23 @@
 // [ErrBackendMismatch] before touching the directory, even when the store
 // holds no key to try.
 //
+// Destroyed means unrecoverable from the directory. Badger keeps old
+// values in its tables and logs long after their records are deleted,
+// and a sealed handle opens under the root key wherever it is found. So
+// with [WithDirectory] every key has its own 32-byte shred key, one small
+// file in the directory's pocketkms.shred subdirectory, made durable
+// before the key is first committed; every handle stored for the key is
+// sealed under it (AES-256-GCM, bound to the key tag, purpose and
+// version). Destruction destroys the material in the backend, then
+// deletes the shred key (the file is overwritten, unlinked and the
+// directory synced), then the records: every copy of the handles Badger
+// still holds is then noise, even to someone holding the root key and a
+// copy of the directory (or a backup) made after the destruction. A key
+// whose shred key is missing or damaged, and that is not due for
+// destruction, fails New with [ErrInternal] naming it. A backup must copy
+// pocketkms.shred with Badger's files (and the pocketkms.* records beside
+// them): without its shred keys a restored key does not open.
+//
 // # Limitations
 //
 // ListKeys sorts every key on each call (fine for tens of thousands of
@@ -156,4 +174,17 @@
 // between creating material and committing it, the material is orphaned
 // in the backend (harmless for backend/memory; an unused object in an
 // HSM).
+//
+// Shredding covers keys created with [WithDirectory] since shred keys
+// exist: keys created before keep their handles as the backend made
+// them, and their sealed material may remain in Badger's files after
+// their destruction. It is only as good as the file system's forgetting:
+// a copy-on-write file system, a snapshot, a journal that logs data, or
+// an SSD's remapped blocks may keep a deleted shred key's bytes, as does
+// a backup taken before the destruction. An in-memory Engine keeps
+// nothing to shred. A store given with [WithStore] keeps its own copies
+// of every value: etcd's history keeps a destroyed key's handles until
+// the revision is compacted (and the space defragmented), so compact
+// after destruction; backends that hold their material themselves (an
+// HSM) destroy it for good either way.
 package kms

@@ -116,7 +116,7 @@ func (e *Engine) applyKey(tag string, rev int64, puts []store.Record, deleted bo
 		if deleted {
 			return nil
 		}
-		ns, err := overlay(&store.KeyData{}, rev, puts)
+		ns, err := e.overlay(&store.KeyData{}, rev, puts)
 		if err != nil {
 			return err
 		}
@@ -142,7 +142,7 @@ func (e *Engine) applyKey(tag string, rev int64, puts []store.Record, deleted bo
 		e.forget(ent, old)
 		return nil
 	}
-	ns, err := overlay(old.data(), rev, puts)
+	ns, err := e.overlay(old.data(), rev, puts)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func (e *Engine) applyKey(tag string, rev int64, puts []store.Record, deleted bo
 
 // overlay builds the snapshot of kd with the records of a commit at
 // revision rev written over it.
-func overlay(kd *store.KeyData, rev int64, puts []store.Record) (*keySnap, error) {
+func (e *Engine) overlay(kd *store.KeyData, rev int64, puts []store.Record) (*keySnap, error) {
 	for _, r := range puts {
 		switch r := r.(type) {
 		case *store.KeyRecord:
@@ -169,7 +169,20 @@ func overlay(kd *store.KeyData, rev int64, puts []store.Record) (*keySnap, error
 			kd.ACL = r
 		}
 	}
-	return snapFromData(kd)
+	return e.snapOpened(kd)
+}
+
+// snapOpened is snapFromData with the key's handles opened (see
+// openHandles).
+func (e *Engine) snapOpened(kd *store.KeyData) (*keySnap, error) {
+	s, err := snapFromData(kd)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.openHandles(s, e.now()); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // replace publishes ns in place of old (the caller holds ent.mu), keeping
@@ -213,11 +226,11 @@ func (s *keySnap) data() *store.KeyData {
 // material is the same, so a change elsewhere does not reload them.
 func (s *keySnap) keepLoaded(old *keySnap) {
 	for i, v := range s.versions {
-		if i < len(old.versions) && string(old.versions[i].handle) == string(v.handle) {
+		if i < len(old.versions) && string(old.versions[i].stored) == string(v.stored) {
 			v.lk = old.versions[i].lk
 		}
 	}
-	if s.gen != nil && old.gen != nil && s.gen.generation == old.gen.generation && string(s.gen.handle) == string(old.gen.handle) {
+	if s.gen != nil && old.gen != nil && s.gen.generation == old.gen.generation && string(s.gen.stored) == string(old.gen.stored) {
 		s.gen.lk = old.gen.lk
 	}
 }
@@ -234,7 +247,7 @@ func (e *Engine) reload(ctx context.Context) (int64, error) {
 	for _, kd := range c.Keys {
 		tag := kd.Key.Tag
 		seen[tag] = true
-		ns, err := snapFromData(kd)
+		ns, err := e.snapOpened(kd)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -161,25 +161,35 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 	if err != nil {
 		return nil, wrapErr(op, "", ErrInternal, err)
 	}
+	now := msTime(e.now().UnixMilli())
+	s := &keySnap{
+		tag: tag, name: req.Name, typ: req.Type, memo: req.Memo, convergent: req.Convergent,
+		state: StateEnabled, createdAt: now, stateChangedAt: now, aclM: acl.List{}.Compile(),
+	}
+	if e.shred != nil {
+		// The key's shred key is durable before any record names it (see
+		// shredkeys.go); every handle of the key is sealed under it.
+		if s.kek, err = e.shred.Create(tag); err != nil {
+			return nil, wrapErr(op, tag, ErrInternal, err)
+		}
+		s.wrapped = true
+	}
 	gen, err := e.be.Generate(ctx, &backend.GenerateRequest{
 		Ref:  backend.KeyRef{KeyTag: tag, Version: 1, Purpose: backend.PurposeCipher},
 		Type: req.Type, Convergent: req.Convergent,
 	})
 	if err != nil {
+		e.dropShredAfter(ctx, err, tag)
 		return nil, backendErr(op, tag, err)
 	}
 	made := cipherMaterial(tag, 1, req.Type, gen.Handle)
-	now := msTime(e.now().UnixMilli())
-	v, err := newVersion(tag, 1, now, gen)
+	v, err := newVersion(s, 1, now, gen)
 	if err != nil {
 		e.discard(ctx, made)
+		e.dropShredAfter(ctx, err, tag)
 		return nil, wrapErr(op, tag, ErrInternal, err)
 	}
-	s := &keySnap{
-		tag: tag, name: req.Name, typ: req.Type, memo: req.Memo, convergent: req.Convergent,
-		state: StateEnabled, seq: e.seq.Add(1), createdAt: now, stateChangedAt: now,
-		versions: []*versionSnap{v}, aclM: acl.List{}.Compile(),
-	}
+	s.versions, s.seq = []*versionSnap{v}, e.seq.Add(1)
 	if req.AutoRotation {
 		period := cmp.Or(req.RotationPeriodDays, DefaultRotationPeriodDays)
 		s.rotation = rotation{set: true, enabled: true, periodDays: period, nextAt: now.Add(days(period))}
@@ -191,6 +201,7 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 	rev, err := e.st.Apply(ctx, c)
 	if err != nil {
 		e.discardAfter(ctx, err, made)
+		e.dropShredAfter(ctx, err, tag)
 		var ce *store.ConflictError
 		if errors.As(err, &ce) && ce.Key == store.NameKey(req.Name) {
 			return nil, newErr(op, "", ErrAlreadyExists, "a key with this name exists")
@@ -205,9 +216,14 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 	return s.info(), nil
 }
 
-// newVersion is the snapshot of a new, ENABLED version.
-func newVersion(tag string, n uint32, now time.Time, gen *backend.GenerateResponse) (*versionSnap, error) {
-	v := &versionSnap{num: n, state: VersionEnabled, createdAt: now, handle: gen.Handle, ad: versionAD(tag, n), lk: &lazyKey{}}
+// newVersion is the snapshot of a new, ENABLED version n of the key s,
+// its handle sealed as s's are.
+func newVersion(s *keySnap, n uint32, now time.Time, gen *backend.GenerateResponse) (*versionSnap, error) {
+	stored, err := s.seal(gen.Handle, backend.PurposeCipher, n)
+	if err != nil {
+		return nil, fmt.Errorf("seal the handle: %w", err)
+	}
+	v := &versionSnap{num: n, state: VersionEnabled, createdAt: now, handle: gen.Handle, stored: stored, ad: versionAD(s.tag, n), lk: &lazyKey{}}
 	if gen.Public != nil {
 		der, err := x509.MarshalPKIXPublicKey(gen.Public)
 		if err != nil {
@@ -367,7 +383,7 @@ func (e *Engine) rotation(ctx context.Context, op string) func(s *keySnap, now t
 			return edit{}, nil, backendErr(op, tag, err)
 		}
 		made := cipherMaterial(tag, next, s.typ, gen.Handle)
-		v, err := newVersion(tag, next, now, gen)
+		v, err := newVersion(s, next, now, gen)
 		if err != nil {
 			e.discard(ctx, made)
 			return edit{}, nil, wrapErr(op, tag, ErrInternal, err)

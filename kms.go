@@ -13,6 +13,7 @@ import (
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/internal/keytag"
 	"github.com/pocketkms/kms/internal/pubkey"
+	"github.com/pocketkms/kms/internal/shred"
 	badgerstore "github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/store"
@@ -74,6 +75,10 @@ type Engine struct {
 
 	seq     atomic.Uint64 // the last key sequence number handed out
 	watched bool          // the store has a change feed (store.Watcher)
+
+	// shred holds the keys' shred keys (see shredkeys.go); nil unless the
+	// store is Badger in a directory.
+	shred *shred.Keys
 
 	// guard: every call holds the read lock for its whole duration and
 	// checks closed; Close takes the write lock, so it waits for the calls
@@ -138,7 +143,17 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	if cfg.anySalt {
 		e.pssSalt = pubkey.AnySaltLength
 	}
-	rev, err := e.load(ctx)
+	var rev int64
+	if bst != nil && !cfg.inMemory {
+		// Only a directory has files to shred: an in-memory store keeps
+		// nothing, and a store given with WithStore keeps its own.
+		if e.shred, err = shred.Open(cfg.dir); err != nil {
+			err = wrapErr("new", "", ErrInternal, err)
+		}
+	}
+	if err == nil {
+		rev, err = e.load(ctx)
+	}
 	if err == nil && bst != nil && bst.CheckPending() {
 		// The backend opened the store's material (or there is none):
 		// from now on the directory names its root key.
@@ -146,7 +161,13 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 			err = wrapErr("new", "", ErrInternal, cerr)
 		}
 	}
+	if err == nil {
+		e.pruneShred(ctx)
+	}
 	if err != nil {
+		if e.shred != nil {
+			e.shred.Close()
+		}
 		// The backend (and a store given to New) stay the caller's to
 		// close, as on every failure.
 		if owned {
@@ -204,6 +225,9 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 		snap, err := snapFromData(kd)
 		if err != nil {
 			return 0, wrapErr("new", kd.Key.Tag, ErrInternal, fmt.Errorf("store: %w", err))
+		}
+		if err := e.openHandles(snap, now); err != nil {
+			return 0, wrapErr("new", snap.tag, ErrInternal, err)
 		}
 		ent := &keyEntry{}
 		ent.snap.Store(snap)
@@ -271,6 +295,9 @@ func (e *Engine) Close() error {
 		e.guard.Unlock()
 		if err := errors.Join(e.st.Close(), e.be.Close()); err != nil {
 			e.closeErr = wrapErr("close", "", ErrInternal, err)
+		}
+		if e.shred != nil {
+			e.shred.Close()
 		}
 	})
 	return e.closeErr

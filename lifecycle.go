@@ -438,30 +438,48 @@ func (e *Engine) maintainKey(ctx context.Context, ent *keyEntry, now time.Time) 
 }
 
 // destroyLocked destroys a key: first its material in the backend (every
-// version and the token-signing key), then its records in one change.
-// That order never orphans material: if a destruction fails, or the
-// process dies before the records go, the key stays REVOKED and past its
-// time (it can no longer be cancelled) and the next Maintain does both
-// steps again; backends treat destroying what is gone as success. The
-// caller holds ent.mu.
+// version and the token-signing key), then its shred key (with a Badger
+// directory; see shredkeys.go), then its records in one change. That
+// order never orphans material: if a step fails, or the process dies
+// before the records go, the key stays REVOKED and past its time (it can
+// no longer be cancelled) and the next Maintain does the rest; backends
+// treat destroying what is gone as success. The shred key goes after the
+// backend material because a backend that keeps material (an HSM) needs
+// the opened handle to find it, and before the records so that no copy
+// of the sealed handles Badger keeps opens after the records are gone. A
+// destruction interrupted after the shred key is finished without the
+// backend step, which had succeeded (see destroyHandles). The caller
+// holds ent.mu.
 func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) error {
 	const op = "destroy key"
 	tag := s.tag
+	handles, genHandle, err := e.destroyHandles(ctx, s)
+	if err != nil {
+		return wrapErr(op, tag, ErrInternal, fmt.Errorf("the key stays pending deletion and the next maintenance run retries: %w", err))
+	}
 	var errs []error
 	c := &store.Change{}
-	for _, v := range s.versions {
+	for i, v := range s.versions {
 		c.Delete(store.VersionKey(tag, v.num))
-		if err := e.be.Destroy(ctx, cipherMaterial(tag, v.num, s.typ, v.handle)); err != nil {
+		if handles[i] == nil {
+			continue
+		}
+		if err := e.be.Destroy(ctx, cipherMaterial(tag, v.num, s.typ, handles[i])); err != nil {
 			errs = append(errs, fmt.Errorf("version %d: %w", v.num, err))
 		}
 	}
-	if s.gen.isActive() {
-		if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: s.gen.ref(tag), Type: RSA2048, Handle: s.gen.handle}); err != nil {
+	if s.gen.isActive() && genHandle != nil {
+		if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: s.gen.ref(tag), Type: RSA2048, Handle: genHandle}); err != nil {
 			errs = append(errs, fmt.Errorf("token-signing key: %w", err))
 		}
 	}
 	if len(errs) > 0 {
 		return wrapErr(op, tag, ErrInternal, fmt.Errorf("the backend could not destroy the key material; the key stays pending deletion and the next maintenance run retries: %w", errors.Join(errs...)))
+	}
+	if e.shred != nil {
+		if err := e.shred.Delete(tag); err != nil {
+			return wrapErr(op, tag, ErrInternal, fmt.Errorf("could not delete the key's shred key; the key stays pending deletion and the next maintenance run retries: %w", err))
+		}
 	}
 	c.Delete(store.NameKey(s.name), store.GeneratorKey(tag), store.ACLKey(tag), store.KeyKey(tag)).
 		Expecting(store.KeyKey(tag), s.rev)

@@ -96,6 +96,10 @@ func WithMaintenanceInterval(d time.Duration) Option {
 // WithDirectory persists the Engine's state in a Badger database in dir
 // (created if missing), the embedded default store. Without it (or
 // WithStore) the Engine keeps its state in memory and loses it on Close.
+// Beside Badger's files the directory holds the Engine's own records
+// (pocketkms.check, pocketkms.integrity) and the keys' shred keys
+// (pocketkms.shred; see the package documentation's Security section):
+// back up, copy or move the directory whole.
 func WithDirectory(dir string) Option {
 	return func(c *config) error {
 		if dir == "" {
@@ -112,6 +116,9 @@ func WithDirectory(dir string) Option {
 // WithStore keeps the Engine's state in st, any implementation of
 // store.Store (see package store), instead of Badger. The Engine owns st
 // once New succeeds and closes it on Close. It excludes WithDirectory.
+// Handles are then stored as the backend made them, without shred keys:
+// a destroyed key's handles stay wherever st keeps old values (etcd: in
+// its history until compaction), so compact after destruction.
 func WithStore(st store.Store) Option {
 	return func(c *config) error {
 		switch {

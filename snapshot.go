@@ -14,6 +14,7 @@ import (
 	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/internal/pubkey"
+	"github.com/pocketkms/kms/internal/shred"
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/store"
 )
@@ -56,6 +57,13 @@ type keySnap struct {
 	gen      *genSnap       // token generator; nil until first activated
 	acl      acl.List       // IP allow-list as entered
 	aclM     *acl.Matcher   // compiled once per change
+
+	// wrapped is true when the key's stored handles are sealed under its
+	// shred key (every key made with a Badger directory since shred keys
+	// exist): new handles are sealed too. kek is that key, nil when the
+	// key has none or its file is gone (a key loaded due for destruction).
+	wrapped bool
+	kek     *shred.Key
 }
 
 // rotation is a key's auto-rotation setting.
@@ -102,11 +110,16 @@ type versionSnap struct {
 	state          VersionState
 	createdAt      time.Time
 	stateChangedAt time.Time // zero: never changed
-	handle         []byte
-	publicDER      []byte           // PKIX; nil for AES256
-	pub            crypto.PublicKey // publicDER parsed; nil for AES256
-	ad             []byte           // associated-data prefix: binds key tag and version
-	lk             *lazyKey
+	// handle is the backend's handle; nil while it is sealed in stored
+	// and not opened (a key loaded already due for destruction).
+	handle []byte
+	// stored is the handle as the store holds it: handle, or handle
+	// sealed under the key's shred key (see package internal/shred).
+	stored    []byte
+	publicDER []byte           // PKIX; nil for AES256
+	pub       crypto.PublicKey // publicDER parsed; nil for AES256
+	ad        []byte           // associated-data prefix: binds key tag and version
+	lk        *lazyKey
 }
 
 // genSnap is the immutable view of a key's token generator.
@@ -114,7 +127,8 @@ type genSnap struct {
 	id         string
 	active     bool
 	generation uint32
-	handle     []byte
+	handle     []byte // as in versionSnap
+	stored     []byte // as in versionSnap
 	publicDER  []byte
 	pub        *rsa.PublicKey // nil when inactive
 	enabledAt  time.Time
@@ -155,9 +169,13 @@ func (l *lazyKey) get(load func() (backend.Key, error)) (backend.Key, error) {
 
 func (e *Engine) loadKey(ctx context.Context, s *keySnap, v *versionSnap) (backend.Key, error) {
 	return v.lk.get(func() (backend.Key, error) {
+		h, err := s.open(v.handle, v.stored, backend.PurposeCipher, v.num)
+		if err != nil {
+			return nil, err
+		}
 		return e.be.Load(ctx, &backend.LoadRequest{
 			Ref:  backend.KeyRef{KeyTag: s.tag, Version: v.num, Purpose: backend.PurposeCipher},
-			Type: s.typ, Convergent: s.convergent, Handle: v.handle,
+			Type: s.typ, Convergent: s.convergent, Handle: h,
 		})
 	})
 }
@@ -232,6 +250,10 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 			return nil, err
 		}
 		s.gen = g
+		s.wrapped = s.wrapped || shred.IsWrapped(g.stored)
+	}
+	for _, v := range s.versions {
+		s.wrapped = s.wrapped || shred.IsWrapped(v.stored)
 	}
 	s.aclM = acl.List{}.Compile()
 	if a := kd.ACL; a != nil {
@@ -251,7 +273,7 @@ func versionFromRecord(vr *store.VersionRecord) (*versionSnap, error) {
 	}
 	v := &versionSnap{
 		num: vr.Version, state: st, createdAt: msTime(vr.CreatedAt), stateChangedAt: msTime(vr.StateChangedAt),
-		handle: vr.Handle, publicDER: vr.PublicKey, ad: versionAD(vr.Tag, vr.Version), lk: &lazyKey{},
+		handle: plainHandle(vr.Handle), stored: vr.Handle, publicDER: vr.PublicKey, ad: versionAD(vr.Tag, vr.Version), lk: &lazyKey{},
 	}
 	// A public key that does not parse leaves pub nil: checkPublic refuses
 	// it, and Verify and Encrypt answer ErrInternal for a nil one
@@ -274,7 +296,7 @@ func (v *versionSnap) checkPublic(typ KeyType) error {
 
 func genFromRecord(rec *store.GeneratorRecord) (*genSnap, error) {
 	g := &genSnap{
-		id: rec.ID, active: rec.Active, generation: rec.Generation, handle: rec.Handle, publicDER: rec.PublicKey,
+		id: rec.ID, active: rec.Active, generation: rec.Generation, handle: plainHandle(rec.Handle), stored: rec.Handle, publicDER: rec.PublicKey,
 		enabledAt: msTime(rec.EnabledAt), disabledAt: msTime(rec.DisabledAt), issued: rec.IssuedCount, lk: &lazyKey{},
 	}
 	if rec.Active {
@@ -310,13 +332,13 @@ func (s *keySnap) keyRecord() *store.KeyRecord {
 func (v *versionSnap) record(tag string) *store.VersionRecord {
 	return &store.VersionRecord{
 		Tag: tag, Version: v.num, State: string(v.state), CreatedAt: timeMs(v.createdAt),
-		StateChangedAt: timeMs(v.stateChangedAt), Handle: v.handle, PublicKey: v.publicDER,
+		StateChangedAt: timeMs(v.stateChangedAt), Handle: v.stored, PublicKey: v.publicDER,
 	}
 }
 
 func (g *genSnap) record(tag string) *store.GeneratorRecord {
 	return &store.GeneratorRecord{
-		Tag: tag, ID: g.id, Active: g.active, Generation: g.generation, Handle: g.handle, PublicKey: g.publicDER,
+		Tag: tag, ID: g.id, Active: g.active, Generation: g.generation, Handle: g.stored, PublicKey: g.publicDER,
 		EnabledAt: timeMs(g.enabledAt), DisabledAt: timeMs(g.disabledAt), IssuedCount: g.issued,
 	}
 }

@@ -97,20 +97,20 @@ func (e *Engine) DeactivateTokenGenerator(ctx context.Context, keyTag string) (*
 		ns.gen = g
 		ed := edit{next: ns}
 		ed.change.Put(g.record(s.tag))
-		return ed, genChange{tag: s.tag, now: g, replaced: s.gen}, nil
+		return ed, genChange{from: s, now: g, replaced: s.gen}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	e.destroySigningKey(ctx, r.tag, r.replaced)
+	e.destroySigningKey(ctx, r.from, r.replaced)
 	return r.now.info(), nil
 }
 
 // genChange is the result of a generator change: the generator now in
 // force, and the one it replaced (whose signing key is destroyed once the
-// change is committed), if any.
+// change is committed), if any, with the snapshot it was replaced in.
 type genChange struct {
-	tag           string
+	from          *keySnap
 	now, replaced *genSnap
 }
 
@@ -140,6 +140,10 @@ func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need fu
 		}
 		made := &backend.DestroyRequest{Ref: ref, Type: RSA2048, Handle: res.Handle}
 		g.handle = res.Handle
+		if g.stored, err = s.seal(res.Handle, backend.PurposeTokenSigning, g.generation); err != nil {
+			e.discard(ctx, made)
+			return edit{}, genChange{}, wrapErr(op, tag, ErrInternal, fmt.Errorf("seal the handle: %w", err))
+		}
 		if g.pub, _ = res.Public.(*rsa.PublicKey); g.pub == nil {
 			e.discard(ctx, made)
 			return edit{}, genChange{}, wrapErr(op, tag, ErrInternal, errors.New("the backend's token-signing key is not RSA"))
@@ -152,25 +156,30 @@ func (e *Engine) changeGenerator(ctx context.Context, op, keyTag string, need fu
 		ns.gen = g
 		ed := edit{next: ns, made: made}
 		ed.change.Put(g.record(tag))
-		return ed, genChange{tag: tag, now: g, replaced: s.gen}, nil
+		return ed, genChange{from: s, now: g, replaced: s.gen}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	e.destroySigningKey(ctx, r.tag, r.replaced)
+	e.destroySigningKey(ctx, r.from, r.replaced)
 	return r.now.info(), nil
 }
 
-// destroySigningKey destroys a replaced generator key pair after the
-// change that replaced it was committed.
-func (e *Engine) destroySigningKey(ctx context.Context, tag string, g *genSnap) {
+// destroySigningKey destroys a generator key pair g, replaced in the
+// key's snapshot s, after the change that replaced it was committed.
+func (e *Engine) destroySigningKey(ctx context.Context, s *keySnap, g *genSnap) {
 	if !g.isActive() {
 		return
 	}
+	tag := s.tag
 	// Verification already refuses these tokens (their generator id is
 	// stale); dropping them frees the cache early.
 	e.tokens.DeleteGenerator(g.id)
-	if err := e.be.Destroy(ctx, &backend.DestroyRequest{Ref: g.ref(tag), Type: RSA2048, Handle: g.handle}); err != nil {
+	h, err := s.open(g.handle, g.stored, backend.PurposeTokenSigning, g.generation)
+	if err == nil {
+		err = e.be.Destroy(ctx, &backend.DestroyRequest{Ref: g.ref(tag), Type: RSA2048, Handle: h})
+	}
+	if err != nil {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not destroy a replaced token-signing key",
 			slog.String("keyTag", tag), slog.String("error", err.Error()))
 	}
@@ -235,7 +244,7 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 		if !s.gen.isActive() {
 			return edit{}, nil, newErr(op, tag, ErrInvalidState, "the token generator is not active")
 		}
-		signer, err := e.tokenSigner(ctx, tag, s.gen)
+		signer, err := e.tokenSigner(ctx, s)
 		if err != nil {
 			return edit{}, nil, backendErr(op, tag, err)
 		}
@@ -260,11 +269,16 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 	})
 }
 
-// tokenSigner adapts the generator's backend key to crypto.Signer for the
-// token package: RS256 is RSASSA-PKCS1-v1_5 with SHA-256.
-func (e *Engine) tokenSigner(ctx context.Context, tag string, g *genSnap) (crypto.Signer, error) {
+// tokenSigner adapts the backend key of s's generator to crypto.Signer
+// for the token package: RS256 is RSASSA-PKCS1-v1_5 with SHA-256.
+func (e *Engine) tokenSigner(ctx context.Context, s *keySnap) (crypto.Signer, error) {
+	g := s.gen
 	k, err := g.lk.get(func() (backend.Key, error) {
-		return e.be.Load(ctx, &backend.LoadRequest{Ref: g.ref(tag), Type: RSA2048, Handle: g.handle})
+		h, err := s.open(g.handle, g.stored, backend.PurposeTokenSigning, g.generation)
+		if err != nil {
+			return nil, err
+		}
+		return e.be.Load(ctx, &backend.LoadRequest{Ref: g.ref(s.tag), Type: RSA2048, Handle: h})
 	})
 	if err != nil {
 		return nil, err

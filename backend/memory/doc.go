@@ -55,8 +55,12 @@
 // fails with [backend.ErrInvalidHandle] and no further detail.
 //
 // Nothing is stored by the backend itself: Destroy only validates its
-// request, and the material is destroyed when the Engine deletes the last
-// copy of the handle (and, for good, when the root key is destroyed).
+// request, and the material is gone once no copy of its handle can be
+// opened. With a directory the Engine stores each handle sealed under the
+// key's shred key and deletes that key on destruction, so the copies its
+// database keeps open under nothing (see package kms, Security);
+// elsewhere, once every copy of the handle is gone, and for good when the
+// root key is destroyed.
 //
 // # Concurrency
 //

@@ -5,9 +5,15 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/backend/softhsm"
 	"github.com/pocketkms/kms/backend/softhsm/softhsmtest"
 )
 
@@ -109,5 +115,113 @@ func TestEngineWrongToken(t *testing.T) {
 	var ke *kms.Error
 	if !errors.As(err, &ke) || ke.Kind != kms.ErrBackendMismatch {
 		t.Fatalf("err = %v, want ErrBackendMismatch", err)
+	}
+}
+
+// hsmRecorder records every handle its SoftHSM backend makes.
+type hsmRecorder struct {
+	*softhsm.Backend
+	mu   sync.Mutex
+	made []backend.LoadRequest
+}
+
+func (b *hsmRecorder) Generate(ctx context.Context, req *backend.GenerateRequest) (*backend.GenerateResponse, error) {
+	resp, err := b.Backend.Generate(ctx, req)
+	if err == nil {
+		b.mu.Lock()
+		b.made = append(b.made, backend.LoadRequest{Ref: req.Ref, Type: req.Type, Convergent: req.Convergent, Handle: bytes.Clone(resp.Handle)})
+		b.mu.Unlock()
+	}
+	return resp, err
+}
+
+type hsmClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *hsmClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *hsmClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestEngineOnSoftHSMDestroysMaterial: with a Badger directory the Engine
+// stores a key's handles sealed under the key's shred key; destruction
+// still gives the token the handles it made, so its objects are
+// destroyed, both for a key destroyed by the process that loaded it and
+// for one already due when the Engine opened (whose handles stay sealed
+// until the destruction opens them), and the shred keys go after.
+func TestEngineOnSoftHSMDestroysMaterial(t *testing.T) {
+	cfg := softhsmtest.NewToken(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	clk := &hsmClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	rec := &hsmRecorder{}
+	open := func() *kms.Engine {
+		t.Helper()
+		rec.Backend = softhsmtest.Open(t, cfg)
+		e, err := kms.New(ctx, rec, kms.WithDirectory(dir), kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open()
+	var tags []string
+	for _, name := range []string{"now", "later"} {
+		k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: name, Type: kms.AES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.RotateKey(ctx, k.Tag); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ActivateTokenGenerator(ctx, k.Tag); err != nil {
+			t.Fatal(err)
+		}
+		tags = append(tags, k.Tag)
+	}
+	if _, err := e.RequestKeyDeletion(ctx, tags[0]); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay)
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatalf("destroy in process: %v", err)
+	}
+	if _, err := e.RequestKeyDeletion(ctx, tags[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(kms.DeletionDelay)
+	e = open()
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatalf("destroy a key due at open: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if len(rec.made) != 6 {
+		t.Fatalf("%d handles made, want 6", len(rec.made))
+	}
+	be := softhsmtest.Open(t, cfg)
+	for _, m := range rec.made {
+		if _, err := be.Load(ctx, &m); !errors.Is(err, backend.ErrKeyNotFound) {
+			t.Errorf("%s after destruction: Load = %v, want ErrKeyNotFound", m.Ref, err)
+		}
+	}
+	for _, tag := range tags {
+		if _, err := os.Stat(filepath.Join(dir, "pocketkms.shred", tag)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("shred key of %s after destruction: %v", tag, err)
+		}
 	}
 }

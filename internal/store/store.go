@@ -49,8 +49,14 @@
 //
 // # Security
 //
-// The store holds key handles as the backend gave them; a backend must make
-// them safe to store. Nothing else secret is written.
+// The store holds key handles as the Engine gives them: with a directory,
+// sealed under each key's shred key (package internal/shred, files in
+// the pocketkms.shred subdirectory of the same directory); otherwise as
+// the backend made them, which must be safe to store. Nothing else secret
+// is written. Badger keeps deleted and overwritten values in its tables
+// and logs until compaction happens to drop them, which the store does
+// not force: destruction relies on the shred key's deletion instead. A
+// backup of the directory must include pocketkms.shred.
 package store
 
 import (

@@ -1,0 +1,551 @@
+// Package shred keeps the per-key keys that make destroying a key
+// irreversible from the Engine's data directory: crypto-shredding.
+//
+// Start with [Open] on the Badger directory. The Engine calls
+// [Keys.Create] before the commit that first names a key, seals every
+// backend handle it stores for that key with [Key.Wrap], opens them with
+// [Key.Unwrap] when it loads the key ([Keys.Get]), and calls [Keys.Delete]
+// when it destroys the key. Once the key's file is unlinked and the
+// directory synced, every copy of its wrapped handles that Badger still
+// keeps (old tables, value logs, write-ahead logs), and every backup taken
+// from then on, opens under nothing: not even the backend's root key
+// reaches the sealed material inside.
+//
+// # Files
+//
+// Each key is one file, <dir>/pocketkms.shred/<tag>, of 41 bytes:
+//
+//	"PKSK" ‖ 0x01 ‖ key(32) ‖ uint32be(CRC-32C("PKSK" ‖ 0x01 ‖ tag ‖ key))
+//
+// The checksum also covers the tag the file is named after, so a damaged
+// file, or one moved to another key's name, is refused with [ErrCorrupt]
+// and its bytes are never used. [Keys.Create] writes a temporary file
+// (<tag>.tmp), syncs it, renames it into place and syncs the directory
+// (the directory itself, made on first use, is synced into its parent);
+// [Keys.Delete] overwrites the file with zeros and syncs it (best effort),
+// unlinks it and syncs the directory. Nothing is written by [Open].
+//
+// # Wrapped handles
+//
+//	"pkw1" ‖ nonce(12) ‖ AES-256-GCM(key, nonce, handle, ad)
+//	ad = "pocketkms/handle/v1" ‖ 0 ‖ tag ‖ 0 ‖ purpose ‖ 0 ‖ uint32be(version)
+//
+// The nonce is random (crypto/rand). The associated data binds a wrapped
+// handle to the material it names: it opens for no other key, purpose or
+// version ([ErrUnwrap], one error for every cause).
+//
+// # Concurrency
+//
+// [Keys] and [Key] are safe for concurrent use. Keys serialises its file
+// operations.
+//
+// # Security
+//
+// A Key (and Keys) prints as a redacted description under every fmt verb,
+// as JSON and through log/slog; no error carries key bytes or a handle.
+// A key's bytes are cleared when it is deleted or the Keys closed;
+// clearing is best effort (the AES key schedule built for each call, and
+// any copy the runtime made, are left to the garbage collector).
+//
+// # Limitations
+//
+// Shredding is as good as the file system's forgetting. The zeros written
+// before the unlink, and the unlink itself, reach the disk, but a
+// copy-on-write file system (btrfs, ZFS), a file-system or volume
+// snapshot, a journal that logs data, or an SSD's remapped blocks can keep
+// the old bytes; so does any backup of the directory taken before the
+// destruction. A backup must copy this directory together with Badger's
+// files: without it the keys it names do not open.
+package shred
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/pocketkms/kms/internal/keytag"
+)
+
+// DirName is the subdirectory of the Badger directory that holds the keys.
+const DirName = "pocketkms.shred"
+
+// KeySize is the size in bytes of a shred key (AES-256).
+const KeySize = 32
+
+const (
+	fileMagic   = "PKSK"
+	fileVersion = 1
+	fileSize    = len(fileMagic) + 1 + KeySize + 4
+	tmpSuffix   = ".tmp"
+
+	wrapPrefix = "pkw1"
+	wrapLabel  = "pocketkms/handle/v1"
+	nonceSize  = 12
+	tagSize    = 16
+	// WrapOverhead is the size a wrapped handle adds to the handle.
+	WrapOverhead = len(wrapPrefix) + nonceSize + tagSize
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// IsWrapped reports whether a stored handle is in the wrapped form (starts
+// with "pkw1"); anything else is a handle as the backend made it.
+func IsWrapped(h []byte) bool { return bytes.HasPrefix(h, []byte(wrapPrefix)) }
+
+// Keys is the set of shred keys of one directory. Create it with Open.
+type Keys struct {
+	dir string // <badger dir>/pocketkms.shred
+
+	mu     sync.Mutex
+	keys   map[string]*Key // read or made so far
+	made   bool            // dir exists
+	closed bool
+}
+
+// Open returns the shred keys kept under dir (the Badger directory). It
+// reads and writes nothing but a stat of the subdirectory, which is made
+// by the first Create.
+func Open(dir string) (*Keys, error) {
+	if dir == "" {
+		return nil, errors.New("shred: no directory given")
+	}
+	ks := &Keys{dir: filepath.Join(dir, DirName), keys: map[string]*Key{}}
+	fi, err := os.Stat(ks.dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("shred: open: %w", err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("shred: open: %s is not a directory", DirName)
+	default:
+		ks.made = true
+	}
+	return ks, nil
+}
+
+// Dir returns the directory that holds the key files.
+func (ks *Keys) Dir() string { return ks.dir }
+
+// Create makes a new random key for tag and writes it durably before it
+// returns. It fails with ErrExists when tag already has one (in memory
+// or on disk), ErrInvalidTag for a malformed tag, ErrClosed after Close,
+// and with the file system's error otherwise (then no file is left, best
+// effort; the Engine also removes orphans when it opens).
+func (ks *Keys) Create(tag string) (*Key, error) {
+	if !keytag.Valid(tag) {
+		return nil, ErrInvalidTag
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := ks.keys[tag]; ok {
+		return nil, ErrExists
+	}
+	path := filepath.Join(ks.dir, tag)
+	if _, err := os.Lstat(path); err == nil {
+		return nil, ErrExists
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("shred: create: %w", err)
+	}
+	if err := ks.mkdir(); err != nil {
+		return nil, fmt.Errorf("shred: create: %w", err)
+	}
+	b := make([]byte, KeySize)
+	// crypto/rand.Read never returns an error (Go 1.24 and later end the
+	// program rather than return short).
+	rand.Read(b)
+	data := marshal(tag, b)
+	err := writeFileSync(ks.dir, tag, data)
+	clear(data)
+	if err != nil {
+		clear(b)
+		os.Remove(filepath.Join(ks.dir, tag+tmpSuffix))
+		os.Remove(path)
+		return nil, fmt.Errorf("shred: create: %w", err)
+	}
+	k := &Key{tag: tag, b: b}
+	ks.keys[tag] = k
+	return k, nil
+}
+
+// Get returns tag's key, reading its file on the first call. ok is false
+// (and err nil) when tag has no key file. A file that fails its frame is
+// ErrCorrupt; other errors are the file system's.
+func (ks *Keys) Get(tag string) (k *Key, ok bool, err error) {
+	if !keytag.Valid(tag) {
+		return nil, false, ErrInvalidTag
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.closed {
+		return nil, false, ErrClosed
+	}
+	if k := ks.keys[tag]; k != nil {
+		return k, true, nil
+	}
+	raw, err := readSmall(filepath.Join(ks.dir, tag))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("shred: read key file: %w", err)
+	}
+	b, err := unmarshal(tag, raw)
+	clear(raw)
+	if err != nil {
+		return nil, false, err
+	}
+	k = &Key{tag: tag, b: b}
+	ks.keys[tag] = k
+	return k, true, nil
+}
+
+// Delete shreds tag's key: the Key in memory is cleared (every later Wrap
+// and Unwrap of it fails with ErrDeleted), the file is overwritten with
+// zeros and synced (best effort), unlinked, and the directory synced.
+// Deleting a key that has no file is not an error. Once Delete returns
+// nil, the deletion is durable.
+func (ks *Keys) Delete(tag string) error {
+	if !keytag.Valid(tag) {
+		return ErrInvalidTag
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.closed {
+		return ErrClosed
+	}
+	return ks.deleteLocked(tag)
+}
+
+func (ks *Keys) deleteLocked(tag string) error {
+	if k := ks.keys[tag]; k != nil {
+		k.clear()
+		delete(ks.keys, tag)
+	}
+	if !ks.made {
+		return nil
+	}
+	path := filepath.Join(ks.dir, tag)
+	overwrite(path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("shred: delete: %w", err)
+	}
+	// Synced even when the file was already gone: an earlier Delete may
+	// have unlinked it and failed before its sync.
+	if err := syncDir(ks.dir); err != nil {
+		return fmt.Errorf("shred: delete: %w", err)
+	}
+	return nil
+}
+
+// Tags returns the tags that have a key file, sorted.
+func (ks *Keys) Tags() ([]string, error) {
+	ents, err := os.ReadDir(ks.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shred: list: %w", err)
+	}
+	var tags []string
+	for _, e := range ents {
+		if keytag.Valid(e.Name()) && e.Type().IsRegular() {
+			tags = append(tags, e.Name())
+		}
+	}
+	sort.Strings(tags)
+	return tags, nil
+}
+
+// Prune deletes (as Delete does) every key whose tag live rejects, and
+// the temporary files of interrupted Creates, which no record can name.
+// It returns the tags of the keys it deleted. Files whose names are not
+// tags are left alone.
+func (ks *Keys) Prune(live func(tag string) bool) ([]string, error) {
+	ents, err := os.ReadDir(ks.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shred: prune: %w", err)
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.closed {
+		return nil, ErrClosed
+	}
+	ks.made = true
+	var removed []string
+	var errs []error
+	temps := false
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case keytag.Valid(name) && !live(name):
+			if err := ks.deleteLocked(name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed = append(removed, name)
+		case strings.HasSuffix(name, tmpSuffix) && keytag.Valid(strings.TrimSuffix(name, tmpSuffix)):
+			path := filepath.Join(ks.dir, name)
+			overwrite(path)
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("shred: prune: %w", err))
+				continue
+			}
+			temps = true
+		}
+	}
+	if temps {
+		if err := syncDir(ks.dir); err != nil {
+			errs = append(errs, fmt.Errorf("shred: prune: %w", err))
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// Close clears every key held in memory (best effort): their Wrap and
+// Unwrap fail with ErrDeleted, and later calls of the Keys with
+// ErrClosed. It is idempotent.
+func (ks *Keys) Close() {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	for _, k := range ks.keys {
+		k.clear()
+	}
+	ks.keys, ks.closed = nil, true
+}
+
+// String describes the Keys by directory; it never shows a key.
+func (ks *Keys) String() string { return "shred.Keys{" + ks.dir + "}" }
+
+// GoString is String, for %#v.
+func (ks *Keys) GoString() string { return ks.String() }
+
+// Format prints String for every verb.
+func (ks *Keys) Format(f fmt.State, _ rune) { io.WriteString(f, ks.String()) }
+
+// MarshalJSON encodes String.
+func (ks *Keys) MarshalJSON() ([]byte, error) { return json.Marshal(ks.String()) }
+
+// LogValue logs String.
+func (ks *Keys) LogValue() slog.Value { return slog.StringValue(ks.String()) }
+
+func (ks *Keys) mkdir() error {
+	if ks.made {
+		return nil
+	}
+	if err := os.Mkdir(ks.dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := syncDir(filepath.Dir(ks.dir)); err != nil {
+		return err
+	}
+	ks.made = true
+	return nil
+}
+
+// Key is the shred key of one key tag. It is a secret: it prints as a
+// redacted description, and its bytes are cleared once deleted.
+type Key struct {
+	tag string
+	mu  sync.RWMutex
+	b   []byte // nil once cleared
+}
+
+// Tag returns the key tag the Key belongs to.
+func (k *Key) Tag() string { return k.tag }
+
+// Wrap seals a backend handle of the key's material of purpose and
+// version (the key version, or the token generator's generation). It
+// fails with ErrDeleted once the Key is deleted.
+func (k *Key) Wrap(handle []byte, purpose string, version uint32) ([]byte, error) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	g, err := k.aead()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(wrapPrefix)+nonceSize, len(wrapPrefix)+nonceSize+len(handle)+g.Overhead())
+	copy(out, wrapPrefix)
+	nonce := out[len(wrapPrefix):]
+	rand.Read(nonce)
+	return g.Seal(out, nonce, handle, wrapAD(k.tag, purpose, version)), nil
+}
+
+// Unwrap opens a wrapped handle made by Wrap for the same purpose and
+// version. Anything else (another key, binding or altered bytes) fails
+// with ErrUnwrap; a deleted Key fails with ErrDeleted.
+func (k *Key) Unwrap(wrapped []byte, purpose string, version uint32) ([]byte, error) {
+	if !IsWrapped(wrapped) || len(wrapped) < WrapOverhead {
+		return nil, ErrUnwrap
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	g, err := k.aead()
+	if err != nil {
+		return nil, err
+	}
+	nonce := wrapped[len(wrapPrefix) : len(wrapPrefix)+nonceSize]
+	h, err := g.Open(nil, nonce, wrapped[len(wrapPrefix)+nonceSize:], wrapAD(k.tag, purpose, version))
+	if err != nil {
+		return nil, ErrUnwrap
+	}
+	return h, nil
+}
+
+// aead builds AES-256-GCM under the key; the caller holds k.mu.
+func (k *Key) aead() (cipher.AEAD, error) {
+	if k.b == nil {
+		return nil, ErrDeleted
+	}
+	block, err := aes.NewCipher(k.b)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func (k *Key) clear() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	clear(k.b)
+	k.b = nil
+}
+
+// String describes the Key by tag; it never shows the key.
+func (k *Key) String() string { return "shred.Key{" + k.tag + ", redacted}" }
+
+// GoString is String, for %#v.
+func (k *Key) GoString() string { return k.String() }
+
+// Format prints String for every verb (%x and %d included).
+func (k *Key) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
+
+// MarshalJSON encodes String.
+func (k *Key) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
+
+// LogValue logs String.
+func (k *Key) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+func wrapAD(tag, purpose string, version uint32) []byte {
+	ad := make([]byte, 0, len(wrapLabel)+1+len(tag)+1+len(purpose)+1+4)
+	ad = append(ad, wrapLabel...)
+	ad = append(ad, 0)
+	ad = append(ad, tag...)
+	ad = append(ad, 0)
+	ad = append(ad, purpose...)
+	ad = append(ad, 0)
+	return binary.BigEndian.AppendUint32(ad, version)
+}
+
+// marshal frames a key for the file of tag.
+func marshal(tag string, key []byte) []byte {
+	b := make([]byte, 0, fileSize)
+	b = append(b, fileMagic...)
+	b = append(b, fileVersion)
+	b = append(b, key...)
+	return binary.BigEndian.AppendUint32(b, fileCRC(tag, key))
+}
+
+// unmarshal returns the key in the file of tag, or ErrCorrupt.
+func unmarshal(tag string, raw []byte) ([]byte, error) {
+	if len(raw) != fileSize || string(raw[:len(fileMagic)]) != fileMagic || raw[len(fileMagic)] != fileVersion {
+		return nil, ErrCorrupt
+	}
+	key := raw[len(fileMagic)+1 : len(fileMagic)+1+KeySize]
+	if binary.BigEndian.Uint32(raw[fileSize-4:]) != fileCRC(tag, key) {
+		return nil, ErrCorrupt
+	}
+	return bytes.Clone(key), nil
+}
+
+func fileCRC(tag string, key []byte) uint32 {
+	h := crc32.New(castagnoli)
+	h.Write([]byte(fileMagic))
+	h.Write([]byte{fileVersion})
+	h.Write([]byte(tag))
+	h.Write(key)
+	return h.Sum32()
+}
+
+// readSmall reads a key file, refusing to read more than one byte past
+// the size a key file has (what is longer is corrupt anyway).
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, int64(fileSize)+1))
+}
+
+// overwrite replaces a file's bytes with zeros and syncs them, best
+// effort: the unlink that follows is what Delete promises.
+func overwrite(path string) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return
+	}
+	if _, err := f.WriteAt(make([]byte, min(fi.Size(), 1<<16)), 0); err == nil {
+		f.Sync()
+	}
+}
+
+// writeFileSync replaces dir/name with data atomically and durably: write
+// a temporary file, sync it, rename it over, sync the directory. (The
+// same steps as internal/store's integrity record; kept here so that
+// this package does not depend on the Badger store.)
+func writeFileSync(dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, name+tmpSuffix)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,205 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pocketkms/kms/backend"
+	"github.com/pocketkms/kms/internal/shred"
+	"github.com/pocketkms/kms/store"
+)
+
+// Crypto-shredding. With a Badger directory, every key has a shred key
+// (package internal/shred: one small file per key tag) made durable
+// before the commit that first names the key, and every handle the store
+// keeps for the key is sealed under it. Destruction deletes the shred key
+// after the backend destroyed the material and before the records go, so
+// the copies of the sealed handles that Badger keeps in its tables and
+// logs, long after the records were deleted, open under nothing.
+
+// errShredGone: a handle is sealed under a shred key this Engine no
+// longer has (deleted by a destruction, or missing from the directory).
+var errShredGone = errors.New("the key's shred key is gone: its material cannot be opened")
+
+// plainHandle is the handle of a stored one when it is the backend's own
+// (not sealed under a shred key), else nil.
+func plainHandle(stored []byte) []byte {
+	if shred.IsWrapped(stored) {
+		return nil
+	}
+	return stored
+}
+
+// seal returns the stored form of a new handle of s's material: sealed
+// under the key's shred key when its handles are, as it is otherwise (a
+// key made before shred keys, or a store without a directory).
+func (s *keySnap) seal(h []byte, purpose backend.Purpose, n uint32) ([]byte, error) {
+	if !s.wrapped {
+		return h, nil
+	}
+	if s.kek == nil {
+		return nil, errShredGone
+	}
+	return s.kek.Wrap(h, string(purpose), n)
+}
+
+// open returns the backend handle of material whose snapshot holds plain
+// (nil when not opened) and stored.
+func (s *keySnap) open(plain, stored []byte, purpose backend.Purpose, n uint32) ([]byte, error) {
+	if plain != nil {
+		return plain, nil
+	}
+	if !shred.IsWrapped(stored) {
+		return stored, nil
+	}
+	if s.kek == nil {
+		return nil, errShredGone
+	}
+	return s.kek.Unwrap(stored, string(purpose), n)
+}
+
+// openHandles opens the sealed handles of a key read from the store with
+// its shred key. A key already due for destruction is not opened: its
+// shred key may be gone already (a destruction interrupted between the
+// shred key and the records), and it only needs destroying, which opens
+// what it still can (see destroyLocked).
+func (e *Engine) openHandles(s *keySnap, now time.Time) error {
+	if !s.wrapped {
+		return nil
+	}
+	if e.shred == nil {
+		return errors.New("its handles are sealed under a shred key, which only a Badger directory (WithDirectory) keeps")
+	}
+	k, ok, err := e.shred.Get(s.tag)
+	if s.destructionDue(now) {
+		if err == nil && ok {
+			s.kek = k
+		}
+		return nil
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("its shred key %s/%s: %w", shred.DirName, s.tag, err)
+	case !ok:
+		return fmt.Errorf("its shred key %s/%s is missing: the key's material cannot be opened", shred.DirName, s.tag)
+	}
+	s.kek = k
+	for _, v := range s.versions {
+		if v.handle != nil || !shred.IsWrapped(v.stored) {
+			continue
+		}
+		if v.handle, err = k.Unwrap(v.stored, string(backend.PurposeCipher), v.num); err != nil {
+			return fmt.Errorf("version %d: %w", v.num, err)
+		}
+	}
+	if g := s.gen; g != nil && g.handle == nil && shred.IsWrapped(g.stored) {
+		if g.handle, err = k.Unwrap(g.stored, string(backend.PurposeTokenSigning), g.generation); err != nil {
+			return fmt.Errorf("token-signing key: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropShredAfter deletes the shred key made for a key whose creation was
+// not committed, unless the store cannot tell whether the commit landed
+// (then a committed record may need it; the next open removes it if not).
+func (e *Engine) dropShredAfter(ctx context.Context, commitErr error, tag string) {
+	if e.shred == nil || errors.Is(commitErr, store.ErrUncertain) {
+		return
+	}
+	if err := e.shred.Delete(tag); err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not delete the shred key of an uncommitted key; the next open removes it",
+			slog.String("keyTag", tag), slog.String("error", err.Error()))
+	}
+}
+
+// pruneShred deletes the shred keys no key record names: made for a key
+// whose commit never landed (a crash between the two, a commit the store
+// could not confirm, or a failed commit whose clean-up failed too), and
+// the temporary files of interrupted creations. Destruction cannot leave
+// one: it deletes a key's shred key before its records. The caller has
+// loaded every key, and nothing else runs yet.
+func (e *Engine) pruneShred(ctx context.Context) {
+	if e.shred == nil {
+		return
+	}
+	removed, err := e.shred.Prune(func(tag string) bool {
+		_, ok := e.keys.Load(tag)
+		return ok
+	})
+	for _, tag := range removed {
+		e.log.LogAttrs(ctx, slog.LevelInfo, "kms: removed the shred key of a key that was never committed", slog.String("keyTag", tag))
+	}
+	if err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not remove unused shred keys; the next open retries", slog.String("error", err.Error()))
+	}
+}
+
+// destroyHandles returns the backend handles of s's material for its
+// destruction: versions[i] for s.versions[i], and gen for an active
+// generator; nil where the material cannot be named any more. That is the
+// case of a key loaded already due whose shred key is gone (a destruction
+// interrupted after deleting it: the backend material went first) or
+// damaged, or whose sealed handle does not open: it is logged, and the
+// destruction goes on, since the material is out of reach through this
+// directory either way (a backend that keeps material, such as an HSM,
+// keeps that object; see issue #14 item 6). A shred key that cannot be
+// read for another reason (an I/O error) fails the destruction, which the
+// next Maintain retries.
+func (e *Engine) destroyHandles(ctx context.Context, s *keySnap) (versions [][]byte, gen []byte, err error) {
+	kek := s.kek
+	sealed := func(plain, stored []byte) bool { return plain == nil && shred.IsWrapped(stored) }
+	need := s.gen.isActive() && sealed(s.gen.handle, s.gen.stored)
+	for _, v := range s.versions {
+		need = need || sealed(v.handle, v.stored)
+	}
+	if need && kek == nil && e.shred != nil {
+		k, ok, err := e.shred.Get(s.tag)
+		switch {
+		case errors.Is(err, shred.ErrCorrupt):
+			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: the shred key of a key due for destruction is damaged; destroying its records without its backend material",
+				slog.String("keyTag", s.tag))
+		case err != nil:
+			return nil, nil, fmt.Errorf("read the key's shred key: %w", err)
+		case !ok:
+			e.log.LogAttrs(ctx, slog.LevelInfo, "kms: finishing an interrupted destruction: the shred key is gone, the backend material went before it",
+				slog.String("keyTag", s.tag))
+		default:
+			kek = k
+		}
+	}
+	openOne := func(plain, stored []byte, purpose backend.Purpose, n uint32) []byte {
+		if plain != nil {
+			return plain
+		}
+		if !shred.IsWrapped(stored) {
+			return stored
+		}
+		if kek == nil {
+			return nil
+		}
+		h, err := kek.Unwrap(stored, string(purpose), n)
+		if errors.Is(err, shred.ErrDeleted) {
+			// An earlier attempt deleted the shred key, then failed to
+			// delete the records.
+			return nil
+		}
+		if err != nil {
+			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: a sealed handle of a key due for destruction does not open; destroying its record without its backend material",
+				slog.String("keyTag", s.tag), slog.String("purpose", string(purpose)), slog.Uint64("version", uint64(n)))
+			return nil
+		}
+		return h
+	}
+	versions = make([][]byte, len(s.versions))
+	for i, v := range s.versions {
+		versions[i] = openOne(v.handle, v.stored, backend.PurposeCipher, v.num)
+	}
+	if s.gen.isActive() {
+		gen = openOne(s.gen.handle, s.gen.stored, backend.PurposeTokenSigning, s.gen.generation)
+	}
+	return versions, gen, nil
+}
