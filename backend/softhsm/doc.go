@@ -39,16 +39,19 @@
 //	softhsm2-util --init-token --free --label pocketkms --so-pin <so-pin> --pin <pin>
 //
 // (before the process starts: see Limitations). The Backend
-// implements [backend.Importer] (bring your own key, known-answer tests).
+// implements [backend.Importer] (bring your own key, known-answer tests)
+// and [backend.Sweeper] (see Leftover objects).
 //
 // # Key material and handles
 //
 // Every object is a token object with CKA_PRIVATE, and every secret or
 // private key has CKA_SENSITIVE set and CKA_EXTRACTABLE, CKA_WRAP,
 // CKA_UNWRAP and CKA_DERIVE cleared; imported keys get the same
-// attributes. The objects of one piece of material share a random 16-byte
-// CKA_ID and carry the CKA_LABEL "pocketkms:<purpose>:<keyTag>:<version>"
-// (the convergent nonce key adds ":convergent"). The handle is a 25-byte
+// attributes. The objects of one piece of material share a 16-byte
+// CKA_ID — the marker "pkm1", the creation time in Unix milliseconds
+// (6 bytes) and 6 random bytes — and carry the CKA_LABEL
+// "pocketkms:<purpose>:<keyTag>:<version>" (the convergent nonce key adds
+// ":convergent"). The handle is a 25-byte
 // header plus the key tag: format version, type, convergent flag,
 // purpose, version and CKA_ID (see handle.go). It holds no key material.
 // Load checks that the objects under the CKA_ID carry the labels of the
@@ -148,17 +151,31 @@
 // CKR_KEY_HANDLE_INVALID) finds the objects again by CKA_ID and label,
 // once; if they are gone, it fails with backend.ErrKeyNotFound.
 //
-// What is retried: Load, Destroy and every key operation (encrypt,
-// decrypt, sign), which create nothing; a second Destroy finds what the
-// first left. Generate and ImportKey are not safe to repeat
+// What is retried: Load, Destroy, Sweep and every key operation (encrypt,
+// decrypt, sign), which create nothing; a second Destroy or Sweep finds
+// what the first left. Generate and ImportKey are not safe to repeat
 // blindly: a session lost during C_GenerateKey or C_CreateObject may
 // have created some or all of the objects without saying so, and a plain
 // second attempt would leave those behind. The CKA_ID is drawn afresh by
 // each call and used by nothing else, so after the recovery the retry
 // first destroys whatever carries it, then creates again under the same
 // ID; if that search or the recovery fails, the call fails with
-// backend.ErrUnavailable and anything created stays as an orphan (see
-// Limitations). Nothing is retried more than once.
+// backend.ErrUnavailable and leaves anything created to Sweep. Nothing is
+// retried more than once.
+//
+// # Leftover objects
+//
+// Generate creates token objects before the Engine has stored the
+// handle; if the process dies in between, the objects stay in the token
+// and no record names them. [Backend.Sweep] ([backend.Sweeper]) finds
+// the objects of this package (label prefix "pocketkms:"), groups them
+// by CKA_ID and destroys the material no kept handle names, created
+// before a cutoff (the time in the CKA_ID: PKCS#11 keeps no creation time
+// for keys, and CKA_START_DATE is a day at best), and not loaded in this
+// process; kms.Engine.SweepOrphans calls it with every handle the store
+// names. Objects of other applications, objects whose labels and types do
+// not form one piece of this package's material, and material made before
+// CKA_IDs recorded the time are never destroyed.
 //
 // # Security
 //
@@ -202,10 +219,9 @@
 //   - A reset closes every session of the process on the token, other
 //     code's included, and reopens on the same slot: a module that moves
 //     the token to another slot (re-initialised) needs a new Backend.
-//   - Generate creates token objects before the Engine has stored the
-//     handle. If the process dies in between, the objects stay in the
-//     token as orphans; they carry the pocketkms: label of their KeyRef,
-//     so an operator can find and destroy them.
+//   - Sweep destroys material of any store on the token that the caller
+//     does not name: a token serves one store (one Engine, or Engines
+//     sharing one store).
 //   - Session copies and the index belong to this process. Destroy
 //     removes them here, but if another process destroys the token objects
 //     of a key this process has loaded, the key keeps working here until

@@ -8,7 +8,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"encoding/asn1"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"log/slog"
 	"math/big"
 	"sync"
+	"time"
 
 	"github.com/miekg/pkcs11"
 
@@ -35,6 +35,7 @@ const aesKeySize = 32
 var (
 	_ backend.Backend  = (*Backend)(nil)
 	_ backend.Importer = (*Backend)(nil)
+	_ backend.Sweeper  = (*Backend)(nil)
 )
 
 // p256Params is CKA_EC_PARAMS for P-256: the DER of the named curve OID
@@ -155,14 +156,14 @@ func (b *Backend) check(ctx context.Context) error {
 }
 
 // Generate creates key material inside the token: token objects that are
-// private, sensitive and not extractable, with a new random CKA_ID and a
-// CKA_LABEL derived from req.Ref. It returns a handle that references
-// them (it holds no material) and, for RSA2048 and ECDSA, the public key
-// read from the token. See backend.Backend for the error contract; the
-// KeyRef must have a 64-character lowercase hex KeyTag and a Version of
-// at least 1. After a lost session it destroys what the failed attempt
-// may have left and generates once more (see the package documentation's
-// Sessions and recovery).
+// private, sensitive and not extractable, with a new CKA_ID (recording
+// the creation time) and a CKA_LABEL derived from req.Ref. It returns a
+// handle that references them (it holds no material) and, for RSA2048 and
+// ECDSA, the public key read from the token. See backend.Backend for the
+// error contract; the KeyRef must have a 64-character lowercase hex KeyTag
+// and a Version of at least 1. After a lost session it destroys what the
+// failed attempt may have left and generates once more (see the package
+// documentation's Sessions and recovery).
 func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*backend.GenerateResponse, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, fmt.Errorf("softhsm: generate: %w", err)
@@ -174,7 +175,8 @@ func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*
 		return nil, fmt.Errorf("softhsm: generate %s: %w", req.Ref, err)
 	}
 	h := handle{ref: req.Ref, typ: req.Type, convergent: req.Convergent}
-	if _, err := rand.Read(h.id[:]); err != nil {
+	var err error
+	if h.id, err = newID(time.Now()); err != nil {
 		return nil, fmt.Errorf("softhsm: generate %s: %w", req.Ref, err)
 	}
 	pub, err := b.createOnce(ctx, &h, nil)
@@ -210,7 +212,7 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 	}
 	defer m.clear()
 	h := handle{ref: req.Ref, typ: req.Type, convergent: convergent}
-	if _, err := rand.Read(h.id[:]); err != nil {
+	if h.id, err = newID(time.Now()); err != nil {
 		return nil, fmt.Errorf("softhsm: import %s: %w", req.Ref, err)
 	}
 	pub, err := b.createOnce(ctx, &h, m)
@@ -405,7 +407,7 @@ func importMaterial(req *backend.ImportRequest) (*material, error) {
 // nothing else uses, so only the failed attempt can have made it — and
 // creates once more under the same ID. If the token cannot be recovered
 // or searched, it gives up with the error (backend.ErrUnavailable);
-// objects left then stay as orphans (see the package documentation).
+// objects left then are found by Sweep.
 func (b *Backend) createOnce(ctx context.Context, h *handle, m *material) (crypto.PublicKey, error) {
 	var pub crypto.PublicKey
 	retry := false
