@@ -3,6 +3,8 @@
 package softhsm_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/softhsm/softhsmtest"
 )
@@ -125,5 +128,106 @@ func TestSweep(t *testing.T) {
 	swept, err = b3.Sweep(t.Context(), req)
 	if err != nil || len(swept) != 1 || swept[0].Ref != loaded.ref {
 		t.Errorf("Sweep once nothing is loaded = %v, %v; want the ECDSA key", swept, err)
+	}
+}
+
+// TestEngineSweepOrphansOnSoftHSM: material created in the token but
+// never committed (the process died between Generate and the commit) is
+// destroyed by SweepOrphans once older than the grace period; committed
+// material stays and works, including versions not loaded in the process.
+func TestEngineSweepOrphansOnSoftHSM(t *testing.T) {
+	cfg := softhsmtest.NewToken(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	be := softhsmtest.Open(t, cfg)
+	e, err := kms.New(ctx, be, kms.WithDirectory(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("kept")
+	aes, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "aes", Type: kms.AES256, Convergent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := e.Encrypt(ctx, aes.Tag, msg, []byte("ctx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RotateKey(ctx, aes.Tag); err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "rsa", Type: kms.RSA2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaCT, err := e.Encrypt(ctx, rsaKey.Tag, msg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ActivateTokenGenerator(ctx, aes.Tag); err != nil {
+		t.Fatal(err)
+	}
+	committed := countObjects(t, cfg, nil)
+
+	// What a process that dies after Generate leaves: a rotation, a
+	// CreateKey and a generator rotation that never committed.
+	orphans := []struct {
+		ref        backend.KeyRef
+		typ        backend.KeyType
+		convergent bool
+	}{
+		{backend.KeyRef{KeyTag: aes.Tag, Version: 3, Purpose: backend.PurposeCipher}, backend.AES256, true},
+		{newRef(t, backend.PurposeCipher), backend.RSA2048, false},
+		{backend.KeyRef{KeyTag: aes.Tag, Version: 2, Purpose: backend.PurposeTokenSigning}, backend.RSA2048, false},
+	}
+	for _, o := range orphans {
+		if _, err := be.Generate(ctx, &backend.GenerateRequest{Ref: o.ref, Type: o.typ, Convergent: o.convergent}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Just made: the grace period keeps them, as it keeps a create in
+	// flight whose commit has not landed yet.
+	rep, err := e.SweepOrphans(ctx, time.Hour)
+	if err != nil || len(rep.Removed) != 0 {
+		t.Fatalf("SweepOrphans(1h) = %v, %v; want nothing removed", rep, err)
+	}
+	// Reopen: now only the records keep the committed material (one key
+	// is loaded to check the token).
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err = kms.New(ctx, softhsmtest.Open(t, cfg), kms.WithDirectory(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	time.Sleep(2 * time.Millisecond) // CKA_IDs record milliseconds
+	rep, err = e.SweepOrphans(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Removed) != len(orphans) {
+		t.Errorf("removed %v, want the %d orphans", rep.Removed, len(orphans))
+	}
+	for _, o := range orphans {
+		found := false
+		for _, r := range rep.Removed {
+			found = found || (r.Ref == o.ref && r.Type == o.typ)
+		}
+		if !found {
+			t.Errorf("orphan %v not removed", o.ref)
+		}
+	}
+	if n := countObjects(t, cfg, nil); n != committed {
+		t.Errorf("%d token objects after the sweep, want the %d committed", n, committed)
+	}
+	if pt, err := e.Decrypt(ctx, aes.Tag, ct, []byte("ctx")); err != nil || !bytes.Equal(pt, msg) {
+		t.Errorf("Decrypt v1 after the sweep: %v", err)
+	}
+	if pt, err := e.Decrypt(ctx, rsaKey.Tag, rsaCT, nil); err != nil || !bytes.Equal(pt, msg) {
+		t.Errorf("RSA Decrypt after the sweep: %v", err)
+	}
+	if _, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: "swept"}); err != nil {
+		t.Errorf("IssueTokens after the sweep: %v", err)
 	}
 }
