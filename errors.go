@@ -50,6 +50,11 @@ var (
 	ErrRateLimited = errors.New("rate limited")
 	// ErrClosed: the Engine was closed (503 ServiceUnavailable).
 	ErrClosed = errors.New("engine closed")
+	// ErrUnavailable: the backend cannot be reached, or lost its session
+	// (a token reset, an HSM restart) and could not get it back within the
+	// call. It says nothing about the key material, and the call may be
+	// retried (503 ServiceUnavailable).
+	ErrUnavailable = errors.New("backend unavailable; retry")
 	// ErrBackendMismatch: the backend cannot open the key material recorded
 	// in the store — the wrong root key, the wrong token (500 InternalServerError).
 	ErrBackendMismatch = errors.New("backend cannot open this store's key material")
@@ -107,6 +112,7 @@ var classes = map[error]errClass{
 	ErrTokenExpired:     {"Unauthorized", http.StatusUnauthorized},
 	ErrRateLimited:      {"TooManyRequests", http.StatusTooManyRequests},
 	ErrClosed:           {"ServiceUnavailable", http.StatusServiceUnavailable},
+	ErrUnavailable:      {"ServiceUnavailable", http.StatusServiceUnavailable},
 	ErrBackendMismatch:  {"InternalServerError", http.StatusInternalServerError},
 	ErrConflict:         {"Conflict", http.StatusConflict},
 	ErrCanceled:         {"ClientClosedRequest", StatusClientClosedRequest},

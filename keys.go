@@ -411,6 +411,8 @@ func backendErr(op, tag string, err error) *Error {
 		return wrapErr(op, tag, ErrInvalidArgument, err)
 	case errors.Is(err, backend.ErrClosed):
 		return wrapErr(op, tag, ErrClosed, err)
+	case errors.Is(err, backend.ErrUnavailable):
+		return wrapErr(op, tag, ErrUnavailable, err)
 	case errors.Is(err, backend.ErrInvalidHandle), errors.Is(err, backend.ErrKeyNotFound):
 		return wrapErr(op, tag, ErrBackendMismatch, err)
 	}

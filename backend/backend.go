@@ -165,8 +165,12 @@ type DestroyRequest struct {
 // package's sentinels where one applies, so callers match with errors.Is:
 // ErrInvalidArgument for a malformed request (a nil request included),
 // ErrInvalidHandle and ErrKeyNotFound as Load states, ErrClosed after
-// Close, the context's error when ctx is done; other errors are backend
-// failures. No error carries key material, plaintext or a handle.
+// Close, the context's error when ctx is done, ErrUnavailable when the
+// backend cannot be reached or lost its session and could not recover
+// (never ErrInvalidHandle or ErrKeyNotFound for that: those say the
+// material is wrong or gone, and the Engine reports them as a wrong
+// backend); other errors are backend failures. No error carries key
+// material, plaintext or a handle.
 //
 // Concurrency: a Backend, and every Key it returns, is safe for concurrent
 // use by multiple goroutines.
@@ -223,7 +227,8 @@ type Backend interface {
 // A Key is safe for concurrent use, and fails with ErrClosed once its
 // Backend is closed. Its operations fail with ErrInvalidArgument for a nil
 // or malformed request, with ErrKeyNotFound when its material was
-// destroyed (backends that can tell), and never panic on any input.
+// destroyed (backends that can tell), with ErrUnavailable when the
+// backend cannot be reached, and never panic on any input.
 type Key interface {
 	// Ref returns the KeyRef the material was created for.
 	Ref() KeyRef

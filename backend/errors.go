@@ -18,6 +18,10 @@ var (
 	ErrDecryptionFailed = errors.New("backend: decryption failed")
 	// ErrClosed: the backend was closed.
 	ErrClosed = errors.New("backend: closed")
+	// ErrUnavailable: the backend cannot be reached, or lost its session
+	// or login and could not get it back. It says nothing about the key
+	// material or the request, which may succeed when retried later.
+	ErrUnavailable = errors.New("backend: unavailable (cannot be reached or lost its session); retry")
 	// ErrUnsupported: the backend lacks a capability. It wraps
 	// errors.ErrUnsupported.
 	ErrUnsupported = unsupported{}

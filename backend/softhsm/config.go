@@ -36,7 +36,9 @@ type Config struct {
 	PIN PIN
 	// PINFile names a file that holds the user PIN, optionally followed by
 	// one "\n" or "\r\n". On Unix-like systems the file must not be
-	// accessible to group or others (mode 0600 or 0400).
+	// accessible to group or others (mode 0600 or 0400). It is read by
+	// New and again whenever the token must be logged in again (see the
+	// package documentation's Sessions and recovery), never kept.
 	PINFile string
 	// MaxSessions bounds the Backend's session pool: at most this many
 	// operations run in the token at once, further callers wait. Zero

@@ -39,16 +39,19 @@
 //	softhsm2-util --init-token --free --label pocketkms --so-pin <so-pin> --pin <pin>
 //
 // (before the process starts: see Limitations). The Backend
-// implements [backend.Importer] (bring your own key, known-answer tests).
+// implements [backend.Importer] (bring your own key, known-answer tests)
+// and [backend.Sweeper] (see Leftover objects).
 //
 // # Key material and handles
 //
 // Every object is a token object with CKA_PRIVATE, and every secret or
 // private key has CKA_SENSITIVE set and CKA_EXTRACTABLE, CKA_WRAP,
 // CKA_UNWRAP and CKA_DERIVE cleared; imported keys get the same
-// attributes. The objects of one piece of material share a random 16-byte
-// CKA_ID and carry the CKA_LABEL "pocketkms:<purpose>:<keyTag>:<version>"
-// (the convergent nonce key adds ":convergent"). The handle is a 25-byte
+// attributes. The objects of one piece of material share a 16-byte
+// CKA_ID — the marker "pkm1", the creation time in Unix milliseconds
+// (6 bytes) and 6 random bytes — and carry the CKA_LABEL
+// "pocketkms:<purpose>:<keyTag>:<version>" (the convergent nonce key adds
+// ":convergent"). The handle is a 25-byte
 // header plus the key tag: format version, type, convergent flag,
 // purpose, version and CKA_ID (see handle.go). It holds no key material.
 // Load checks that the objects under the CKA_ID carry the labels of the
@@ -101,7 +104,8 @@
 // operations in flight.
 //
 // The hot path never searches the token. Load resolves a handle to object
-// handles once and the Key keeps them. Because SoftHSM2 re-reads a token
+// handles once and the Key keeps them (until a reset: see Sessions and
+// recovery). Because SoftHSM2 re-reads a token
 // object's file on every use, Load also copies the operational objects
 // into session objects (C_CopyObject with CKA_TOKEN false), owned by the
 // login session and shared by every Key of the process loaded from the
@@ -114,6 +118,65 @@
 // object, and the first Load is one search, so opening an Engine (which
 // loads one key) does not walk the token.
 //
+// # Sessions and recovery
+//
+// The token's login can end under a running Backend: other code calls
+// C_CloseAllSessions or C_Logout, the token is reset, a network HSM
+// restarts. A call notices it from the return value
+// (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN,
+// CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT,
+// CKR_TOKEN_NOT_RECOGNIZED) or, for a session it has just opened, from
+// C_GetSessionInfo, and then:
+//
+//  1. If another call has recovered meanwhile, or the anchor session is
+//     still logged in (only this call's session was lost), it goes on.
+//  2. Otherwise it resets the token, for every Backend of the process on
+//     it: it waits for the calls in flight on the token, closes every
+//     session of the process on the token (C_CloseAllSessions), opens a
+//     new anchor session and logs in with the Backend's PIN, reading the
+//     PIN file again. Object handles found before are never used again:
+//     a loaded key finds its objects again by CKA_ID and label at its
+//     next use (SoftHSM2 renumbers them at each login), and the index is
+//     rebuilt.
+//  3. It runs the operation once more, on a new session.
+//
+// A call that fails again, or whose recovery fails, fails with an error
+// wrapping [backend.ErrUnavailable] (kms.ErrUnavailable, 503, in the
+// Engine), never with backend.ErrKeyNotFound or ErrInvalidHandle, which
+// say that the material is gone or foreign. A PIN the token refuses at
+// such a login is reported as well ([ErrIncorrectPIN]) and not tried
+// again until the PIN source gives another, so retries cannot lock the
+// PIN. New on a token whose login was lost logs it in again. A call that
+// finds an object handle invalid (CKR_OBJECT_HANDLE_INVALID,
+// CKR_KEY_HANDLE_INVALID) finds the objects again by CKA_ID and label,
+// once; if they are gone, it fails with backend.ErrKeyNotFound.
+//
+// What is retried: Load, Destroy, Sweep and every key operation (encrypt,
+// decrypt, sign), which create nothing; a second Destroy or Sweep finds
+// what the first left. Generate and ImportKey are not safe to repeat
+// blindly: a session lost during C_GenerateKey or C_CreateObject may
+// have created some or all of the objects without saying so, and a plain
+// second attempt would leave those behind. The CKA_ID is drawn afresh by
+// each call and used by nothing else, so after the recovery the retry
+// first destroys whatever carries it, then creates again under the same
+// ID; if that search or the recovery fails, the call fails with
+// backend.ErrUnavailable and leaves anything created to Sweep. Nothing is
+// retried more than once.
+//
+// # Leftover objects
+//
+// Generate creates token objects before the Engine has stored the
+// handle; if the process dies in between, the objects stay in the token
+// and no record names them. [Backend.Sweep] ([backend.Sweeper]) finds
+// the objects of this package (label prefix "pocketkms:"), groups them
+// by CKA_ID and destroys the material no kept handle names, created
+// before a cutoff (the time in the CKA_ID: PKCS#11 keeps no creation time
+// for keys, and CKA_START_DATE is a day at best), and not loaded in this
+// process; kms.Engine.SweepOrphans calls it with every handle the store
+// names. Objects of other applications, objects whose labels and types do
+// not form one piece of this package's material, and material made before
+// CKA_IDs recorded the time are never destroyed.
+//
 // # Security
 //
 // Secret and private keys exist in plaintext only inside the token (and,
@@ -125,11 +188,16 @@
 // effort: Go may have copied them, and the PKCS#11 binding frees its C
 // copies of attribute values without clearing them).
 //
-// The PIN is read once by New and kept only as a salted SHA-256 digest,
-// to check later logins in the process. [Config] and [PIN] never print,
-// marshal or log the PIN. Errors name modules, tokens, key tags and
-// PKCS#11 return values, never a PIN, plaintext or key material; every
-// decryption failure (tag mismatch, padding, length) is the opaque
+// The Backend keeps no copy of the PIN: a PIN file is read again for
+// every login (New, and the login after a reset), into a buffer cleared
+// after use; a PIN given as [Config.PIN] stays in that [PIN] value, which
+// never prints. The token keeps a salted SHA-256 digest of the PIN it is
+// logged in with, to check later logins in the process, and one of a PIN
+// it refused. (Best effort again: C_Login takes the PIN as a Go string,
+// which cannot be cleared.) [Config] and [PIN] never print, marshal or
+// log the PIN. Errors name modules, tokens, key tags and PKCS#11 return
+// values, never a PIN, plaintext or key material; every decryption
+// failure (tag mismatch, padding, length) is the opaque
 // [backend.ErrDecryptionFailed].
 //
 // # Limitations
@@ -143,14 +211,22 @@
 //   - SoftHSM2 reports a GCM tag mismatch as CKR_GENERAL_ERROR; C_Decrypt
 //     errors that are not about the key or the session are therefore all
 //     mapped to backend.ErrDecryptionFailed.
-//   - Generate creates token objects before the Engine has stored the
-//     handle. If the process dies in between, the objects stay in the
-//     token as orphans; they carry the pocketkms: label of their KeyRef,
-//     so an operator can find and destroy them.
+//   - SoftHSM2 2.6.1 frees a session in C_CloseAllSessions (and
+//     C_CloseSession) while another thread may be inside a call on it:
+//     the heap is corrupted and the process aborts. This package's resets
+//     wait for its calls in flight on the token; other code of the
+//     process must not close sessions on the token while calls run.
+//   - A reset closes every session of the process on the token, other
+//     code's included, and reopens on the same slot: a module that moves
+//     the token to another slot (re-initialised) needs a new Backend.
+//   - Sweep destroys material of any store on the token that the caller
+//     does not name: a token serves one store (one Engine, or Engines
+//     sharing one store).
 //   - Session copies and the index belong to this process. Destroy
 //     removes them here, but if another process destroys the token objects
 //     of a key this process has loaded, the key keeps working here until
-//     the token's last Backend closes (set NoSessionCopies to avoid that).
+//     the token's last Backend closes or the token is reset (set
+//     NoSessionCopies to avoid that).
 //   - A token that other code in the process logged in without this
 //     package (C_Login answers "already logged in") cannot have its PIN
 //     checked by New.

@@ -3,8 +3,12 @@
 package softhsm
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/pocketkms/kms/backend"
 )
@@ -97,3 +101,62 @@ func (h *handle) label() string {
 const labelPrefix = "pocketkms:"
 
 func (h *handle) convergentLabel() string { return h.label() + ":convergent" }
+
+// The CKA_ID of new material records when it was made, for Sweep:
+//
+//	offset  size  field
+//	0       4     "pkm1"
+//	4       6     creation time, Unix milliseconds, big endian
+//	10      6     random
+//
+// PKCS#11 gives most objects no creation time (CKA_START_DATE is a day,
+// and optional), and the ID is the one attribute every object of the
+// material shares and every handle holds, so the handle format does not
+// change. Material made before this format has a random ID: its creation
+// time is unknown (1 in 2³² such IDs starts with the marker by chance and
+// gets a meaningless time).
+var idMarker = [4]byte{'p', 'k', 'm', '1'}
+
+// newID returns a fresh CKA_ID for material created at now.
+func newID(now time.Time) ([idSize]byte, error) {
+	var id [idSize]byte
+	copy(id[:4], idMarker[:])
+	var ms [8]byte
+	binary.BigEndian.PutUint64(ms[:], uint64(now.UnixMilli()))
+	copy(id[4:10], ms[2:])
+	if _, err := rand.Read(id[10:]); err != nil {
+		return id, err
+	}
+	return id, nil
+}
+
+// idCreated returns the creation time an ID records, if it has one.
+func idCreated(id [idSize]byte) (time.Time, bool) {
+	if [4]byte(id[:4]) != idMarker {
+		return time.Time{}, false
+	}
+	var ms [8]byte
+	copy(ms[2:], id[4:10])
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(ms[:]))), true
+}
+
+// parseLabel is the inverse of label and convergentLabel: it returns the
+// KeyRef a label names and whether it is a convergent nonce key's label.
+// ok is false for labels this package does not make.
+func parseLabel(label string) (ref backend.KeyRef, convergent, ok bool) {
+	rest, found := strings.CutPrefix(label, labelPrefix)
+	if !found {
+		return ref, false, false
+	}
+	rest, convergent = strings.CutSuffix(rest, ":convergent")
+	parts := strings.Split(rest, ":")
+	if len(parts) != 3 {
+		return ref, false, false
+	}
+	v, err := strconv.ParseUint(parts[2], 10, 32)
+	if err != nil || strconv.FormatUint(v, 10) != parts[2] {
+		return ref, false, false
+	}
+	ref = backend.KeyRef{KeyTag: parts[1], Version: uint32(v), Purpose: backend.Purpose(parts[0])}
+	return ref, convergent, true
+}

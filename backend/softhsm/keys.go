@@ -16,7 +16,6 @@ import (
 
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/internal/redact"
-	"github.com/pocketkms/kms/backend/softhsm/internal/p11"
 )
 
 var (
@@ -81,6 +80,27 @@ func (k *keyBase) check(ctx context.Context) error {
 	return nil
 }
 
+// do runs fn with the key's object handles of the current epoch on a
+// pool session. After a lost session or login it recovers the token and
+// runs fn once more; after an invalid object handle it finds the objects
+// again by CKA_ID and label and runs fn once more. Every key operation
+// (encrypt, decrypt, sign) creates nothing, so repeating it is safe.
+func (k *keyBase) do(ctx context.Context, fn func(s pkcs11.SessionHandle, r *resolved) error) error {
+	var r *resolved
+	return k.b.do(ctx, func(s pkcs11.SessionHandle) error {
+		var err error
+		if r, err = k.b.tok.current(s, k.set); err != nil {
+			r = nil
+			return err
+		}
+		return fn(s, r)
+	}, func() {
+		if r != nil {
+			k.b.tok.invalidate(k.set, r)
+		}
+	})
+}
+
 // opErr maps the error of a token operation that is not a decryption.
 func (k *keyBase) opErr(op string, err error) error { return k.errorf(op, objErr(err)) }
 
@@ -92,8 +112,8 @@ func (k *keyBase) decryptErr(err error) error {
 	var rv pkcs11.Error
 	switch {
 	case !errors.As(err, &rv):
-		return k.errorf("decrypt", err) // ErrClosed, context errors
-	case p11.Is(err, pkcs11.CKR_OBJECT_HANDLE_INVALID), p11.Is(err, pkcs11.CKR_KEY_HANDLE_INVALID), sessionBroken(err):
+		return k.errorf("decrypt", objErr(err)) // ErrClosed, context errors, a lost login
+	case isStale(err), isUnavailable(err), sessionBroken(err):
 		return k.errorf("decrypt", objErr(err))
 	}
 	return k.errorf("decrypt", backend.ErrDecryptionFailed)
@@ -118,15 +138,15 @@ func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]by
 	}
 	p := k.b.mod.Ctx
 	var out []byte
-	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+	err := k.do(ctx, func(s pkcs11.SessionHandle, r *resolved) error {
 		nonce := make([]byte, backend.NonceSize)
-		if k.set.mac != 0 {
+		if r.mac != 0 {
 			// The convergent nonce is the HMAC-SHA256, computed in the
 			// token, of backend.ConvergentNonceMessage: the construction
 			// of backend.ConvergentNonce.
 			msg := backend.ConvergentNonceMessage(req.AdditionalData, req.Plaintext)
 			defer clear(msg)
-			if err := p.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}, k.set.mac); err != nil {
+			if err := p.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}, r.mac); err != nil {
 				return err
 			}
 			mac, err := p.Sign(s, msg)
@@ -142,7 +162,7 @@ func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]by
 		}
 		params := pkcs11.NewGCMParams(nonce, req.AdditionalData, 8*backend.TagSize)
 		defer params.Free()
-		if err := p.EncryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, k.set.primary); err != nil {
+		if err := p.EncryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, r.primary); err != nil {
 			return err
 		}
 		ct, err := p.Encrypt(s, req.Plaintext)
@@ -181,10 +201,10 @@ func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	}
 	p := k.b.mod.Ctx
 	var pt []byte
-	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+	err := k.do(ctx, func(s pkcs11.SessionHandle, r *resolved) error {
 		params := pkcs11.NewGCMParams(ct[:backend.NonceSize], req.AdditionalData, 8*backend.TagSize)
 		defer params.Free()
-		if err := p.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, k.set.primary); err != nil {
+		if err := p.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, r.primary); err != nil {
 			return err
 		}
 		var err error
@@ -221,8 +241,8 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	}
 	p := k.b.mod.Ctx
 	var em []byte
-	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
-		if err := p.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil)}, k.set.primary); err != nil {
+	err := k.do(ctx, func(s pkcs11.SessionHandle, r *resolved) error {
+		if err := p.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil)}, r.primary); err != nil {
 			return err
 		}
 		var err error
@@ -279,8 +299,8 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 func (k *keyBase) sign(ctx context.Context, mech *pkcs11.Mechanism, data []byte) ([]byte, error) {
 	p := k.b.mod.Ctx
 	var sig []byte
-	err := k.b.withSession(ctx, func(s pkcs11.SessionHandle) error {
-		if err := p.SignInit(s, []*pkcs11.Mechanism{mech}, k.set.primary); err != nil {
+	err := k.do(ctx, func(s pkcs11.SessionHandle, r *resolved) error {
+		if err := p.SignInit(s, []*pkcs11.Mechanism{mech}, r.primary); err != nil {
 			return err
 		}
 		var err error

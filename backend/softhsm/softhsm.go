@@ -8,7 +8,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"encoding/asn1"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"log/slog"
 	"math/big"
 	"sync"
+	"time"
 
 	"github.com/miekg/pkcs11"
 
@@ -35,6 +35,7 @@ const aesKeySize = 32
 var (
 	_ backend.Backend  = (*Backend)(nil)
 	_ backend.Importer = (*Backend)(nil)
+	_ backend.Sweeper  = (*Backend)(nil)
 )
 
 // p256Params is CKA_EC_PARAMS for P-256: the DER of the named curve OID
@@ -49,6 +50,9 @@ type Backend struct {
 	pool   *pool
 	desc   string // "token \"label\"", for messages
 	copies bool
+	// cfg is where the PIN comes from for a login after a reset: a PIN
+	// file, read again each time, or a PIN value, which never prints.
+	cfg Config
 
 	closeOnce sync.Once
 }
@@ -58,7 +62,9 @@ type Backend struct {
 // search or read the token's objects. A malformed cfg fails with
 // ErrInvalidConfig, a token that is not there with ErrTokenNotFound, a
 // PIN the token refuses with ErrIncorrectPIN; errors never contain the
-// PIN.
+// PIN. If the token's login was lost since another Backend of this
+// process logged it in (see the package documentation's Sessions and
+// recovery), New logs it in again with cfg's PIN.
 func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if ctx != nil {
 		if err := ctx.Err(); err != nil {
@@ -91,9 +97,10 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	return &Backend{
 		mod:    mod,
 		tok:    tok,
-		pool:   newPool(mod.Ctx, slot, cfg.maxSessions()),
+		pool:   newPool(mod.Ctx, tok, cfg.maxSessions()),
 		desc:   desc,
 		copies: !cfg.NoSessionCopies,
+		cfg:    cfg,
 	}, nil
 }
 
@@ -148,35 +155,15 @@ func (b *Backend) check(ctx context.Context) error {
 	return nil
 }
 
-// withSession runs fn on a pool session. fn's errors are PKCS#11 errors,
-// which decide whether the session goes back to the pool.
-func (b *Backend) withSession(ctx context.Context, fn func(s pkcs11.SessionHandle) error) (err error) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	s, err := b.pool.get(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { b.pool.put(s, err) }()
-	return fn(s)
-}
-
-// objErr turns "no such object" return values into ErrKeyNotFound.
-func objErr(err error) error {
-	if p11.Is(err, pkcs11.CKR_OBJECT_HANDLE_INVALID) || p11.Is(err, pkcs11.CKR_KEY_HANDLE_INVALID) {
-		return fmt.Errorf("%w (%v)", backend.ErrKeyNotFound, err)
-	}
-	return err
-}
-
 // Generate creates key material inside the token: token objects that are
-// private, sensitive and not extractable, with a new random CKA_ID and a
-// CKA_LABEL derived from req.Ref. It returns a handle that references
-// them (it holds no material) and, for RSA2048 and ECDSA, the public key
-// read from the token. See backend.Backend for the error contract; the
-// KeyRef must have a 64-character lowercase hex KeyTag and a Version of
-// at least 1.
+// private, sensitive and not extractable, with a new CKA_ID (recording
+// the creation time) and a CKA_LABEL derived from req.Ref. It returns a
+// handle that references them (it holds no material) and, for RSA2048 and
+// ECDSA, the public key read from the token. See backend.Backend for the
+// error contract; the KeyRef must have a 64-character lowercase hex KeyTag
+// and a Version of at least 1. After a lost session it destroys what the
+// failed attempt may have left and generates once more (see the package
+// documentation's Sessions and recovery).
 func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*backend.GenerateResponse, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, fmt.Errorf("softhsm: generate: %w", err)
@@ -188,17 +175,13 @@ func (b *Backend) Generate(ctx context.Context, req *backend.GenerateRequest) (*
 		return nil, fmt.Errorf("softhsm: generate %s: %w", req.Ref, err)
 	}
 	h := handle{ref: req.Ref, typ: req.Type, convergent: req.Convergent}
-	if _, err := rand.Read(h.id[:]); err != nil {
+	var err error
+	if h.id, err = newID(time.Now()); err != nil {
 		return nil, fmt.Errorf("softhsm: generate %s: %w", req.Ref, err)
 	}
-	var pub crypto.PublicKey
-	err := b.withSession(ctx, func(s pkcs11.SessionHandle) error {
-		var err error
-		pub, err = b.create(s, &h, nil)
-		return err
-	})
+	pub, err := b.createOnce(ctx, &h, nil)
 	if err != nil {
-		return nil, fmt.Errorf("softhsm: generate %s in %s: %w", req.Ref, b.desc, err)
+		return nil, fmt.Errorf("softhsm: generate %s in %s: %w", req.Ref, b.desc, objErr(err))
 	}
 	return &backend.GenerateResponse{Handle: h.marshal(), Public: pub}, nil
 }
@@ -229,17 +212,12 @@ func (b *Backend) ImportKey(ctx context.Context, req *backend.ImportRequest) (*b
 	}
 	defer m.clear()
 	h := handle{ref: req.Ref, typ: req.Type, convergent: convergent}
-	if _, err := rand.Read(h.id[:]); err != nil {
+	if h.id, err = newID(time.Now()); err != nil {
 		return nil, fmt.Errorf("softhsm: import %s: %w", req.Ref, err)
 	}
-	var pub crypto.PublicKey
-	err = b.withSession(ctx, func(s pkcs11.SessionHandle) error {
-		var err error
-		pub, err = b.create(s, &h, m)
-		return err
-	})
+	pub, err := b.createOnce(ctx, &h, m)
 	if err != nil {
-		return nil, fmt.Errorf("softhsm: import %s into %s: %w", req.Ref, b.desc, err)
+		return nil, fmt.Errorf("softhsm: import %s into %s: %w", req.Ref, b.desc, objErr(err))
 	}
 	return &backend.GenerateResponse{Handle: h.marshal(), Public: pub}, nil
 }
@@ -266,11 +244,11 @@ func (b *Backend) Load(ctx context.Context, req *backend.LoadRequest) (backend.K
 		return nil, fmt.Errorf("softhsm: load %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
 	var set *objectSet
-	err = b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+	err = b.do(ctx, func(s pkcs11.SessionHandle) error {
 		var err error
 		set, err = b.tok.load(s, h, b.copies)
 		return err
-	})
+	}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("softhsm: load %s from %s: %w", req.Ref, b.desc, objErr(err))
 	}
@@ -305,11 +283,11 @@ func (b *Backend) Destroy(ctx context.Context, req *backend.DestroyRequest) erro
 	if err != nil || h.ref != req.Ref || h.typ != req.Type {
 		return fmt.Errorf("softhsm: destroy %s: %w", req.Ref, backend.ErrInvalidHandle)
 	}
-	err = b.withSession(ctx, func(s pkcs11.SessionHandle) error {
+	err = b.do(ctx, func(s pkcs11.SessionHandle) error {
 		return b.tok.destroy(s, h)
-	})
+	}, nil)
 	if err != nil {
-		return fmt.Errorf("softhsm: destroy %s in %s: %w", req.Ref, b.desc, err)
+		return fmt.Errorf("softhsm: destroy %s in %s: %w", req.Ref, b.desc, objErr(err))
 	}
 	return nil
 }
@@ -417,6 +395,34 @@ func importMaterial(req *backend.ImportRequest) (*material, error) {
 		m.ec, m.ecPoint = d, pt
 	}
 	return m, nil
+}
+
+// createOnce creates the objects of h (see create) and returns the
+// public key. Creating is not safe to repeat blindly: when the session
+// is lost during C_GenerateKey or C_CreateObject, the token may have
+// created some or all of the objects without saying so, and a second
+// attempt would leave them behind as orphans (or, under the same label,
+// as a second set). So after a lost session createOnce recovers the
+// token, destroys whatever carries h's CKA_ID — which this call drew and
+// nothing else uses, so only the failed attempt can have made it — and
+// creates once more under the same ID. If the token cannot be recovered
+// or searched, it gives up with the error (backend.ErrUnavailable);
+// objects left then are found by Sweep.
+func (b *Backend) createOnce(ctx context.Context, h *handle, m *material) (crypto.PublicKey, error) {
+	var pub crypto.PublicKey
+	retry := false
+	err := b.do(ctx, func(s pkcs11.SessionHandle) error {
+		if retry {
+			if err := b.tok.destroy(s, *h); err != nil {
+				return err
+			}
+		}
+		retry = true
+		var err error
+		pub, err = b.create(s, h, m)
+		return err
+	}, nil)
+	return pub, err
 }
 
 // create makes the token objects of h in session s: generated inside the

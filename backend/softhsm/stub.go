@@ -15,6 +15,7 @@ var errNoCgo = fmt.Errorf("softhsm: PKCS#11 needs cgo, and this program was buil
 var (
 	_ backend.Backend  = (*Backend)(nil)
 	_ backend.Importer = (*Backend)(nil)
+	_ backend.Sweeper  = (*Backend)(nil)
 )
 
 // MaxAESInput is the largest plaintext, and the largest additional data,
@@ -46,6 +47,11 @@ func (*Backend) Load(context.Context, *backend.LoadRequest) (backend.Key, error)
 
 // Destroy fails with backend.ErrUnsupported.
 func (*Backend) Destroy(context.Context, *backend.DestroyRequest) error { return errNoCgo }
+
+// Sweep fails with backend.ErrUnsupported.
+func (*Backend) Sweep(context.Context, *backend.SweepRequest) ([]backend.Swept, error) {
+	return nil, errNoCgo
+}
 
 // Close does nothing and returns nil.
 func (*Backend) Close() error { return nil }
