@@ -73,8 +73,12 @@ type Engine struct {
 	limiter *ratelimit.Limiter
 	tokens  *token.Cache
 
-	seq     atomic.Uint64 // the last key sequence number handed out
-	watched bool          // the store has a change feed (store.Watcher)
+	seq atomic.Uint64 // the last key sequence number handed out
+	// orphanGrace is WithOrphanSweep's grace (0: Maintain does not sweep);
+	// lastSweep is when Maintain last swept, on the Engine's clock.
+	orphanGrace time.Duration
+	lastSweep   atomic.Int64
+	watched     bool // the store has a change feed (store.Watcher)
 
 	// shred holds the keys' shred keys (see shredkeys.go); nil unless the
 	// store is Badger in a directory.
@@ -139,6 +143,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	e := &Engine{
 		be: be, st: st, clock: cfg.clock, random: cfg.random, log: cfg.logger,
 		limit: cfg.limit, limiter: limiter, tokens: cache, pssSalt: pssSaltLength,
+		orphanGrace: cfg.orphans,
 	}
 	if cfg.anySalt {
 		e.pssSalt = pubkey.AnySaltLength
@@ -257,6 +262,10 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 		// One load proves the backend holds this store's material; loading
 		// every key here would make opening cost O(keys).
 		if _, err := e.loadKey(ctx, probe, probe.current()); err != nil {
+			if errors.Is(err, backend.ErrUnavailable) || isContextErr(err) {
+				// A token that cannot be reached is not a wrong token.
+				return 0, backendErr("new", probe.tag, err)
+			}
 			return 0, wrapErr("new", probe.tag, ErrBackendMismatch, err)
 		}
 	}

@@ -378,9 +378,11 @@ func (e *Engine) UpdateKeyRotation(ctx context.Context, keyTag string, req Rotat
 }
 
 // Maintain does the time-driven work that is due at the Engine clock's
-// now: it destroys REVOKED keys whose DestroyAt has passed and rotates
+// now: it destroys REVOKED keys whose DestroyAt has passed, rotates
 // ENABLED keys whose auto-rotation is due (once, however many periods were
-// missed, e.g. while the process was down). The Engine calls it in the
+// missed, e.g. while the process was down), and, at most once per
+// WithOrphanSweep grace, destroys leftover backend material no record
+// names (SweepOrphans). The Engine calls it in the
 // background (see WithMaintenanceInterval); tests call it directly. It
 // returns the errors it met, joined; work that failed is retried on the
 // next call.
@@ -406,6 +408,15 @@ func (e *Engine) Maintain(ctx context.Context) error {
 		}
 		if err := e.maintainKey(ctx, ent, now); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	// Leftover backend material, at most once per grace period.
+	if g := e.orphanGrace; g > 0 {
+		last := e.lastSweep.Load()
+		if (last == 0 || now.Sub(time.UnixMilli(last)) >= g) && e.lastSweep.CompareAndSwap(last, now.UnixMilli()) {
+			if _, err := e.sweepOrphans(ctx, op, g); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

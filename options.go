@@ -35,6 +35,7 @@ type config struct {
 	limit    ratelimit.Limit
 	cacheMax int
 	anySalt  bool
+	orphans  time.Duration
 }
 
 func defaultConfig() config {
@@ -46,6 +47,7 @@ func defaultConfig() config {
 		maintain: time.Minute,
 		limit:    ratelimit.DefaultLimit(),
 		cacheMax: DefaultTokenCacheSize,
+		orphans:  DefaultOrphanGrace,
 	}
 }
 
@@ -178,6 +180,27 @@ func WithRandom(r io.Reader) Option {
 func WithAnyPSSSaltLength() Option {
 	return func(c *config) error {
 		c.anySalt = true
+		return nil
+	}
+}
+
+// DefaultOrphanGrace is how old leftover backend material must be before
+// Maintain destroys it (see Engine.SweepOrphans).
+const DefaultOrphanGrace = time.Hour
+
+// WithOrphanSweep sets the grace after which Maintain destroys leftover
+// backend material that no record names (Engine.SweepOrphans; only
+// backends implementing backend.Sweeper, such as backend/softhsm, keep
+// any). Maintain sweeps at most once per grace period, since a sweep reads
+// the whole store and lists the backend's objects. The default is
+// DefaultOrphanGrace; 0 turns the sweep off in Maintain (SweepOrphans can
+// still be called).
+func WithOrphanSweep(grace time.Duration) Option {
+	return func(c *config) error {
+		if grace < 0 {
+			return errors.New("WithOrphanSweep: negative grace")
+		}
+		c.orphans = grace
 		return nil
 	}
 }

@@ -55,6 +55,12 @@ func (e *Engine) SweepOrphans(ctx context.Context, grace time.Duration) (*SweepR
 		return nil, err
 	}
 	defer e.leave()
+	return e.sweepOrphans(ctx, op, grace)
+}
+
+// sweepOrphans is SweepOrphans for a caller that has entered the Engine
+// (Maintain).
+func (e *Engine) sweepOrphans(ctx context.Context, op string, grace time.Duration) (*SweepReport, error) {
 	report := &SweepReport{}
 	sw, ok := e.be.(backend.Sweeper)
 	if !ok {

@@ -219,3 +219,47 @@ func TestSweepOrphansKeepsWhatTheStoreNames(t *testing.T) {
 		t.Fatalf("%d pieces of material, want B's one", reg.len())
 	}
 }
+
+// sweepCounter is a memory backend that pretends to keep material of its
+// own, counting the sweeps asked of it.
+type sweepCounter struct {
+	*memory.Backend
+	sweeps []time.Time
+}
+
+func (b *sweepCounter) Sweep(_ context.Context, req *backend.SweepRequest) ([]backend.Swept, error) {
+	b.sweeps = append(b.sweeps, req.CreatedBefore)
+	return nil, nil
+}
+
+// TestMaintainSweepsOrphansOncePerGrace: Maintain sweeps leftover backend
+// material at most once per grace period, with the grace as the cutoff,
+// and never with WithOrphanSweep(0).
+func TestMaintainSweepsOrphansOncePerGrace(t *testing.T) {
+	ctx := context.Background()
+	for _, grace := range []time.Duration{0, time.Hour} {
+		clk := newFakeClock()
+		be := &sweepCounter{Backend: newBackend(t, rootKey)}
+		e, err := kms.New(ctx, be, kms.WithClock(clk), kms.WithMaintenanceInterval(0), kms.WithOrphanSweep(grace))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []time.Duration{0, time.Minute, 30 * time.Minute, 30 * time.Minute, time.Minute} {
+			clk.Advance(step)
+			if err := e.Maintain(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.Close()
+		want := 0
+		if grace > 0 {
+			want = 2 // at the first run, and again once an hour has passed
+		}
+		if len(be.sweeps) != want {
+			t.Fatalf("grace %v: %d sweeps, want %d", grace, len(be.sweeps), want)
+		}
+		if want > 0 && !be.sweeps[0].Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(-grace)) {
+			t.Fatalf("the first sweep's cutoff is %v, want the clock less the grace", be.sweeps[0])
+		}
+	}
+}
