@@ -36,6 +36,29 @@ func BenchmarkRawAESGCM(b *testing.B) {
 	}
 }
 
+// BenchmarkRawAESGCMOpen is Decrypt's floor: crypto/aes GCM opening a
+// sealed body (nonce ‖ ciphertext ‖ tag) into a fresh buffer.
+func BenchmarkRawAESGCMOpen(b *testing.B) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	block, _ := aes.NewCipher(key)
+	aead, _ := cipher.NewGCM(block)
+	for _, s := range benchSizes {
+		b.Run(s.name, func(b *testing.B) {
+			nonce := make([]byte, 12)
+			rand.Read(nonce)
+			body := aead.Seal(nonce, nonce, make([]byte, s.n), nil)
+			b.SetBytes(int64(s.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := aead.Open(nil, body[:12], body[12:], nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkRawAESGCMParallel is the floor for the parallel benchmarks:
 // 1 KiB sealed from every core with one shared AEAD, as the Engine shares
 // one per key version.

@@ -103,7 +103,10 @@ func (e *Error) apiError() *apiError {
 // WriteError answers err in the error envelope of the API r was sent to:
 // v3 ({"error":…}) under /kms/v3/, API 2.0 ({"code":…,"msg":…,"error":…})
 // elsewhere. An *Error is answered as it says, a *kms.Error with its code
-// and status, anything else 500 InternalServerError without its text.
+// and status, anything else 500 InternalServerError without its text. A
+// kms.ErrCanceled (the request's context ended: the client went away) is
+// answered with nothing: WriteError panics with http.ErrAbortHandler, which
+// net/http turns into a closed connection, and the Handler logs 499.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, !strings.HasPrefix(r.URL.Path, "/kms/v3/"), err)
 }
@@ -160,6 +163,11 @@ func fromKMS(ke *kms.Error) *apiError {
 
 // writeError answers err in the envelope of the API generation.
 func writeError(w http.ResponseWriter, v2 bool, err error) {
+	if errors.Is(err, kms.ErrCanceled) {
+		// The request's context ended: the client went away. Answer
+		// nothing (not a 500); the handler logs 499.
+		panic(http.ErrAbortHandler)
+	}
 	ae := toAPIError(err)
 	if ae.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ae.retryAfter))))

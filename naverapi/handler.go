@@ -287,10 +287,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 	defer func() {
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
+		p := recover()
+		if p == http.ErrAbortHandler {
+			// The client went away (writeError of kms.ErrCanceled) or
+			// a route gave up: nothing is sent. Log it as nginx does,
+			// 499, then let net/http close the connection.
+			if sw.status == 0 {
+				sw.status = kms.StatusClientClosedRequest
 			}
+			h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", sw.status), slog.Duration("duration", time.Since(start)),
+				slog.String("request_id", ri.id), slog.String("client", ri.client.String()))
+			panic(p)
+		}
+		if p != nil {
 			h.log.Error("handler panic", "request_id", ri.id, "panic_type", fmt.Sprintf("%T", p))
 			if sw.status == 0 {
 				writeError(sw, !strings.HasPrefix(r.URL.Path, "/kms/v3/"), &apiError{status: http.StatusInternalServerError, code: codeInternal})
