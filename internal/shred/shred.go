@@ -59,6 +59,8 @@
 package shred
 
 import (
+	"github.com/pocketkms/kms/internal/atomicfile"
+
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
@@ -90,7 +92,7 @@ const (
 	fileMagic   = "PKSK"
 	fileVersion = 1
 	fileSize    = len(fileMagic) + 1 + KeySize + 4
-	tmpSuffix   = ".tmp"
+	tmpSuffix   = atomicfile.TmpSuffix
 
 	wrapPrefix = "pkw1"
 	wrapLabel  = "pocketkms/handle/v1"
@@ -514,38 +516,6 @@ func overwrite(path string) {
 	}
 }
 
-// writeFileSync replaces dir/name with data atomically and durably: write
-// a temporary file, sync it, rename it over, sync the directory. (The
-// same steps as internal/store's integrity record; kept here so that
-// this package does not depend on the Badger store.)
-func writeFileSync(dir, name string, data []byte) error {
-	tmp := filepath.Join(dir, name+tmpSuffix)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
+func writeFileSync(dir, name string, data []byte) error { return atomicfile.Write(dir, name, data) }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"github.com/pocketkms/kms/internal/atomicfile"
+
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -93,35 +95,7 @@ func writeIntegrity(dir string, in integrity) error {
 	return writeFileSync(dir, integrityFile, in.marshal())
 }
 
-// writeFileSync replaces dir/name with data atomically and durably: write
-// a temporary file, fsync it, rename it over, fsync the directory.
-func writeFileSync(dir, name string, data []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func writeFileSync(dir, name string, data []byte) error { return atomicfile.Write(dir, name, data) }
 
 // contentDigest is the digest of every record in the database.
 func contentDigest(db *badger.DB) (digest, error) {
