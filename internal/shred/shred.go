@@ -59,8 +59,6 @@
 package shred
 
 import (
-	"github.com/pocketkms/kms/internal/atomicfile"
-
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
@@ -79,6 +77,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pocketkms/kms/internal/atomicfile"
 	"github.com/pocketkms/kms/internal/keytag"
 )
 

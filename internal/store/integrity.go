@@ -1,8 +1,6 @@
 package store
 
 import (
-	"github.com/pocketkms/kms/internal/atomicfile"
-
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -12,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/pocketkms/kms/internal/atomicfile"
 )
 
 // The integrity record guards against Badger silently losing committed
