@@ -176,6 +176,9 @@ func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext 
 	if err != nil {
 		return nil, err
 	}
+	if v.num < s.minDecrypt {
+		return nil, newErr(op, tag, ErrVersionBelowMinimum, fmt.Sprintf("version %d; the minimum is %d", v.num, s.minDecrypt))
+	}
 	maxBody := maxAESBody
 	if s.typ == RSA2048 {
 		maxBody = rsaBody

@@ -89,7 +89,8 @@ var corKinds = []error{
 	kms.ErrVersionNotFound, kms.ErrAlreadyExists, kms.ErrKeyNotEnabled, kms.ErrInvalidState,
 	kms.ErrVersionDisabled, kms.ErrVersionLimit, kms.ErrAccessDenied, kms.ErrPermissionDenied,
 	kms.ErrTokenInvalid, kms.ErrTokenExpired, kms.ErrRateLimited, kms.ErrClosed,
-	kms.ErrBackendMismatch, kms.ErrConflict, kms.ErrCanceled, kms.ErrInternal,
+	kms.ErrBackendMismatch, kms.ErrConflict, kms.ErrCanceled, kms.ErrUnavailable,
+	kms.ErrVersionBelowMinimum, kms.ErrInternal,
 }
 
 func corKind(err error) string {

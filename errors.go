@@ -34,6 +34,11 @@ var (
 	ErrInvalidState = errors.New("state does not allow this change")
 	// ErrVersionDisabled: the version is disabled (409 InvalidState).
 	ErrVersionDisabled = errors.New("key version is disabled")
+	// ErrVersionBelowMinimum: the ciphertext's version is below the key's
+	// minimum decryption version (SetKeyMinDecryptionVersion), so it no
+	// longer decrypts or re-encrypts; the version itself is not disabled
+	// (409 InvalidState).
+	ErrVersionBelowMinimum = errors.New("key version below the minimum decryption version")
 	// ErrVersionLimit: the key already has the maximum number of versions (409 LimitExceeded).
 	ErrVersionLimit = errors.New("key version limit reached")
 	// ErrAccessDenied: the caller's IP address is not allowed (403 AccessDenied).
@@ -96,27 +101,28 @@ type errClass struct {
 }
 
 var classes = map[error]errClass{
-	ErrInvalidArgument:  {"InvalidParameter", http.StatusBadRequest},
-	ErrWrongKeyType:     {"InvalidParameter", http.StatusBadRequest},
-	ErrDecryptionFailed: {"InvalidParameter", http.StatusBadRequest},
-	ErrKeyNotFound:      {"ResourceNotFound", http.StatusNotFound},
-	ErrVersionNotFound:  {"ResourceNotFound", http.StatusNotFound},
-	ErrAlreadyExists:    {"AlreadyExists", http.StatusConflict},
-	ErrKeyNotEnabled:    {"InvalidState", http.StatusConflict},
-	ErrInvalidState:     {"InvalidState", http.StatusConflict},
-	ErrVersionDisabled:  {"InvalidState", http.StatusConflict},
-	ErrVersionLimit:     {"LimitExceeded", http.StatusConflict},
-	ErrAccessDenied:     {"AccessDenied", http.StatusForbidden},
-	ErrPermissionDenied: {"Forbidden", http.StatusForbidden},
-	ErrTokenInvalid:     {"Unauthorized", http.StatusUnauthorized},
-	ErrTokenExpired:     {"Unauthorized", http.StatusUnauthorized},
-	ErrRateLimited:      {"TooManyRequests", http.StatusTooManyRequests},
-	ErrClosed:           {"ServiceUnavailable", http.StatusServiceUnavailable},
-	ErrUnavailable:      {"ServiceUnavailable", http.StatusServiceUnavailable},
-	ErrBackendMismatch:  {"InternalServerError", http.StatusInternalServerError},
-	ErrConflict:         {"Conflict", http.StatusConflict},
-	ErrCanceled:         {"ClientClosedRequest", StatusClientClosedRequest},
-	ErrInternal:         {"InternalServerError", http.StatusInternalServerError},
+	ErrInvalidArgument:     {"InvalidParameter", http.StatusBadRequest},
+	ErrWrongKeyType:        {"InvalidParameter", http.StatusBadRequest},
+	ErrDecryptionFailed:    {"InvalidParameter", http.StatusBadRequest},
+	ErrKeyNotFound:         {"ResourceNotFound", http.StatusNotFound},
+	ErrVersionNotFound:     {"ResourceNotFound", http.StatusNotFound},
+	ErrAlreadyExists:       {"AlreadyExists", http.StatusConflict},
+	ErrKeyNotEnabled:       {"InvalidState", http.StatusConflict},
+	ErrInvalidState:        {"InvalidState", http.StatusConflict},
+	ErrVersionDisabled:     {"InvalidState", http.StatusConflict},
+	ErrVersionLimit:        {"LimitExceeded", http.StatusConflict},
+	ErrVersionBelowMinimum: {"InvalidState", http.StatusConflict},
+	ErrAccessDenied:        {"AccessDenied", http.StatusForbidden},
+	ErrPermissionDenied:    {"Forbidden", http.StatusForbidden},
+	ErrTokenInvalid:        {"Unauthorized", http.StatusUnauthorized},
+	ErrTokenExpired:        {"Unauthorized", http.StatusUnauthorized},
+	ErrRateLimited:         {"TooManyRequests", http.StatusTooManyRequests},
+	ErrClosed:              {"ServiceUnavailable", http.StatusServiceUnavailable},
+	ErrUnavailable:         {"ServiceUnavailable", http.StatusServiceUnavailable},
+	ErrBackendMismatch:     {"InternalServerError", http.StatusInternalServerError},
+	ErrConflict:            {"Conflict", http.StatusConflict},
+	ErrCanceled:            {"ClientClosedRequest", StatusClientClosedRequest},
+	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
 }
 
 // Error is the error type of every Engine method. Code and Status are what

@@ -54,6 +54,9 @@ type Key struct {
 	DestroyAt time.Time
 	// AutoRotation is the automatic rotation setting.
 	AutoRotation Rotation
+	// MinDecryptionVersion is the lowest version that decrypts and
+	// re-encrypts; 0 means every version (SetKeyMinDecryptionVersion).
+	MinDecryptionVersion uint32
 }
 
 // Rotation is a key's automatic rotation setting.
@@ -126,7 +129,8 @@ func (s *keySnap) info() *Key {
 		Tag: s.tag, Name: s.name, Type: s.typ, Memo: s.memo,
 		Convergent: s.convergent, State: s.state, CurrentVersion: uint32(len(s.versions)),
 		CreatedAt: s.createdAt, StateChangedAt: s.stateChangedAt, DestroyAt: s.destroyAt,
-		AutoRotation: Rotation{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextRotationAt: s.rotation.nextAt},
+		AutoRotation:         Rotation{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextRotationAt: s.rotation.nextAt},
+		MinDecryptionVersion: s.minDecrypt,
 	}
 }
 

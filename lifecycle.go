@@ -328,6 +328,31 @@ func (e *Engine) setVersionState(ctx context.Context, op, keyTag string, version
 	})
 }
 
+// SetKeyMinDecryptionVersion sets the lowest version of a key that still
+// decrypts and re-encrypts (Vault's min_decryption_version): ciphertexts
+// of lower versions fail with ErrVersionBelowMinimum on both planes,
+// without disabling the versions one by one (they still verify and show
+// their public keys). version is 1..the current version, or 0 to let every
+// version decrypt again; it may be lowered as well as raised, since the
+// versions' material is kept. The key must be ENABLED.
+func (e *Engine) SetKeyMinDecryptionVersion(ctx context.Context, keyTag string, version uint32) (*Key, error) {
+	const op = "set key min decryption version"
+	return mutate(e, ctx, op, keyTag, func(s *keySnap, _ time.Time) (edit, *Key, error) {
+		if !s.enabled() {
+			return edit{}, nil, newErr(op, s.tag, ErrKeyNotEnabled, "")
+		}
+		if int(version) > len(s.versions) {
+			return edit{}, nil, newErr(op, s.tag, ErrInvalidArgument, fmt.Sprintf("version %d is above the current version %d", version, len(s.versions)))
+		}
+		if version == s.minDecrypt {
+			return edit{}, s.info(), nil
+		}
+		ns := s.clone()
+		ns.minDecrypt = version
+		return edit{next: ns}, ns.info(), nil
+	})
+}
+
 // RotationUpdate is a merge patch of the auto-rotation setting, applied
 // with NAVER's rules: Enabled is applied before PeriodDays; PeriodDays may
 // only be given when rotation ends up on; turning rotation off keeps the

@@ -144,6 +144,9 @@ type KeyRecord struct {
 	Rotation *RotationRecord `json:"rotation,omitempty"`
 	// RateLimit is the key's own rate limit; nil means the Engine's.
 	RateLimit *RateLimitRecord `json:"rateLimit,omitempty"`
+	// MinDecryptVersion is the lowest version that still decrypts and
+	// re-encrypts (0: every version).
+	MinDecryptVersion uint32 `json:"minDecryptVersion,omitempty"`
 }
 
 // RotationRecord is a key's auto-rotation setting.
