@@ -44,6 +44,10 @@ func dfEntries(r int) []string {
 	return out
 }
 
+// dfSmallFloor is the free-space floor of the "tmpfs-small" subtest: a
+// volume smaller than the default floor of 32 MiB.
+const dfSmallFloor = 4 << 20
+
 // dfFailuresWanted is how many failed writes the child makes before it
 // closes the Engine.
 const dfFailuresWanted = 4
@@ -78,7 +82,11 @@ func dfChild(dir, mode string) {
 	if err != nil {
 		fatal(err)
 	}
-	e, err := kms.New(ctx, be, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+	opts := []kms.Option{kms.WithDirectory(dir), kms.WithMaintenanceInterval(0)}
+	if mode == "tmpfs-small" {
+		opts = append(opts, kms.WithMinFreeSpace(dfSmallFloor))
+	}
+	e, err := kms.New(ctx, be, opts...)
 	if err != nil {
 		fatal(err)
 	}
@@ -121,6 +129,21 @@ func dfChild(dir, mode string) {
 		say(l)
 	}
 
+	if mode == "tmpfs-small" {
+		// Another program fills the volume to 1 MiB above the floor: the
+		// store's next flush or log file must meet a clean refusal, not
+		// SIGBUS, with Badger's files sized for the small floor.
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			fatal(err)
+		}
+		fill := int64(st.Bavail)*st.Bsize - dfSmallFloor - 1<<20
+		if fill > 0 {
+			if err := os.WriteFile(filepath.Join(filepath.Dir(dir), "filler"), make([]byte, fill), 0o600); err != nil {
+				fatal(err)
+			}
+		}
+	}
 	if mode == "rlimit" {
 		signal.Ignore(syscall.SIGXFSZ)
 		lim := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
@@ -208,6 +231,27 @@ func TestDiskFull(t *testing.T) {
 		// Make room again before the reopen, as an operator would.
 		dfRun(t, filepath.Join(mnt, "db"), "tmpfs", func() error {
 			return syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=256m")
+		})
+	})
+	// A volume of 12 MiB cannot hold a store under the default floor (it
+	// would refuse the first key); with WithMinFreeSpace(4 MiB) it holds
+	// keys until the floor is reached, and then refuses cleanly: no
+	// SIGBUS, Badger's files sized down with the floor.
+	t.Run("tmpfs-small", func(t *testing.T) {
+		if !*dfTmpfs {
+			t.Skip("mounts a tmpfs: run with -diskfull.tmpfs (as root)")
+		}
+		mnt := t.TempDir()
+		if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=12m"); err != nil {
+			t.Skipf("cannot mount a tmpfs: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", mnt, err)
+			}
+		})
+		dfRun(t, filepath.Join(mnt, "db"), "tmpfs-small", func() error {
+			return os.Remove(filepath.Join(mnt, "filler"))
 		})
 	})
 }
@@ -316,7 +360,11 @@ func dfRun(t *testing.T, dir, mode string, lift ...func() error) {
 	}
 	t.Logf("%d writes acknowledged, %d failed, %d hot-path checks", acks, fails, hots)
 
-	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+	reopen := []kms.Option{kms.WithDirectory(dir), kms.WithMaintenanceInterval(0)}
+	if mode == "tmpfs-small" {
+		reopen = append(reopen, kms.WithMinFreeSpace(dfSmallFloor))
+	}
+	e, err := kms.New(ctx, newBackend(t, rootKey), reopen...)
 	if err != nil {
 		t.Fatalf("reopen without the limit: %v", err)
 	}

@@ -130,7 +130,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 				return nil, backendErr("new", "", err)
 			}
 		}
-		bst, err = badgerstore.Open(badgerstore.Options{Dir: cfg.dir, InMemory: cfg.inMemory, Logger: cfg.logger, Check: check})
+		bst, err = badgerstore.Open(badgerstore.Options{Dir: cfg.dir, InMemory: cfg.inMemory, Logger: cfg.logger, Check: check, MinFree: cfg.minFree})
 		if errors.Is(err, badgerstore.ErrCheckMismatch) {
 			// The store's handles were sealed for another backend secret.
 			return nil, wrapErr("new", "", ErrBackendMismatch, fmt.Errorf("%w: %w", err, backend.ErrInvalidHandle))

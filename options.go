@@ -36,6 +36,7 @@ type config struct {
 	cacheMax int
 	anySalt  bool
 	orphans  time.Duration
+	minFree  int64
 }
 
 func defaultConfig() config {
@@ -201,6 +202,26 @@ func WithOrphanSweep(grace time.Duration) Option {
 			return errors.New("WithOrphanSweep: negative grace")
 		}
 		c.orphans = grace
+		return nil
+	}
+}
+
+// WithMinFreeSpace sets the Badger store's free-space floor in bytes (Linux):
+// below it, management changes are refused with an ErrInternal naming
+// store.ErrNoSpace, while cipher calls keep serving. Badger writes its log
+// and tables through memory maps, and a write into a map on a full file
+// system kills the process (SIGBUS) instead of failing; the floor keeps
+// room for what Badger may write between two checks. The default is 32 MiB;
+// the lowest is 4 MiB. A floor below the default also sizes Badger's files
+// down with it (memtables of floor/8, at least 1 MiB), so that a small
+// volume can hold a store, at the cost of more frequent flushes. It
+// applies to WithDirectory only.
+func WithMinFreeSpace(bytes int64) Option {
+	return func(c *config) error {
+		if bytes < 4<<20 {
+			return errors.New("WithMinFreeSpace: the floor must be at least 4 MiB")
+		}
+		c.minFree = bytes
 		return nil
 	}
 }

@@ -145,3 +145,16 @@ func TestRootKeyCheckWrittenOnlyAfterProof(t *testing.T) {
 	}
 	wantRefusedUntouched(t, dir)
 }
+
+// TestWithMinFreeSpaceFloor: the free-space floor is at least 4 MiB.
+func TestWithMinFreeSpaceFloor(t *testing.T) {
+	be := newBackend(t, rootKey)
+	if _, err := kms.New(context.Background(), be, kms.WithDirectory(t.TempDir()), kms.WithMinFreeSpace(4<<20-1)); !errors.Is(err, kms.ErrInvalidArgument) {
+		t.Fatalf("a floor under 4 MiB: %v", err)
+	}
+	e, err := kms.New(context.Background(), be, kms.WithDirectory(t.TempDir()), kms.WithMinFreeSpace(4<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+}

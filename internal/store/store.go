@@ -76,9 +76,36 @@ import (
 	kstore "github.com/pocketkms/kms/store"
 )
 
-// MinFreeBytes is the free space below which Update refuses changes with
-// ErrNoSpace (Linux): room for Badger's memtables and log files.
+// MinFreeBytes is the default free-space floor: below it Update refuses
+// changes with ErrNoSpace (Linux), keeping room for Badger's memtables and
+// log files.
 const MinFreeBytes = 32 << 20
+
+// SmallestFloor is the lowest floor Options.MinFree takes. Below
+// MinFreeBytes, Open sizes Badger's files down with the floor (see
+// sizesFor), so that what Badger may write between two checks always fits.
+const SmallestFloor = 4 << 20
+
+// sizes are the Badger file sizes a floor allows.
+type sizes struct {
+	memTable, baseTable, baseLevel, vlogFile int64
+}
+
+// sizesFor returns Badger's file sizes under a free-space floor. At the
+// default floor they are the sizes the store has always used. Below it,
+// every file Badger writes through a memory map (the write-ahead log of a
+// memtable, mapped at twice the memtable's size, and the tables a flush or
+// a compaction writes) shrinks with the floor, so that a write-ahead log,
+// a flushed memtable and a compaction's output together stay under it.
+func sizesFor(floor int64) sizes {
+	if floor >= MinFreeBytes {
+		return sizes{memTable: 4 << 20, baseTable: 1 << 20, baseLevel: 4 << 20, vlogFile: 16 << 20}
+	}
+	z := sizes{memTable: max(1<<20, floor/8), baseTable: max(256<<10, floor/32)}
+	z.baseLevel = 4 * z.baseTable
+	z.vlogFile = max(1<<20, floor/4)
+	return z
+}
 
 // SchemaVersion is the schema this build writes and reads.
 const SchemaVersion = 1
@@ -100,6 +127,12 @@ type Options struct {
 	Logger *slog.Logger
 	// ReadOnly opens the directory read-only.
 	ReadOnly bool
+	// MinFree is the free-space floor in bytes (Linux): below it Update
+	// refuses changes with ErrNoSpace. 0 means MinFreeBytes; the lowest
+	// is SmallestFloor. A floor below MinFreeBytes also sizes Badger's
+	// files down (smaller memtables and tables), so a small volume can
+	// hold a store, at the cost of more frequent flushes.
+	MinFree int64
 	// Check is the backend's check value (backend.CheckValuer), or nil.
 	// A directory whose check file holds another value is refused with
 	// ErrCheckMismatch before anything in it is touched.
@@ -122,6 +155,8 @@ type Store struct {
 	log    *slog.Logger
 	// held is the key of this store in openDirs ("" in memory).
 	held string
+	// minFree is the free-space floor (Options.MinFree).
+	minFree int64
 	// check is Options.Check; checked is true once the directory's check
 	// file holds it.
 	check   []byte
@@ -185,6 +220,14 @@ func Open(o Options) (*Store, error) {
 }
 
 func open(o Options, dir string) (*Store, error) {
+	floor := o.MinFree
+	if floor == 0 {
+		floor = MinFreeBytes
+	}
+	if floor < SmallestFloor {
+		return nil, fmt.Errorf("store: free-space floor %d bytes is below %d", floor, SmallestFloor)
+	}
+	z := sizesFor(floor)
 	if !o.InMemory && !o.ReadOnly {
 		if err := precheck(dir); err != nil {
 			return nil, err
@@ -197,13 +240,13 @@ func open(o Options, dir string) (*Store, error) {
 		WithSyncWrites(true).
 		WithMetricsEnabled(false).
 		WithNumGoroutines(2).
-		WithMemTableSize(4 << 20).
+		WithMemTableSize(z.memTable).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
-		WithBaseTableSize(1 << 20).
-		WithBaseLevelSize(4 << 20).
-		WithValueLogFileSize(16 << 20).
+		WithBaseTableSize(z.baseTable).
+		WithBaseLevelSize(z.baseLevel).
+		WithValueLogFileSize(z.vlogFile).
 		WithValueThreshold(64 << 10).
 		WithNumCompactors(2).
 		WithCompression(options.None).
@@ -219,7 +262,7 @@ func open(o Options, dir string) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{db: db, log: log}
+	s := &Store{db: db, log: log, minFree: floor}
 	if !o.InMemory {
 		s.dir = dir
 		if err := s.checkIntegrity(o.ReadOnly); err != nil {
@@ -396,8 +439,8 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		// Badger writes its log through a memory map: on a file system that
 		// is full, that write can kill the process (SIGBUS) instead of
 		// failing. Refuse the change while there is still room to refuse.
-		if free, ok := freeBytes(s.dir); ok && free < MinFreeBytes {
-			return fmt.Errorf("%w: %d bytes free, need %d", ErrNoSpace, free, MinFreeBytes)
+		if free, ok := freeBytes(s.dir); ok && free < uint64(s.minFree) {
+			return fmt.Errorf("%w: %d bytes free, need %d", ErrNoSpace, free, s.minFree)
 		}
 	}
 	s.mu.Lock()
