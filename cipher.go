@@ -311,7 +311,7 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 		return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("data must be 1..%d bytes", MaxSignData))
 	}
 	digest := sha256.Sum256(data)
-	sig, v, err := e.signCurrent(ctx, op, s, digest[:])
+	sig, v, err := e.signCurrent(ctx, op, s, digest[:], 0)
 	if err != nil {
 		return "", err
 	}
@@ -319,14 +319,16 @@ func (e *Engine) sign(ctx context.Context, op string, s *keySnap, data []byte) (
 }
 
 // signCurrent signs a SHA-256 digest with the key's current version in
-// the backend and names the version.
-func (e *Engine) signCurrent(ctx context.Context, op string, s *keySnap, digest []byte) ([]byte, uint32, error) {
+// the backend and names the version. salt is the RSASSA-PSS salt length
+// for RSA2048 (backend.SignRequest.PSSSaltLength: 0 for the maximum, as
+// Sign and NAVER use); it must be 0 for ECDSA.
+func (e *Engine) signCurrent(ctx context.Context, op string, s *keySnap, digest []byte, salt int) ([]byte, uint32, error) {
 	v := s.current()
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {
 		return nil, 0, backendErr(op, s.tag, err)
 	}
-	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Digest: digest})
+	sig, err := k.(backend.Signer).Sign(ctx, &backend.SignRequest{Digest: digest, PSSSaltLength: salt})
 	if err != nil {
 		return nil, 0, backendErr(op, s.tag, err)
 	}

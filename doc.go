@@ -67,7 +67,8 @@
 //
 // Keys are AES256 (AES-256-GCM, optionally convergent), RSA2048 (RSA-OAEP
 // SHA-256 encryption, RSASSA-PSS SHA-256 signatures with the maximum salt
-// of 222 bytes) and ECDSA (P-256, SHA-256, DER signatures). A key tag is 64
+// of 222 bytes, or 32 bytes through [Engine.SignDigest] for X.509 and TLS)
+// and ECDSA (P-256, SHA-256, DER signatures). A key tag is 64
 // lowercase hex characters from 32 random bytes; trusted-plane calls also
 // accept it in upper case. Versions count from 1 up to [MaxVersions];
 // [Engine.RotateKey] adds one and makes it current, and older versions keep

@@ -172,11 +172,12 @@ func WithRandom(r io.Reader) Option {
 }
 
 // WithAnyPSSSaltLength makes Verify accept an RSA2048 RSASSA-PSS signature
-// with any salt length. By default Verify accepts only the salt length the
-// key signs with, the maximum (222 bytes), as a signature made elsewhere
-// with another salt was not made by this key's Sign. Use it when
-// signatures made by other RSASSA-PSS signers with the same key must
-// verify (a key imported from a system that signs with a hash-length
+// with any salt length. By default Verify accepts only the salt length
+// Sign signs with, the maximum (222 bytes), as a signature made elsewhere
+// with another salt was not made by this key's Sign (SignDigest's 32-byte
+// salt, for X.509 and TLS, is for verifiers holding the public key). Use
+// it when signatures made by other RSASSA-PSS signers with the same key
+// must verify (a key imported from a system that signs with a hash-length
 // salt, say).
 func WithAnyPSSSaltLength() Option {
 	return func(c *config) error {

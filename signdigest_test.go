@@ -18,8 +18,10 @@ import (
 )
 
 // TestSignDigest: a signature over a digest is a signature over the
-// message (Verify accepts it, and so does the public key offline), on
-// both planes, with the version that made it.
+// message (the public key verifies it offline, and Verify accepts it when
+// its salt is the default 222 bytes), on both planes, with the version
+// that made it. A salt as long as the hash (TLS 1.3, X.509) is signed
+// with 32 bytes, which Verify by default refuses as NAVER does.
 func TestSignDigest(t *testing.T) {
 	e := newEngine(t)
 	ctx := context.Background()
@@ -28,12 +30,18 @@ func TestSignDigest(t *testing.T) {
 	for i, tc := range []struct {
 		typ  kms.KeyType
 		opts crypto.SignerOpts
+		salt int // the PSS salt length the signature must have
 	}{
-		{kms.RSA2048, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthAuto}},
-		{kms.RSA2048, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 222}},
-		{kms.ECDSA, crypto.SHA256},
+		{kms.RSA2048, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthAuto}, 222},
+		{kms.RSA2048, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 222}, 222},
+		{kms.RSA2048, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}, 32},
+		{kms.RSA2048, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 32}, 32},
+		{kms.ECDSA, crypto.SHA256, 0},
 	} {
 		name := fmt.Sprintf("%s/%T", tc.typ, tc.opts)
+		if pss, ok := tc.opts.(*rsa.PSSOptions); ok {
+			name += fmt.Sprintf("/salt%d", pss.SaltLength)
+		}
 		keyName := fmt.Sprintf("digest%d", i)
 		t.Run(name, func(t *testing.T) {
 			k, set := tokenKey(t, e, keyName, tc.typ,
@@ -59,13 +67,14 @@ func TestSignDigest(t *testing.T) {
 					t.Fatalf("%s: SignDigest = version %d, %v", plane, v, err)
 				}
 				env := "ncpkms:v2:" + base64.StdEncoding.EncodeToString(sig)
-				if ok, err := e.Verify(ctx, k.Tag, data, env); err != nil || !ok {
-					t.Fatalf("%s: Verify of the message = %v, %v", plane, ok, err)
+				wantOK := tc.salt != 32 // Verify takes only 222-byte salts by default
+				if ok, err := e.Verify(ctx, k.Tag, data, env); err != nil || ok != wantOK {
+					t.Fatalf("%s: Verify of the message = %v, %v; want %v", plane, ok, err, wantOK)
 				}
 				switch pk := pub.(type) {
 				case *rsa.PublicKey:
-					if err := rsa.VerifyPSS(pk, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: 222}); err != nil {
-						t.Fatalf("%s: offline PSS verify, salt 222: %v", plane, err)
+					if err := rsa.VerifyPSS(pk, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: tc.salt}); err != nil {
+						t.Fatalf("%s: offline PSS verify, salt %d: %v", plane, tc.salt, err)
 					}
 				case *ecdsa.PublicKey:
 					if !ecdsa.VerifyASN1(pk, digest[:], sig) {
@@ -96,8 +105,12 @@ func TestSignDigestRefuses(t *testing.T) {
 		unsupported bool
 	}{
 		{"RSA PKCS#1 v1.5", rsaKey.Tag, d[:], crypto.SHA256, kms.ErrInvalidArgument, true},
-		{"RSA salt equals hash", rsaKey.Tag, d[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}, kms.ErrInvalidArgument, true},
-		{"RSA salt 32", rsaKey.Tag, d[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 32}, kms.ErrInvalidArgument, true},
+		{"RSA salt 1", rsaKey.Tag, d[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 1}, kms.ErrInvalidArgument, true},
+		{"RSA salt 33", rsaKey.Tag, d[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 33}, kms.ErrInvalidArgument, true},
+		{"RSA salt 221", rsaKey.Tag, d[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 221}, kms.ErrInvalidArgument, true},
+		{"RSA salt 223", rsaKey.Tag, d[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 223}, kms.ErrInvalidArgument, true},
+		{"RSA salt -2", rsaKey.Tag, d[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: -2}, kms.ErrInvalidArgument, true},
+		{"RSA salt equals hash, SHA-384", rsaKey.Tag, d384, &rsa.PSSOptions{Hash: crypto.SHA384, SaltLength: rsa.PSSSaltLengthEqualsHash}, kms.ErrInvalidArgument, true},
 		{"RSA PSS SHA-384", rsaKey.Tag, d384, &rsa.PSSOptions{Hash: crypto.SHA384}, kms.ErrInvalidArgument, true},
 		{"RSA PSS no hash", rsaKey.Tag, d[:], &rsa.PSSOptions{}, kms.ErrInvalidArgument, true},
 		{"RSA nil opts", rsaKey.Tag, d[:], nil, kms.ErrInvalidArgument, false},

@@ -28,7 +28,7 @@
 //   - RSA2048 cipher keys: RSA-OAEP decryption with SHA-256 and
 //     MGF1-SHA256, empty label; RSASSA-PSS signatures with SHA-256,
 //     MGF1-SHA256 and the maximum salt length (222 bytes for a 2048-bit
-//     modulus).
+//     modulus) unless [SignRequest.PSSSaltLength] asks for a shorter one.
 //   - RSA2048 token-signing keys: RSASSA-PKCS1-v1_5 signatures with
 //     SHA-256 (JWT RS256). They neither encrypt nor decrypt.
 //   - ECDSA: P-256 signatures with SHA-256, in ASN.1 DER.
@@ -57,6 +57,7 @@ package backend
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 )
 
 // KeyType is the type of a key, named as NAVER KMS names it.
@@ -281,14 +282,29 @@ type Decrypter interface {
 type SignRequest struct {
 	// Digest is the SHA-256 digest of the message (32 bytes).
 	Digest []byte
+	// PSSSaltLength is the RSASSA-PSS salt length in bytes for an RSA2048
+	// cipher key. Zero means the maximum, MaxPSSSaltLength (222 bytes, what
+	// NAVER signs with and the Engine's Sign uses); a positive value at
+	// most the maximum is that length (32, as long as the SHA-256 hash, is
+	// what TLS 1.3 and X.509 RSASSA-PSS ask for). It is meaningless for
+	// ECDSA and token-signing (PKCS #1 v1.5) keys, where anything but zero
+	// is ErrInvalidArgument, as is a negative value or one above the
+	// maximum.
+	PSSSaltLength int
 }
+
+// MaxPSSSaltLength is the largest RSASSA-PSS salt length SHA-256 allows
+// under a 2048-bit modulus: emLen − hLen − 2 = 256 − 32 − 2 = 222 bytes.
+// A SignRequest with PSSSaltLength zero signs with it.
+const MaxPSSSaltLength = RSAModulusBits/8 - sha256.Size - 2
 
 // Signer is implemented by keys that sign: RSA2048 and ECDSA. The key's
 // type and purpose fix the algorithm (see the package documentation); the
 // public key is the one Generate returned.
 type Signer interface {
 	Key
-	// Sign signs req.Digest. A digest that is not 32 bytes fails with
+	// Sign signs req.Digest. A digest that is not 32 bytes, or a
+	// PSSSaltLength the key cannot take (see SignRequest), fails with
 	// ErrInvalidArgument.
 	Sign(ctx context.Context, req *SignRequest) ([]byte, error)
 }

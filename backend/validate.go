@@ -62,11 +62,13 @@ func truncate(s string) string {
 }
 
 // CheckSignRequest checks a Sign request to a key of type typ made for
-// purpose p: req is not nil, its digest is 32 bytes, and the key signs
-// (RSA2048 keys of either purpose, ECDSA cipher keys). The key's type and
-// purpose then fix the algorithm: RSASSA-PSS for RSA2048 cipher keys,
-// RSASSA-PKCS1-v1_5 for token-signing keys, ECDSA for ECDSA keys. It
-// returns nil or an error wrapping ErrInvalidArgument.
+// purpose p: req is not nil, its digest is 32 bytes, the key signs
+// (RSA2048 keys of either purpose, ECDSA cipher keys), and its
+// PSSSaltLength is 0..MaxPSSSaltLength for an RSA2048 cipher key and 0
+// for any other. The key's type and purpose then fix the algorithm:
+// RSASSA-PSS for RSA2048 cipher keys, RSASSA-PKCS1-v1_5 for token-signing
+// keys, ECDSA for ECDSA keys. It returns nil or an error wrapping
+// ErrInvalidArgument.
 func CheckSignRequest(req *SignRequest, typ KeyType, p Purpose) error {
 	switch {
 	case req == nil:
@@ -75,6 +77,11 @@ func CheckSignRequest(req *SignRequest, typ KeyType, p Purpose) error {
 		return fmt.Errorf("%w: digest must be %d bytes", ErrInvalidArgument, sha256.Size)
 	case !p.Valid() || (typ != RSA2048 && (typ != ECDSA || p != PurposeCipher)):
 		return fmt.Errorf("%w: %s %s keys do not sign", ErrInvalidArgument, truncate(string(typ)), truncate(string(p)))
+	case req.PSSSaltLength == 0:
+	case typ != RSA2048 || p != PurposeCipher:
+		return fmt.Errorf("%w: %s %s keys do not sign RSASSA-PSS and take no salt length", ErrInvalidArgument, truncate(string(typ)), truncate(string(p)))
+	case req.PSSSaltLength < 0 || req.PSSSaltLength > MaxPSSSaltLength:
+		return fmt.Errorf("%w: PSS salt length must be 1..%d bytes, or 0 for the maximum", ErrInvalidArgument, MaxPSSSaltLength)
 	}
 	return nil
 }

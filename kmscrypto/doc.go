@@ -69,17 +69,20 @@
 //
 // # Limitations
 //
-//   - RSA2048 keys sign RSASSA-PSS with the maximum salt (222 bytes) only,
-//     as NAVER's keys do, and the backend interface has no other salt
-//     length. TLS 1.3 and Go's X.509 require the salt to equal the hash
-//     (rsa.PSSSaltLengthEqualsHash), so an RSA2048 Signer cannot sign
-//     certificates or TLS handshakes: Sign refuses those options with
-//     errors.ErrUnsupported. Use an ECDSA key for both; an RSA2048 key's
-//     public key can still be certified by another signer. Verifiers that
-//     accept any salt (rsa.PSSSaltLengthAuto, golang-jwt's PS256) verify
-//     RSA2048 signatures.
-//   - JWT RS256 (PKCS #1 v1.5) is refused for the same reason; PS256 and
-//     ES256 work. golang-jwt signs with concrete private keys only, so it
+//   - RSA2048 keys sign RSASSA-PSS only, with one of two salt lengths:
+//     the maximum, 222 bytes (rsa.PSSSaltLengthAuto, as NAVER's keys and
+//     Engine.Sign do), or one as long as the hash, 32 bytes
+//     (rsa.PSSSaltLengthEqualsHash, which TLS 1.3 and Go's X.509 use for
+//     RSASSA-PSS). So an RSA2048 Signer signs certificates
+//     (x509.SHA256WithRSAPSS; x509's default for RSA keys, PKCS #1 v1.5,
+//     is refused) and TLS 1.3 handshakes, and golang-jwt's PS256, whose
+//     verifiers accept any salt. Other salt lengths are refused with
+//     errors.ErrUnsupported. A 32-byte-salt signature is for verifiers
+//     holding the public key: Engine.Verify accepts only 222-byte salts
+//     unless the Engine was made with kms.WithAnyPSSSaltLength.
+//   - JWT RS256 (PKCS #1 v1.5) is refused, and a TLS 1.2 peer that offers
+//     only PKCS #1 v1.5 signatures cannot complete a handshake with an
+//     RSA2048 Signer; PS256 and ES256 work. golang-jwt signs with concrete private keys only, so it
 //     needs a small SigningMethod over a crypto.Signer (see the example).
 //   - A Signer signs with the current version only, so it stops working
 //     when the key rotates; make a new one with a new certificate.

@@ -28,7 +28,8 @@ type signerMethod struct {
 }
 
 // PS256 and ES256 over a crypto.Signer. RSA2048 keys sign with the
-// maximum salt (PSSSaltLengthAuto); golang-jwt's PS256 verifies any salt.
+// maximum salt here (PSSSaltLengthAuto; PSSSaltLengthEqualsHash works
+// too); golang-jwt's PS256 verifies any salt.
 var (
 	signerPS256 = &signerMethod{jwt.SigningMethodPS256, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthAuto}}
 	signerES256 = &signerMethod{jwt.SigningMethodES256, crypto.SHA256}

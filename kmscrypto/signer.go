@@ -65,13 +65,13 @@ func (s *Signer) Version() uint32 { return s.version }
 // is ignored, the backend draws the randomness. opts must be the key's
 // own scheme:
 //
-//   - RSA2048: *rsa.PSSOptions{Hash: crypto.SHA256, SaltLength:
-//     rsa.PSSSaltLengthAuto} (or SaltLength 222, the same thing). The
-//     key signs with the maximum salt only, so
-//     rsa.PSSSaltLengthEqualsHash is refused, and with it X.509
-//     certificates signed with RSASSA-PSS and TLS (see Limitations in
-//     the package documentation); PKCS #1 v1.5 (opts crypto.SHA256) is
-//     refused too.
+//   - RSA2048: *rsa.PSSOptions{Hash: crypto.SHA256} with SaltLength
+//     rsa.PSSSaltLengthAuto or 222 (the maximum salt, as Engine.Sign
+//     signs), or rsa.PSSSaltLengthEqualsHash or 32 (a salt as long as the
+//     hash: what x509.CreateCertificate asks for with
+//     x509.SHA256WithRSAPSS, and TLS 1.3). Other salt lengths and PKCS #1
+//     v1.5 (opts crypto.SHA256) are refused (see Limitations in the
+//     package documentation).
 //   - ECDSA: crypto.SHA256; the signature is ASN.1 DER.
 //
 // Refusals are kms.ErrInvalidArgument, also matching

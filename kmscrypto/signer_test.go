@@ -15,7 +15,6 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -63,13 +62,13 @@ func TestSignerSignsDigests(t *testing.T) {
 				digest := sha256.Sum256([]byte("message"))
 				switch pub := s.Public().(type) {
 				case *rsa.PublicKey:
-					for _, salt := range []int{rsa.PSSSaltLengthAuto, 222} {
+					for salt, want := range map[int]int{rsa.PSSSaltLengthAuto: 222, 222: 222, rsa.PSSSaltLengthEqualsHash: 32, 32: 32} {
 						sig, err := s.Sign(rand.Reader, digest[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: salt})
 						if err != nil {
 							t.Fatal(err)
 						}
-						if err := rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: 222}); err != nil {
-							t.Fatalf("salt %d: %v", salt, err)
+						if err := rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: want}); err != nil {
+							t.Fatalf("salt %d: verify with %d: %v", salt, want, err)
 						}
 					}
 				case *ecdsa.PublicKey:
@@ -89,8 +88,9 @@ func TestSignerSignsDigests(t *testing.T) {
 }
 
 // TestSignerX509 signs certificates with x509.CreateCertificate: an ECDSA
-// key self-signs, and certifies an RSA2048 key; an RSA2048 key cannot
-// sign a certificate (X.509 RSASSA-PSS needs a salt as long as the hash).
+// key self-signs, and certifies an RSA2048 key; an RSA2048 key self-signs
+// with RSASSA-PSS (a salt as long as the hash) and certifies an ECDSA
+// key, but refuses PKCS #1 v1.5, x509's default for RSA keys.
 func TestSignerX509(t *testing.T) {
 	e := newEngine(t)
 	ecTag := newKey(t, e, kms.ECDSA, false)
@@ -130,21 +130,56 @@ func TestSignerX509(t *testing.T) {
 		})
 	}
 
-	rs := newSigner(t, e, rsaTag)
-	for name, alg := range map[string]x509.SignatureAlgorithm{
-		"RSASSA-PSS":  x509.SHA256WithRSAPSS, // salt = hash length: refused
-		"PKCS#1 v1.5": x509.SHA256WithRSA,    // x509's default for RSA keys
-	} {
-		t.Run("RSA2048 self-signed "+name, func(t *testing.T) {
+	for plane, c := range planes(t, e, rsaTag) {
+		t.Run("RSA2048/"+plane, func(t *testing.T) {
+			ca := newSigner(t, c, rsaTag)
 			tmpl := certTemplate(3, true)
-			tmpl.SignatureAlgorithm = alg
-			_, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, rs.Public(), rs)
-			wantKind(t, err, kms.ErrInvalidArgument)
-			if !errors.Is(err, errors.ErrUnsupported) {
-				t.Fatalf("err = %v, want errors.ErrUnsupported too", err)
+			tmpl.SignatureAlgorithm = x509.SHA256WithRSAPSS
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, ca.Public(), ca)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cert.SignatureAlgorithm != x509.SHA256WithRSAPSS {
+				t.Fatalf("signature algorithm %v", cert.SignatureAlgorithm)
+			}
+			if err := cert.CheckSignatureFrom(cert); err != nil {
+				t.Fatalf("CheckSignatureFrom(self): %v", err)
+			}
+			// x509 verifies RSASSA-PSS with a salt as long as the hash.
+			d := sha256.Sum256(cert.RawTBSCertificate)
+			if err := rsa.VerifyPSS(ca.Public().(*rsa.PublicKey), crypto.SHA256, d[:], cert.Signature, &rsa.PSSOptions{SaltLength: 32}); err != nil {
+				t.Fatalf("salt 32: %v", err)
+			}
+
+			// The ECDSA key's public key, certified by the RSA2048 key.
+			ecPub := newSigner(t, e, ecTag).Public()
+			leafTmpl := certTemplate(4, false)
+			leafTmpl.SignatureAlgorithm = x509.SHA256WithRSAPSS
+			leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, cert, ecPub, ca)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, _ := x509.ParseCertificate(leafDER)
+			if err := leaf.CheckSignatureFrom(cert); err != nil {
+				t.Fatalf("leaf CheckSignatureFrom(ca): %v", err)
 			}
 		})
 	}
+
+	t.Run("RSA2048 self-signed PKCS#1 v1.5 refused", func(t *testing.T) {
+		rs := newSigner(t, e, rsaTag)
+		tmpl := certTemplate(5, true)
+		tmpl.SignatureAlgorithm = x509.SHA256WithRSA // x509's default for RSA keys
+		_, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, rs.Public(), rs)
+		wantKind(t, err, kms.ErrInvalidArgument)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			t.Fatalf("err = %v, want errors.ErrUnsupported too", err)
+		}
+	})
 }
 
 // handshake runs a TLS 1.3 handshake on loopback with cert as the
@@ -215,25 +250,26 @@ func TestSignerTLS(t *testing.T) {
 			}
 		})
 	}
-	// TLS 1.3 signs RSA-PSS with a salt as long as the hash, which an
-	// RSA2048 key cannot do: the server refuses to sign, and says why.
-	t.Run("RSA2048 refused", func(t *testing.T) {
-		ca := newSigner(t, e, ecTag)
-		caTmpl := certTemplate(11, true)
-		caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, ca.Public(), ca)
-		caCert, _ := x509.ParseCertificate(caDER)
-		s := newSigner(t, e, rsaTag)
-		der, err := x509.CreateCertificate(rand.Reader, certTemplate(12, false), caCert, s.Public(), ca)
-		if err != nil {
-			t.Fatal(err)
-		}
-		roots := x509.NewCertPool()
-		roots.AddCert(caCert)
-		serr, cerr := handshake(t, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: s}, roots)
-		if serr == nil || cerr == nil || !strings.Contains(serr.Error(), "PSSSaltLengthEqualsHash") {
-			t.Fatalf("server: %v; client: %v; want both to fail, the server on the salt length", serr, cerr)
-		}
-	})
+	// TLS 1.3 signs RSA-PSS with a salt as long as the hash: the RSA2048
+	// key self-signs its certificate (RSASSA-PSS) and signs the handshake.
+	for plane, c := range planes(t, e, rsaTag) {
+		t.Run("RSA2048/"+plane, func(t *testing.T) {
+			s := newSigner(t, c, rsaTag)
+			tmpl := certTemplate(11, true)
+			tmpl.SignatureAlgorithm = x509.SHA256WithRSAPSS
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, s.Public(), s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, _ := x509.ParseCertificate(der)
+			roots := x509.NewCertPool()
+			roots.AddCert(leaf)
+			serr, cerr := handshake(t, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: s, Leaf: leaf}, roots)
+			if serr != nil || cerr != nil {
+				t.Fatalf("server: %v; client: %v", serr, cerr)
+			}
+		})
+	}
 }
 
 // TestSignerJWT signs PS256 and ES256 tokens with golang-jwt through the

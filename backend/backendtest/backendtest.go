@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) backend.Backend) {
 	t.Run("Malformed", func(t *testing.T) { testMalformed(t, open) })
 	t.Run("Sign", func(t *testing.T) { testSign(t, open) })
 	t.Run("PSSMaxSalt", func(t *testing.T) { testPSSMaxSalt(t, open) })
+	t.Run("PSSSaltLength", func(t *testing.T) { testPSSSaltLength(t, open) })
 	t.Run("Load", func(t *testing.T) { testLoad(t, open) })
 	t.Run("Destroy", func(t *testing.T) { testDestroy(t, open) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open) })
@@ -469,6 +470,19 @@ func testMalformedSign(t *testing.T, f *fixture, k backend.Key) {
 		_, err := as[backend.Signer](t, k).Sign(f.ctx, nil)
 		wantErr(t, "Sign(nil)", err, backend.ErrInvalidArgument)
 	})
+	// An RSA2048 cipher key takes salt lengths 0..222; other keys take
+	// none. rsa.PSSSaltLengthEqualsHash (-1) is crypto/rsa's, not ours.
+	badSalts := []int{-1, -2, backend.MaxPSSSaltLength + 1, 1 << 20}
+	if k.Type() != backend.RSA2048 || k.Ref().Purpose != backend.PurposeCipher {
+		badSalts = append(badSalts, 1, 32, backend.MaxPSSSaltLength)
+	}
+	for _, salt := range badSalts {
+		name := fmt.Sprintf("PSSSaltLength%d", salt)
+		noPanic(t, name, func() {
+			_, err := as[backend.Signer](t, k).Sign(f.ctx, &backend.SignRequest{Digest: make([]byte, 32), PSSSaltLength: salt})
+			wantErr(t, "Sign "+name, err, backend.ErrInvalidArgument)
+		})
+	}
 }
 
 // testSign checks that a key's signatures verify under the public key
@@ -521,6 +535,43 @@ func testPSSMaxSalt(t *testing.T, open opener) {
 		if err != nil || got != c.want {
 			t.Errorf("VerifyPSS with salt length %d = %v, %v; want %v", c.salt, got, err, c.want)
 		}
+	}
+}
+
+// testPSSSaltLength checks that an RSA2048 cipher key signs with the salt
+// length the request asks for (32 is what TLS 1.3 and X.509 RSASSA-PSS
+// use), and with the maximum when it asks for none.
+func testPSSSaltLength(t *testing.T, open opener) {
+	f := setup(t, open)
+	k, g := f.key(specRSA)
+	pub := g.resp.Public.(*rsa.PublicKey)
+	const maxSalt = backend.MaxPSSSaltLength
+	d := digest("message")
+	for _, c := range []struct {
+		name        string
+		salt, want  int // asked, and the length the signature must have
+		notThisSalt int // a length the signature must not verify with
+	}{
+		{"Zero", 0, maxSalt, 32},
+		{"EqualsHash", 32, 32, maxSalt},
+		{"One", 1, 1, 32},
+		{"Max", maxSalt, maxSalt, 32},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sig := f.signSalt(k, d, c.salt)
+			if err := rsa.VerifyPSS(pub, crypto.SHA256, d, sig, &rsa.PSSOptions{SaltLength: c.want}); err != nil {
+				t.Errorf("crypto/rsa rejects the signature with salt length %d: %v", c.want, err)
+			}
+			if err := rsa.VerifyPSS(pub, crypto.SHA256, d, sig, &rsa.PSSOptions{SaltLength: c.notThisSalt}); err == nil {
+				t.Errorf("crypto/rsa accepts the signature with salt length %d, want only %d", c.notThisSalt, c.want)
+			}
+			if err := rsa.VerifyPSS(pub, crypto.SHA256, digest("other"), sig, &rsa.PSSOptions{SaltLength: c.want}); err == nil {
+				t.Error("the signature verifies for another digest")
+			}
+			if bytes.Equal(sig, f.signSalt(k, d, c.salt)) {
+				t.Error("two PSS signatures of the same digest are equal (salt not random)")
+			}
+		})
 	}
 }
 

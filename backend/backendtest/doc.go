@@ -22,9 +22,13 @@
 //     key's type and purpose fix (checked with what the Engine's Verify
 //     runs, and with crypto/rsa and crypto/ecdsa), and that RSA keys do not
 //     implement backend.Encrypter;
+//   - RSASSA-PSS salt lengths: the maximum (222 bytes) when a SignRequest
+//     asks for none, and exactly the length it asks for otherwise (32, as
+//     TLS 1.3 and X.509 use, 1 and 222), checked with crypto/rsa;
 //   - outputs that must differ (random nonces, PSS salts, keys, versions)
 //     or be equal (convergent encryption, PKCS #1 v1.5);
-//   - tables of malformed input and the sentinel errors they must produce,
+//   - tables of malformed input (salt lengths out of range, or on keys that
+//     take none, included) and the sentinel errors they must produce,
 //     never a panic and never a plaintext in an error;
 //   - handles bound to their KeyRef, type and convergent flag, tampered
 //     handles, Destroy, concurrent use, Close (every method then fails with

@@ -176,9 +176,16 @@ func (f *fixture) decrypt(k backend.Key, ct, ad []byte) []byte {
 // sign signs and fails the test on error.
 func (f *fixture) sign(k backend.Key, digest []byte) []byte {
 	f.t.Helper()
-	sig, err := as[backend.Signer](f.t, k).Sign(f.ctx, &backend.SignRequest{Digest: digest})
+	return f.signSalt(k, digest, 0)
+}
+
+// signSalt signs with the PSS salt length salt and fails the test on
+// error.
+func (f *fixture) signSalt(k backend.Key, digest []byte, salt int) []byte {
+	f.t.Helper()
+	sig, err := as[backend.Signer](f.t, k).Sign(f.ctx, &backend.SignRequest{Digest: digest, PSSSaltLength: salt})
 	if err != nil {
-		f.t.Fatalf("Sign %v %v: %v", k.Type(), k.Ref().Purpose, err)
+		f.t.Fatalf("Sign %v %v (PSS salt length %d): %v", k.Type(), k.Ref().Purpose, salt, err)
 	}
 	if len(sig) == 0 {
 		f.t.Fatalf("Sign %v %v: empty signature", k.Type(), k.Ref().Purpose)

@@ -26,7 +26,8 @@
 //     [backend.ConvergentNonce] under the version's 32-byte HMAC-SHA256 key.
 //   - RSA2048: RSA-OAEP-SHA256 decryption (MGF1-SHA256, empty label);
 //     RSASSA-PSS SHA-256 signatures with the maximum salt length (222
-//     bytes), for keys of purpose [backend.PurposeCipher];
+//     bytes) or the [backend.SignRequest.PSSSaltLength] asked for, for
+//     keys of purpose [backend.PurposeCipher];
 //     RSASSA-PKCS1-v1_5 SHA-256 for keys of purpose
 //     [backend.PurposeTokenSigning] (JWT RS256).
 //   - ECDSA: P-256, SHA-256, ASN.1 DER signatures.
@@ -99,6 +100,7 @@
 //     reference; it is reclaimed by the garbage collector.
 //   - Root key rotation (re-sealing handles under a new root key) is not
 //     offered.
-//   - In FIPS 140-3 only mode (GODEBUG=fips140=only) PSS signing with the
-//     maximum salt length is refused by crypto/rsa and Sign fails.
+//   - In FIPS 140-3 only mode (GODEBUG=fips140=only) crypto/rsa refuses
+//     PSS salts longer than the hash, so Sign fails for the default
+//     maximum salt; a 32-byte PSSSaltLength still signs.
 package memory

@@ -74,7 +74,8 @@
 //     [backend.ConvergentNonceMessage], computed in the token: the same
 //     construction as [backend.ConvergentNonce].
 //   - RSA2048: CKM_RSA_PKCS_KEY_PAIR_GEN (e = 65537). Cipher keys sign
-//     with CKM_RSA_PKCS_PSS (SHA-256, MGF1-SHA256, 222-byte salt) and
+//     with CKM_RSA_PKCS_PSS (SHA-256, MGF1-SHA256, a 222-byte salt or
+//     the [backend.SignRequest.PSSSaltLength] asked for) and
 //     decrypt RSA-OAEP-SHA256 (see Limitations); token-signing keys sign
 //     with CKM_RSA_PKCS over the SHA-256 DigestInfo. Encryption and
 //     verification need no secret: the Engine does them with the public

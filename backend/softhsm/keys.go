@@ -28,10 +28,6 @@ var (
 
 var nativeEndian = binary.NativeEndian
 
-// pssMaxSalt is the maximum PSS salt length for SHA-256 under a 2048-bit
-// modulus: emLen − hLen − 2 = 256 − 32 − 2.
-const pssMaxSalt = backend.RSAModulusBits/8 - sha256.Size - 2
-
 // rsaSize is the size of an RSA-2048 block.
 const rsaSize = backend.RSAModulusBits / 8
 
@@ -268,8 +264,9 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 }
 
 // Sign signs the digest in the token: CKM_RSA_PKCS_PSS (SHA-256,
-// MGF1-SHA256, 222-byte salt) for cipher keys, CKM_RSA_PKCS over the
-// SHA-256 DigestInfo for token-signing keys.
+// MGF1-SHA256, sLen the request's PSSSaltLength, 222 bytes when it is 0)
+// for cipher keys, CKM_RSA_PKCS over the SHA-256 DigestInfo for
+// token-signing keys.
 func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
 	if err := k.check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
@@ -280,7 +277,11 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	var mech *pkcs11.Mechanism
 	var data []byte
 	if k.ref.Purpose == backend.PurposeCipher {
-		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256, pssMaxSalt))
+		salt := req.PSSSaltLength
+		if salt == 0 {
+			salt = backend.MaxPSSSaltLength
+		}
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256, uint(salt)))
 		data = req.Digest
 	} else {
 		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)

@@ -12,7 +12,8 @@
 // # Algorithms
 //
 //   - RSA2048: RSASSA-PSS with SHA-256 and MGF1-SHA256. Backends sign with
-//     the maximum salt length (222 bytes); [Verify] accepts any salt
+//     the maximum salt length (222 bytes) unless asked for another
+//     (backend.SignRequest.PSSSaltLength); [Verify] accepts any salt
 //     length, as the Engine always has, and [VerifyPSS] can require one.
 //     RSA-OAEP with SHA-256, MGF1-SHA256 and an empty label, for at most
 //     [backend.RSAOAEPMaxPlaintext] bytes.

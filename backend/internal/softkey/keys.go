@@ -124,9 +124,14 @@ type rsaKey struct {
 	priv *rsa.PrivateKey
 }
 
-// pssMaxSalt is the maximum PSS salt length for SHA-256 under a 2048-bit
-// modulus: emLen − hLen − 2 = 256 − 32 − 2.
-const pssMaxSalt = backend.RSAModulusBits/8 - sha256.Size - 2
+// pssSalt is the salt length a checked request asks for: its
+// PSSSaltLength, or the maximum when that is 0.
+func pssSalt(req *backend.SignRequest) int {
+	if req.PSSSaltLength == 0 {
+		return backend.MaxPSSSaltLength
+	}
+	return req.PSSSaltLength
+}
 
 // Decrypt decrypts RSA-OAEP-SHA256; every failure of the ciphertext is
 // backend.ErrDecryptionFailed.
@@ -147,8 +152,9 @@ func (k *rsaKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	return pt, nil
 }
 
-// Sign signs RSASSA-PSS with the maximum salt for a cipher key,
-// RSASSA-PKCS1-v1_5 for a token-signing key.
+// Sign signs RSASSA-PSS for a cipher key, with the salt length the
+// request asks for (the maximum when it is 0), and RSASSA-PKCS1-v1_5 for
+// a token-signing key.
 func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, error) {
 	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("sign", err)
@@ -160,7 +166,7 @@ func (k *rsaKey) Sign(ctx context.Context, req *backend.SignRequest) ([]byte, er
 	var err error
 	if k.ref.Purpose == backend.PurposeCipher {
 		sig, err = rsa.SignPSS(rand.Reader, k.priv, crypto.SHA256, req.Digest,
-			&rsa.PSSOptions{SaltLength: pssMaxSalt, Hash: crypto.SHA256})
+			&rsa.PSSOptions{SaltLength: pssSalt(req), Hash: crypto.SHA256})
 	} else {
 		sig, err = rsa.SignPKCS1v15(nil, k.priv, crypto.SHA256, req.Digest)
 	}
