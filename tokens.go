@@ -185,13 +185,18 @@ func (e *Engine) destroySigningKey(ctx context.Context, s *keySnap, g *genSnap) 
 	}
 }
 
+// AllPermissions returns every permission this version defines, for an
+// IssueTokensRequest that grants them all (NAVER's account-authenticated
+// token sets do). The slice is new on every call.
+func AllPermissions() []token.Permission { return token.AllPermissions() }
+
 // IssueTokensRequest describes a token set to issue.
 type IssueTokensRequest struct {
 	// Subject is the principal the tokens are for (claim "sub"); required.
 	Subject string
-	// Permissions is the snapshot the tokens carry. nil means every
-	// permission (the trusted application holds them all); an empty,
-	// non-nil slice means none.
+	// Permissions is the snapshot the tokens carry; required. It must
+	// be explicit: nil or empty fails with ErrInvalidArgument, and every
+	// permission is asked for by name, with AllPermissions.
 	Permissions []token.Permission
 	// AccessTTL and RefreshTTL: the zero TTL means NAVER's defaults, 72 h
 	// and 2,160 h (see token.TTL).
@@ -199,19 +204,20 @@ type IssueTokensRequest struct {
 }
 
 // IssueTokens issues an access and a refresh token for an ENABLED key
-// whose generator is active. The Set's String and Format redact the tokens.
+// whose generator is active, carrying req.Permissions (a nil or empty list
+// is ErrInvalidArgument; see AllPermissions). The Set's String and Format
+// redact the tokens.
 func (e *Engine) IssueTokens(ctx context.Context, keyTag string, req IssueTokensRequest) (*token.Set, error) {
 	const op = "issue tokens"
 	if err := e.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer e.leave()
-	perms := req.Permissions
-	if perms == nil {
-		perms = token.AllPermissions()
+	if len(req.Permissions) == 0 {
+		return nil, newErr(op, keyTag, ErrInvalidArgument, "no permissions: name them, or pass AllPermissions()")
 	}
 	return e.issue(ctx, op, keyTag, token.Request{
-		Subject: req.Subject, Permissions: perms, AccessTTL: req.AccessTTL, RefreshTTL: req.RefreshTTL,
+		Subject: req.Subject, Permissions: req.Permissions, AccessTTL: req.AccessTTL, RefreshTTL: req.RefreshTTL,
 	}, nil)
 }
 
