@@ -255,6 +255,9 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 			return edit{}, nil, backendErr(op, tag, err)
 		}
 		r.KeyTag, r.Now = tag, now
+		if e.tokenIDs {
+			r.TokenIDs = e.random
+		}
 		set, err := token.IssueSet(signer, r)
 		if err != nil {
 			if errors.Is(err, token.ErrInvalidArgument) || errors.Is(err, token.ErrInvalidTTL) {

@@ -114,12 +114,21 @@ const (
 	maxUnix = 253402300799
 	// maxPermissionID bounds a permission id in a parsed token.
 	maxPermissionID = math.MaxInt32
+	// MaxIDLen is the longest token id (claim "jti"), in bytes.
+	MaxIDLen = 64
+	// IDSize is the number of random bytes in a token id this package
+	// makes; the id is their unpadded base64url encoding (22 characters).
+	IDSize = 16
 )
 
 // Claims is the claim set of a token, in NAVER's layout:
 //
 //	{"sub":"<Subject>","iat":<IssuedAt>,"exp":<ExpiresAt>,"1":"ACCESS"|"REFRESH",
 //	 "2":"keytag__<KeyTag>","3":"EXT","4":[<Permissions>...]}
+//
+// A token with an id (not NAVER's layout; see [Request].TokenIDs) carries
+// one more member, last: ,"jti":"<ID>". Without an id the layout is
+// NAVER's, byte for byte.
 //
 // Claims returned by this package (and held by the [Cache]) are shared and
 // must be treated as read-only.
@@ -142,6 +151,24 @@ type Claims struct {
 	// "4"), without duplicates. A parsed token keeps the ids in their
 	// encoded order, including ids this version does not know.
 	Permissions []Permission
+	// ID is the token's unique id (claim "jti"), or empty when the token
+	// has none (NAVER's layout). It is 1 .. MaxIDLen characters of the
+	// base64url alphabet.
+	ID string
+}
+
+// validID reports whether s is 1 .. MaxIDLen characters of the base64url
+// alphabet (so it never needs escaping in JSON).
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !b64url[s[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 // Has reports whether the claims grant p. Unknown permissions are never
@@ -222,6 +249,8 @@ func (c *Claims) validate(knownOnly bool) error {
 		return errors.New("invalid kind")
 	case !validKeyTag(c.KeyTag):
 		return errors.New("invalid key tag")
+	case c.ID != "" && !validID(c.ID):
+		return errors.New("invalid token id")
 	}
 	for _, p := range c.Permissions {
 		if p < 0 || p > maxPermissionID || (knownOnly && !p.Known()) {
@@ -258,7 +287,7 @@ func hasDuplicates(ps []Permission) bool {
 
 // appendPayload appends the canonical JSON encoding of c, the exact bytes
 // NAVER's tokens carry: members in the order sub, iat, exp, 1, 2, 3, 4, no
-// whitespace. c must be valid.
+// whitespace; then jti, only when c has an ID. c must be valid.
 func (c *Claims) appendPayload(b []byte) []byte {
 	b = append(b, `{"sub":`...)
 	b = appendJSONString(b, c.Subject)
@@ -279,7 +308,13 @@ func (c *Claims) appendPayload(b []byte) []byte {
 		}
 		b = strconv.AppendInt(b, int64(p), 10)
 	}
-	return append(b, "]}"...)
+	b = append(b, ']')
+	if c.ID != "" {
+		b = append(b, `,"jti":"`...)
+		b = append(b, c.ID...)
+		b = append(b, '"')
+	}
+	return append(b, '}')
 }
 
 // appendJSONString appends s as a JSON string. s holds no control
@@ -305,6 +340,7 @@ const (
 	seenKey
 	seenExt
 	seenPerms
+	seenID
 	seenRequired = seenSub | seenIat | seenKind | seenKey | seenExt | seenPerms
 )
 
@@ -348,6 +384,7 @@ type rawClaims struct {
 	Key   *string  `json:"2"`
 	Ext   *string  `json:"3"`
 	Perms *[]int64 `json:"4"`
+	ID    *string  `json:"jti"`
 }
 
 // quickClaims parses payload with json.Unmarshal and accepts it only if it
@@ -379,6 +416,12 @@ func quickClaims(payload []byte) (*Claims, bool) {
 		return nil, false
 	}
 	c.KeyTag = key[len(keyTagPrefix):]
+	if r.ID != nil {
+		if *r.ID == "" {
+			return nil, false
+		}
+		c.ID = *r.ID
+	}
 	c.Permissions = make([]Permission, 0, len(*r.Perms))
 	for _, id := range *r.Perms {
 		if id < 0 || id > maxPermissionID {
@@ -425,6 +468,8 @@ func (c *Claims) walk(payload []byte) Reason {
 			bit = seenExt
 		case "4":
 			bit = seenPerms
+		case "jti":
+			bit = seenID
 		default:
 			return ReasonClaims
 		}
@@ -483,6 +528,11 @@ func (c *Claims) walk(payload []byte) Reason {
 				if s != extValue {
 					return ReasonClaims
 				}
+			case seenID:
+				if s == "" {
+					return ReasonClaims
+				}
+				c.ID = s
 			}
 		}
 	}

@@ -172,6 +172,18 @@ func TestParseClaims(t *testing.T) {
 		{"4 holds null", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[null]}`, ReasonClaims},
 		{"4 holds a duplicate", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[1,2,1]}`, ReasonClaims},
 
+		{"jti", `{"sub":"s","iat":100,"exp":200,"1":"ACCESS",` + tag + `,"3":"EXT","4":[0],"jti":"AbC-_09xyzAbC-_09xyzAb"}`, 0},
+		{"jti without exp", `{"sub":"s","iat":100,"1":"REFRESH",` + tag + `,"3":"EXT","4":[],"jti":"a"}`, 0},
+		{"jti longest", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":"` + strings.Repeat("a", MaxIDLen) + `"}`, 0},
+		{"jti too long", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":"` + strings.Repeat("a", MaxIDLen+1) + `"}`, ReasonClaims},
+		{"jti empty", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":""}`, ReasonClaims},
+		{"jti not base64url", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":"a+b/"}`, ReasonClaims},
+		{"jti escaped", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":"\u0061"}`, ReasonClaims},
+		{"jti a number", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":1}`, ReasonClaims},
+		{"jti null", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":null}`, ReasonClaims},
+		{"jti first", `{"jti":"a","sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[]}`, ReasonClaims},
+		{"jti duplicate", `{"sub":"s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[],"jti":"a","jti":"b"}`, ReasonDuplicateClaim},
+
 		{"reordered members", `{"iat":100,"sub":"s","1":"ACCESS",` + tag + `,"3":"EXT","4":[]}`, ReasonClaims},
 		{"whitespace", `{"sub": "s","iat":100,"1":"ACCESS",` + tag + `,"3":"EXT","4":[]}`, ReasonClaims},
 		{"trailing newline", goodPayload + "\n", ReasonClaims},

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -451,5 +452,59 @@ func TestIssueSetZeroTTLIsDefault(t *testing.T) {
 	c, err := Verify(acc.Access, &testKey(t).PublicKey, Expect{Kind: Access, KeyTag: testTag, Now: testNow})
 	if err != nil || c.Kind != Access {
 		t.Fatalf("AccessOnly token: %v", err)
+	}
+}
+
+// TestIssueSetTokenIDs: with TokenIDs every token carries its own jti,
+// so two sets issued in the same second differ; the tokens verify and
+// round-trip; without TokenIDs the layout is NAVER's (no jti).
+func TestIssueSetTokenIDs(t *testing.T) {
+	req := Request{
+		KeyTag: testTag, Subject: testSub, Permissions: []Permission{PermEncrypt},
+		AccessTTL: TTL{Minutes: 180}, RefreshTTL: TTL{Minutes: 720}, Now: testNow, TokenIDs: rand.Reader,
+	}
+	k := testKey(t)
+	a, err := IssueSet(k, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := IssueSet(k, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, id := range []string{a.AccessID, a.RefreshID, b.AccessID, b.RefreshID} {
+		if len(id) != 22 || !validID(id) {
+			t.Fatalf("id %q: want 22 base64url characters", id)
+		}
+		ids[id] = true
+	}
+	if len(ids) != 4 || a.Access == b.Access || a.Refresh == b.Refresh {
+		t.Fatal("token ids or tokens repeat")
+	}
+	c, err := Verify(a.Access, &k.PublicKey, expectAccess(testNow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != a.AccessID {
+		t.Fatalf("verified jti %q, issued %q", c.ID, a.AccessID)
+	}
+	_, p, _ := segments(t, a.Access)
+	payload, _ := b64.DecodeString(p)
+	if !bytes.HasSuffix(payload, []byte(`],"jti":"`+a.AccessID+`"}`)) {
+		t.Fatalf("jti is not the last member: %s", payload)
+	}
+	plain := issueTestSet(t)
+	if plain.AccessID != "" || plain.RefreshID != "" {
+		t.Fatal("ids without TokenIDs")
+	}
+	_, p, _ = segments(t, plain.Access)
+	payload, _ = b64.DecodeString(p)
+	if bytes.Contains(payload, []byte("jti")) {
+		t.Fatalf("jti without TokenIDs: %s", payload)
+	}
+	req.TokenIDs = iotest.ErrReader(errors.New("no randomness"))
+	if _, err := IssueSet(k, req); err == nil {
+		t.Fatal("a failing id reader issued a set")
 	}
 }
