@@ -266,6 +266,7 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 			return edit{}, nil, wrapErr(op, tag, ErrInternal, err)
 		}
 		g := *s.gen
+		g.revoked = pruneRevoked(g.revoked, now)
 		g.issued += 2
 		if r.AccessOnly {
 			g.issued--
