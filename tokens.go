@@ -5,10 +5,13 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
@@ -316,4 +319,45 @@ func (b backendSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) 
 	}
 	// A token-signing key signs RSASSA-PKCS1-v1_5 with SHA-256: RS256.
 	return b.k.Sign(b.ctx, &backend.SignRequest{Digest: digest})
+}
+
+// jwk is one RSA public key in a JWKS document (RFC 7517, RFC 7518 §6.3).
+type jwk struct {
+	Kty string `json:"kty"`
+	Use string `json:"use"`
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+}
+
+// TokenJWKS returns the public key of a key's active token generator as a
+// JSON Web Key Set (RFC 7517): {"keys":[{"kty":"RSA","use":"sig",
+// "alg":"RS256","kid":<generator id>,"n":…,"e":…}]}, n and e in unpadded
+// base64url. Another service can verify the key's tokens offline with it
+// (RS256; then check the claims itself: kind "1", key tag "2", exp,
+// permissions "4"). Tokens carry NAVER's header, which has no kid: the
+// set holds one key, and a rotation replaces it (fetch it again when a
+// token stops verifying). Offline verification cannot see revocations
+// (RevokeToken), nor a key disabled since. A key whose generator is not
+// active has no key set: ErrInvalidState.
+func (e *Engine) TokenJWKS(ctx context.Context, keyTag string) ([]byte, error) {
+	return readKey(e, ctx, "token jwks", keyTag, func(op string, s *keySnap) ([]byte, error) {
+		if !s.gen.isActive() {
+			return nil, newErr(op, s.tag, ErrInvalidState, "the token generator is not active")
+		}
+		pub := s.gen.pub
+		k := jwk{
+			Kty: "RSA", Use: "sig", Alg: "RS256", Kid: s.gen.id,
+			N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
+		}
+		b, err := json.Marshal(struct {
+			Keys []jwk `json:"keys"`
+		}{[]jwk{k}})
+		if err != nil {
+			return nil, wrapErr(op, s.tag, ErrInternal, err)
+		}
+		return b, nil
+	})
 }
