@@ -34,7 +34,8 @@ import (
 //     and key binding (ErrTokenInvalid / ErrTokenExpired, 401), then the
 //     generator's revocation list, on every call (ErrTokenInvalid with
 //     detail "revoked": this tells only a holder of a genuine, unexpired
-//     token that it was revoked; see Engine.RevokeToken);
+//     token that it was revoked; see Engine.RevokeToken), then the
+//     token's own CIDRs, if it was narrowed to some (ErrAccessDenied);
 //  5. the permission in the token (ErrPermissionDenied, 403);
 //  6. the key's rate limit (ErrRateLimited, 429) — after authentication,
 //     so junk tokens cannot spend a key's budget;
@@ -136,6 +137,9 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 	// or not: a map lookup in the snapshot, skipped while the list is empty.
 	if s.gen.isRevoked(tok, claims) {
 		return nil, nil, newErr(op, tag, ErrTokenInvalid, "revoked")
+	}
+	if !claims.AllowsAddr(c.addr) {
+		return nil, nil, newErr(op, tag, ErrAccessDenied, "caller address not allowed by the token")
 	}
 	if kind == token.Access && !claims.Has(perm) {
 		return nil, nil, newErr(op, tag, ErrPermissionDenied, "the token lacks the "+perm.String()+" permission")
@@ -270,7 +274,7 @@ func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL
 	return onToken(c, ctx, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
 		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-			AccessTTL: accessTTL, RefreshTTL: refreshTTL,
+			AccessTTL: accessTTL, RefreshTTL: refreshTTL, CIDRs: claims.CIDRs,
 		}, c.stillValid(op, s, claims))
 	})
 }
@@ -281,7 +285,7 @@ func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, access
 	return onToken(c, ctx, "issue access token", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
 		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-			AccessTTL: accessTTL, AccessOnly: true,
+			AccessTTL: accessTTL, AccessOnly: true, CIDRs: claims.CIDRs,
 		}, c.stillValid(op, s, claims))
 	})
 }

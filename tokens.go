@@ -12,6 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
@@ -204,6 +207,14 @@ type IssueTokensRequest struct {
 	// AccessTTL and RefreshTTL: the zero TTL means NAVER's defaults, 72 h
 	// and 2,160 h (see token.TTL).
 	AccessTTL, RefreshTTL token.TTL
+	// AllowedCIDRs, when not empty, narrows the tokens to callers in
+	// these address prefixes ("10.0.0.0/8"; a bare address is one host),
+	// at most token.MaxCIDRs after deduplication, checked on the token
+	// plane in addition to the key's allow-list (ErrAccessDenied). They
+	// are bound into the tokens (claim "cidr", not NAVER's layout; off
+	// unless given), and tokens renewed from a narrowed refresh token
+	// carry them too, so a narrowed token never begets a wider one.
+	AllowedCIDRs []string
 }
 
 // IssueTokens issues an access and a refresh token for an ENABLED key
@@ -219,8 +230,13 @@ func (e *Engine) IssueTokens(ctx context.Context, keyTag string, req IssueTokens
 	if len(req.Permissions) == 0 {
 		return nil, newErr(op, keyTag, ErrInvalidArgument, "no permissions: name them, or pass AllPermissions()")
 	}
+	cidrs, err := parseCIDRs(req.AllowedCIDRs)
+	if err != nil {
+		return nil, newErr(op, keyTag, ErrInvalidArgument, err.Error())
+	}
 	return e.issue(ctx, op, keyTag, token.Request{
 		Subject: req.Subject, Permissions: req.Permissions, AccessTTL: req.AccessTTL, RefreshTTL: req.RefreshTTL,
+		CIDRs: cidrs,
 	}, nil)
 }
 
@@ -360,4 +376,45 @@ func (e *Engine) TokenJWKS(ctx context.Context, keyTag string) ([]byte, error) {
 		}
 		return b, nil
 	})
+}
+
+// parseCIDRs parses IssueTokensRequest.AllowedCIDRs: prefixes (masked
+// here) or bare addresses, IPv4-mapped IPv6 taken as IPv4.
+func parseCIDRs(ss []string) ([]netip.Prefix, error) {
+	if len(ss) == 0 {
+		return nil, nil
+	}
+	ps := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		var p netip.Prefix
+		if strings.Contains(s, "/") {
+			q, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, errors.New("malformed allowed CIDR")
+			}
+			p = q
+		} else {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" {
+				return nil, errors.New("malformed allowed CIDR")
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !p.IsValid() {
+			return nil, errors.New("malformed allowed CIDR")
+		}
+		if a := p.Addr(); a.Is4In6() {
+			if p.Bits() < 96 {
+				return nil, errors.New("allowed CIDR mixes IPv4-mapped and IPv6 addresses")
+			}
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		if !slices.Contains(ps, p.Masked()) {
+			ps = append(ps, p.Masked())
+		}
+	}
+	if len(ps) > token.MaxCIDRs {
+		return nil, fmt.Errorf("more than %d allowed CIDRs", token.MaxCIDRs)
+	}
+	return ps, nil
 }

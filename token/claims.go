@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -114,6 +115,9 @@ const (
 	maxUnix = 253402300799
 	// maxPermissionID bounds a permission id in a parsed token.
 	maxPermissionID = math.MaxInt32
+	// MaxCIDRs is the most address prefixes a token may be bound to
+	// (claim "cidr").
+	MaxCIDRs = 16
 	// MaxIDLen is the longest token id (claim "jti"), in bytes.
 	MaxIDLen = 64
 	// IDSize is the number of random bytes in a token id this package
@@ -151,6 +155,12 @@ type Claims struct {
 	// "4"), without duplicates. A parsed token keeps the ids in their
 	// encoded order, including ids this version does not know.
 	Permissions []Permission
+	// CIDRs, when not empty, bind the token to callers whose address lies
+	// in one of these prefixes (claim "cidr"; not NAVER's layout): at most
+	// MaxCIDRs masked prefixes, IPv4 or IPv6 (not IPv4-mapped IPv6),
+	// without duplicates. Empty: any address (the key's allow-list still
+	// applies).
+	CIDRs []netip.Prefix
 	// ID is the token's unique id (claim "jti"), or empty when the token
 	// has none (NAVER's layout). It is 1 .. MaxIDLen characters of the
 	// base64url alphabet.
@@ -175,6 +185,39 @@ func validID(s string) bool {
 // granted.
 func (c *Claims) Has(p Permission) bool {
 	return p.Known() && slices.Contains(c.Permissions, p)
+}
+
+// AllowsAddr reports whether the token may be used from addr: it has no
+// CIDRs, or one of them contains addr (an IPv4-mapped IPv6 address counts
+// as IPv4).
+func (c *Claims) AllowsAddr(addr netip.Addr) bool {
+	if len(c.CIDRs) == 0 {
+		return true
+	}
+	addr = addr.Unmap()
+	for _, p := range c.CIDRs {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// validCIDRs reports whether ps is nil, or 1 .. MaxCIDRs masked prefixes,
+// none IPv4-mapped IPv6, without duplicates.
+func validCIDRs(ps []netip.Prefix) bool {
+	if ps == nil {
+		return true
+	}
+	if len(ps) == 0 || len(ps) > MaxCIDRs {
+		return false
+	}
+	for i, p := range ps {
+		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" || slices.Contains(ps[:i], p) {
+			return false
+		}
+	}
+	return true
 }
 
 // Expired reports whether the claims have expired at now: exp is present and
@@ -249,6 +292,8 @@ func (c *Claims) validate(knownOnly bool) error {
 		return errors.New("invalid kind")
 	case !validKeyTag(c.KeyTag):
 		return errors.New("invalid key tag")
+	case !validCIDRs(c.CIDRs):
+		return errors.New("invalid address prefixes")
 	case c.ID != "" && !validID(c.ID):
 		return errors.New("invalid token id")
 	}
@@ -309,6 +354,18 @@ func (c *Claims) appendPayload(b []byte) []byte {
 		b = strconv.AppendInt(b, int64(p), 10)
 	}
 	b = append(b, ']')
+	if len(c.CIDRs) > 0 {
+		b = append(b, `,"cidr":[`...)
+		for i, p := range c.CIDRs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = p.AppendTo(b)
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+	}
 	if c.ID != "" {
 		b = append(b, `,"jti":"`...)
 		b = append(b, c.ID...)
@@ -341,6 +398,7 @@ const (
 	seenExt
 	seenPerms
 	seenID
+	seenCIDR
 	seenRequired = seenSub | seenIat | seenKind | seenKey | seenExt | seenPerms
 )
 
@@ -385,6 +443,7 @@ type rawClaims struct {
 	Ext   *string  `json:"3"`
 	Perms *[]int64 `json:"4"`
 	ID    *string  `json:"jti"`
+	CIDR  []string `json:"cidr"`
 }
 
 // quickClaims parses payload with json.Unmarshal and accepts it only if it
@@ -421,6 +480,11 @@ func quickClaims(payload []byte) (*Claims, bool) {
 			return nil, false
 		}
 		c.ID = *r.ID
+	}
+	if r.CIDR != nil {
+		if c.CIDRs = parseCIDRs(r.CIDR); c.CIDRs == nil {
+			return nil, false
+		}
 	}
 	c.Permissions = make([]Permission, 0, len(*r.Perms))
 	for _, id := range *r.Perms {
@@ -470,6 +534,8 @@ func (c *Claims) walk(payload []byte) Reason {
 			bit = seenPerms
 		case "jti":
 			bit = seenID
+		case "cidr":
+			bit = seenCIDR
 		default:
 			return ReasonClaims
 		}
@@ -479,6 +545,16 @@ func (c *Claims) walk(payload []byte) Reason {
 		seen |= bit
 		if bit == seenPerms {
 			if !c.walkPermissions(dec) {
+				return ReasonClaims
+			}
+			continue
+		}
+		if bit == seenCIDR {
+			var ss []string
+			if dec.Decode(&ss) != nil || ss == nil {
+				return ReasonClaims
+			}
+			if c.CIDRs = parseCIDRs(ss); c.CIDRs == nil {
 				return ReasonClaims
 			}
 			continue
@@ -571,4 +647,21 @@ func (c *Claims) walkPermissions(dec *json.Decoder) bool {
 	}
 	t, err := dec.Token()
 	return err == nil && t == json.Delim(']')
+}
+
+// parseCIDRs parses claim "cidr"'s strings; nil when one does not parse or
+// the list is empty (validate checks the rest).
+func parseCIDRs(ss []string) []netip.Prefix {
+	if len(ss) == 0 || len(ss) > MaxCIDRs {
+		return nil
+	}
+	ps := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil
+		}
+		ps[i] = p
+	}
+	return ps
 }

@@ -31,6 +31,15 @@
 // parser accepts both: jti is accepted only as the last member, once,
 // unescaped.
 //
+// # Narrowed tokens (cidr)
+//
+// Also beyond NAVER, and only when [Request].CIDRs is not empty, a token
+// is bound to callers in a few address prefixes: ,"cidr":["10.0.0.0/8",…]
+// right after "4" (and before jti): 1 .. MaxCIDRs masked prefixes in
+// canonical form, ascending, without duplicates. [Claims.AllowsAddr]
+// checks an address against them; the caller (the Engine's token plane)
+// applies it in addition to its own allow-list.
+//
 // # Permission ids
 //
 // NAVER does not publish the meaning of the integers in claim "4" (its

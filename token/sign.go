@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -142,6 +143,11 @@ type Request struct {
 	AccessOnly bool
 	// Now is the issue time, truncated to the second. It is required.
 	Now time.Time
+	// CIDRs, when not empty, bind the tokens to callers in these address
+	// prefixes (claim "cidr", see Claims.CIDRs; not NAVER's layout).
+	// Duplicates are dropped and the prefixes written in ascending order;
+	// each must be masked.
+	CIDRs []netip.Prefix
 	// TokenIDs, when not nil, gives every token a unique id (claim "jti"):
 	// IDSize bytes read from it, unpadded base64url. This leaves NAVER's
 	// layout (which has no jti), so it is off unless asked for; with it, no
@@ -251,8 +257,15 @@ func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 			return Set{}, invalidArg(op, "unknown permission "+p.String())
 		}
 	}
+	var cidrs []netip.Prefix
+	if len(r.CIDRs) > 0 {
+		cidrs = slices.Clone(r.CIDRs)
+		slices.SortFunc(cidrs, func(a, b netip.Prefix) int { return a.Compare(b) })
+		cidrs = slices.Compact(cidrs)
+	}
 	iat := r.Now.Truncate(time.Second).UTC()
 	c := Claims{
+		CIDRs:       cidrs,
 		Subject:     r.Subject,
 		IssuedAt:    iat,
 		KeyTag:      r.KeyTag,

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -506,5 +507,38 @@ func TestIssueSetTokenIDs(t *testing.T) {
 	req.TokenIDs = iotest.ErrReader(errors.New("no randomness"))
 	if _, err := IssueSet(k, req); err == nil {
 		t.Fatal("a failing id reader issued a set")
+	}
+}
+
+// TestIssueSetCIDRs: CIDRs are bound into both tokens, sorted and
+// deduplicated, and AllowsAddr checks them; unmasked prefixes are refused.
+func TestIssueSetCIDRs(t *testing.T) {
+	k := testKey(t)
+	req := Request{
+		KeyTag: testTag, Subject: testSub, Permissions: []Permission{PermEncrypt}, Now: testNow,
+		CIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.0/24")},
+	}
+	set, err := IssueSet(k, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verify(set.Access, &k.PublicKey, expectAccess(testNow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.CIDRs) != 2 || c.CIDRs[0].String() != "10.0.0.0/8" || c.CIDRs[1].String() != "192.0.2.0/24" {
+		t.Fatalf("CIDRs %v", c.CIDRs)
+	}
+	for addr, want := range map[string]bool{"10.9.9.9": true, "192.0.2.7": true, "::ffff:10.1.1.1": true, "192.0.3.1": false, "2001:db8::1": false} {
+		if got := c.AllowsAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("AllowsAddr(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	if (&Claims{}).AllowsAddr(netip.MustParseAddr("192.0.3.1")) != true {
+		t.Error("claims without CIDRs refuse an address")
+	}
+	req.CIDRs = []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}
+	if _, err := IssueSet(k, req); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("unmasked prefix: %v", err)
 	}
 }
