@@ -108,6 +108,11 @@ func revokedRecords(m map[string]time.Time) []store.RevokedToken {
 // the generator (ErrInvalidState). A key whose generator is not active
 // has no token to revoke: ErrInvalidState. The key may be disabled.
 // Revoking a token twice changes nothing.
+//
+// The list is rewritten whole with the generator record on every
+// revocation and every issuance, so a long list makes both slower and
+// larger on the store and the feed (a full list is some 700 KB); rotate
+// the generator rather than revoke thousands of tokens.
 func (e *Engine) RevokeToken(ctx context.Context, keyTag, tokenOrID string) error {
 	const op = "revoke token"
 	if tokenOrID == "" || len(tokenOrID) > token.MaxTokenSize {
