@@ -49,7 +49,7 @@ func TestCanceledContextEveryMethod(t *testing.T) {
 	if _, err := e.ActivateTokenGenerator(bg, aes.Tag); err != nil {
 		t.Fatal(err)
 	}
-	set, err := e.IssueTokens(bg, aes.Tag, kms.IssueTokensRequest{Subject: "svc"})
+	set, err := e.IssueTokens(bg, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestCanceledContextEveryMethod(t *testing.T) {
 				return err
 			},
 			"IssueTokens": func() error {
-				_, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: "svc"})
+				_, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 				return err
 			},
 			"RotateTokenGenerator": func() error { _, err := e.RotateTokenGenerator(ctx, aes.Tag); return err },

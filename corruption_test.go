@@ -259,7 +259,7 @@ func corFixture(t *testing.T, dir string) (*kms.Engine, *corSpec) {
 	}
 	issue := func(tag string) (access, refresh string) {
 		t.Helper()
-		set, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Subject: "corruption"})
+		set, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "corruption"})
 		must(err)
 		return set.Access, set.Refresh
 	}

@@ -630,7 +630,7 @@ func mxPick(ctx context.Context, e *kms.Engine, rng *rand.Rand, seed uint64, i i
 	case r < 60 && g.Status == kms.GeneratorActive:
 		op.Op, op.GenID = "issue", g.ID
 		return op, func(op *mxOp) error {
-			set, err := e.IssueTokens(ctx, op.Tag, kms.IssueTokensRequest{Subject: "crash-test"})
+			set, err := e.IssueTokens(ctx, op.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "crash-test"})
 			if err == nil {
 				op.Access, op.Refresh = set.Access, set.Refresh
 			}

@@ -209,7 +209,7 @@ func fzBuild() (*fzFix, error) {
 	if _, err := e.ActivateTokenGenerator(ctx, f.aes.Tag); err != nil {
 		return nil, err
 	}
-	set, err := e.IssueTokens(ctx, f.aes.Tag, kms.IssueTokensRequest{Subject: "fuzz"})
+	set, err := e.IssueTokens(ctx, f.aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "fuzz"})
 	if err != nil {
 		return nil, err
 	}

@@ -261,7 +261,7 @@ func TestSecretHygiene(t *testing.T) {
 	g, err := e.ActivateTokenGenerator(ctx, aes.Tag)
 	must(err)
 	value("*kms.TokenGenerator", g)
-	set, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: "hygiene"})
+	set, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "hygiene"})
 	must(err)
 	for name, tok := range map[string]string{"access token": set.Access, "refresh token": set.Refresh} {
 		sec.addForms(name, []string{tok})
@@ -356,7 +356,7 @@ func TestSecretHygiene(t *testing.T) {
 	call(err) // rate limited
 	_, err = e.WithToken(set.Access, caller).ReissueTokens(ctx, aes.Tag, token.TTL{}, token.TTL{})
 	call(err) // access token used as refresh token
-	_, err = e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: plaintext, AccessTTL: token.TTL{Minutes: -1}})
+	_, err = e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: plaintext, AccessTTL: token.TTL{Minutes: -1}})
 	call(err)
 	_, err = e.RotateTokenGenerator(ctx, conv.Tag)
 	call(err)

@@ -68,6 +68,8 @@ type Engine struct {
 	// pssSalt is the salt length Verify demands of RSA2048 signatures
 	// (pubkey.AnySaltLength with WithAnyPSSSaltLength).
 	pssSalt int
+	// tokenIDs: WithTokenIDs (every token gets a jti).
+	tokenIDs bool
 
 	keys    sync.Map // key tag -> *keyEntry
 	limiter *ratelimit.Limiter
@@ -143,7 +145,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	e := &Engine{
 		be: be, st: st, clock: cfg.clock, random: cfg.random, log: cfg.logger,
 		limit: cfg.limit, limiter: limiter, tokens: cache, pssSalt: pssSaltLength,
-		orphanGrace: cfg.orphans,
+		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs,
 	}
 	if cfg.anySalt {
 		e.pssSalt = pubkey.AnySaltLength

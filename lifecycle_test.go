@@ -471,7 +471,7 @@ func TestDestroyMaterialBeforeRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	k, _ := tokenKey(t, e, "doomed", kms.AES256, kms.IssueTokensRequest{})
+	k, _ := tokenKey(t, e, "doomed", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	if _, err := e.RotateKey(ctx, k.Tag); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestMinDecryptionVersion(t *testing.T) {
 	if _, err := e.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		t.Fatal(err)
 	}
-	set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "svc"})
+	set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}

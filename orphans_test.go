@@ -159,7 +159,7 @@ func TestSweepOrphans(t *testing.T) {
 	if ok, err := e.Verify(ctx, ec.Tag, []byte("signed"), sig); err != nil || !ok {
 		t.Fatalf("Verify after the sweep: %v, %v", ok, err)
 	}
-	if _, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: "after sweep"}); err != nil {
+	if _, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "after sweep"}); err != nil {
 		t.Fatalf("IssueTokens after the sweep: %v", err)
 	}
 	// Nothing left to do.

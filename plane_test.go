@@ -42,9 +42,9 @@ func TestTokenPlaneKeyState(t *testing.T) {
 	for _, state := range []string{"disabled", "pending deletion"} {
 		t.Run(state, func(t *testing.T) {
 			e, clk := newClockEngine(t)
-			k, set := tokenKey(t, e, "state", kms.AES256, kms.IssueTokensRequest{AccessTTL: token.TTL{Minutes: 10}})
-			ec, ecSet := tokenKey(t, e, "signer", kms.ECDSA, kms.IssueTokensRequest{})
-			other, otherSet := tokenKey(t, e, "other", kms.AES256, kms.IssueTokensRequest{})
+			k, set := tokenKey(t, e, "state", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), AccessTTL: token.TTL{Minutes: 10}})
+			ec, ecSet := tokenKey(t, e, "signer", kms.ECDSA, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
+			other, otherSet := tokenKey(t, e, "other", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 			ct, err := e.Encrypt(ctx, k.Tag, []byte("x"), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -58,11 +58,11 @@ func TestTokenPlaneKeyState(t *testing.T) {
 			if _, err := e.WithToken(set.Access, callerIP).Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 				t.Fatal(err)
 			}
-			cold, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "cold"})
+			cold, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "cold"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			expiring, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "short", AccessTTL: token.TTL{Minutes: 1}})
+			expiring, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "short", AccessTTL: token.TTL{Minutes: 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestTokenPlaneKeyState(t *testing.T) {
 	// The allow-list still comes first, and a deactivated generator still
 	// refuses its tokens with 401, whatever the key's state.
 	e := newEngine(t)
-	k, set := tokenKey(t, e, "acl", kms.AES256, kms.IssueTokensRequest{})
+	k, set := tokenKey(t, e, "acl", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	if _, err := e.SetKeyACLEnabled(ctx, k.Tag, true); err != nil {
 		t.Fatal(err)
 	}

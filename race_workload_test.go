@@ -105,7 +105,7 @@ func TestRaceWorkload(t *testing.T) {
 		if _, err := e.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 			t.Fatal(err)
 		}
-		set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "race"})
+		set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "race"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,7 +246,7 @@ func TestRaceWorkload(t *testing.T) {
 				if _, err := e.RotateTokenGenerator(ctx, k.Tag); !rwAllowed(t, "rotate generator", err) {
 					return
 				}
-				set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "race"})
+				set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "race"})
 				if !rwAllowed(t, "issue tokens", err) {
 					return
 				}

@@ -79,7 +79,7 @@ func TestSharedStoreChangesReachEveryEngine(t *testing.T) {
 	if _, err := a.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		t.Fatal(err)
 	}
-	set, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "svc"})
+	set, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestSharedStoreChangesReachEveryEngine(t *testing.T) {
 	})
 
 	// The allow-list, set on B, denies on C.
-	set2, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "svc"})
+	set2, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}

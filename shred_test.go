@@ -298,7 +298,7 @@ func TestDestroyedKeyUnrecoverable(t *testing.T) {
 	if _, err := e.RotateTokenGenerator(ctx, doomed.Tag); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.IssueTokens(ctx, doomed.Tag, kms.IssueTokensRequest{Subject: "s"}); err != nil {
+	if _, err := e.IssueTokens(ctx, doomed.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "s"}); err != nil {
 		t.Fatal(err)
 	}
 	ct, err := e.Encrypt(ctx, doomed.Tag, []byte("secret"), nil)

@@ -136,7 +136,11 @@ type genSnap struct {
 	enabledAt  time.Time
 	disabledAt time.Time
 	issued     uint64
-	lk         *lazyKey // the signing key, loaded on first issuance
+	// revoked maps the ids of revoked tokens (see revocationID) to the
+	// time their entry may go (zero: not before the generator is
+	// replaced). Shared between snapshots; never modified.
+	revoked map[string]time.Time
+	lk      *lazyKey // the signing key, loaded on first issuance
 }
 
 func (g *genSnap) isActive() bool { return g != nil && g.active }
@@ -301,6 +305,15 @@ func genFromRecord(rec *store.GeneratorRecord) (*genSnap, error) {
 		id: rec.ID, active: rec.Active, generation: rec.Generation, handle: plainHandle(rec.Handle), stored: rec.Handle, publicDER: rec.PublicKey,
 		enabledAt: msTime(rec.EnabledAt), disabledAt: msTime(rec.DisabledAt), issued: rec.IssuedCount, lk: &lazyKey{},
 	}
+	if len(rec.Revoked) > 0 {
+		g.revoked = make(map[string]time.Time, len(rec.Revoked))
+		for _, r := range rec.Revoked {
+			if r.ID == "" {
+				return nil, errors.New("token generator: revoked token without id")
+			}
+			g.revoked[r.ID] = msTime(r.Until)
+		}
+	}
 	if rec.Active {
 		pub, err := x509.ParsePKIXPublicKey(rec.PublicKey)
 		if err != nil {
@@ -343,6 +356,7 @@ func (g *genSnap) record(tag string) *store.GeneratorRecord {
 	return &store.GeneratorRecord{
 		Tag: tag, ID: g.id, Active: g.active, Generation: g.generation, Handle: g.stored, PublicKey: g.publicDER,
 		EnabledAt: timeMs(g.enabledAt), DisabledAt: timeMs(g.disabledAt), IssuedCount: g.issued,
+		Revoked: revokedRecords(g.revoked),
 	}
 }
 

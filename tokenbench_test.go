@@ -27,7 +27,7 @@ func benchTokenKey(b *testing.B, opts ...kms.Option) (*kms.Engine, string, *toke
 	if _, err := e.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		b.Fatal(err)
 	}
-	set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "bench"})
+	set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func BenchmarkTokenEncryptColdToken(b *testing.B) {
 	ctx := context.Background()
 	var clients []kms.TokenClient
 	for i := range 16 {
-		set, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Subject: fmt.Sprintf("s%d", i)})
+		set, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: fmt.Sprintf("s%d", i)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func BenchmarkIssueTokens(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Subject: "bench"}); err != nil {
+		if _, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "bench"}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -31,7 +31,11 @@ import (
 //  4. the token: RS256 signature by the key's current generator (or a
 //     cached verification, rechecked against the generator id and the
 //     expiry), expiry, kind (access for cipher calls, refresh for renewal)
-//     and key binding (ErrTokenInvalid / ErrTokenExpired, 401);
+//     and key binding (ErrTokenInvalid / ErrTokenExpired, 401), then the
+//     generator's revocation list, on every call (ErrTokenInvalid with
+//     detail "revoked": this tells only a holder of a genuine, unexpired
+//     token that it was revoked; see Engine.RevokeToken), then the
+//     token's own CIDRs, if it was narrowed to some (ErrAccessDenied);
 //  5. the permission in the token (ErrPermissionDenied, 403);
 //  6. the key's rate limit (ErrRateLimited, 429) — after authentication,
 //     so junk tokens cannot spend a key's budget;
@@ -128,6 +132,14 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 		// The verification took tens of microseconds; the limiter
 		// needs a fresh reading (ratelimit.Limiter.AllowAt).
 		want.Now = e.now()
+	}
+	// Revocation (Engine.RevokeToken) is checked on every call, cache hit
+	// or not: a map lookup in the snapshot, skipped while the list is empty.
+	if s.gen.isRevoked(tok, claims) {
+		return nil, nil, newErr(op, tag, ErrTokenInvalid, "revoked")
+	}
+	if !claims.AllowsAddr(c.addr) {
+		return nil, nil, newErr(op, tag, ErrAccessDenied, "caller address not allowed by the token")
 	}
 	if kind == token.Access && !claims.Has(perm) {
 		return nil, nil, newErr(op, tag, ErrPermissionDenied, "the token lacks the "+perm.String()+" permission")
@@ -262,8 +274,8 @@ func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL
 	return onToken(c, ctx, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
 		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-			AccessTTL: accessTTL, RefreshTTL: refreshTTL,
-		}, c.stillValid(op, s))
+			AccessTTL: accessTTL, RefreshTTL: refreshTTL, CIDRs: claims.CIDRs,
+		}, c.stillValid(op, s, claims))
 	})
 }
 
@@ -273,18 +285,18 @@ func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, access
 	return onToken(c, ctx, "issue access token", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
 		return c.e.issue(ctx, op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
-			AccessTTL: accessTTL, AccessOnly: true,
-		}, c.stillValid(op, s))
+			AccessTTL: accessTTL, AccessOnly: true, CIDRs: claims.CIDRs,
+		}, c.stillValid(op, s, claims))
 	})
 }
 
 // stillValid returns issue's recheck for a renewal authorised on snapshot
 // s: under the key's lock, the caller must still pass the allow-list and
-// the generator that verified the refresh token must still be the key's.
-// Without it, a rotation or deactivation committed between the check and
-// the signing would let the old refresh token obtain tokens from the new
-// generator.
-func (c TokenClient) stillValid(op string, s *keySnap) func(*keySnap) error {
+// the generator that verified the refresh token must still be the key's,
+// and the refresh token must not have been revoked since. Without it, a
+// rotation, deactivation or revocation committed between the check and
+// the signing would let the old refresh token obtain tokens.
+func (c TokenClient) stillValid(op string, s *keySnap, claims *token.Claims) func(*keySnap) error {
 	genID := s.gen.id
 	return func(ns *keySnap) error {
 		tag := ns.tag
@@ -293,6 +305,9 @@ func (c TokenClient) stillValid(op string, s *keySnap) func(*keySnap) error {
 		}
 		if !ns.gen.isActive() || ns.gen.id != genID {
 			return newErr(op, tag, ErrTokenInvalid, "")
+		}
+		if ns.gen.isRevoked(*c.tok, claims) {
+			return newErr(op, tag, ErrTokenInvalid, "revoked")
 		}
 		return nil
 	}

@@ -44,7 +44,7 @@ func TestTokenGeneratorLifecycle(t *testing.T) {
 	if err != nil || g.Status != kms.GeneratorInactive || g.ID != "" {
 		t.Fatalf("fresh generator = %+v, %v", g, err)
 	}
-	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "s"})
+	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "s"})
 	wantErr(t, err, kms.ErrInvalidState)
 	_, err = e.RotateTokenGenerator(ctx, k.Tag)
 	wantErr(t, err, kms.ErrInvalidState)
@@ -57,7 +57,7 @@ func TestTokenGeneratorLifecycle(t *testing.T) {
 	if again.ID != g1.ID {
 		t.Fatal("activating an active generator changed it")
 	}
-	set, _ := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "s"})
+	set, _ := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "s"})
 	tc := e.WithToken(set.Access, callerIP)
 	if _, err := tc.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func TestTokenGeneratorLifecycle(t *testing.T) {
 	}
 	_, err = tc.Encrypt(ctx, k.Tag, []byte("x"), nil) // cached, yet dead at once
 	wantErr(t, err, kms.ErrTokenInvalid)
-	set2, _ := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "s"})
+	set2, _ := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "s"})
 	tc2 := e.WithToken(set2.Access, callerIP)
 	if _, err := tc2.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 		t.Fatal(err)
@@ -103,15 +103,15 @@ func TestTokenGeneratorLifecycle(t *testing.T) {
 		_, err := fn(ctx, k.Tag)
 		wantErr(t, err, kms.ErrKeyNotEnabled)
 	}
-	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "s"})
+	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "s"})
 	wantErr(t, err, kms.ErrKeyNotEnabled)
 }
 
 func TestTokenPlaneOperations(t *testing.T) {
 	e := newEngine(t)
 	ctx := context.Background()
-	aesKey, aesSet := tokenKey(t, e, "tokaes", kms.AES256, kms.IssueTokensRequest{})
-	rsaKey, rsaSet := tokenKey(t, e, "tokrsa", kms.RSA2048, kms.IssueTokensRequest{})
+	aesKey, aesSet := tokenKey(t, e, "tokaes", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
+	rsaKey, rsaSet := tokenKey(t, e, "tokrsa", kms.RSA2048, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	a := e.WithToken(aesSet.Access, callerIP)
 	ct, err := a.Encrypt(ctx, aesKey.Tag, []byte("hello"), nil)
 	if err != nil {
@@ -204,7 +204,7 @@ func TestTokenRenewal(t *testing.T) {
 func TestTokenExpiry(t *testing.T) {
 	e, clk := newClockEngine(t)
 	ctx := context.Background()
-	k, set := tokenKey(t, e, "expiry", kms.AES256, kms.IssueTokensRequest{AccessTTL: token.TTL{Minutes: 1}})
+	k, set := tokenKey(t, e, "expiry", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), AccessTTL: token.TTL{Minutes: 1}})
 	c := e.WithToken(set.Access, callerIP)
 	if _, err := c.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil { // now cached
 		t.Fatal(err)
@@ -217,20 +217,20 @@ func TestTokenExpiry(t *testing.T) {
 	_, err := c.Encrypt(ctx, k.Tag, []byte("x"), nil)
 	wantErr(t, err, kms.ErrTokenExpired)
 	// Defaults: 72 h access, 2,160 h refresh.
-	_, set2 := tokenKey(t, e, "defaults", kms.AES256, kms.IssueTokensRequest{})
+	_, set2 := tokenKey(t, e, "defaults", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	if set2.AccessExpires.Sub(set2.IssuedAt) != 72*time.Hour || set2.RefreshExpires.Sub(set2.IssuedAt) != 2160*time.Hour {
 		t.Fatalf("default TTLs: %v", set2)
 	}
-	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "s", AccessTTL: token.TTL{Minutes: -1}})
+	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "s", AccessTTL: token.TTL{Minutes: -1}})
 	wantErr(t, err, kms.ErrInvalidArgument)
-	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{})
+	_, err = e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	wantErr(t, err, kms.ErrInvalidArgument) // no subject
 }
 
 func TestTokenKeyState(t *testing.T) {
 	e, clk := newClockEngine(t)
 	ctx := context.Background()
-	k, set := tokenKey(t, e, "state", kms.AES256, kms.IssueTokensRequest{})
+	k, set := tokenKey(t, e, "state", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	c := e.WithToken(set.Access, callerIP)
 	if _, err := c.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 		t.Fatal(err)
@@ -256,7 +256,7 @@ func TestTokenKeyState(t *testing.T) {
 func TestTokenTampering(t *testing.T) {
 	e := newEngine(t)
 	ctx := context.Background()
-	k, set := tokenKey(t, e, "tamper", kms.AES256, kms.IssueTokensRequest{})
+	k, set := tokenKey(t, e, "tamper", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	parts := strings.Split(set.Access, ".")
 	b64 := base64.RawURLEncoding
 	hs := func(header string) string { return b64.EncodeToString([]byte(header)) }
@@ -303,15 +303,47 @@ func TestTokenPermissions(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) { wantErr(t, fn(), kms.ErrPermissionDenied) })
 	}
-	_, none := tokenKey(t, e, "noperms", kms.AES256, kms.IssueTokensRequest{Permissions: []token.Permission{}})
-	_, err = e.WithToken(none.Access, callerIP).Encrypt(ctx, k.Tag, []byte("d"), nil)
-	wantErr(t, err, kms.ErrTokenInvalid) // another key's token
+	_, other := tokenKey(t, e, "otherkey", kms.AES256, kms.IssueTokensRequest{Permissions: []token.Permission{token.PermEncrypt}})
+	_, err = e.WithToken(other.Access, callerIP).Encrypt(ctx, k.Tag, []byte("d"), nil)
+	wantErr(t, err, kms.ErrTokenInvalid) // another key's token, even one with the permission
+}
+
+// TestIssueTokensExplicitPermissions: a nil or empty permission list is
+// refused (it used to mean "all" and "none"); AllPermissions is the named
+// way to grant everything.
+func TestIssueTokensExplicitPermissions(t *testing.T) {
+	e := newEngine(t)
+	ctx := context.Background()
+	k, all := tokenKey(t, e, "explicit", kms.RSA2048, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
+	for name, perms := range map[string][]token.Permission{"nil": nil, "empty": {}} {
+		t.Run(name, func(t *testing.T) {
+			set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "s", Permissions: perms})
+			wantErr(t, err, kms.ErrInvalidArgument)
+			if set != nil {
+				t.Fatal("a set was issued")
+			}
+		})
+	}
+	c := e.WithToken(all.Access, callerIP)
+	sig, err := c.Sign(ctx, k.Tag, []byte("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := c.Verify(ctx, k.Tag, []byte("d"), sig); err != nil || !ok {
+		t.Fatalf("verify with all permissions: %v, %v", ok, err)
+	}
+	if _, err := c.GetPublicKey(ctx, k.Tag, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(kms.AllPermissions()), len(token.AllPermissions()); got != want {
+		t.Fatalf("AllPermissions has %d, token.AllPermissions %d", got, want)
+	}
 }
 
 func TestTokenPlaneACL(t *testing.T) {
 	e := newEngine(t)
 	ctx := context.Background()
-	k, set := tokenKey(t, e, "acl", kms.AES256, kms.IssueTokensRequest{})
+	k, set := tokenKey(t, e, "acl", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	c := e.WithToken(set.Access, callerIP)
 	if _, err := c.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 		t.Fatal(err)
@@ -381,8 +413,8 @@ func TestTokenPlaneACL(t *testing.T) {
 func TestTokenPlaneRateLimit(t *testing.T) {
 	e, clk := newClockEngine(t, kms.WithRateLimit(ratelimit.Limit{Rate: 10, Burst: 10}))
 	ctx := context.Background()
-	k, set := tokenKey(t, e, "limited", kms.AES256, kms.IssueTokensRequest{})
-	other, otherSet := tokenKey(t, e, "other", kms.AES256, kms.IssueTokensRequest{})
+	k, set := tokenKey(t, e, "limited", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
+	other, otherSet := tokenKey(t, e, "other", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	c := e.WithToken(set.Access, callerIP)
 	// Junk tokens do not spend the budget.
 	for range 50 {
@@ -445,7 +477,7 @@ func TestTokenStatePersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, set := tokenKey(t, e, "persist", kms.AES256, kms.IssueTokensRequest{})
+	k, set := tokenKey(t, e, "persist", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 	e.SetKeyACLEnabled(ctx, k.Tag, true)
 	e.AddAllowedIPs(ctx, k.Tag, []string{"10.1.2.3"})
 	e.SetKeyRateLimit(ctx, k.Tag, ratelimit.Limit{Rate: 5, Burst: 5})
@@ -471,7 +503,7 @@ func TestTokenStatePersists(t *testing.T) {
 		t.Fatalf("rate limit after restart: %+v", l)
 	}
 	// Issuance works with the reloaded signing key.
-	if _, err := e2.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "again"}); err != nil {
+	if _, err := e2.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "again"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -522,7 +554,7 @@ func TestRenewalRacesGeneratorChange(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := &hookClock{fakeClock: newFakeClock()}
 			e := newEngine(t, kms.WithClock(clk), kms.WithMaintenanceInterval(0))
-			k, set := tokenKey(t, e, "race", kms.AES256, kms.IssueTokensRequest{})
+			k, set := tokenKey(t, e, "race", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions()})
 			ran := false
 			clk.arm(func() {
 				ran = true

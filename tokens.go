@@ -5,10 +5,16 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
@@ -185,33 +191,52 @@ func (e *Engine) destroySigningKey(ctx context.Context, s *keySnap, g *genSnap) 
 	}
 }
 
+// AllPermissions returns every permission this version defines, for an
+// IssueTokensRequest that grants them all (NAVER's account-authenticated
+// token sets do). The slice is new on every call.
+func AllPermissions() []token.Permission { return token.AllPermissions() }
+
 // IssueTokensRequest describes a token set to issue.
 type IssueTokensRequest struct {
 	// Subject is the principal the tokens are for (claim "sub"); required.
 	Subject string
-	// Permissions is the snapshot the tokens carry. nil means every
-	// permission (the trusted application holds them all); an empty,
-	// non-nil slice means none.
+	// Permissions is the snapshot the tokens carry; required. It must
+	// be explicit: nil or empty fails with ErrInvalidArgument, and every
+	// permission is asked for by name, with AllPermissions.
 	Permissions []token.Permission
 	// AccessTTL and RefreshTTL: the zero TTL means NAVER's defaults, 72 h
 	// and 2,160 h (see token.TTL).
 	AccessTTL, RefreshTTL token.TTL
+	// AllowedCIDRs, when not empty, narrows the tokens to callers in
+	// these address prefixes ("10.0.0.0/8"; a bare address is one host),
+	// at most token.MaxCIDRs after deduplication, checked on the token
+	// plane in addition to the key's allow-list (ErrAccessDenied). They
+	// are bound into the tokens (claim "cidr", not NAVER's layout; off
+	// unless given), and tokens renewed from a narrowed refresh token
+	// carry them too, so a narrowed token never begets a wider one.
+	AllowedCIDRs []string
 }
 
 // IssueTokens issues an access and a refresh token for an ENABLED key
-// whose generator is active. The Set's String and Format redact the tokens.
+// whose generator is active, carrying req.Permissions (a nil or empty list
+// is ErrInvalidArgument; see AllPermissions). The Set's String and Format
+// redact the tokens.
 func (e *Engine) IssueTokens(ctx context.Context, keyTag string, req IssueTokensRequest) (*token.Set, error) {
 	const op = "issue tokens"
 	if err := e.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer e.leave()
-	perms := req.Permissions
-	if perms == nil {
-		perms = token.AllPermissions()
+	if len(req.Permissions) == 0 {
+		return nil, newErr(op, keyTag, ErrInvalidArgument, "no permissions: name them, or pass AllPermissions()")
+	}
+	cidrs, err := parseCIDRs(req.AllowedCIDRs)
+	if err != nil {
+		return nil, newErr(op, keyTag, ErrInvalidArgument, err.Error())
 	}
 	return e.issue(ctx, op, keyTag, token.Request{
-		Subject: req.Subject, Permissions: perms, AccessTTL: req.AccessTTL, RefreshTTL: req.RefreshTTL,
+		Subject: req.Subject, Permissions: req.Permissions, AccessTTL: req.AccessTTL, RefreshTTL: req.RefreshTTL,
+		CIDRs: cidrs,
 	}, nil)
 }
 
@@ -249,6 +274,9 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 			return edit{}, nil, backendErr(op, tag, err)
 		}
 		r.KeyTag, r.Now = tag, now
+		if e.tokenIDs {
+			r.TokenIDs = e.random
+		}
 		set, err := token.IssueSet(signer, r)
 		if err != nil {
 			if errors.Is(err, token.ErrInvalidArgument) || errors.Is(err, token.ErrInvalidTTL) {
@@ -257,6 +285,7 @@ func (e *Engine) issue(ctx context.Context, op, keyTag string, r token.Request, 
 			return edit{}, nil, wrapErr(op, tag, ErrInternal, err)
 		}
 		g := *s.gen
+		g.revoked = pruneRevoked(g.revoked, now)
 		g.issued += 2
 		if r.AccessOnly {
 			g.issued--
@@ -306,4 +335,86 @@ func (b backendSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) 
 	}
 	// A token-signing key signs RSASSA-PKCS1-v1_5 with SHA-256: RS256.
 	return b.k.Sign(b.ctx, &backend.SignRequest{Digest: digest})
+}
+
+// jwk is one RSA public key in a JWKS document (RFC 7517, RFC 7518 §6.3).
+type jwk struct {
+	Kty string `json:"kty"`
+	Use string `json:"use"`
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+}
+
+// TokenJWKS returns the public key of a key's active token generator as a
+// JSON Web Key Set (RFC 7517): {"keys":[{"kty":"RSA","use":"sig",
+// "alg":"RS256","kid":<generator id>,"n":…,"e":…}]}, n and e in unpadded
+// base64url. Another service can verify the key's tokens offline with it
+// (RS256; then check the claims itself: kind "1", key tag "2", exp,
+// permissions "4"). Tokens carry NAVER's header, which has no kid: the
+// set holds one key, and a rotation replaces it (fetch it again when a
+// token stops verifying). Offline verification cannot see revocations
+// (RevokeToken), nor a key disabled since. A key whose generator is not
+// active has no key set: ErrInvalidState.
+func (e *Engine) TokenJWKS(ctx context.Context, keyTag string) ([]byte, error) {
+	return readKey(e, ctx, "token jwks", keyTag, func(op string, s *keySnap) ([]byte, error) {
+		if !s.gen.isActive() {
+			return nil, newErr(op, s.tag, ErrInvalidState, "the token generator is not active")
+		}
+		pub := s.gen.pub
+		k := jwk{
+			Kty: "RSA", Use: "sig", Alg: "RS256", Kid: s.gen.id,
+			N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
+		}
+		b, err := json.Marshal(struct {
+			Keys []jwk `json:"keys"`
+		}{[]jwk{k}})
+		if err != nil {
+			return nil, wrapErr(op, s.tag, ErrInternal, err)
+		}
+		return b, nil
+	})
+}
+
+// parseCIDRs parses IssueTokensRequest.AllowedCIDRs: prefixes (masked
+// here) or bare addresses, IPv4-mapped IPv6 taken as IPv4.
+func parseCIDRs(ss []string) ([]netip.Prefix, error) {
+	if len(ss) == 0 {
+		return nil, nil
+	}
+	ps := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		var p netip.Prefix
+		if strings.Contains(s, "/") {
+			q, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, errors.New("malformed allowed CIDR")
+			}
+			p = q
+		} else {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" {
+				return nil, errors.New("malformed allowed CIDR")
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !p.IsValid() {
+			return nil, errors.New("malformed allowed CIDR")
+		}
+		if a := p.Addr(); a.Is4In6() {
+			if p.Bits() < 96 {
+				return nil, errors.New("allowed CIDR mixes IPv4-mapped and IPv6 addresses")
+			}
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		if !slices.Contains(ps, p.Masked()) {
+			ps = append(ps, p.Masked())
+		}
+	}
+	if len(ps) > token.MaxCIDRs {
+		return nil, fmt.Errorf("more than %d allowed CIDRs", token.MaxCIDRs)
+	}
+	return ps, nil
 }

@@ -34,7 +34,7 @@ func BenchmarkTokenEncrypt(b *testing.B) {
 	if _, err := eng.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		b.Fatal(err)
 	}
-	set, err := eng.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "bench"})
+	set, err := eng.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -73,9 +73,9 @@ func newJunkFixture(t testing.TB, opts ...Option) *junkFixture {
 	}
 	f := &junkFixture{ts: ts}
 	var set *token.Set
-	f.aes, set = key("plain", nil)
+	f.aes, set = key("plain", kms.AllPermissions())
 	f.access, f.refresh = set.Access, set.Refresh
-	f.acl, set = key("listed", nil)
+	f.acl, set = key("listed", kms.AllPermissions())
 	f.aclAccess = set.Access
 	if _, err := e.AddAllowedIPs(ctx, f.acl, []string{"10.1.2.3"}); err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func newJunkFixture(t testing.TB, opts ...Option) *junkFixture {
 	if _, err := e.SetKeyACLEnabled(ctx, f.acl, true); err != nil {
 		t.Fatal(err)
 	}
-	f.off, set = key("disabled", nil)
+	f.off, set = key("disabled", kms.AllPermissions())
 	f.offAccess = set.Access
 	if _, err := e.DisableKey(ctx, f.off); err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func newJunkFixture(t testing.TB, opts ...Option) *junkFixture {
 		sig[i] = 'A'
 	}
 	f.forged = string(sig)
-	_, set = key("other", nil)
+	_, set = key("other", kms.AllPermissions())
 	f.otherKey = set.Access
 	return f
 }

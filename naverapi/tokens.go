@@ -93,7 +93,7 @@ func issueTokens(c *call) (any, error) {
 	if sub == "" {
 		sub = newUUID()
 	}
-	set, err := c.h.eng.IssueTokens(c.ctx, c.tag, kms.IssueTokensRequest{Subject: sub, AccessTTL: access, RefreshTTL: refresh})
+	set, err := c.h.eng.IssueTokens(c.ctx, c.tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: sub, AccessTTL: access, RefreshTTL: refresh})
 	if err != nil {
 		return nil, err
 	}

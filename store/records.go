@@ -187,6 +187,20 @@ type GeneratorRecord struct {
 	EnabledAt   int64  `json:"enabledAt,omitempty"`
 	DisabledAt  int64  `json:"disabledAt,omitempty"`
 	IssuedCount uint64 `json:"issuedCount"`
+	// Revoked lists the tokens of this generator revoked one by one
+	// (Engine.RevokeToken), until their expiry. A new generator (rotation,
+	// deactivation) starts with none.
+	Revoked []RevokedToken `json:"revoked,omitempty"`
+}
+
+// RevokedToken is one revoked token: its id (its jti, or "sha256:" and
+// the unpadded base64url SHA-256 of a token without one) and its expiry
+// in Unix milliseconds, after which the entry is dropped (0: the token
+// never expires, or only its id was given; the entry stays until the
+// generator is replaced).
+type RevokedToken struct {
+	ID    string `json:"id"`
+	Until int64  `json:"until,omitempty"`
 }
 
 // ACLRecord is the persisted IP allow-list of a key, entries as entered.

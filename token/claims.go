@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -114,12 +115,24 @@ const (
 	maxUnix = 253402300799
 	// maxPermissionID bounds a permission id in a parsed token.
 	maxPermissionID = math.MaxInt32
+	// MaxCIDRs is the most address prefixes a token may be bound to
+	// (claim "cidr").
+	MaxCIDRs = 16
+	// MaxIDLen is the longest token id (claim "jti"), in bytes.
+	MaxIDLen = 64
+	// IDSize is the number of random bytes in a token id this package
+	// makes; the id is their unpadded base64url encoding (22 characters).
+	IDSize = 16
 )
 
 // Claims is the claim set of a token, in NAVER's layout:
 //
 //	{"sub":"<Subject>","iat":<IssuedAt>,"exp":<ExpiresAt>,"1":"ACCESS"|"REFRESH",
 //	 "2":"keytag__<KeyTag>","3":"EXT","4":[<Permissions>...]}
+//
+// A token with an id (not NAVER's layout; see [Request].TokenIDs) carries
+// one more member, last: ,"jti":"<ID>". Without an id the layout is
+// NAVER's, byte for byte.
 //
 // Claims returned by this package (and held by the [Cache]) are shared and
 // must be treated as read-only.
@@ -142,12 +155,69 @@ type Claims struct {
 	// "4"), without duplicates. A parsed token keeps the ids in their
 	// encoded order, including ids this version does not know.
 	Permissions []Permission
+	// CIDRs, when not empty, bind the token to callers whose address lies
+	// in one of these prefixes (claim "cidr"; not NAVER's layout): at most
+	// MaxCIDRs masked prefixes, IPv4 or IPv6 (not IPv4-mapped IPv6),
+	// without duplicates. Empty: any address (the key's allow-list still
+	// applies).
+	CIDRs []netip.Prefix
+	// ID is the token's unique id (claim "jti"), or empty when the token
+	// has none (NAVER's layout). It is 1 .. MaxIDLen characters of the
+	// base64url alphabet.
+	ID string
+}
+
+// validID reports whether s is 1 .. MaxIDLen characters of the base64url
+// alphabet (so it never needs escaping in JSON).
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !b64url[s[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 // Has reports whether the claims grant p. Unknown permissions are never
 // granted.
 func (c *Claims) Has(p Permission) bool {
 	return p.Known() && slices.Contains(c.Permissions, p)
+}
+
+// AllowsAddr reports whether the token may be used from addr: it has no
+// CIDRs, or one of them contains addr (an IPv4-mapped IPv6 address counts
+// as IPv4).
+func (c *Claims) AllowsAddr(addr netip.Addr) bool {
+	if len(c.CIDRs) == 0 {
+		return true
+	}
+	addr = addr.Unmap()
+	for _, p := range c.CIDRs {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// validCIDRs reports whether ps is nil, or 1 .. MaxCIDRs masked prefixes,
+// none IPv4-mapped IPv6, without duplicates.
+func validCIDRs(ps []netip.Prefix) bool {
+	if ps == nil {
+		return true
+	}
+	if len(ps) == 0 || len(ps) > MaxCIDRs {
+		return false
+	}
+	for i, p := range ps {
+		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" || slices.Contains(ps[:i], p) {
+			return false
+		}
+	}
+	return true
 }
 
 // Expired reports whether the claims have expired at now: exp is present and
@@ -222,6 +292,10 @@ func (c *Claims) validate(knownOnly bool) error {
 		return errors.New("invalid kind")
 	case !validKeyTag(c.KeyTag):
 		return errors.New("invalid key tag")
+	case !validCIDRs(c.CIDRs):
+		return errors.New("invalid address prefixes")
+	case c.ID != "" && !validID(c.ID):
+		return errors.New("invalid token id")
 	}
 	for _, p := range c.Permissions {
 		if p < 0 || p > maxPermissionID || (knownOnly && !p.Known()) {
@@ -258,7 +332,7 @@ func hasDuplicates(ps []Permission) bool {
 
 // appendPayload appends the canonical JSON encoding of c, the exact bytes
 // NAVER's tokens carry: members in the order sub, iat, exp, 1, 2, 3, 4, no
-// whitespace. c must be valid.
+// whitespace; then jti, only when c has an ID. c must be valid.
 func (c *Claims) appendPayload(b []byte) []byte {
 	b = append(b, `{"sub":`...)
 	b = appendJSONString(b, c.Subject)
@@ -279,7 +353,25 @@ func (c *Claims) appendPayload(b []byte) []byte {
 		}
 		b = strconv.AppendInt(b, int64(p), 10)
 	}
-	return append(b, "]}"...)
+	b = append(b, ']')
+	if len(c.CIDRs) > 0 {
+		b = append(b, `,"cidr":[`...)
+		for i, p := range c.CIDRs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = p.AppendTo(b)
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+	}
+	if c.ID != "" {
+		b = append(b, `,"jti":"`...)
+		b = append(b, c.ID...)
+		b = append(b, '"')
+	}
+	return append(b, '}')
 }
 
 // appendJSONString appends s as a JSON string. s holds no control
@@ -305,6 +397,8 @@ const (
 	seenKey
 	seenExt
 	seenPerms
+	seenID
+	seenCIDR
 	seenRequired = seenSub | seenIat | seenKind | seenKey | seenExt | seenPerms
 )
 
@@ -348,6 +442,8 @@ type rawClaims struct {
 	Key   *string  `json:"2"`
 	Ext   *string  `json:"3"`
 	Perms *[]int64 `json:"4"`
+	ID    *string  `json:"jti"`
+	CIDR  []string `json:"cidr"`
 }
 
 // quickClaims parses payload with json.Unmarshal and accepts it only if it
@@ -379,6 +475,17 @@ func quickClaims(payload []byte) (*Claims, bool) {
 		return nil, false
 	}
 	c.KeyTag = key[len(keyTagPrefix):]
+	if r.ID != nil {
+		if *r.ID == "" {
+			return nil, false
+		}
+		c.ID = *r.ID
+	}
+	if r.CIDR != nil {
+		if c.CIDRs = parseCIDRs(r.CIDR); c.CIDRs == nil {
+			return nil, false
+		}
+	}
 	c.Permissions = make([]Permission, 0, len(*r.Perms))
 	for _, id := range *r.Perms {
 		if id < 0 || id > maxPermissionID {
@@ -425,6 +532,10 @@ func (c *Claims) walk(payload []byte) Reason {
 			bit = seenExt
 		case "4":
 			bit = seenPerms
+		case "jti":
+			bit = seenID
+		case "cidr":
+			bit = seenCIDR
 		default:
 			return ReasonClaims
 		}
@@ -434,6 +545,16 @@ func (c *Claims) walk(payload []byte) Reason {
 		seen |= bit
 		if bit == seenPerms {
 			if !c.walkPermissions(dec) {
+				return ReasonClaims
+			}
+			continue
+		}
+		if bit == seenCIDR {
+			var ss []string
+			if dec.Decode(&ss) != nil || ss == nil {
+				return ReasonClaims
+			}
+			if c.CIDRs = parseCIDRs(ss); c.CIDRs == nil {
 				return ReasonClaims
 			}
 			continue
@@ -483,6 +604,11 @@ func (c *Claims) walk(payload []byte) Reason {
 				if s != extValue {
 					return ReasonClaims
 				}
+			case seenID:
+				if s == "" {
+					return ReasonClaims
+				}
+				c.ID = s
 			}
 		}
 	}
@@ -521,4 +647,21 @@ func (c *Claims) walkPermissions(dec *json.Decoder) bool {
 	}
 	t, err := dec.Token()
 	return err == nil && t == json.Delim(']')
+}
+
+// parseCIDRs parses claim "cidr"'s strings; nil when one does not parse or
+// the list is empty (validate checks the rest).
+func parseCIDRs(ss []string) []netip.Prefix {
+	if len(ss) == 0 || len(ss) > MaxCIDRs {
+		return nil
+	}
+	ps := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil
+		}
+		ps[i] = p
+	}
+	return ps
 }

@@ -20,6 +20,26 @@
 // "2" binds the token to a key, "3" is always EXT, "4" is the permission
 // snapshot taken at issue time.
 //
+// # Token ids (jti)
+//
+// Beyond NAVER, and only when [Request].TokenIDs asks for it, a token
+// carries a unique id as one more member, last: ,"jti":"<id>" (IDSize
+// random bytes in unpadded base64url; a parsed id is 1 .. MaxIDLen
+// base64url characters). Then no two tokens are identical, and one token
+// can be named, for revocation, by its id ([Claims].ID, [Set].AccessID).
+// A token without an id is NAVER's layout byte for byte, and the strict
+// parser accepts both: jti is accepted only as the last member, once,
+// unescaped.
+//
+// # Narrowed tokens (cidr)
+//
+// Also beyond NAVER, and only when [Request].CIDRs is not empty, a token
+// is bound to callers in a few address prefixes: ,"cidr":["10.0.0.0/8",…]
+// right after "4" (and before jti): 1 .. MaxCIDRs masked prefixes in
+// canonical form, ascending, without duplicates. [Claims.AllowsAddr]
+// checks an address against them; the caller (the Engine's token plane)
+// applies it in addition to its own allow-list.
+//
 // # Permission ids
 //
 // NAVER does not publish the meaning of the integers in claim "4" (its
@@ -81,9 +101,10 @@
 //
 // # Limitations
 //
-//   - Individual tokens cannot be revoked: as at NAVER, the only kill
+//   - This package keeps no revocation list: as at NAVER, its kill
 //     switches are rotating or deactivating the generator (a new key pair
-//     and id), which Recheck enforces for cached tokens.
+//     and id), which Recheck enforces for cached tokens. The Engine adds
+//     per-token revocation on top (kms.Engine.RevokeToken).
 //   - Only tokens in exactly this package's encoding verify. A token signed
 //     by the right key but encoded differently (other member order,
 //     whitespace, escapes, extra claims) is refused; in particular NAVER's

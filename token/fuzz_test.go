@@ -66,6 +66,8 @@ func FuzzVerify(f *testing.F) {
 // what it accepts is valid and re-encodes to exactly the input.
 func FuzzParseClaims(f *testing.F) {
 	f.Add([]byte(goodPayload))
+	f.Add([]byte(`{"sub":"s","iat":100,"1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0],"cidr":["10.0.0.0/8","2001:db8::/32"],"jti":"a"}`))
+	f.Add([]byte(`{"sub":"s","iat":100,"exp":200,"1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0,1],"jti":"AAAAAAAAAAAAAAAAAAAAAA"}`))
 	f.Add([]byte(`{"sub":"s","iat":100,"exp":200,"1":"ACCESS","1":"REFRESH","2":"keytag__` + testTag + `","3":"EXT","4":[0,1]}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		c, r := parseClaims(payload)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -142,6 +143,17 @@ type Request struct {
 	AccessOnly bool
 	// Now is the issue time, truncated to the second. It is required.
 	Now time.Time
+	// CIDRs, when not empty, bind the tokens to callers in these address
+	// prefixes (claim "cidr", see Claims.CIDRs; not NAVER's layout).
+	// Duplicates are dropped and the prefixes written in ascending order;
+	// each must be masked.
+	CIDRs []netip.Prefix
+	// TokenIDs, when not nil, gives every token a unique id (claim "jti"):
+	// IDSize bytes read from it, unpadded base64url. This leaves NAVER's
+	// layout (which has no jti), so it is off unless asked for; with it, no
+	// two tokens are identical, and one token can be named (revoked)
+	// without naming the others. Use crypto/rand.Reader.
+	TokenIDs io.Reader
 }
 
 // Set is an issued access and refresh token pair.
@@ -164,6 +176,10 @@ type Set struct {
 	// RefreshExpires is the refresh token's exp, or the zero Time when it
 	// never expires.
 	RefreshExpires time.Time
+	// AccessID and RefreshID are the tokens' ids (claim "jti"), empty
+	// unless the Request asked for TokenIDs. An id is not a secret: it
+	// names a token but cannot be used as one.
+	AccessID, RefreshID string
 }
 
 const redacted = "[redacted]"
@@ -241,8 +257,15 @@ func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 			return Set{}, invalidArg(op, "unknown permission "+p.String())
 		}
 	}
+	var cidrs []netip.Prefix
+	if len(r.CIDRs) > 0 {
+		cidrs = slices.Clone(r.CIDRs)
+		slices.SortFunc(cidrs, func(a, b netip.Prefix) int { return a.Compare(b) })
+		cidrs = slices.Compact(cidrs)
+	}
 	iat := r.Now.Truncate(time.Second).UTC()
 	c := Claims{
+		CIDRs:       cidrs,
 		Subject:     r.Subject,
 		IssuedAt:    iat,
 		KeyTag:      r.KeyTag,
@@ -254,9 +277,10 @@ func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 		ttl  TTL
 		tok  *string
 		exp  *time.Time
+		id   *string
 	}{
-		{Access, r.AccessTTL, &set.Access, &set.AccessExpires},
-		{Refresh, r.RefreshTTL, &set.Refresh, &set.RefreshExpires},
+		{Access, r.AccessTTL, &set.Access, &set.AccessExpires, &set.AccessID},
+		{Refresh, r.RefreshTTL, &set.Refresh, &set.RefreshExpires, &set.RefreshID},
 	}
 	n := len(kinds)
 	if r.AccessOnly {
@@ -268,6 +292,13 @@ func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 		if ttl := k.ttl.For(k.kind); !ttl.Unlimited {
 			c.ExpiresAt = iat.Add(ttl.Duration())
 		}
+		if r.TokenIDs != nil {
+			id, err := newID(r.TokenIDs)
+			if err != nil {
+				return Set{}, err
+			}
+			c.ID = id
+		}
 		tok, err := Sign(signer, &c)
 		if err != nil {
 			var ae *argError
@@ -276,7 +307,16 @@ func IssueSet(signer crypto.Signer, r Request) (Set, error) {
 			}
 			return Set{}, err
 		}
-		*k.tok, *k.exp = tok, c.ExpiresAt
+		*k.tok, *k.exp, *k.id = tok, c.ExpiresAt, c.ID
 	}
 	return set, nil
+}
+
+// newID reads a token id: IDSize bytes from r, unpadded base64url.
+func newID(r io.Reader) (string, error) {
+	var b [IDSize]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", fmt.Errorf("token: issue: token id: %w", err)
+	}
+	return b64.EncodeToString(b[:]), nil
 }

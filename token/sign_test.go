@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -451,5 +453,92 @@ func TestIssueSetZeroTTLIsDefault(t *testing.T) {
 	c, err := Verify(acc.Access, &testKey(t).PublicKey, Expect{Kind: Access, KeyTag: testTag, Now: testNow})
 	if err != nil || c.Kind != Access {
 		t.Fatalf("AccessOnly token: %v", err)
+	}
+}
+
+// TestIssueSetTokenIDs: with TokenIDs every token carries its own jti,
+// so two sets issued in the same second differ; the tokens verify and
+// round-trip; without TokenIDs the layout is NAVER's (no jti).
+func TestIssueSetTokenIDs(t *testing.T) {
+	req := Request{
+		KeyTag: testTag, Subject: testSub, Permissions: []Permission{PermEncrypt},
+		AccessTTL: TTL{Minutes: 180}, RefreshTTL: TTL{Minutes: 720}, Now: testNow, TokenIDs: rand.Reader,
+	}
+	k := testKey(t)
+	a, err := IssueSet(k, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := IssueSet(k, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, id := range []string{a.AccessID, a.RefreshID, b.AccessID, b.RefreshID} {
+		if len(id) != 22 || !validID(id) {
+			t.Fatalf("id %q: want 22 base64url characters", id)
+		}
+		ids[id] = true
+	}
+	if len(ids) != 4 || a.Access == b.Access || a.Refresh == b.Refresh {
+		t.Fatal("token ids or tokens repeat")
+	}
+	c, err := Verify(a.Access, &k.PublicKey, expectAccess(testNow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != a.AccessID {
+		t.Fatalf("verified jti %q, issued %q", c.ID, a.AccessID)
+	}
+	_, p, _ := segments(t, a.Access)
+	payload, _ := b64.DecodeString(p)
+	if !bytes.HasSuffix(payload, []byte(`],"jti":"`+a.AccessID+`"}`)) {
+		t.Fatalf("jti is not the last member: %s", payload)
+	}
+	plain := issueTestSet(t)
+	if plain.AccessID != "" || plain.RefreshID != "" {
+		t.Fatal("ids without TokenIDs")
+	}
+	_, p, _ = segments(t, plain.Access)
+	payload, _ = b64.DecodeString(p)
+	if bytes.Contains(payload, []byte("jti")) {
+		t.Fatalf("jti without TokenIDs: %s", payload)
+	}
+	req.TokenIDs = iotest.ErrReader(errors.New("no randomness"))
+	if _, err := IssueSet(k, req); err == nil {
+		t.Fatal("a failing id reader issued a set")
+	}
+}
+
+// TestIssueSetCIDRs: CIDRs are bound into both tokens, sorted and
+// deduplicated, and AllowsAddr checks them; unmasked prefixes are refused.
+func TestIssueSetCIDRs(t *testing.T) {
+	k := testKey(t)
+	req := Request{
+		KeyTag: testTag, Subject: testSub, Permissions: []Permission{PermEncrypt}, Now: testNow,
+		CIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.0/24")},
+	}
+	set, err := IssueSet(k, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verify(set.Access, &k.PublicKey, expectAccess(testNow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.CIDRs) != 2 || c.CIDRs[0].String() != "10.0.0.0/8" || c.CIDRs[1].String() != "192.0.2.0/24" {
+		t.Fatalf("CIDRs %v", c.CIDRs)
+	}
+	for addr, want := range map[string]bool{"10.9.9.9": true, "192.0.2.7": true, "::ffff:10.1.1.1": true, "192.0.3.1": false, "2001:db8::1": false} {
+		if got := c.AllowsAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("AllowsAddr(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	if (&Claims{}).AllowsAddr(netip.MustParseAddr("192.0.3.1")) != true {
+		t.Error("claims without CIDRs refuse an address")
+	}
+	req.CIDRs = []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}
+	if _, err := IssueSet(k, req); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("unmasked prefix: %v", err)
 	}
 }

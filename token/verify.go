@@ -76,8 +76,8 @@ var b64url = func() (t [256]bool) {
 //     is refused before the signature is looked at;
 //  4. signature: RSASSA-PKCS1-v1_5 with SHA-256 under pub;
 //  5. claims: no duplicate members, every claim present with its type,
-//     no unknown claim, and the payload is the canonical encoding this
-//     package writes;
+//     no unknown claim (jti, the optional token id, is known), and the
+//     payload is the canonical encoding this package writes;
 //  6. [Claims.Check]: kind, key binding, iat not beyond IssuedAtLeeway in
 //     the future, and finally exp strictly after want.Now.
 //

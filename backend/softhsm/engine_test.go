@@ -54,7 +54,7 @@ func TestEngineOnSoftHSMSurvivesRestart(t *testing.T) {
 	if _, err := e.ActivateTokenGenerator(ctx, aes.Tag); err != nil {
 		t.Fatal(err)
 	}
-	set, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: "hsm"})
+	set, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "hsm"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestEngineOnSoftHSMSurvivesRestart(t *testing.T) {
 	if _, err := e2.WithToken(set.Access, caller).Encrypt(ctx, aes.Tag, msg, nil); err != nil {
 		t.Fatalf("token after restart: %v", err)
 	}
-	if _, err := e2.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: "hsm"}); err != nil {
+	if _, err := e2.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "hsm"}); err != nil {
 		t.Fatalf("issuing with the token's signing key after restart: %v", err)
 	}
 }

@@ -227,7 +227,7 @@ func TestEngineSweepOrphansOnSoftHSM(t *testing.T) {
 	if pt, err := e.Decrypt(ctx, rsaKey.Tag, rsaCT, nil); err != nil || !bytes.Equal(pt, msg) {
 		t.Errorf("RSA Decrypt after the sweep: %v", err)
 	}
-	if _, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Subject: "swept"}); err != nil {
+	if _, err := e.IssueTokens(ctx, aes.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "swept"}); err != nil {
 		t.Errorf("IssueTokens after the sweep: %v", err)
 	}
 }

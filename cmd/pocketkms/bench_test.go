@@ -65,7 +65,7 @@ func BenchmarkServeTokenEncrypt(b *testing.B) {
 	if _, err := s.eng.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		b.Fatal(err)
 	}
-	set, err := s.eng.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "bench"})
+	set, err := s.eng.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

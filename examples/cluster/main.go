@@ -163,7 +163,7 @@ func demo(ctx context.Context, a, b, c *kms.Engine, out io.Writer) error {
 	if _, err := a.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		return err
 	}
-	set, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "orders-service"})
+	set, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "orders-service"})
 	if err != nil {
 		return err
 	}

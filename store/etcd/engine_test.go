@@ -164,7 +164,7 @@ func TestEnginesShareChanges(t *testing.T) {
 	if _, err := a.ActivateTokenGenerator(ctx, k.Tag); err != nil {
 		t.Fatal(err)
 	}
-	set, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Subject: "svc"})
+	set, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}
