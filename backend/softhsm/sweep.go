@@ -5,7 +5,6 @@ package softhsm
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -52,19 +51,9 @@ func (b *Backend) Sweep(ctx context.Context, req *backend.SweepRequest) ([]backe
 func (t *token) sweep(ctx context.Context, s pkcs11.SessionHandle, keep map[[idSize]byte]bool, before time.Time, out *[]backend.Swept) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	objs, err := t.find(s, nil)
-	if err == nil {
-		// Logged out, the enumeration would miss every object.
-		err = checkLogin(t.mod.Ctx, s)
-	}
+	groups, err := t.ownObjects(s)
 	if err != nil {
 		return err
-	}
-	groups := make(map[[idSize]byte][]tokenObject)
-	for _, o := range objs {
-		if strings.HasPrefix(o.label, labelPrefix) {
-			groups[o.id] = append(groups[o.id], o)
-		}
 	}
 	for id, objs := range groups {
 		created, ok := idCreated(id)

@@ -366,22 +366,32 @@ func (t *token) findOwn(s pkcs11.SessionHandle, tmpl []*pkcs11.Attribute) ([]tok
 // buildIndex enumerates the token objects of this package. The caller
 // holds t.mu.
 func (t *token) buildIndex(s pkcs11.SessionHandle) error {
+	index, err := t.ownObjects(s)
+	if err != nil {
+		return err
+	}
+	t.index = index
+	return nil
+}
+
+// ownObjects enumerates the token objects carrying this package's label
+// prefix, grouped by CKA_ID. The caller holds t.mu.
+func (t *token) ownObjects(s pkcs11.SessionHandle) (map[[idSize]byte][]tokenObject, error) {
 	objs, err := t.find(s, nil)
 	if err == nil {
 		// Logged out, the enumeration would miss every object.
 		err = checkLogin(t.mod.Ctx, s)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	index := make(map[[idSize]byte][]tokenObject)
+	groups := make(map[[idSize]byte][]tokenObject)
 	for _, o := range objs {
 		if strings.HasPrefix(o.label, labelPrefix) {
-			index[o.id] = append(index[o.id], o)
+			groups[o.id] = append(groups[o.id], o)
 		}
 	}
-	t.index = index
-	return nil
+	return groups, nil
 }
 
 // added records objects this process created for h.
