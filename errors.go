@@ -77,6 +77,11 @@ var (
 	ErrCanceled = errors.New("request canceled")
 	// ErrInternal: a backend or storage failure (500 InternalServerError).
 	ErrInternal = errors.New("internal error")
+	// ErrBackupInvalid: a backup given to Restore or VerifyBackup is not
+	// one Engine.Backup wrote, or not whole: truncated, altered (its
+	// SHA-256 digest or a record's checksum fails), of an unknown format
+	// version, or inconsistent. Nothing was written (400 InvalidParameter).
+	ErrBackupInvalid = errors.New("invalid backup")
 )
 
 // StatusClientClosedRequest is the status ErrCanceled carries: nginx's
@@ -123,6 +128,7 @@ var classes = map[error]errClass{
 	ErrConflict:            {"Conflict", http.StatusConflict},
 	ErrCanceled:            {"ClientClosedRequest", StatusClientClosedRequest},
 	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
+	ErrBackupInvalid:       {"InvalidParameter", http.StatusBadRequest},
 }
 
 // Error is the error type of every Engine method. Code and Status are what
