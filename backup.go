@@ -385,8 +385,23 @@ func readFrames(ctx context.Context, r io.Reader) (keys []string, vals [][]byte,
 	br := bufio.NewReaderSize(r, 64<<10)
 	h := sha256.New()
 	read := func(n int, hashed bool) ([]byte, error) {
-		b := make([]byte, n)
-		m, err := io.ReadFull(br, b)
+		var b []byte
+		var m int
+		var err error
+		if n <= 64<<10 {
+			b = make([]byte, n)
+			m, err = io.ReadFull(br, b)
+		} else {
+			// A large frame grows as its bytes arrive: a damaged length
+			// costs no more memory than the input holds.
+			var bb bytes.Buffer
+			var m64 int64
+			m64, err = bb.ReadFrom(io.LimitReader(br, int64(n)))
+			m, b = int(m64), bb.Bytes()
+			if err == nil && m < n {
+				err = io.ErrUnexpectedEOF
+			}
+		}
 		size += int64(m)
 		switch {
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

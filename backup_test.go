@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -502,3 +504,129 @@ func TestBackupWriteFailure(t *testing.T) {
 
 // netipOutside is an address outside the fixture's allow-list.
 var netipOutside = netip.MustParseAddr("203.0.113.9")
+
+// TestBackupUnderLoad takes backups while goroutines encrypt, rotate,
+// create keys and destroy others (a fake clock moved past the deletion
+// delay, then Maintain): every backup restores, and every ciphertext
+// made before a backup began decrypts in the Engine restored from it.
+func TestBackupUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(t.TempDir()), kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var tags []string
+	for i := range 4 {
+		tags = append(tags, createKey(t, e, fmt.Sprintf("load-%d", i), kms.AES256, i == 3).Tag)
+	}
+	var mu sync.Mutex
+	var cts []bkCT
+	stop := make(chan struct{})
+	errc := make(chan error, 8)
+	var wg sync.WaitGroup
+	loop := func(f func(i int) error) {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := f(i); err != nil {
+					errc <- err
+					return
+				}
+			}
+		})
+	}
+	for w := range 2 {
+		loop(func(i int) error {
+			tag := tags[(i+w)%len(tags)]
+			c := []byte(fmt.Sprint(w, i))
+			ct, err := e.Encrypt(ctx, tag, bkMsg, c)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			cts = append(cts, bkCT{tag, ct, c})
+			mu.Unlock()
+			return nil
+		})
+	}
+	loop(func(i int) error {
+		_, err := e.RotateKey(ctx, tags[i%len(tags)])
+		if errors.Is(err, kms.ErrVersionLimit) {
+			return nil
+		}
+		return err
+	})
+	loop(func(i int) error {
+		k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: fmt.Sprintf("tmp-%d", i), Type: kms.ECDSA})
+		if err != nil {
+			return err
+		}
+		if i%2 == 0 {
+			return nil // kept
+		}
+		if _, err := e.RequestKeyDeletion(ctx, k.Tag); err != nil {
+			return err
+		}
+		clk.Advance(kms.DeletionDelay + time.Second)
+		return e.Maintain(ctx)
+	})
+	type taken struct {
+		data   []byte
+		before int // ciphertexts made before the backup began
+	}
+	var backups []taken
+	for len(backups) < 3 {
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		n := len(cts)
+		mu.Unlock()
+		var buf bytes.Buffer
+		if _, err := e.Backup(ctx, &buf); err != nil {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("Backup under load: %v", err)
+		}
+		backups = append(backups, taken{buf.Bytes(), n})
+	}
+	close(stop)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatalf("load: %v", err)
+	}
+	for i, b := range backups {
+		opt := kms.WithStore(storetest.NewMemory().Open())
+		if i == len(backups)-1 {
+			opt = kms.WithDirectory(filepath.Join(t.TempDir(), "r"))
+		}
+		if _, err := kms.Restore(ctx, bytes.NewReader(b.data), newBackend(t, rootKey), opt); err != nil {
+			t.Fatalf("backup %d: Restore: %v", i, err)
+		}
+		e2, err := kms.New(ctx, newBackend(t, rootKey), opt, kms.WithClock(clk), kms.WithMaintenanceInterval(0))
+		if err != nil {
+			t.Fatalf("backup %d: open: %v", i, err)
+		}
+		// Every ciphertext of the first 200, then a sample: each check is
+		// a decryption, and -race makes thousands slow.
+		stride := max(1, b.before/2000)
+		for j := 0; j < b.before; j += stride {
+			if j < 200 {
+				stride = 1
+			} else {
+				stride = max(1, b.before/2000)
+			}
+			c := cts[j]
+			if pt, err := e2.Decrypt(ctx, c.tag, c.ct, c.ctx); err != nil || !bytes.Equal(pt, bkMsg) {
+				t.Fatalf("backup %d: a ciphertext made before it: %v", i, err)
+			}
+		}
+		t.Logf("backup %d: %d bytes, %d ciphertexts made before it decrypt", i, len(b.data), b.before)
+		e2.Close()
+	}
+}
