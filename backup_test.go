@@ -614,13 +614,7 @@ func TestBackupUnderLoad(t *testing.T) {
 		}
 		// Every ciphertext of the first 200, then a sample: each check is
 		// a decryption, and -race makes thousands slow.
-		stride := max(1, b.before/2000)
-		for j := 0; j < b.before; j += stride {
-			if j < 200 {
-				stride = 1
-			} else {
-				stride = max(1, b.before/2000)
-			}
+		for j := 0; j < b.before; j += max(1, b.before/2000*min(1, j/200)) {
 			c := cts[j]
 			if pt, err := e2.Decrypt(ctx, c.tag, c.ct, c.ctx); err != nil || !bytes.Equal(pt, bkMsg) {
 				t.Fatalf("backup %d: a ciphertext made before it: %v", i, err)
