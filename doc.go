@@ -162,9 +162,54 @@
 // still holds is then noise, even to someone holding the root key and a
 // copy of the directory (or a backup) made after the destruction. A key
 // whose shred key is missing or damaged, and that is not due for
-// destruction, fails New with [ErrInternal] naming it. A backup must copy
-// pocketkms.shred with Badger's files (and the pocketkms.* records beside
-// them): without its shred keys a restored key does not open.
+// destruction, fails New with [ErrInternal] naming it. A copy of the
+// directory must take pocketkms.shred with Badger's files (and the
+// pocketkms.* records beside them): without its shred keys a restored key
+// does not open. [Engine.Backup] needs none of that (see below).
+//
+// # Backup and restore
+//
+// [Engine.Backup] writes every key (versions, token generator with its
+// revoked tokens, allow-list, rate limit, rotation and deletion settings)
+// and the name index, read in one read of the store, while the Engine
+// keeps serving; [Engine.BackupFile] writes it to a file atomically.
+// [Restore] writes a backup into an empty directory or an empty store,
+// after checking the whole backup and that the backend opens every handle
+// in it; [New] on the target then serves everything the source did.
+// [VerifyBackup] checks a backup without a backend.
+//
+// A backup holds no raw key. Each handle is the backend's own: material
+// sealed under backend/memory's root key, or a reference to an object in
+// a PKCS#11 token. Shred keys are not copied: Backup opens each handle's
+// shred-key seal and Restore seals it again under a new shred key in the
+// target directory. So a backup opens with the root key (or the token)
+// alone, and is as sensitive as the root key's ciphertexts; destroying a
+// key later does not reach into backups already taken, which the
+// operator keeps or deletes by policy. A key destroyed before the backup,
+// or while it runs, is not in it. A backup of a PKCS#11 Engine names the
+// token's objects without holding them: it restores only on the same
+// token, and only while the objects exist; run one Engine per token (the
+// orphan sweep of either would destroy the other's newer material, see
+// [Engine.SweepOrphans]). Not in a backup: usage counters and audit
+// history (when they exist), the token cache and rate-limiter buckets,
+// and Badger's own history.
+//
+// The format (version 1; integers big-endian):
+//
+//	"PKMSBKUP" ‖ uint16 version
+//	frames:  kind(1) ‖ uint32 length ‖ payload (at most 16 MiB)
+//	  'I'  first, once: JSON header {createdAt, revision, keys, records, checkValue}
+//	  'R'  one per store record: uint16 len(key) ‖ key ‖ value framed as package
+//	       store frames it ('P', codec version, JSON, CRC-32C over key and frame)
+//	  'E'  last: uint64 number of 'R' frames ‖ SHA-256 of every byte before the digest
+//
+// Nothing may follow the trailer. A backup that is truncated anywhere,
+// has a byte changed, trails data, or whose records disagree (the name
+// index, version sequences, a handle still sealed under a shred key) is
+// refused with [ErrBackupInvalid] before anything is written. The
+// header's checkValue is the backend's check value (backend.CheckValuer),
+// which Restore compares before it loads any handle: another root key is
+// [ErrBackendMismatch] even for a backup without keys.
 //
 // # Limitations
 //
