@@ -94,29 +94,48 @@ type RestoreInfo struct {
 // backend's root key, a reference to a PKCS#11 token object), taken out
 // of the key's shred-key seal; Restore seals it again under a new shred
 // key. Usage counters, the token cache and rate-limiter buckets are not
-// in it. Backup writes through w without buffering it whole; a failed
-// write fails with ErrInternal and what was written is not a valid
+// in it. The records are held in memory as the store's Load returns
+// them; they are written to w after the Engine's guard is released, so a
+// slow writer does not hold up Close. A failed write fails with
+// ErrInternal naming the cause, and what was written is not a valid
 // backup (it has no trailer). See BackupFile for a file on disk.
 func (e *Engine) Backup(ctx context.Context, w io.Writer) (*BackupInfo, error) {
 	const op = "backup"
 	if w == nil {
 		return nil, newErr(op, "", ErrInvalidArgument, "nil writer")
 	}
-	if err := e.enter(ctx, op); err != nil {
+	hdr, recs, err := e.backupRecords(ctx, op)
+	if err != nil {
 		return nil, err
 	}
-	defer e.leave()
-	c, err := e.st.Load(ctx)
+	info, err := writeBackup(ctx, w, hdr, recs)
 	if err != nil {
 		if isContextErr(err) {
 			return nil, canceled(op, "", err)
 		}
 		return nil, wrapErr(op, "", ErrInternal, err)
 	}
+	return info, nil
+}
+
+// backupRecords reads the store once, inside the Engine's guard, and
+// returns the header and the records of a backup.
+func (e *Engine) backupRecords(ctx context.Context, op string) (*backupHeader, []store.Record, error) {
+	if err := e.enter(ctx, op); err != nil {
+		return nil, nil, err
+	}
+	defer e.leave()
+	c, err := e.st.Load(ctx)
+	if err != nil {
+		if isContextErr(err) {
+			return nil, nil, canceled(op, "", err)
+		}
+		return nil, nil, wrapErr(op, "", ErrInternal, err)
+	}
 	var check []byte
 	if cv, ok := e.be.(backend.CheckValuer); ok {
 		if check, err = cv.CheckValue(ctx); err != nil {
-			return nil, backendErr(op, "", err)
+			return nil, nil, backendErr(op, "", err)
 		}
 	}
 	now := e.now()
@@ -126,7 +145,7 @@ func (e *Engine) Backup(ctx context.Context, w io.Writer) (*BackupInfo, error) {
 	for _, kd := range c.Keys {
 		rs, skip, err := e.backupKey(kd, now)
 		if err != nil {
-			return nil, wrapErr(op, kd.Key.Tag, ErrInternal, err)
+			return nil, nil, wrapErr(op, kd.Key.Tag, ErrInternal, err)
 		}
 		if skip {
 			continue
@@ -144,15 +163,7 @@ func (e *Engine) Backup(ctx context.Context, w io.Writer) (*BackupInfo, error) {
 	for _, name := range names {
 		recs = append(recs, &store.NameRecord{Name: name, Tag: c.Names[name]})
 	}
-	hdr := backupHeader{CreatedAt: timeMs(now), Revision: c.Rev, Keys: len(kept), Records: len(recs), CheckValue: check}
-	info, err := writeBackup(ctx, w, &hdr, recs)
-	if err != nil {
-		if isContextErr(err) {
-			return nil, canceled(op, "", err)
-		}
-		return nil, wrapErr(op, "", ErrInternal, err)
-	}
-	return info, nil
+	return &backupHeader{CreatedAt: timeMs(now), Revision: c.Rev, Keys: len(kept), Records: len(recs), CheckValue: check}, recs, nil
 }
 
 // backupKey returns the records of one key as a backup holds them, its

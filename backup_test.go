@@ -293,6 +293,29 @@ func TestBackupRestoreDirectory(t *testing.T) {
 			if ents, _ := os.ReadDir(filepath.Dir(dir)); name == "new" && len(ents) != 1 {
 				t.Fatalf("Restore left %d entries beside the target", len(ents))
 			}
+			for _, ent := range mustReadDir(t, dir) {
+				if strings.HasPrefix(ent, ".") {
+					t.Fatalf("Restore left %s in the target", ent)
+				}
+			}
+			if name == "empty" {
+				// A crash just after the first entry moved up: the
+				// integrity record alone. It must not open as a store.
+				partial := t.TempDir()
+				b, err := os.ReadFile(filepath.Join(dir, "pocketkms.integrity"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.WriteFile(filepath.Join(partial, "pocketkms.integrity"), b, 0o600)
+				e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(partial))
+				if err == nil {
+					e.Close()
+					t.Fatal("a directory holding only the integrity record of a restore opened")
+				}
+				if !errors.Is(err, kms.ErrInternal) || !strings.Contains(err.Error(), "integrity record") {
+					t.Fatalf("a partly moved restore: %v, want ErrInternal naming the integrity record", err)
+				}
+			}
 			_, err = kms.Restore(ctx, bytes.NewReader(data), newBackend(t, rootKey), kms.WithDirectory(dir))
 			wantErr(t, err, kms.ErrAlreadyExists)
 			e2 := bkOpen(t, rootKey, clk, kms.WithDirectory(dir))
@@ -623,4 +646,17 @@ func TestBackupUnderLoad(t *testing.T) {
 		t.Logf("backup %d: %d bytes, %d ciphertexts made before it decrypt", i, len(b.data), b.before)
 		e2.Close()
 	}
+}
+
+func mustReadDir(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
 }

@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
@@ -38,11 +40,15 @@ import (
 // not). A target that is not empty is refused with ErrAlreadyExists,
 // before the backup is read.
 //
-// A directory is built beside the target (a temporary sibling: the
-// target's parent must be writable, and the directory is made if
-// missing), synced, and renamed into place, so the target is either
-// absent (or empty) or whole. Every key gets a new shred key there and
-// its handles are sealed under it. A WithStore target is written one key
+// A target directory that does not exist is built as a hidden sibling
+// (its parent is made if missing and must be writable), synced, and
+// renamed into place: it is absent or whole. An existing empty directory
+// (a mount point, say) is built in a hidden subdirectory of it whose
+// entries are then renamed up, the store's integrity record first, so a
+// crash part way leaves a directory New refuses (ErrInternal: the
+// content does not match the record), never one that opens with keys
+// missing; empty it and restore again. Every key gets a new shred key
+// and its handles are sealed under it. A WithStore target is written one key
 // per change (key, versions, generator, allow-list and name together,
 // each expecting the key and its name to be absent), so a failure part
 // way (a store error, a concurrent writer: ErrConflict) can leave some
@@ -246,21 +252,37 @@ func restoreToStore(ctx context.Context, op string, st store.Store, c *store.Con
 	return nil
 }
 
-// restoreToDir builds the store in a temporary sibling of cfg.dir and
-// renames it into place; on failure the sibling is removed.
+// restoreToDir builds the store in a temporary directory and moves it
+// into place; on failure the temporary directory is removed. A target
+// that does not exist is built as a sibling and renamed into place
+// (atomic). An existing empty target (perhaps a mount point, or in a
+// parent the process may not write) is built in a hidden subdirectory of
+// the target, whose entries are then renamed up one by one, the
+// integrity record first: a crash part way leaves a directory that New
+// refuses (its content does not match the record), never one that opens
+// with keys missing.
 func restoreToDir(ctx context.Context, op string, cfg *config, c *store.Contents, check []byte, exists bool, info *RestoreInfo) (err error) {
 	dir := filepath.Clean(cfg.dir)
 	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return wrapErr(op, "", ErrInternal, err)
+	var tmp string
+	if exists {
+		tmp, err = os.MkdirTemp(dir, restoreTmpPrefix+"*")
+	} else {
+		if err := os.MkdirAll(parent, 0o700); err != nil {
+			return wrapErr(op, "", ErrInternal, err)
+		}
+		tmp, err = os.MkdirTemp(parent, "."+filepath.Base(dir)+".restore-*")
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".restore-*")
 	if err != nil {
 		return wrapErr(op, "", ErrInternal, err)
 	}
+	moving := false
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)
+			if moving {
+				err = fmt.Errorf("%w (the target holds part of the restore: empty it and restore again)", err)
+			}
 		}
 	}()
 	bst, err := badgerstore.Open(badgerstore.Options{Dir: tmp, Logger: cfg.logger, Check: check, MinFree: cfg.minFree})
@@ -288,15 +310,47 @@ func restoreToDir(ctx context.Context, op string, cfg *config, c *store.Contents
 	if err := atomicfile.SyncDir(tmp); err != nil {
 		return wrapErr(op, "", ErrInternal, err)
 	}
-	// Renaming a directory over an empty one replaces it (POSIX); where
-	// the system refuses, the empty target goes first.
-	if rerr := os.Rename(tmp, dir); rerr != nil {
-		if !exists || os.Remove(dir) != nil || os.Rename(tmp, dir) != nil {
-			return wrapErr(op, "", ErrInternal, rerr)
+	if !exists {
+		if err := os.Rename(tmp, dir); err != nil {
+			return wrapErr(op, "", ErrInternal, err)
+		}
+		if err := atomicfile.SyncDir(parent); err != nil {
+			return wrapErr(op, "", ErrInternal, fmt.Errorf("the restored directory is in place but its parent could not be synced: %w", err))
+		}
+		return nil
+	}
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return wrapErr(op, "", ErrInternal, err)
+	}
+	slices.SortStableFunc(ents, func(a, b fs.DirEntry) int {
+		return cmp.Compare(btoi(a.Name() != integrityName), btoi(b.Name() != integrityName))
+	})
+	moving = true
+	for _, ent := range ents {
+		if err := os.Rename(filepath.Join(tmp, ent.Name()), filepath.Join(dir, ent.Name())); err != nil {
+			return wrapErr(op, "", ErrInternal, err)
 		}
 	}
-	if err := atomicfile.SyncDir(parent); err != nil {
-		return wrapErr(op, "", ErrInternal, fmt.Errorf("the restored directory is in place but its parent could not be synced: %w", err))
+	if err := os.Remove(tmp); err != nil {
+		return wrapErr(op, "", ErrInternal, err)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return wrapErr(op, "", ErrInternal, err)
 	}
 	return nil
+}
+
+// restoreTmpPrefix starts the name of the hidden directory Restore builds
+// in an existing empty target.
+const restoreTmpPrefix = ".pocketkms-restore-"
+
+// integrityName is internal/store's integrity record, moved first.
+const integrityName = "pocketkms.integrity"
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
