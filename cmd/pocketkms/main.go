@@ -60,28 +60,56 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
 func main() {
-	err := run(context.Background(), os.Args[1:], os.Stdout)
+	err := runWith(context.Background(), os.Args[1:], &stdio{out: os.Stdout, err: os.Stderr, errTerminal: isTerminal(os.Stderr)})
 	if code := exitCode(err); code != 0 {
 		fmt.Fprintln(os.Stderr, "pocketkms:", err)
 		os.Exit(code)
 	}
 }
 
+// stdio is where a command writes: out for its result (table or JSON),
+// err for progress and notes. errTerminal says whether err is a terminal
+// (then reencrypt draws a progress bar there).
+type stdio struct {
+	out, err    io.Writer
+	errTerminal bool
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
 // command is a subcommand: run gets the arguments after its name.
 type command struct {
 	name, summary string
-	run           func(ctx context.Context, args []string, stdout io.Writer) error
+	run           func(ctx context.Context, args []string, s *stdio) error
 }
 
-// commands are the subcommands, in the order the usage lists them.
-// Administration of a data directory (backup, key listing, …) will join
-// serve here.
+// commands are the subcommands; the usage lists them by name. Every
+// command but serve lives in its own file and adds itself with register
+// from an init function, so that a new command is one new file.
 var commands = []command{
-	{"serve", "serve NAVER Cloud KMS's HTTP APIs on a data directory", serve},
+	{"serve", "serve NAVER Cloud KMS's HTTP APIs on a data directory",
+		func(ctx context.Context, args []string, s *stdio) error { return serve(ctx, args, s.out) }},
+}
+
+// register adds a command; it panics on a duplicate name (a programming
+// error found by every test run).
+func register(c command) {
+	for _, have := range commands {
+		if have.name == c.name {
+			panic("pocketkms: command " + c.name + " registered twice")
+		}
+	}
+	commands = append(commands, c)
+	slices.SortFunc(commands, func(a, b command) int { return strings.Compare(a.name, b.name) })
 }
 
 // usageError is a command line that could not be understood: exit code 2.
@@ -90,22 +118,49 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
+
+// exitError is a failure with its own exit code (see the package doc).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// Exit codes besides 0 (success, -h), 1 (failure) and 2 (usage error).
+const (
+	exitInUse       = 3 // the data directory is locked by a running server
+	exitProblems    = 4 // verify found problems
+	exitInterrupted = 5 // reencrypt stopped early; run it again to resume
+)
+
 // exitCode maps run's error to the process's exit status: 0 for success
-// and for -h, 2 for a command line that could not be understood, 1 for
-// anything else.
+// and for -h, 2 for a command line that could not be understood, the code
+// of an exitError, 1 for anything else.
 func exitCode(err error) int {
 	var ue *usageError
+	var ee *exitError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
 		return 2
+	case errors.As(err, &ee):
+		return ee.code
 	}
 	return 1
 }
 
-// run is the program: it dispatches args to a subcommand.
+// run is the program with stdout as given and stderr as the process's.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
+	return runWith(ctx, args, &stdio{out: stdout, err: os.Stderr})
+}
+
+// runWith is the program: it dispatches args to a subcommand.
+func runWith(ctx context.Context, args []string, s *stdio) error {
+	stdout := s.out
 	if len(args) == 0 {
 		printUsage(stdout)
 		return &usageError{errors.New("no command given")}
@@ -120,11 +175,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			printUsage(stdout)
 			return flag.ErrHelp
 		}
-		name, rest = rest[0], []string{"-h"}
+		name, rest = rest[0], append(rest[1:len(rest):len(rest)], "-h")
 	}
 	for _, c := range commands {
 		if c.name == name {
-			return c.run(ctx, rest, stdout)
+			return c.run(ctx, rest, s)
 		}
 	}
 	printUsage(stdout)
@@ -135,8 +190,8 @@ func printUsage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("usage: pocketkms <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.summary)
 	}
-	b.WriteString("\nRun 'pocketkms <command> -h' for a command's flags.\n")
+	b.WriteString("\nRun 'pocketkms <command> -h' for a command's flags, 'go doc ./cmd/pocketkms' for the manual.\n")
 	io.WriteString(w, b.String())
 }
