@@ -20,6 +20,9 @@ import (
 	badgerstore "github.com/pocketkms/kms/internal/store"
 )
 
+// groups are the subcommands of each group, by the group's name.
+var groups = map[string][]command{}
+
 // group is a command with subcommands ("keys create", "keys list", …).
 func group(name, summary string, subs ...command) command {
 	usage := func(w io.Writer) {
@@ -29,6 +32,7 @@ func group(name, summary string, subs ...command) command {
 		}
 		fmt.Fprintf(w, "\nRun 'pocketkms %s <subcommand> -h' for its flags.\n", name)
 	}
+	groups[name] = subs
 	return command{name: name, summary: summary, run: func(ctx context.Context, args []string, s *stdio) error {
 		if len(args) == 0 {
 			usage(s.out)

@@ -152,7 +152,7 @@ func keysCreate(ctx context.Context, args []string, s *stdio) error {
 
 func keysList(ctx context.Context, args []string, s *stdio) error {
 	var o dataOpts
-	fs := newFlags("keys list", "", "List every key (in the order of their tags).", s, &o)
+	fs := newFlags("keys list", "", "List every key, newest first.", s, &o)
 	if _, err := parseArgs(fs, args, &o, 0, 0); err != nil {
 		return err
 	}
