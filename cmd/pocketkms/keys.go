@@ -25,9 +25,11 @@ func init() {
 		command{"cancel-deletion", "cancel a scheduled destruction", keyAction("cancel-deletion", "Cancel a key's scheduled destruction: it becomes DISABLED.", (*kms.Engine).CancelKeyDeletion)},
 		command{"min-decryption-version", "set the lowest version that decrypts", keysMinDecrypt},
 	))
-	register(group("versions", "list and show key versions",
+	register(group("versions", "list, show, enable and disable key versions",
 		command{"list", "list a key's versions", versionsList},
 		command{"show", "show one version", versionsShow},
+		command{"enable", "enable a disabled version", versionAction("enable", "Enable a DISABLED version: it decrypts again.", (*kms.Engine).EnableKeyVersion)},
+		command{"disable", "disable a version (not the current one)", versionAction("disable", "Disable a version: its ciphertexts no longer decrypt until it is enabled again.", (*kms.Engine).DisableKeyVersion)},
 	))
 }
 
@@ -298,6 +300,33 @@ func versionsList(ctx context.Context, args []string, s *stdio) error {
 		}
 		return s.emit(&o, out, t)
 	})
+}
+
+// versionAction is a command that takes a key and a version and calls f.
+func versionAction(name, about string, f func(*kms.Engine, context.Context, string, uint32) (*kms.KeyVersion, error)) func(context.Context, []string, *stdio) error {
+	return func(ctx context.Context, args []string, s *stdio) error {
+		var o dataOpts
+		fs := newFlags("versions "+name, "KEY VERSION", about+"\nKEY is a key tag or a key name.", s, &o)
+		pos, err := parseArgs(fs, args, &o, 2, 2)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.ParseUint(pos[1], 10, 32)
+		if err != nil || n == 0 {
+			return usagef("versions %s: VERSION must be a number from 1, not %q", name, pos[1])
+		}
+		return o.withEngine(ctx, func(e *kms.Engine) error {
+			tag, err := resolveKey(ctx, e, pos[0])
+			if err != nil {
+				return err
+			}
+			v, err := f(e, ctx, tag, uint32(n))
+			if err != nil {
+				return err
+			}
+			return s.emit(&o, versionOut(tag, v), versionTable(tag, v))
+		})
+	}
 }
 
 func yes(b bool) string {
