@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
@@ -39,11 +42,16 @@ type VerifyProblem struct {
 // with be (each key's shred key first): a wrong root key, a missing shred
 // key or a damaged handle is reported per key and version.
 //
-// It returns an error only when it cannot check at all (the directory
-// cannot be opened, including the integrity and root-key check values
-// failing); damage found after the open is in the report. A store whose
-// records do not decode is one Problem, since nothing after it can be
-// checked. be is used, not closed.
+// It returns an error only when it cannot check at all: dir is not a
+// directory, cannot be read (permissions), or is in use by another
+// process or by an Engine of this one (the error's text says so).
+// Everything else is a finding in the report: a store that does not open
+// (content not matching its integrity record, a damaged table, a schema
+// too new), a root key that is not the store's (its check value differs:
+// one problem wrapping ErrBackendMismatch's text), records that do not
+// decode (one problem, since nothing after them can be checked), a key's
+// records that disagree, and material that does not open. be is used,
+// not closed.
 func VerifyDirectory(ctx context.Context, be backend.Backend, dir string) (*VerifyReport, error) {
 	if be == nil {
 		return nil, newErr("verify", "", ErrInvalidArgument, "nil backend")
@@ -58,12 +66,29 @@ func VerifyDirectory(ctx context.Context, be backend.Backend, dir string) (*Veri
 			return nil, backendErr("verify", "", err)
 		}
 	}
-	st, err := badgerstore.Open(badgerstore.Options{Dir: dir, ReadOnly: true, Check: check})
-	if errors.Is(err, badgerstore.ErrCheckMismatch) {
-		return nil, wrapErr("verify", "", ErrBackendMismatch, fmt.Errorf("%w: %w", err, backend.ErrInvalidHandle))
+	rep := &VerifyReport{}
+	problem := func(tag string, v uint32, format string, args ...any) {
+		rep.Problems = append(rep.Problems, VerifyProblem{KeyTag: tag, Version: v, Problem: fmt.Sprintf(format, args...)})
 	}
-	if err != nil {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		return nil, wrapErr("verify", "", ErrInvalidArgument, fmt.Errorf("store directory %s: %w", dir, err))
+	}
+	st, err := badgerstore.Open(badgerstore.Options{Dir: dir, ReadOnly: true, Check: check})
+	switch {
+	case err == nil:
+	case errors.Is(err, badgerstore.ErrInUse), errors.Is(err, badgerstore.ErrLocked), strings.Contains(err.Error(), "Cannot acquire directory lock"),
+		errors.Is(err, fs.ErrPermission):
+		// Not a finding: the check could not run.
 		return nil, wrapErr("verify", "", ErrInternal, err)
+	case errors.Is(err, badgerstore.ErrCheckMismatch):
+		problem("", 0, "%v: the root key does not open this store's key material (%v)", ErrBackendMismatch, err)
+		return rep, nil
+	default:
+		problem("", 0, "store does not open: %v", err)
+		return rep, nil
 	}
 	defer st.Close()
 	sh, err := shred.Open(dir)
@@ -72,10 +97,6 @@ func VerifyDirectory(ctx context.Context, be backend.Backend, dir string) (*Veri
 	}
 	defer sh.Close()
 	e := &Engine{be: be, st: st, shred: sh, clock: systemClock{}}
-	rep := &VerifyReport{}
-	problem := func(tag string, v uint32, format string, args ...any) {
-		rep.Problems = append(rep.Problems, VerifyProblem{KeyTag: tag, Version: v, Problem: fmt.Sprintf(format, args...)})
-	}
 	c, err := st.Load(ctx)
 	if err != nil {
 		if isContextErr(err) {

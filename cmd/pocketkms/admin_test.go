@@ -435,6 +435,7 @@ func TestDirectoryInUse(t *testing.T) {
 // nothing.
 func TestVerifyFindsProblems(t *testing.T) {
 	data := newDataDir(t)
+	deterministic(t)
 	must(t, "keys", "create", "-data", data, "-name", "alpha")
 	must(t, "keys", "create", "-data", data, "-name", "beta")
 	must(t, "verify", "-data", data)
@@ -443,8 +444,7 @@ func TestVerifyFindsProblems(t *testing.T) {
 	other := filepath.Join(t.TempDir(), "other.key")
 	key, _ := memory.GenerateRootKey()
 	os.WriteFile(other, []byte(hex.EncodeToString(key)+"\n"), 0o600)
-	before := dirState(t, data)
-	if r := pk(t, "verify", "-data", data, "-root-key-file", other); r.code == 0 || !strings.Contains(r.err, "cannot open") {
+	if r := pk(t, "verify", "-data", data, "-root-key-file", other); r.code != exitProblems || !strings.Contains(r.out, "root key does not open") {
 		t.Fatalf("verify with another root key: %+v", r)
 	}
 
@@ -452,12 +452,11 @@ func TestVerifyFindsProblems(t *testing.T) {
 	e := openForTest(t, data)
 	beta := findKey(t, e, "beta")
 	e.Close()
-	before = dirState(t, data)
 	shredDir := filepath.Join(data, "store", "pocketkms.shred")
 	if err := os.Rename(filepath.Join(shredDir, beta), filepath.Join(t.TempDir(), "gone")); err != nil {
 		t.Fatal(err)
 	}
-	before = dirState(t, data)
+	before := dirState(t, data)
 	r := pk(t, "verify", "-data", data, "-o", "json")
 	if r.code != exitProblems || !strings.Contains(r.out, beta) || !strings.Contains(r.out, `"ok": false`) {
 		t.Fatalf("verify with a shred key gone: %+v", r)
@@ -465,4 +464,6 @@ func TestVerifyFindsProblems(t *testing.T) {
 	if after := dirState(t, data); after != before {
 		t.Fatalf("verify changed the directory:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+	r = pk(t, "verify", "-data", data)
+	golden(t, "verify-problems", strings.ReplaceAll(r.out, data, "$DATA")+fmt.Sprintf("[exit %d]\n", r.code))
 }

@@ -174,7 +174,7 @@ func (o *dataOpts) openEngine(ctx context.Context) (*kms.Engine, error) {
 
 // openErr says plainly that a locked directory is in use (exit 3).
 func (o *dataOpts) openErr(err error) error {
-	if errors.Is(err, badgerstore.ErrInUse) || strings.Contains(err.Error(), "Cannot acquire directory lock") {
+	if errors.Is(err, badgerstore.ErrInUse) || errors.Is(err, badgerstore.ErrLocked) || strings.Contains(err.Error(), "Cannot acquire directory lock") {
 		return &exitError{exitInUse, fmt.Errorf("data directory %s %w", o.data, errInUse)}
 	}
 	return err

@@ -423,7 +423,7 @@ func (r *reencryptor) convert(ctx context.Context, line []byte) ([]byte, lineKin
 	if len(bytes.TrimSpace(body)) == 0 {
 		return line, lineBlank, nil
 	}
-	start, stop := 0, len(body)
+	var start, stop int
 	if r.field != nil {
 		var err error
 		if start, stop, err = jsonStringSpan(body, r.field); err != nil {

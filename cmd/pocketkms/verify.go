@@ -51,6 +51,7 @@ func verifyCmd(ctx context.Context, args []string, s *stdio) error {
 	}
 	j := verifyJSON{Data: o.data, OK: len(rep.Problems) == 0, Keys: rep.Keys, Versions: rep.Versions, Skipped: rep.Skipped, Problems: []problemJSON{}}
 	t := table{header: []string{"KEY", "VERSION", "PROBLEM"}}
+	// A problem's text can be long: the table puts it last.
 	for _, p := range rep.Problems {
 		j.Problems = append(j.Problems, problemJSON{p.KeyTag, p.Version, p.Problem})
 		v := "-"
@@ -59,19 +60,21 @@ func verifyCmd(ctx context.Context, args []string, s *stdio) error {
 		}
 		t.rows = append(t.rows, []string{dash(p.KeyTag), v, p.Problem})
 	}
-	summary := fmt.Sprintf("verified %s: %d keys, %d versions, %d skipped (due for destruction), %d problems",
-		o.data, rep.Keys, rep.Versions, rep.Skipped, len(rep.Problems))
-	if o.output == "table" {
-		if len(rep.Problems) == 0 {
-			t = table{}
+	summary := fmt.Sprintf("verified %s: %s, %s, %d skipped (due for destruction), %s",
+		o.data, plural(rep.Keys, "key"), plural(rep.Versions, "version"), rep.Skipped, plural(len(rep.Problems), "problem"))
+	if o.output == "json" {
+		if err := s.emit(&o, j, t); err != nil {
+			return err
 		}
-		t.rows = append(t.rows, []string{summary})
+	} else {
 		if len(rep.Problems) > 0 {
-			t.rows = append(t.rows[:len(t.rows)-1], []string{""}, []string{summary})
+			if err := s.emit(&o, j, t); err != nil {
+				return err
+			}
 		}
-	}
-	if err := s.emit(&o, j, t); err != nil {
-		return err
+		if _, err := fmt.Fprintln(s.out, summary); err != nil {
+			return err
+		}
 	}
 	if len(rep.Problems) > 0 {
 		return &exitError{exitProblems, fmt.Errorf("verify: %d problems in %s", len(rep.Problems), o.data)}

@@ -230,8 +230,15 @@ func open(o Options, dir string) (*Store, error) {
 		return nil, fmt.Errorf("store: free-space floor %d bytes is below %d", floor, SmallestFloor)
 	}
 	z := sizesFor(floor)
-	if !o.InMemory && !o.ReadOnly {
-		if err := precheck(dir); err != nil {
+	if !o.InMemory && o.ReadOnly {
+		unlock, err := lockShared(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	if !o.InMemory {
+		if err := precheck(dir, o.ReadOnly); err != nil {
 			return nil, err
 		}
 	}
