@@ -144,13 +144,10 @@ func (o *dataOpts) openBackendFor() (*memory.Backend, error) {
 		}
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	path := o.rootKeyFile
-	if path == "" {
-		path = filepath.Join(o.data, "root.key")
-	}
-	be, err := memory.NewFromFile(path)
+	// serve's own code: the same root key file, the same refusals.
+	be, _, err := openBackend(&serveConfig{data: o.data, rootKeyFile: o.rootKeyFile}, false)
 	if err != nil {
-		return nil, fmt.Errorf("root key: %w", err)
+		return nil, err
 	}
 	return be, nil
 }
