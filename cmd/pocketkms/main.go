@@ -126,7 +126,7 @@
 // SIGTERM: it checkpoints and exits 5) or killed, the same command resumes
 // after the last checkpoint, cutting off whatever was written after it. A
 // checkpoint belongs to one job (input path, size and modification time,
-// key, field, context digest): for another, the command refuses until
+// key and its current version, field, context digest): for another, the command refuses until
 // -restart. A line that does not re-encrypt (not a ciphertext of KEY, a
 // disabled version, the member missing) stops the run at that line with
 // exit 1, the line number and the reason; the lines before it are

@@ -48,6 +48,7 @@ type checkpoint struct {
 	InputSize    int64  `json:"inputSize"`
 	InputModTime int64  `json:"inputModTimeNs"`
 	KeyTag       string `json:"keyTag"`
+	Version      uint32 `json:"version"`
 	Field        string `json:"field"`
 	ContextHash  string `json:"contextSha256"`
 	Line         int64  `json:"line"`
@@ -61,7 +62,7 @@ type checkpoint struct {
 // sameJob reports whether c was written by the job want describes.
 func (c *checkpoint) sameJob(want *checkpoint) bool {
 	return c.Format == want.Format && c.Input == want.Input && c.InputSize == want.InputSize &&
-		c.InputModTime == want.InputModTime && c.KeyTag == want.KeyTag && c.Field == want.Field &&
+		c.InputModTime == want.InputModTime && c.KeyTag == want.KeyTag && c.Version == want.Version && c.Field == want.Field &&
 		c.ContextHash == want.ContextHash
 }
 
@@ -154,7 +155,7 @@ func reencryptCmd(ctx context.Context, args []string, s *stdio) error {
 		}
 		sum := sha256.Sum256([]byte(encCtx))
 		job := &checkpoint{Format: 1, Input: absIn, InputSize: fi.Size(), InputModTime: fi.ModTime().UnixNano(),
-			KeyTag: tag, Field: field, ContextHash: hex.EncodeToString(sum[:])}
+			KeyTag: tag, Version: k.CurrentVersion, Field: field, ContextHash: hex.EncodeToString(sum[:])}
 		r := &reencryptor{e: e, tag: tag, current: k.CurrentVersion, field: strings.Split(field, "."), ctx: encCtxBytes(encCtx),
 			in: in, final: out, partial: out + partialSuffix, ckptPath: out + checkpointSuffix, every: every, s: s, total: fi.Size()}
 		if field == "" {
@@ -233,7 +234,7 @@ func (r *reencryptor) start(job *checkpoint, restart, force bool) (*checkpoint, 
 			return nil, fmt.Errorf("reencrypt: checkpoint %s is unreadable (%v): pass -restart to start over", r.ckptPath, err)
 		}
 		if !have.sameJob(job) {
-			return nil, fmt.Errorf("reencrypt: checkpoint %s is of another job (other input, key, field or context, or the input changed since): pass -restart to start over", r.ckptPath)
+			return nil, fmt.Errorf("reencrypt: checkpoint %s is of another job (other input, key, field or context, the input changed, or the key was rotated since): pass -restart to start over", r.ckptPath)
 		}
 		ck = have
 	case err == nil || errors.Is(err, fs.ErrNotExist):

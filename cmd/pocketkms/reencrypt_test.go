@@ -234,7 +234,8 @@ func TestReencryptResume(t *testing.T) {
 }
 
 // TestReencryptCheckpointOfAnotherJob: a checkpoint left by another job
-// (here: the input changed since) is refused until -restart.
+// (here: the key rotated, then the input changed since) is refused until
+// -restart.
 func TestReencryptCheckpointOfAnotherJob(t *testing.T) {
 	f := newFixture(t, 300)
 	in := f.plainInput(t)
@@ -244,11 +245,16 @@ func TestReencryptCheckpointOfAnotherJob(t *testing.T) {
 		t.Fatalf("interrupted run: %+v", r)
 	}
 	reencryptCheckpointed = nil
+	must(t, "keys", "rotate", "-data", f.data, "alpha")
+	if r := pk(t, args...); r.code != 1 || !strings.Contains(r.err, "-restart") {
+		t.Fatalf("key rotated: %+v", r)
+	}
+	must(t, "keys", "rotate", "-data", f.data, "alpha")
 	os.WriteFile(in, append(fileBytes(t, in), '\n'), 0o600)
 	if r := pk(t, args...); r.code != 1 || !strings.Contains(r.err, "-restart") {
 		t.Fatalf("changed input: %+v", r)
 	}
-	if r := pk(t, append(args, "-restart")...); r.code != 0 || !strings.Contains(r.out, "301 lines, 300 re-encrypted") || !strings.Contains(r.out, "1 blank") {
+	if r := pk(t, append(args, "-restart")...); r.code != 0 || !strings.Contains(r.out, "301 lines, 300 re-encrypted to version 4") || !strings.Contains(r.out, "1 blank") {
 		t.Fatalf("restart: %+v", r)
 	}
 }
