@@ -1,7 +1,21 @@
-// Command pocketkms is pocketkms as one program. Its subcommands:
+// Command pocketkms is pocketkms as one program: a NAVER Cloud
+// KMS-compatible HTTP server and the administration of its data directory.
+// Its commands:
 //
-//	pocketkms serve [flags]   serve NAVER Cloud KMS's HTTP APIs on a data directory
-//	pocketkms help [command]  print the usage of pocketkms or of a command
+//	pocketkms serve [flags]                serve NAVER Cloud KMS's HTTP APIs on a data directory
+//	pocketkms init [-data DIR]             create a data directory (as serve's first run does)
+//	pocketkms keys <subcommand>            create, list, show, rotate, enable, disable, delete,
+//	                                       cancel-deletion, min-decryption-version
+//	pocketkms versions <subcommand>        list, show, enable, disable
+//	pocketkms tokens <subcommand>          show, activate, rotate, deactivate (the generator),
+//	                                       issue (a token set), revoke (a token by id)
+//	pocketkms acl <subcommand>             show, set, enable, disable (IP allow-lists)
+//	pocketkms limits <subcommand>          show, set (token API rate limits)
+//	pocketkms verify [flags]               check a data directory offline, read-only
+//	pocketkms reencrypt [flags] KEY FILE   move a file of ciphertexts to KEY's current version
+//	pocketkms help [command [subcommand]]  print the usage of pocketkms or of a command
+//
+// # Serving
 //
 // `pocketkms serve` is a NAVER Cloud KMS-compatible HTTP server: the API
 // 2.0 token and account APIs (/kms/v1/…) and the v3 API (/kms/v3/…) of
@@ -48,9 +62,102 @@
 // TLS, since tokens and data cross the wire; it warns when it serves plain
 // HTTP on another address.
 //
-// `pocketkms -h` and `pocketkms serve -h` print their usage and exit 0; an
-// unknown command or flag prints the usage and exits 2; any other failure
-// exits 1.
+// # Administration
+//
+// The other commands work on a data directory (-data, default kms-data;
+// -root-key-file as for serve) while no server runs on it: they open it as
+// serve does (root.key, store/; the credentials file is not needed), do one
+// thing, and close it. A directory that a running server (or another
+// command) holds is refused with exit code 3 and says so, and nothing in
+// it is changed: use the HTTP API meanwhile. They never create a data
+// directory: `pocketkms init` does, with serve's own code. Background
+// maintenance (auto-rotation, destruction of keys past their deletion
+// time) is left to the server: a command changes only what it was asked to.
+//
+// A key is named by its tag or its name (names are unique
+// case-insensitively):
+//
+//	pocketkms init -data /var/lib/kms
+//	pocketkms keys create -data /var/lib/kms -name orders -type AES256 -auto-rotation
+//	pocketkms keys list -data /var/lib/kms
+//	pocketkms keys rotate -data /var/lib/kms orders
+//	pocketkms versions list -data /var/lib/kms orders
+//	pocketkms tokens activate -data /var/lib/kms orders
+//	pocketkms tokens issue -data /var/lib/kms orders -subject billing -permissions encrypt,decrypt -out billing.tokens
+//	pocketkms acl set -data /var/lib/kms orders 10.0.0.0/8 192.0.2.7 && pocketkms acl enable -data /var/lib/kms orders
+//	pocketkms limits set -data /var/lib/kms orders -rate 1000
+//	pocketkms keys delete -data /var/lib/kms orders    # REVOKED; destroyed 72 h later unless cancel-deletion
+//
+// Flags and arguments may come in any order ("--" ends the flags). Every
+// command prints its result as a table for people, or with -o json as
+// JSON for scripts (an object, or an array for lists; times are RFC 3339
+// UTC, absent times are ""). Run `pocketkms <command> <subcommand> -h` for
+// each command's flags.
+//
+// Token sets are bearer secrets. `tokens issue` writes them only to the
+// file given with -out (created with mode 0600, never over an existing
+// file) or, with -reveal, to standard output; one of the two is required,
+// and without -reveal the output shows the set's times, not the tokens.
+// Nothing else ever prints a token, a key or a root key.
+//
+// `pocketkms verify` checks a data directory offline without writing to
+// it (kms.VerifyDirectory: the store is opened read-only under a shared
+// lock, so it also runs on a read-only copy or mount): the store's content
+// against its integrity record, every table's checksums, every record and
+// that a key's records agree, and that every version's material and every
+// active token-signing key opens with the root key. It prints the problems
+// it found (none: just a summary line) and exits 4 if there are any.
+//
+// `pocketkms reencrypt KEY INPUT -out OUTPUT` (or -in-place) re-encrypts
+// every ciphertext in INPUT under KEY's current version inside the Engine,
+// so no plaintext leaves it: one ciphertext a line, or with -field a.b.c
+// one JSON object a line (JSON Lines) whose member at that path holds it;
+// the rest of each line, blank lines, line endings and ciphertexts already
+// at the current version are kept byte for byte. Give -context when the
+// ciphertexts were made with an encryption context. It draws a progress
+// bar on standard error when that is a terminal (-progress bar forces it,
+// -progress none turns it off) and prints one summary line at the end
+// (with -o json, a JSON object). It is resumable and never leaves a
+// partial result where a complete one is expected: it writes
+// OUTPUT.reencrypt-partial and renames it to OUTPUT (with -in-place, over
+// INPUT) only when every line is done, and every -checkpoint-every lines
+// (10,000) it syncs that file and records in OUTPUT.reencrypt-checkpoint
+// how many input lines and output bytes are done. Interrupted (Ctrl-C,
+// SIGTERM: it checkpoints and exits 5) or killed, the same command resumes
+// after the last checkpoint, cutting off whatever was written after it. A
+// checkpoint belongs to one job (input path, size and modification time,
+// key and its current version, field, context digest): for another, the command refuses until
+// -restart. A line that does not re-encrypt (not a ciphertext of KEY, a
+// disabled version, the member missing) stops the run at that line with
+// exit 1, the line number and the reason; the lines before it are
+// checkpointed, so the same command resumes once the cause is fixed (e.g.
+// the version enabled again), as long as INPUT is unchanged. Afterwards,
+// `keys min-decryption-version KEY N` retires the old versions.
+//
+// # Exit codes
+//
+//	0  success, and -h/--help/help on every command
+//	1  failure (the message says what failed: a key not found, a refused change, an I/O error)
+//	2  usage error: unknown command, subcommand or flag, a malformed value, missing or
+//	   extra arguments; nothing was opened or changed
+//	3  the data directory is in use by another process (stop the server first)
+//	4  verify found problems
+//	5  reencrypt was interrupted; run the same command again to resume
+//
+// Errors go to standard error as one line starting "pocketkms: ".
+//
+// # Design choices
+//
+// The commands use the standard library's flag package, one flag set per
+// subcommand, and a progress bar of about 40 lines: a CLI framework or a
+// progress-bar library (github.com/schollz/progressbar/v3 is served) would
+// add dependencies for what the flag package and one \r-redrawn line do
+// here. New commands are one file each: see register in main.go.
+//
+// What is not here yet: audit history, backup, restore and root-key
+// rotation (they need library APIs of their own; each will be one more
+// file registering its command). verify reports a store whose records do
+// not decode as one problem, since nothing after it can be checked.
 package main
 
 import (
@@ -60,28 +167,82 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
 func main() {
-	err := run(context.Background(), os.Args[1:], os.Stdout)
+	err := runWith(context.Background(), os.Args[1:], &stdio{out: os.Stdout, err: os.Stderr, errTerminal: isTerminal(os.Stderr)})
 	if code := exitCode(err); code != 0 {
 		fmt.Fprintln(os.Stderr, "pocketkms:", err)
 		os.Exit(code)
 	}
 }
 
+// stdio is where a command writes: out for its result (table or JSON),
+// err for progress and notes. errTerminal says whether err is a terminal
+// (then reencrypt draws a progress bar there).
+type stdio struct {
+	out, err    io.Writer
+	errTerminal bool
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
 // command is a subcommand: run gets the arguments after its name.
 type command struct {
 	name, summary string
-	run           func(ctx context.Context, args []string, stdout io.Writer) error
+	run           func(ctx context.Context, args []string, s *stdio) error
 }
 
-// commands are the subcommands, in the order the usage lists them.
-// Administration of a data directory (backup, key listing, …) will join
-// serve here.
+// commands are the subcommands; the usage lists them by name. Every
+// command but serve lives in its own file and adds itself with register
+// from an init function, so that a new command is one new file.
 var commands = []command{
-	{"serve", "serve NAVER Cloud KMS's HTTP APIs on a data directory", serve},
+	{"serve", "serve NAVER Cloud KMS's HTTP APIs on a data directory",
+		func(ctx context.Context, args []string, s *stdio) error { return serve(ctx, args, s.out) }},
+}
+
+// register adds a command; it panics on a duplicate name (a programming
+// error found by every test run).
+//
+// A new command is one new file that registers itself, for example
+// audit.go:
+//
+//	func init() {
+//		register(command{"audit", "list a key's management history", auditCmd})
+//	}
+//
+//	func auditCmd(ctx context.Context, args []string, s *stdio) error {
+//		var o dataOpts // -data, -root-key-file, -o
+//		fs := newFlags("audit", "KEY", "List KEY's management changes, newest first.", s, &o)
+//		limit := fs.Int("limit", 50, "changes to list")
+//		pos, err := parseArgs(fs, args, &o, 1, 1) // usage errors (exit 2) before anything is opened
+//		if err != nil {
+//			return err
+//		}
+//		return o.withEngine(ctx, func(e *kms.Engine) error { // exit 3 when a server holds the directory
+//			tag, err := resolveKey(ctx, e, pos[0]) // a tag or a name
+//			...
+//			return s.emit(&o, rowsForJSON, table{header: []string{"TIME", "OPERATION"}, rows: rows})
+//		})
+//	}
+//
+// A command with subcommands registers group(name, summary, command{…}…)
+// instead. TestEveryCommandHelp then checks its -h, TestUsageErrorsChangeNothing
+// takes its malformed command lines, and a step in TestAdminGolden its output.
+func register(c command) {
+	for _, have := range commands {
+		if have.name == c.name {
+			panic("pocketkms: command " + c.name + " registered twice")
+		}
+	}
+	commands = append(commands, c)
+	slices.SortFunc(commands, func(a, b command) int { return strings.Compare(a.name, b.name) })
 }
 
 // usageError is a command line that could not be understood: exit code 2.
@@ -90,22 +251,49 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
+
+// exitError is a failure with its own exit code (see the package doc).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// Exit codes besides 0 (success, -h), 1 (failure) and 2 (usage error).
+const (
+	exitInUse       = 3 // the data directory is locked by a running server
+	exitProblems    = 4 // verify found problems
+	exitInterrupted = 5 // reencrypt stopped early; run it again to resume
+)
+
 // exitCode maps run's error to the process's exit status: 0 for success
-// and for -h, 2 for a command line that could not be understood, 1 for
-// anything else.
+// and for -h, 2 for a command line that could not be understood, the code
+// of an exitError, 1 for anything else.
 func exitCode(err error) int {
 	var ue *usageError
+	var ee *exitError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
 		return 2
+	case errors.As(err, &ee):
+		return ee.code
 	}
 	return 1
 }
 
-// run is the program: it dispatches args to a subcommand.
+// run is the program with stdout as given and stderr as the process's.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
+	return runWith(ctx, args, &stdio{out: stdout, err: os.Stderr})
+}
+
+// runWith is the program: it dispatches args to a subcommand.
+func runWith(ctx context.Context, args []string, s *stdio) error {
+	stdout := s.out
 	if len(args) == 0 {
 		printUsage(stdout)
 		return &usageError{errors.New("no command given")}
@@ -120,11 +308,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			printUsage(stdout)
 			return flag.ErrHelp
 		}
-		name, rest = rest[0], []string{"-h"}
+		name, rest = rest[0], append(rest[1:len(rest):len(rest)], "-h")
 	}
 	for _, c := range commands {
 		if c.name == name {
-			return c.run(ctx, rest, stdout)
+			return c.run(ctx, rest, s)
 		}
 	}
 	printUsage(stdout)
@@ -135,8 +323,8 @@ func printUsage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("usage: pocketkms <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.summary)
 	}
-	b.WriteString("\nRun 'pocketkms <command> -h' for a command's flags.\n")
+	b.WriteString("\nRun 'pocketkms <command> -h' for a command's flags, 'go doc ./cmd/pocketkms' for the manual.\n")
 	io.WriteString(w, b.String())
 }

@@ -28,6 +28,9 @@ var (
 	ErrUncertain = kstore.ErrUncertain
 	// ErrInUse: the directory is already open in this process.
 	ErrInUse = errors.New("store: directory already open in this process")
+	// ErrLocked: a read-only open found the directory locked by a writer
+	// in another process.
+	ErrLocked = errors.New("store: directory in use by another process")
 	// ErrNoSpace: the file system is nearly full; the change was refused
 	// before it reached Badger.
 	ErrNoSpace = errors.New("store: not enough free space")

@@ -22,8 +22,9 @@ import (
 //     recover, and damage is ErrCorrupt;
 //   - a write that failed on a full disk leaves an empty memtable (.mem)
 //     file, which makes the next open fail: empty memtable files hold no
-//     data and are removed.
-func precheck(dir string) error {
+//     data and are removed (not when readOnly: the directory is then left
+//     exactly as it is).
+func precheck(dir string, readOnly bool) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -32,7 +33,7 @@ func precheck(dir string) error {
 		return fmt.Errorf("store: open: %w", err)
 	}
 	for _, ent := range entries {
-		if name := ent.Name(); strings.HasSuffix(name, ".mem") {
+		if name := ent.Name(); !readOnly && strings.HasSuffix(name, ".mem") {
 			if info, err := ent.Info(); err == nil && info.Size() == 0 {
 				if err := os.Remove(filepath.Join(dir, name)); err != nil {
 					return fmt.Errorf("store: open: remove empty memtable file: %w", err)

@@ -161,6 +161,8 @@ type Store struct {
 	// file holds it.
 	check   []byte
 	checked bool
+	// readOnly is Options.ReadOnly: Close writes nothing, not even a probe.
+	readOnly bool
 }
 
 // recordIntegrity writes the integrity record around commits; tests
@@ -228,8 +230,15 @@ func open(o Options, dir string) (*Store, error) {
 		return nil, fmt.Errorf("store: free-space floor %d bytes is below %d", floor, SmallestFloor)
 	}
 	z := sizesFor(floor)
-	if !o.InMemory && !o.ReadOnly {
-		if err := precheck(dir); err != nil {
+	if !o.InMemory && o.ReadOnly {
+		unlock, err := lockShared(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	if !o.InMemory {
+		if err := precheck(dir, o.ReadOnly); err != nil {
 			return nil, err
 		}
 	}
@@ -262,7 +271,7 @@ func open(o Options, dir string) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{db: db, log: log, minFree: floor}
+	s := &Store{db: db, log: log, minFree: floor, readOnly: o.ReadOnly}
 	if !o.InMemory {
 		s.dir = dir
 		if err := s.checkIntegrity(o.ReadOnly); err != nil {
@@ -313,7 +322,7 @@ func (s *Store) Close() error {
 	// for ever if the directory no longer takes new files (made read-only
 	// under a running store). Every commit is already in its write-ahead
 	// log, so leave the flush to the next open rather than hang.
-	if s.dir != "" && !writable(s.dir) {
+	if s.dir != "" && !s.readOnly && !writable(s.dir) {
 		s.broken.Store(true)
 		return fmt.Errorf("%w: directory not writable; closed without flushing (the log holds every commit)", ErrBroken)
 	}
