@@ -159,6 +159,8 @@ func TestAdminGolden(t *testing.T) {
 	data := newDataDir(t)
 	clk := deterministic(t)
 	tokFile := filepath.Join(t.TempDir(), "tokens.json")
+	bk := filepath.Join(t.TempDir(), "kms.backup")
+	restored := filepath.Join(t.TempDir(), "restored")
 	steps := [][]string{
 		{"keys", "create", "-name", "alpha"},
 		{"keys", "create", "-name", "beta", "-type", "ecdsa", "-memo", "signs releases", "-o", "json"},
@@ -192,12 +194,25 @@ func TestAdminGolden(t *testing.T) {
 		{"limits", "set", "alpha", "-clear"},
 		{"verify"},
 		{"verify", "-o", "json"},
+		{"backup", bk},
+		{"backup", bk},
+		{"backup", bk, "-force", "-o", "json"},
+		{"verify-backup", bk},
+		{"verify-backup", "-o", "json", bk},
+		{"restore", bk},
+		{"restore", bk, "-data", restored, "-root-key-file", filepath.Join(data, "root.key"), "-copy-root-key"},
+		{"keys", "list", "-data", restored},
+		{"verify", "-data", restored},
 		{"keys", "show", "nosuchkey"},
 		{"keys", "rotate", "beta"},
 	}
 	var b strings.Builder
 	for _, args := range steps {
-		full := append(append([]string{}, args...), "-data", data)
+		full := slices.Clone(args)
+		// A step that names its own -data keeps it; verify-backup has none.
+		if !slices.Contains(args, "-data") && args[0] != "verify-backup" {
+			full = append(full, "-data", data)
+		}
 		r := pk(t, full...)
 		fmt.Fprintf(&b, "$ pocketkms %s\n%s", strings.Join(args, " "), r.out)
 		if r.code != 0 {
@@ -206,8 +221,13 @@ func TestAdminGolden(t *testing.T) {
 		b.WriteString("\n")
 		clk.add(time.Minute)
 	}
-	got := strings.ReplaceAll(b.String(), data, "$DATA")
+	got := strings.ReplaceAll(b.String(), restored, "$RESTORED")
+	got = strings.ReplaceAll(got, data, "$DATA")
 	got = strings.ReplaceAll(got, tokFile, "$TOKENS")
+	got = strings.ReplaceAll(got, bk, "$BACKUP")
+	// A backup's digest covers material sealed under this run's random
+	// root key: the only part of the output that differs between runs.
+	got = regexp.MustCompile(`(sha256(?:": "|:\s+| ))[0-9a-f]{64}`).ReplaceAllString(got, "${1}$$SHA256")
 	golden(t, "admin", got)
 
 	// The token file holds the set; no output above showed a token.
@@ -382,6 +402,15 @@ func TestUsageErrorsChangeNothing(t *testing.T) {
 		{"reencrypt", "alpha", in, "-in-place", "-progress", "fancy"},
 		{"reencrypt", "alpha", in, "-in-place", "-field", "data..ct"},
 		{"reencrypt", "alpha", in, "-in-place", "-checkpoint-every", "0"},
+		{"backup"},
+		{"backup", in + ".bk", "extra"},
+		{"backup", in + ".bk", "-force=maybe"},
+		{"backup", in + ".bk", "-o", "xml"},
+		{"restore"},
+		{"restore", in, "extra"},
+		{"restore", in, "-copy-root-key"},
+		{"restore", in, "-root-key-file", in, "-copy-root-key=perhaps"},
+		{"verify-backup"},
 		{"init", "extra"},
 		{"frobnicate"},
 	} {

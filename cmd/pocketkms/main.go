@@ -12,6 +12,9 @@
 //	pocketkms acl <subcommand>             show, set, enable, disable (IP allow-lists)
 //	pocketkms limits <subcommand>          show, set (token API rate limits)
 //	pocketkms verify [flags]               check a data directory offline, read-only
+//	pocketkms backup [flags] FILE          write a backup of a data directory's keys to FILE
+//	pocketkms restore [flags] FILE         restore a backup into a new data directory
+//	pocketkms verify-backup [-o json] FILE check a backup file offline (no root key needed)
 //	pocketkms reencrypt [flags] KEY FILE   move a file of ciphertexts to KEY's current version
 //	pocketkms help [command [subcommand]]  print the usage of pocketkms or of a command
 //
@@ -134,6 +137,49 @@
 // the version enabled again), as long as INPUT is unchanged. Afterwards,
 // `keys min-decryption-version KEY N` retires the old versions.
 //
+// # Backup and restore
+//
+// `pocketkms backup -data DIR FILE` writes a backup of DIR's keys to FILE
+// with kms.Engine.BackupFile (see "Backup and restore" in package kms for
+// what a backup holds: every key with its versions, token generator,
+// allow-list and rate limit, and the name index, each handle sealed under
+// the root key, never a raw key; usage counters and audit history are not
+// in it). It is written to a temporary file beside FILE (mode 0600),
+// synced and renamed, so a failure (a full disk) leaves FILE as it was and
+// no file that looks complete. An existing FILE is refused unless -force,
+// which replaces it only with a complete backup. Like the other commands
+// it needs the directory to itself: while a server holds it, backup exits
+// 3 and says so. The library could back up a serving Engine (Backup does
+// not block calls), but only from inside the process that holds the
+// directory, and the HTTP API has no backup call: stop the server, or
+// call Engine.Backup from a program that embeds the Engine.
+//
+// `pocketkms restore -data DIR -root-key-file KEY FILE` writes the backup
+// FILE into DIR with kms.Restore. DIR's key store (DIR/store) must not
+// exist or be empty; DIR itself may exist (holding root.key and
+// credentials, say) and is made (0700) if it does not. The root key is
+// -root-key-file or DIR/root.key, and must be the one the backup was made
+// under. Everything is checked before anything is written: the whole
+// backup (truncated, altered: refused), then that the root key opens every
+// key in it (another root key: refused). A refusal exits 1 and writes
+// nothing: a DIR that did not exist still does not. With -copy-root-key
+// the root key file is copied to DIR/root.key (0600, never over a file)
+// once the store is in place; without it DIR has no root.key, and serve
+// and the commands need -root-key-file (restore says so on standard
+// error): a copy of the root key is made only when asked for. A backup
+// has no credentials: serve makes a new credentials file on its first run
+// unless DIR/credentials exists.
+//
+// `pocketkms verify-backup FILE` checks a backup offline with
+// kms.VerifyBackup (format, SHA-256 digest, every record's checksum, that
+// the records agree) without a data directory or root key; it does not
+// check that a root key opens the material (restore does that before it
+// writes). It exits 4 for an invalid backup, as verify does for problems.
+//
+//	pocketkms backup -data /var/lib/kms /backups/kms-2026-12-03.pkb
+//	pocketkms verify-backup /backups/kms-2026-12-03.pkb
+//	pocketkms restore -data /var/lib/kms-new -root-key-file /secure/root.key -copy-root-key /backups/kms-2026-12-03.pkb
+//
 // # Exit codes
 //
 //	0  success, and -h/--help/help on every command
@@ -141,7 +187,7 @@
 //	2  usage error: unknown command, subcommand or flag, a malformed value, missing or
 //	   extra arguments; nothing was opened or changed
 //	3  the data directory is in use by another process (stop the server first)
-//	4  verify found problems
+//	4  verify found problems, or verify-backup an invalid backup
 //	5  reencrypt was interrupted; run the same command again to resume
 //
 // Errors go to standard error as one line starting "pocketkms: ".
@@ -154,9 +200,9 @@
 // add dependencies for what the flag package and one \r-redrawn line do
 // here. New commands are one file each: see register in main.go.
 //
-// What is not here yet: audit history, backup, restore and root-key
-// rotation (they need library APIs of their own; each will be one more
-// file registering its command). verify reports a store whose records do
+// What is not here yet: audit history and root-key rotation (they need
+// library APIs of their own; each will be one more file registering its
+// command). backup writes to a file only (not to standard output). verify reports a store whose records do
 // not decode as one problem, since nothing after it can be checked.
 package main
 
@@ -265,7 +311,7 @@ func (e *exitError) Unwrap() error { return e.err }
 // Exit codes besides 0 (success, -h), 1 (failure) and 2 (usage error).
 const (
 	exitInUse       = 3 // the data directory is locked by a running server
-	exitProblems    = 4 // verify found problems
+	exitProblems    = 4 // verify found problems, verify-backup an invalid backup
 	exitInterrupted = 5 // reencrypt stopped early; run it again to resume
 )
 
@@ -322,8 +368,12 @@ func runWith(ctx context.Context, args []string, s *stdio) error {
 func printUsage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("usage: pocketkms <command> [flags]\n\ncommands:\n")
+	width := 11
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-*s %s\n", width, c.name, c.summary)
 	}
 	b.WriteString("\nRun 'pocketkms <command> -h' for a command's flags, 'go doc ./cmd/pocketkms' for the manual.\n")
 	io.WriteString(w, b.String())
