@@ -77,6 +77,13 @@ var (
 	ErrCanceled = errors.New("request canceled")
 	// ErrInternal: a backend or storage failure (500 InternalServerError).
 	ErrInternal = errors.New("internal error")
+	// ErrStale: the Engine has lost its shared store's change feed (etcd
+	// unreachable, or a reload failing) for longer than WithStaleLimit,
+	// so it may be missing revocations, generator rotations and
+	// allow-list edits made through other Engines. Token-plane calls are
+	// refused with it until the feed is back; trusted calls keep serving
+	// (503 ServiceUnavailable). See WithStaleLimit.
+	ErrStale = errors.New("engine state may be stale: the shared store's change feed is lost")
 )
 
 // StatusClientClosedRequest is the status ErrCanceled carries: nginx's
@@ -123,6 +130,7 @@ var classes = map[error]errClass{
 	ErrConflict:            {"Conflict", http.StatusConflict},
 	ErrCanceled:            {"ClientClosedRequest", StatusClientClosedRequest},
 	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
+	ErrStale:               {"ServiceUnavailable", http.StatusServiceUnavailable},
 }
 
 // Error is the error type of every Engine method. Code and Status are what
