@@ -479,7 +479,9 @@ func conflict(keys []string, expect map[string]int64, resp *clientv3.TxnResponse
 // matching store.ErrCorrupt. Compacted history, a watch the cluster
 // cancels (including for lost leadership: the watch requires a leader, so
 // a member cut off from the others does not leave it waiting silently),
-// or a watch channel that closes ends it with store.ErrResync. It returns
+// a watch channel that closes, or a progress request left unanswered for
+// a whole WithWatchCheck interval (a cluster gone silent) ends it with
+// store.ErrResync. It returns
 // ctx's error when ctx ends and store.ErrClosed when the Store is closed.
 func (s *Store) Watch(ctx context.Context, after int64, fn func(store.Commit)) error {
 	if err := ctx.Err(); err != nil {
