@@ -134,9 +134,12 @@ var (
 // never see each other's keys.
 //
 // New makes one read under the prefix to prove that the cluster answers
-// and lets this client read there; give ctx a deadline (a client of an
-// unreachable cluster waits for it), or rely on WithTimeout. It fails with
-// ErrUnavailable when the cluster does not answer in time.
+// and lets this client read there, then registers the Store among the
+// prefix's members (a lease and a key under <prefix>m/members/; see
+// Members and WithoutMembership) and counts them; give ctx a deadline (a
+// client of an unreachable cluster waits for it), or rely on
+// WithTimeout. It fails with ErrUnavailable when the cluster does not
+// answer in time. Close revokes the registration.
 //
 // The Store does not own cli: close the client after the Store (after
 // Engine.Close, which closes the Store).
