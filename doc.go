@@ -133,6 +133,14 @@
 // documented in its package, internal/store; what reaches callers is
 // [ErrInternal] naming the cause.
 //
+// On a shared store, an Engine that loses the change feed keeps serving
+// from its last state; after [WithStaleLimit] it refuses token-plane
+// calls with [ErrStale] until the feed is back ([Engine.FeedLost]). A
+// store that counts the Engines sharing it (store.Membership, as
+// store/etcd does) makes each of N Engines enforce 1/N of every key's
+// token-plane rate limit, so that together they admit the key's limit
+// under even load (details, and uneven load, in package store/etcd).
+//
 // # Security
 //
 // Key material never passes through the Engine: the backend returns an

@@ -82,6 +82,13 @@ var (
 	// SHA-256 digest or a record's checksum fails), of an unknown format
 	// version, or inconsistent. Nothing was written (400 InvalidParameter).
 	ErrBackupInvalid = errors.New("invalid backup")
+	// ErrStale: the Engine has lost its shared store's change feed (etcd
+	// unreachable, or a reload failing) for longer than WithStaleLimit,
+	// so it may be missing revocations, generator rotations and
+	// allow-list edits made through other Engines. Token-plane calls are
+	// refused with it until the feed is back; trusted calls keep serving
+	// (503 ServiceUnavailable). See WithStaleLimit.
+	ErrStale = errors.New("engine state may be stale: the shared store's change feed is lost")
 )
 
 // StatusClientClosedRequest is the status ErrCanceled carries: nginx's
@@ -129,6 +136,7 @@ var classes = map[error]errClass{
 	ErrCanceled:            {"ClientClosedRequest", StatusClientClosedRequest},
 	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
 	ErrBackupInvalid:       {"InvalidParameter", http.StatusBadRequest},
+	ErrStale:               {"ServiceUnavailable", http.StatusServiceUnavailable},
 }
 
 // Error is the error type of every Engine method. Code and Status are what

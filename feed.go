@@ -32,11 +32,14 @@ func (e *Engine) follow(ctx context.Context, w store.Watcher, rev int64) {
 		if ctx.Err() != nil {
 			return
 		}
+		e.feedLost.CompareAndSwap(0, max(1, e.now().UnixNano()))
 		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: change feed lost; reloading", slog.String("error", errString(err)))
 		for ctx.Err() == nil {
 			r, err := e.reload(ctx)
 			if err == nil {
 				rev = r
+				e.feedLost.Store(0)
+				e.log.LogAttrs(ctx, slog.LevelInfo, "kms: reloaded; following the change feed again")
 				break
 			}
 			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: reload after a lost change feed failed", slog.String("error", err.Error()))
@@ -46,6 +49,31 @@ func (e *Engine) follow(ctx context.Context, w store.Watcher, rev int64) {
 			}
 		}
 	}
+}
+
+// checkFeed is the bounded offline window (WithStaleLimit): it fails
+// with ErrStale once the change feed has been lost for longer than the
+// limit. While the feed is followed it is one atomic load.
+func (e *Engine) checkFeed(op string) error {
+	lost := e.feedLost.Load()
+	if lost == 0 || e.now().UnixNano()-lost <= int64(e.staleLimit) {
+		return nil
+	}
+	return newErr(op, "", ErrStale, "token-plane calls are refused until the Engine follows its store again")
+}
+
+// FeedLost reports whether the Engine has lost its shared store's change
+// feed (the watch broke and reloading has not succeeded yet) and, if so,
+// since when on the Engine's clock. An Engine on a store without a feed
+// (Badger) never loses it. Past WithStaleLimit, token-plane calls fail
+// with ErrStale; a readiness probe can use it to take a replica out of
+// rotation earlier.
+func (e *Engine) FeedLost() (since time.Time, lost bool) {
+	lost0 := e.feedLost.Load()
+	if lost0 == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, lost0), true
 }
 
 func errString(err error) string {

@@ -81,6 +81,14 @@ type Engine struct {
 	orphanGrace time.Duration
 	lastSweep   atomic.Int64
 	watched     bool // the store has a change feed (store.Watcher)
+	// feedLost is when (Engine clock, Unix ns) the change feed was found
+	// lost, 0 while it is followed; staleLimit is WithStaleLimit. See
+	// feed.go.
+	feedLost   atomic.Int64
+	staleLimit time.Duration
+	// members is the store's count of Engines sharing it, nil if it
+	// keeps none (see share.go).
+	members store.Membership
 
 	// shred holds the keys' shred keys (see shredkeys.go); nil unless the
 	// store is Badger in a directory.
@@ -145,7 +153,10 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	e := &Engine{
 		be: be, st: st, clock: cfg.clock, random: cfg.random, log: cfg.logger,
 		limit: cfg.limit, limiter: limiter, tokens: cache, pssSalt: pssSaltLength,
-		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs,
+		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs, staleLimit: cfg.stale,
+	}
+	if m, ok := st.(store.Membership); ok {
+		e.members = m
 	}
 	if cfg.anySalt {
 		e.pssSalt = pubkey.AnySaltLength

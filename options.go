@@ -38,6 +38,7 @@ type config struct {
 	tokenIDs bool
 	orphans  time.Duration
 	minFree  int64
+	stale    time.Duration
 }
 
 func defaultConfig() config {
@@ -50,6 +51,7 @@ func defaultConfig() config {
 		limit:    ratelimit.DefaultLimit(),
 		cacheMax: DefaultTokenCacheSize,
 		orphans:  DefaultOrphanGrace,
+		stale:    DefaultStaleLimit,
 	}
 }
 
@@ -238,6 +240,43 @@ func WithMinFreeSpace(bytes int64) Option {
 			return errors.New("WithMinFreeSpace: the floor must be at least 4 MiB")
 		}
 		c.minFree = bytes
+		return nil
+	}
+}
+
+// DefaultStaleLimit is how long an Engine on a shared store keeps serving
+// token-plane calls after losing the store's change feed (see
+// WithStaleLimit).
+const DefaultStaleLimit = 30 * time.Second
+
+// WithStaleLimit bounds how long an Engine whose store has a change feed
+// (a store shared by several processes, such as etcd) keeps serving
+// token-plane calls from its last state once the feed is lost (the watch
+// broke and reloading fails: the cluster is unreachable, or a record
+// fails its frame). Past the limit, every TokenClient call fails with
+// ErrStale (503) until a reload succeeds; Engine.FeedLost tells since
+// when. The default is DefaultStaleLimit; 0 refuses them as soon as the
+// feed is lost.
+//
+// Token-plane calls are refused because their answer depends on changes
+// made elsewhere that a cut-off Engine cannot see: a token revoked, a
+// generator rotated or deactivated (which kills every token it issued),
+// an allow-list narrowed, a key disabled. Trusted calls (the Engine's own
+// methods) keep serving from the last state for as long as the outage
+// lasts: their caller is the application itself, already authenticated,
+// and an etcd outage should not stop it from decrypting its data; what a
+// cut-off Engine may miss for them is a key or version disabled, or a
+// rotation, elsewhere. Changes fail while the store is unreachable
+// anyway. The limit is read on the Engine's clock, from the moment the
+// Engine learns the feed is lost (etcdstore notices a silent cluster
+// within two of its watch checks; see etcdstore.WithWatchCheck). Badger,
+// owned by one process, has no feed: the option changes nothing there.
+func WithStaleLimit(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return errors.New("WithStaleLimit: negative limit")
+		}
+		c.stale = d
 		return nil
 	}
 }

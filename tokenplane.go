@@ -20,8 +20,10 @@ import (
 // first, so that a caller who cannot authenticate learns nothing about
 // its arguments and costs no more than a refusal:
 //
-//  1. the Engine is open (ErrClosed), and a token is present and no
-//     longer than token.MaxTokenSize (ErrTokenInvalid);
+//  1. the Engine is open (ErrClosed), its shared store's change feed
+//     has not been lost for longer than WithStaleLimit (ErrStale, 503),
+//     and a token is present and no longer than token.MaxTokenSize
+//     (ErrTokenInvalid);
 //  2. the key exists (an unknown key tag, or one in another letter case,
 //     answers ErrTokenInvalid like a bad token) and the caller's address
 //     passes the key's IP allow-list (ErrAccessDenied, 403) — so a caller
@@ -146,7 +148,7 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 	}
 	// On a cache hit the reading taken for the token checks, a few tens of
 	// nanoseconds old, serves the limiter too.
-	if err := e.limiter.AllowLimitAt(tag, e.limitOf(s), cost, want.Now); err != nil {
+	if err := e.limiter.AllowLimitAt(tag, e.share(e.limitOf(s)), cost, want.Now); err != nil {
 		var rl *ratelimit.RateLimitedError
 		switch {
 		case errors.As(err, &rl):
@@ -182,6 +184,9 @@ func onToken[R any](c TokenClient, ctx context.Context, op, keyTag string, kind 
 		return zero, err
 	}
 	defer c.e.leave()
+	if err := c.e.checkFeed(op); err != nil {
+		return zero, err
+	}
 	s, claims, err := c.auth(op, keyTag, kind, perm, cost)
 	if err != nil {
 		return zero, err

@@ -223,6 +223,15 @@
 //   - Sweep destroys material of any store on the token that the caller
 //     does not name: a token serves one store (one Engine, or Engines
 //     sharing one store).
+//   - Several processes may share a token: replicas whose Engines share
+//     one store (etcd, package store/etcd) must all reach the token that
+//     holds the keys, since the store keeps only references to its
+//     objects. In production that is a network HSM; with SoftHSM2 it is
+//     processes on one machine whose SOFTHSM2_CONF names the same
+//     directories.tokendir (store/etcd's TestSoftHSMAcrossProcesses: a
+//     key created in one process decrypts in another that was already
+//     running, as a lookup missing from the index searches the token).
+//     SoftHSM2 does not replicate a token across machines.
 //   - Session copies and the index belong to this process. Destroy
 //     removes them here, but if another process destroys the token objects
 //     of a key this process has loaded, the key keeps working here until

@@ -40,6 +40,8 @@
 //	<prefix>n/<lower-case name>      the name index: the tag owning a name
 //	<prefix>m/leader/<lease>         [Lead]'s candidates (the store's own
 //	                                 bookkeeping: Load and Watch pass over m/)
+//	<prefix>m/members/<lease>        one per open Store, under its lease
+//	                                 (see # Rate limits across Engines)
 //
 // Values are framed by store.Encode, the same framing Badger uses: a
 // codec version, JSON, and a CRC-32C over the record key and the frame.
@@ -67,6 +69,19 @@
 // revision asked for; the events of one revision (one transaction) make
 // one store.Commit.
 //
+// etcd takes at most --max-txn-ops operations of each kind in one
+// transaction (default 128). Apply deletes a run of consecutive versions
+// of one key with one range delete, from the first version's key to the
+// last's: with versions numbered in ten fixed digits the range holds
+// exactly those records, and the change still compares the key record's
+// revision, so it is as safe under concurrency as one delete per record.
+// Destroying a key of kms.MaxVersions (100) versions is thus 5 writes,
+// not 104, and a change of any number of versions fits. A change that
+// still needs more operations than [WithMaxTxnOps] (default 128) fails
+// with [ErrChangeTooLarge] before it is sent, and so does one the cluster
+// refuses as too large; nothing is written. No change the Engine makes
+// comes near it.
+//
 // # Concurrency
 //
 // A Store is safe for concurrent use. The Engine's hot path never calls
@@ -93,9 +108,11 @@
 // The watch requires a leader: a member cut off from its quorum cancels
 // it, and the Engine reloads through a member that has one. A member that
 // hangs without closing its connections (a stopped process, a network
-// black hole) is noticed only by gRPC keepalives: set DialKeepAliveTime
-// and DialKeepAliveTimeout on the client, or a watch on such a member
-// waits silently. A watch whose history was compacted away fails with
+// black hole), or a cluster that is gone, leaves etcd's watch waiting
+// silently; Watch's own check notices it within two [WithWatchCheck]
+// intervals (see # Offline window), and gRPC keepalives make the client
+// move to another member: set DialKeepAliveTime and DialKeepAliveTimeout
+// on the client. A watch whose history was compacted away fails with
 // store.ErrResync, and the Engine reloads everything.
 //
 // # Errors and faults
@@ -141,19 +158,79 @@
 // key with its material destroyed (for the memory backend, whose material
 // is the sealed handle in the records, destroying it changes nothing).
 //
-// Not done yet (issue #16):
+// Process kills are tested: a child process changing keys through its
+// own Engine is killed with SIGKILL at random points, 20 times per run
+// (100 with -kill.rounds=100), and every change it acknowledged is on two
+// other Engines (TestKillMidChange).
 //
-//   - Rate limits are per Engine: N replicas admit up to N times a key's
-//     limit in total.
-//   - An Engine cut off from etcd serves its last state for as long as it
-//     lasts, cipher and token-plane calls alike, with no bound and no
-//     typed refusal; only changes fail.
-//   - The PKCS#11 backend across processes (a shared token) is not proven.
-//   - No process-kill tests and no benchmarks of an etcd-backed Engine yet.
+// # Offline window
 //
-// Limits of etcd: a change is one transaction of at most etcd's
-// --max-txn-ops operations (default 128; destroying a key of 100 versions
-// takes 104) and --max-request-bytes (default 1.5 MiB). A change that only
-// deletes absent records writes nothing and returns the current revision.
-// There is no schema-version record yet.
+// Watch asks the cluster for a progress notification every
+// [WithWatchCheck] (default 2 s) and gives up, with store.ErrResync, when
+// one goes unanswered for a whole interval: etcd's client waits silently
+// for a cluster that is gone, so without the check a replica cut off from
+// every member would never learn it. The Engine then reloads, retrying
+// while the cluster is unreachable, and from the moment the feed was lost
+// it keeps serving from its last state for kms.WithStaleLimit (default
+// kms.DefaultStaleLimit, 30 s); past that, token-plane calls fail with
+// kms.ErrStale (503) until a reload succeeds, because a cut-off replica
+// cannot see the revocations, generator rotations and allow-list edits
+// made elsewhere. Trusted calls keep serving from the last state, and
+// changes fail while the cluster cannot be reached. kms.Engine.FeedLost
+// reports the state, for a readiness probe.
+//
+// # Rate limits across Engines
+//
+// Every Store registers under <prefix>m/members/ with a lease
+// ([WithMemberTTL], default 5 s, kept alive in the background) and
+// watches the registrations; [Store.Members] is their number. The Engine
+// divides each key's token-plane rate limit by it: each of N replicas
+// admits Rate/N per second with a burst of Burst/N (rounded up, but never
+// below min(Burst, 100) so that a full batch is never refused as larger
+// than the burst). So:
+//
+//   - Under even load (a load balancer spreading a key's callers over the
+//     replicas) the N replicas together admit the key's rate: measured
+//     within 1% with 3 Engines (TestRateLimitClusterWide, fake clock).
+//     Bursts add up to N times the burst share: with the batch floor,
+//     more than the key's burst when Burst/N < 100 (default limit
+//     300/300: from 4 replicas on).
+//   - Under uneven load the shares are static: a replica taking more than
+//     1/N of a key's traffic refuses its excess with ErrRateLimited while
+//     the others leave theirs unused, so the cluster admits less than the
+//     key's limit (all of a key's traffic on one replica: 1/N of it).
+//     Spread each key's callers evenly, or give hot keys a higher limit.
+//   - A replica that opens counts at once for the others (the watch brings
+//     its registration within milliseconds), and starts with a full
+//     burst share of its own. One that closes its Store revokes its lease
+//     and stops counting at once. One whose process dies counts until its
+//     lease expires, up to WithMemberTTL later (1.3 s measured with a 1 s
+//     TTL): meanwhile the others enforce smaller shares than they could.
+//   - While the cluster cannot be reached, a Store keeps its last count;
+//     a Store whose lease expired registers again when the cluster is
+//     back.
+//   - A process that opens a Store but serves no token-plane calls (an
+//     administration tool) should pass [WithoutMembership], or it shrinks
+//     every replica's share while it runs.
+//
+// # PKCS#11 across processes
+//
+// The memory backend works across processes that share the root key: the
+// sealed material lives in etcd. The PKCS#11 backend stores only
+// references to token objects, so every process must reach the same
+// token: in production a network HSM (every replica's module talks to the
+// same HSM partition). TestSoftHSMAcrossProcesses proves the mechanics
+// with SoftHSM2 processes on one machine sharing one token directory
+// (SOFTHSM2_CONF naming the same directories.tokendir): a key created in
+// process A encrypts there and decrypts in process B, which was already
+// running, and a version rotated in B serves A. SoftHSM2 with a shared
+// directory is for tests; it does not replicate across machines.
+//
+// # Limits of etcd
+//
+// A change is one transaction of at most etcd's
+// --max-txn-ops operations of each kind (see # Revisions and
+// transactions) and --max-request-bytes (default 1.5 MiB). A change that
+// only deletes absent records writes nothing and returns the current
+// revision. There is no schema-version record yet.
 package etcdstore

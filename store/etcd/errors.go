@@ -23,6 +23,13 @@ var ErrUnavailable = errors.New("etcdstore: cluster unavailable")
 // written.
 var ErrNotLeader = errors.New("etcdstore: no longer the elected leader")
 
+// ErrChangeTooLarge: a change needs more operations in one transaction
+// than the cluster takes (--max-txn-ops; see WithMaxTxnOps). Nothing was
+// written. The Engine's changes stay far below etcd's default of 128:
+// the largest, destroying a key of MaxVersions versions, deletes the
+// versions with one range delete.
+var ErrChangeTooLarge = errors.New("etcdstore: change too large for one etcd transaction")
+
 // errCode returns the gRPC code of an etcd client error.
 func errCode(err error) codes.Code {
 	var ee rpctypes.EtcdError

@@ -1,10 +1,13 @@
 package etcdstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +26,12 @@ const (
 	DefaultTimeout = 10 * time.Second
 	// DefaultPageSize is the number of records Load reads per request.
 	DefaultPageSize = 1000
+	// DefaultWatchCheck is how often Watch asks the cluster to prove the
+	// watch alive (WithWatchCheck).
+	DefaultWatchCheck = 2 * time.Second
+	// DefaultMaxTxnOps is etcd's default --max-txn-ops, the most
+	// operations of each kind (compares, writes) one transaction may hold.
+	DefaultMaxTxnOps = 128
 )
 
 // metaPrefix holds the store's own bookkeeping beside the records (the
@@ -33,8 +42,12 @@ const metaPrefix = "m/"
 type Option func(*config) error
 
 type config struct {
-	timeout  time.Duration
-	pageSize int64
+	timeout    time.Duration
+	pageSize   int64
+	watchCheck time.Duration
+	maxTxnOps  int
+	memberTTL  time.Duration // 0: no membership (WithoutMembership)
+	memberID   string
 }
 
 // WithTimeout bounds every request to the cluster (New's check, each page
@@ -65,6 +78,35 @@ func WithPageSize(n int) Option {
 	}
 }
 
+// WithWatchCheck sets how often Watch asks the cluster for a progress
+// notification on its stream (default DefaultWatchCheck). A watch whose
+// cluster has gone silent (every member down or cut off: etcd's client
+// then waits for a connection without a word) gets no answer, and Watch
+// fails with store.ErrResync after two checks; the Engine then reloads
+// and counts its offline window (kms.WithStaleLimit). d must be positive.
+func WithWatchCheck(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("WithWatchCheck: the interval must be positive")
+		}
+		c.watchCheck = d
+		return nil
+	}
+}
+
+// WithMaxTxnOps tells the Store the cluster's --max-txn-ops (default
+// DefaultMaxTxnOps, etcd's default). A change that needs more operations
+// of one kind fails with ErrChangeTooLarge before it is sent.
+func WithMaxTxnOps(n int) Option {
+	return func(c *config) error {
+		if n < 8 {
+			return errors.New("WithMaxTxnOps: at least 8 operations")
+		}
+		c.maxTxnOps = n
+		return nil
+	}
+}
+
 // Store keeps an Engine's state in etcd under a key prefix. It implements
 // store.Store and store.Watcher. Make it with New.
 type Store struct {
@@ -75,11 +117,14 @@ type Store struct {
 
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
+
+	members membership // see members.go
 }
 
 var (
-	_ store.Store   = (*Store)(nil)
-	_ store.Watcher = (*Store)(nil)
+	_ store.Store      = (*Store)(nil)
+	_ store.Watcher    = (*Store)(nil)
+	_ store.Membership = (*Store)(nil)
 )
 
 // New returns a Store keeping its records under prefix in the cluster cli
@@ -89,9 +134,12 @@ var (
 // never see each other's keys.
 //
 // New makes one read under the prefix to prove that the cluster answers
-// and lets this client read there; give ctx a deadline (a client of an
-// unreachable cluster waits for it), or rely on WithTimeout. It fails with
-// ErrUnavailable when the cluster does not answer in time.
+// and lets this client read there, then registers the Store among the
+// prefix's members (a lease and a key under <prefix>m/members/; see
+// Members and WithoutMembership) and counts them; give ctx a deadline (a
+// client of an unreachable cluster waits for it), or rely on
+// WithTimeout. It fails with ErrUnavailable when the cluster does not
+// answer in time. Close revokes the registration.
 //
 // The Store does not own cli: close the client after the Store (after
 // Engine.Close, which closes the Store).
@@ -102,7 +150,11 @@ func New(ctx context.Context, cli *clientv3.Client, prefix string, opts ...Optio
 	case prefix == "" || !strings.HasSuffix(prefix, "/"):
 		return nil, fmt.Errorf("etcdstore: prefix %q must be non-empty and end in '/'", prefix)
 	}
-	cfg := config{timeout: DefaultTimeout, pageSize: DefaultPageSize}
+	host, _ := os.Hostname()
+	cfg := config{
+		timeout: DefaultTimeout, pageSize: DefaultPageSize, watchCheck: DefaultWatchCheck,
+		maxTxnOps: DefaultMaxTxnOps, memberTTL: DefaultMemberTTL, memberID: fmt.Sprintf("%s/%d", host, os.Getpid()),
+	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return nil, fmt.Errorf("etcdstore: %w", err)
@@ -113,6 +165,9 @@ func New(ctx context.Context, cli *clientv3.Client, prefix string, opts ...Optio
 	defer cancel()
 	if _, err := cli.Get(rctx, prefix, clientv3.WithRange(s.end), clientv3.WithLimit(1), clientv3.WithKeysOnly()); err != nil {
 		return nil, fmt.Errorf("etcdstore: read under %q: %w", prefix, rpcErr(ctx, err))
+	}
+	if err := s.join(ctx); err != nil {
+		return nil, fmt.Errorf("etcdstore: register under %q: %w", prefix+memberPrefix, rpcErr(ctx, err))
 	}
 	return s, nil
 }
@@ -142,7 +197,10 @@ func (s *Store) closed() bool {
 // calls in progress return it. It does not close the client. It is
 // idempotent.
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() { close(s.done) })
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.leave()
+	})
 	return nil
 }
 
@@ -280,10 +338,16 @@ func (s *Store) Apply(ctx context.Context, c *store.Change) (int64, error) {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(f.key), "=", f.rev))
 		orElse = append(orElse, clientv3.OpGet(f.key, clientv3.WithKeysOnly()))
 	}
+	if n := max(len(cmps), len(then)); n > s.cfg.maxTxnOps {
+		return 0, fmt.Errorf("etcdstore: apply: %w: %d operations, the cluster takes %d", ErrChangeTooLarge, n, s.cfg.maxTxnOps)
+	}
 	rctx, cancel := s.request(ctx)
 	defer cancel()
 	resp, err := s.cli.Txn(rctx).If(cmps...).Then(then...).Else(orElse...).Commit()
 	if err != nil {
+		if errors.Is(err, rpctypes.ErrTooManyOps) {
+			return 0, fmt.Errorf("etcdstore: apply: %w (the cluster's --max-txn-ops is below WithMaxTxnOps): %w", ErrChangeTooLarge, err)
+		}
 		return 0, applyErr(ctx, err)
 	}
 	if !resp.Succeeded {
@@ -297,7 +361,10 @@ func (s *Store) Apply(ctx context.Context, c *store.Change) (int64, error) {
 
 // ops returns the writes of c. etcd refuses a transaction that names a
 // key twice, so the last put of a key wins and a put overrides a delete
-// of the same key, as if the deletes ran first.
+// of the same key, as if the deletes ran first. Deletes of consecutive
+// versions of one key become one range delete (see versionRuns), so that
+// destroying a key of many versions stays one transaction well under
+// --max-txn-ops.
 func (s *Store) ops(c *store.Change) ([]clientv3.Op, error) {
 	ops := make([]clientv3.Op, 0, len(c.Puts)+len(c.Deletes))
 	at := make(map[string]int, len(c.Puts)+len(c.Deletes))
@@ -314,14 +381,70 @@ func (s *Store) ops(c *store.Change) ([]clientv3.Op, error) {
 		at[k] = len(ops)
 		ops = append(ops, op)
 	}
+	var dels []string
 	for _, k := range c.Deletes {
 		if _, ok := at[k]; ok {
 			continue
 		}
 		at[k] = len(ops)
-		ops = append(ops, clientv3.OpDelete(s.prefix+k))
+		dels = append(dels, k)
+	}
+	for _, d := range versionRuns(dels) {
+		if d.last == "" {
+			ops = append(ops, clientv3.OpDelete(s.prefix+d.first))
+		} else {
+			ops = append(ops, clientv3.OpDelete(s.prefix+d.first, clientv3.WithRange(s.prefix+d.last+"\x00")))
+		}
 	}
 	return ops, nil
+}
+
+// del is one delete: of the key first, or of every key from first to
+// last included.
+type del struct{ first, last string }
+
+// versionRuns returns the deletes of keys: each run of two or more
+// consecutive version numbers of one key as one range, from the first
+// version's key to the last's, every other key alone. With versions
+// numbered in ten fixed digits, the range holds exactly the run's keys
+// (and nothing else of the schema); none of them is also put (ops leaves
+// those out before), so the range overlaps no other operation.
+func versionRuns(keys []string) []del {
+	type ver struct {
+		key string
+		tag string
+		n   uint64
+	}
+	var out []del
+	var vs []ver
+	for _, k := range keys {
+		tag, num, ok := strings.Cut(strings.TrimPrefix(k, store.PrefixVersion), "/")
+		n, err := strconv.ParseUint(num, 10, 32)
+		if !ok || !strings.HasPrefix(k, store.PrefixVersion) || err != nil || len(num) != 10 || store.VersionKey(tag, uint32(n)) != k {
+			out = append(out, del{first: k})
+			continue
+		}
+		vs = append(vs, ver{k, tag, n})
+	}
+	slices.SortFunc(vs, func(a, b ver) int {
+		if c := strings.Compare(a.tag, b.tag); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.n, b.n)
+	})
+	for i := 0; i < len(vs); {
+		j := i + 1
+		for j < len(vs) && vs[j].tag == vs[i].tag && vs[j].n == vs[j-1].n+1 {
+			j++
+		}
+		if j-i == 1 {
+			out = append(out, del{first: vs[i].key})
+		} else {
+			out = append(out, del{first: vs[i].key, last: vs[j-1].key})
+		}
+		i = j
+	}
+	return out
 }
 
 // fenceHolds reports whether the failed transaction's read of the
@@ -359,7 +482,9 @@ func conflict(keys []string, expect map[string]int64, resp *clientv3.TxnResponse
 // matching store.ErrCorrupt. Compacted history, a watch the cluster
 // cancels (including for lost leadership: the watch requires a leader, so
 // a member cut off from the others does not leave it waiting silently),
-// or a watch channel that closes ends it with store.ErrResync. It returns
+// a watch channel that closes, or a progress request left unanswered for
+// a whole WithWatchCheck interval (a cluster gone silent) ends it with
+// store.ErrResync. It returns
 // ctx's error when ctx ends and store.ErrClosed when the Store is closed.
 func (s *Store) Watch(ctx context.Context, after int64, fn func(store.Commit)) error {
 	if err := ctx.Err(); err != nil {
@@ -371,13 +496,33 @@ func (s *Store) Watch(ctx context.Context, after int64, fn func(store.Commit)) e
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	ch := s.cli.Watch(wctx, s.prefix, clientv3.WithRange(s.end), clientv3.WithRev(after+1))
+	// The liveness check: every tick asks for a progress notification
+	// (any answer on the stream will do); a tick that finds the previous
+	// one unanswered gives the watch up.
+	tick := time.NewTicker(s.cfg.watchCheck)
+	defer tick.Stop()
+	asked, heard := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.done:
 			return store.ErrClosed
+		case <-tick.C:
+			if asked && !heard {
+				return fmt.Errorf("etcdstore: watch after revision %d: no answer from the cluster within %v: %w", after, s.cfg.watchCheck, store.ErrResync)
+			}
+			asked, heard = true, false
+			// The request goes on the watch's stream (the same outgoing
+			// metadata); it waits while the client reconnects, which the
+			// next tick then reports.
+			go func() {
+				pctx, pcancel := context.WithTimeout(wctx, s.cfg.watchCheck)
+				defer pcancel()
+				_ = s.cli.RequestProgress(pctx)
+			}()
 		case wr, ok := <-ch:
+			heard = true
 			switch {
 			case !ok && ctx.Err() != nil:
 				return ctx.Err()

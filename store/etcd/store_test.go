@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 }
 
 // shared returns the package's shared cluster.
-func shared(t *testing.T) *etcdtest.Cluster {
+func shared(t testing.TB) *etcdtest.Cluster {
 	t.Helper()
 	sharedOnce.Do(func() {
 		sharedDir, sharedErr = os.MkdirTemp("", "etcdstore-test-")
