@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
@@ -70,6 +72,9 @@ func backupCmd(ctx context.Context, args []string, s *stdio) error {
 		return err
 	}
 	file := pos[0]
+	if inside(file, filepath.Join(o.data, "store")) {
+		return fmt.Errorf("backup: %s is inside the key store %s: write the backup elsewhere", file, filepath.Join(o.data, "store"))
+	}
 	if !*force {
 		if _, err := os.Lstat(file); err == nil {
 			return fmt.Errorf("backup: %s exists: pass -force to replace it", file)
@@ -108,7 +113,8 @@ func restoreCmd(ctx context.Context, args []string, s *stdio) error {
 	fl := newFlags("restore", "FILE", "Restore the backup FILE into the data directory -data, whose key store (store/) must\n"+
 		"not exist or be empty; the directory itself may exist (with its root.key and\n"+
 		"credentials, say) and is created (0700) if it does not. The root key must be the one\n"+
-		"the backup was made under: -root-key-file, or <data>/root.key. Everything is checked\n"+
+		"the backup was made under: -root-key-file, or <data>/root.key (a <data>/root.key that\n"+
+		"is another key than -root-key-file is refused). Everything is checked\n"+
 		"before anything is written (kms.Restore): the whole backup, then that the root key\n"+
 		"opens every key in it; a refusal (another root key, a damaged backup, a store that is\n"+
 		"not empty) writes nothing. With -copy-root-key the root key file is copied to\n"+
@@ -144,12 +150,27 @@ func restoreCmd(ctx context.Context, args []string, s *stdio) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer be.Close()
+	store := filepath.Join(o.data, "store")
+	if ents, _ := os.ReadDir(store); keyPath != dest && len(ents) == 0 {
+		// (A store that is not empty is refused by Restore, for that.)
+		// A root.key in the target that is another key would be a trap:
+		// serve and the commands would read it and refuse the store.
+		if other, err := memory.NewFromFile(dest); err == nil {
+			a, aerr := be.CheckValue(ctx)
+			b, berr := other.CheckValue(ctx)
+			other.Close()
+			if aerr != nil || berr != nil || subtle.ConstantTimeCompare(a, b) != 1 {
+				return fmt.Errorf("restore: %s holds another root key than %s: the restored directory would not open with it; remove it, or restore elsewhere", dest, keyPath)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("restore: %s is in the way: %w", dest, err)
+		}
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer f.Close()
-	store := filepath.Join(o.data, "store")
 	opts := append([]kms.Option{kms.WithDirectory(store), kms.WithLogger(slog.New(slog.DiscardHandler))}, engineOptions...)
 	info, err := kms.Restore(ctx, f, be, opts...)
 	switch {
@@ -173,7 +194,7 @@ func restoreCmd(ctx context.Context, args []string, s *stdio) error {
 		"backup revision", strconv.FormatInt(info.Backup.Revision, 10), "backup sha256", info.Backup.SHA256)); err != nil {
 		return err
 	}
-	if keyPath != dest {
+	if _, err := os.Stat(dest); err != nil {
 		fmt.Fprintf(s.err, "note: %s has no root.key: pass -root-key-file %s to serve and to the commands\n", o.data, keyPath)
 	}
 	return nil
@@ -263,4 +284,16 @@ func verifyBackupCmd(ctx context.Context, args []string, s *stdio) error {
 	_, err = fmt.Fprintf(s.out, "backup %s is sound: created %s, revision %d, %s, %s, %d bytes, sha256 %s\n",
 		file, dash(bj.CreatedAt), info.Revision, plural(info.Keys, "key"), plural(info.Records, "record"), info.Size, info.SHA256)
 	return err
+}
+
+// inside reports whether path is dir or under it (lexically, after
+// making both absolute).
+func inside(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }

@@ -131,6 +131,7 @@ func TestRestoreRefusals(t *testing.T) {
 		{"damaged backup", []string{"restore", "-data", fresh, "-root-key-file", rootKey, bad}, 1, "invalid backup"},
 		{"target holds a store", []string{"restore", "-data", data, bk}, 1, "not empty"},
 		{"target holds a store, other key", []string{"restore", "-data", data, "-root-key-file", other, bk}, 1, "not empty"},
+		{"another root.key in the target", []string{"restore", "-data", holder, "-root-key-file", rootKey, bk}, 1, "holds another root key"},
 		{"root.key in the way", []string{"restore", "-data", holder, "-root-key-file", rootKey, "-copy-root-key", bk}, 1, "root.key exists"},
 		{"no root key", []string{"restore", "-data", fresh, bk}, 1, "pass the root key"},
 		{"no backup", []string{"restore", "-data", fresh, "-root-key-file", rootKey, filepath.Join(dir, "none")}, 1, "no such file"},
@@ -173,9 +174,16 @@ func TestBackupRefusals(t *testing.T) {
 	if r := pk(t, "backup", "-data", data, filepath.Join(dir, "no", "such", "dir", "b")); r.code != 1 {
 		t.Fatalf("backup into a missing directory: %+v", r)
 	}
+	before := dirState(t, data)
+	if r := pk(t, "backup", "-data", data, filepath.Join(data, "store", "kms.backup")); r.code != 1 || !strings.Contains(r.err, "inside the key store") {
+		t.Fatalf("backup into the store: %+v", r)
+	}
+	if after := dirState(t, data); after != before {
+		t.Fatalf("a refused backup changed the data directory:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
 
 	ts := startServer(t, data)
-	before := dirState(t, dir)
+	before = dirState(t, dir)
 	r := pk(t, "backup", "-data", data, "-force", bk)
 	if r.code != exitInUse || !strings.Contains(r.err, "in use") || !strings.Contains(r.err, "Engine.Backup") {
 		t.Fatalf("backup while serving: %+v", r)

@@ -147,7 +147,8 @@
 // in it). It is written to a temporary file beside FILE (mode 0600),
 // synced and renamed, so a failure (a full disk) leaves FILE as it was and
 // no file that looks complete. An existing FILE is refused unless -force,
-// which replaces it only with a complete backup. Like the other commands
+// which replaces it only with a complete backup; so is a FILE inside the
+// key store. Like the other commands
 // it needs the directory to itself: while a server holds it, backup exits
 // 3 and says so. The library could back up a serving Engine (Backup does
 // not block calls), but only from inside the process that holds the
@@ -159,7 +160,8 @@
 // exist or be empty; DIR itself may exist (holding root.key and
 // credentials, say) and is made (0700) if it does not. The root key is
 // -root-key-file or DIR/root.key, and must be the one the backup was made
-// under. Everything is checked before anything is written: the whole
+// under; a DIR/root.key that is another key than -root-key-file is
+// refused (the restored directory would not open with it). Everything is checked before anything is written: the whole
 // backup (truncated, altered: refused), then that the root key opens every
 // key in it (another root key: refused). A refusal exits 1 and writes
 // nothing: a DIR that did not exist still does not. With -copy-root-key
