@@ -77,6 +77,10 @@ var (
 	ErrCanceled = errors.New("request canceled")
 	// ErrInternal: a backend or storage failure (500 InternalServerError).
 	ErrInternal = errors.New("internal error")
+	// ErrUnsupported: the backend or the store cannot do this at all
+	// (RotateRootKey on a PKCS #11 backend, or without a directory) (501
+	// NotImplemented).
+	ErrUnsupported = errors.New("not supported by this backend or store")
 )
 
 // StatusClientClosedRequest is the status ErrCanceled carries: nginx's
@@ -123,6 +127,7 @@ var classes = map[error]errClass{
 	ErrConflict:            {"Conflict", http.StatusConflict},
 	ErrCanceled:            {"ClientClosedRequest", StatusClientClosedRequest},
 	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
+	ErrUnsupported:         {"NotImplemented", http.StatusNotImplemented},
 }
 
 // Error is the error type of every Engine method. Code and Status are what

@@ -61,6 +61,7 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -161,6 +162,10 @@ type Store struct {
 	// file holds it.
 	check   []byte
 	checked bool
+	// rotation is the phase of a root-key rotation under way, and next
+	// the check value it moves to while in RotationReseal (rotation.go).
+	rotation string
+	next     []byte
 }
 
 // recordIntegrity writes the integrity record around commits; tests
@@ -182,9 +187,10 @@ func Open(o Options) (*Store, error) {
 		dir = ""
 	}
 	var checked bool
+	var rotation string
 	if !o.InMemory && o.Check != nil {
 		var err error
-		if checked, err = verifyCheck(dir, o.Check); err != nil {
+		if checked, rotation, err = verifyCheck(dir, o.Check); err != nil {
 			return nil, err
 		}
 	}
@@ -214,7 +220,13 @@ func Open(o Options) (*Store, error) {
 		openDirs.Store(held, s)
 	}
 	if !o.InMemory && !o.ReadOnly {
-		s.check, s.checked = o.Check, checked
+		s.check, s.checked, s.rotation = o.Check, checked, rotation
+		if rotation == RotationReseal {
+			m, err := readRotation(dir)
+			if err == nil && m != nil {
+				s.next, _ = hex.DecodeString(m.To)
+			}
+		}
 	}
 	return s, nil
 }
