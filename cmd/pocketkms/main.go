@@ -82,6 +82,7 @@ type command struct {
 // serve here.
 var commands = []command{
 	{"serve", "serve NAVER Cloud KMS's HTTP APIs on a data directory", serve},
+	{"rotate-root", "re-seal a data directory's keys under a new root key (server stopped)", rotateRoot},
 }
 
 // usageError is a command line that could not be understood: exit code 2.
