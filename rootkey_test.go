@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend"
@@ -283,13 +284,12 @@ func TestRotateRootKeyOnline(t *testing.T) {
 		}
 	})
 	// Let the load start, rotate, let it run on a little.
-	for ops.Load() < 20 {
-		if len(errs) > 0 {
-			break
-		}
+	for ops.Load() < 20 && len(errs) == 0 {
+		time.Sleep(time.Millisecond)
 	}
 	rerr := e.RotateRootKey(ctx, newRootKey)
 	for n := ops.Load(); ops.Load() < n+20 && len(errs) == 0; {
+		time.Sleep(time.Millisecond)
 	}
 	stop.Store(true)
 	wg.Wait()

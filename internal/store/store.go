@@ -37,6 +37,13 @@
 // the change stands, the pending digest on disk already matches it, and
 // the next commit rewrites the record whole; it is logged.
 //
+// # Root-key rotation
+//
+// During a rotation of the backend's root key the directory holds
+// pocketkms.rotation, which decides which check value opens it (see
+// [Store.BeginRotation], [Store.SwitchRotation], [Store.EndRotation],
+// [Store.AbortRotation]).
+//
 // # Limitations
 //
 // Commits are serialised (the digest follows them in order), and each
