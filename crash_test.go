@@ -935,10 +935,17 @@ func mxScanDestroyed(t *testing.T, dir string, made map[string][]shMade, destroy
 				}
 			}
 		}
+		seen := map[string]bool{}
 		for _, data := range files {
 			cands := shCandidates(data, ms)
 			cands = append(cands, rkDualParts(cands)...)
 			for _, c := range cands {
+				// Badger keeps a value in several files (logs, tables):
+				// each distinct candidate is tried once.
+				if seen[string(c)] {
+					continue
+				}
+				seen[string(c)] = true
 				if !shred.IsWrapped(c) {
 					for _, m := range byLen[len(c)] {
 						load(m, c)
@@ -959,8 +966,15 @@ func mxScanDestroyed(t *testing.T, dir string, made map[string][]shMade, destroy
 	if n := scan(func(tag string) bool { return destroyed[tag] }); n > 0 {
 		t.Fatalf("%d sealed handles of destroyed keys open", n)
 	}
-	if len(live) > 0 {
-		if n := scan(func(tag string) bool { _, ok := live[tag]; return ok }); n == 0 {
+	// One live key is enough to show the scan finds what is there.
+	var one string
+	for tag := range live {
+		if len(made[tag]) > 0 && (one == "" || tag < one) {
+			one = tag
+		}
+	}
+	if one != "" {
+		if n := scan(func(tag string) bool { return tag == one }); n == 0 {
 			t.Fatal("the scan opens no live key's handle: it would not see a destroyed one")
 		}
 	}
