@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
@@ -268,11 +269,22 @@ func (e *Engine) RotateRootKey(ctx context.Context, newRoot []byte) error {
 	if err := rotationStep("switched", 0); err != nil {
 		return err
 	}
-	if err := e.enter(ctx, op); err != nil {
-		return err
+	// Past the switch the rotation is finished whatever the context says:
+	// only Close stops it (the next open with the new key finishes it).
+	if !e.enterQuiet() {
+		return newErr(op, "", ErrClosed, "closed after the switch: the directory is under the new root key, and the next open with it finishes the rotation")
 	}
 	entered = true
-	return e.finishRotation(ctx, op)
+	if err := e.finishRotation(context.WithoutCancel(ctx), op); err != nil {
+		var ke *Error
+		if errors.As(err, &ke) {
+			c := *ke
+			c.Detail = strings.TrimSuffix("the directory is under the new root key; the next open with it, or the next rotation, finishes the clean-up; "+c.Detail, "; ")
+			return &c
+		}
+		return err
+	}
+	return nil
 }
 
 // errRotationHookStop marks an error a test hook returned.
