@@ -157,6 +157,14 @@
 // [ErrBackendMismatch] before touching the directory, even when the store
 // holds no key to try.
 //
+// The memory backend's root key can be changed online with
+// [Engine.RotateRootKey] (or `pocketkms rotate-root` for a server's data
+// directory): every handle is re-sealed under the new root key and a new
+// shred key per key, the old shred keys are shredded, and a marker file
+// (pocketkms.rotation) lets a crash at any point leave a directory that
+// opens with exactly one of the two keys, which rolls the rotation back
+// (old key) or finishes it (new key).
+//
 // Destroyed means unrecoverable from the directory. Badger keeps old
 // values in its tables and logs long after their records are deleted,
 // and a sealed handle opens under the root key wherever it is found. So

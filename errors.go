@@ -89,6 +89,10 @@ var (
 	// refused with it until the feed is back; trusted calls keep serving
 	// (503 ServiceUnavailable). See WithStaleLimit.
 	ErrStale = errors.New("engine state may be stale: the shared store's change feed is lost")
+	// ErrUnsupported: the backend or the store cannot do this at all
+	// (RotateRootKey on a PKCS #11 backend, or without a directory) (501
+	// NotImplemented).
+	ErrUnsupported = errors.New("not supported by this backend or store")
 )
 
 // StatusClientClosedRequest is the status ErrCanceled carries: nginx's
@@ -137,6 +141,7 @@ var classes = map[error]errClass{
 	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
 	ErrBackupInvalid:       {"InvalidParameter", http.StatusBadRequest},
 	ErrStale:               {"ServiceUnavailable", http.StatusServiceUnavailable},
+	ErrUnsupported:         {"NotImplemented", http.StatusNotImplemented},
 }
 
 // Error is the error type of every Engine method. Code and Status are what

@@ -93,6 +93,13 @@ type Engine struct {
 	// shred holds the keys' shred keys (see shredkeys.go); nil unless the
 	// store is Badger in a directory.
 	shred *shred.Keys
+	// bst is the Badger store in a directory (nil otherwise), rootID the
+	// id of the backend's root key that picks a part of a handle sealed
+	// during a root-key rotation, and rotMu serialises rotations (see
+	// rootkey.go). rootID changes only under guard's write lock.
+	bst    *badgerstore.Store
+	rootID []byte
+	rotMu  sync.Mutex
 
 	// guard: every call holds the read lock for its whole duration and
 	// checks closed; Close takes the write lock, so it waits for the calls
@@ -133,8 +140,8 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	}
 	st, owned := cfg.store, false
 	var bst *badgerstore.Store
+	var check []byte
 	if st == nil {
-		var check []byte
 		if cv, ok := be.(backend.CheckValuer); ok && !cfg.inMemory {
 			if check, err = cv.CheckValue(ctx); err != nil {
 				return nil, backendErr("new", "", err)
@@ -168,6 +175,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		if e.shred, err = shred.Open(cfg.dir); err != nil {
 			err = wrapErr("new", "", ErrInternal, err)
 		}
+		e.bst, e.rootID = bst, rootIDOf(check)
 	}
 	if err == nil {
 		rev, err = e.load(ctx)
@@ -181,6 +189,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	}
 	if err == nil {
 		e.pruneShred(ctx)
+		e.recoverRotation(ctx)
 	}
 	if err != nil {
 		if e.shred != nil {

@@ -103,7 +103,8 @@ func WithMaintenanceInterval(d time.Duration) Option {
 // (created if missing), the embedded default store. Without it (or
 // WithStore) the Engine keeps its state in memory and loses it on Close.
 // Beside Badger's files the directory holds the Engine's own records
-// (pocketkms.check, pocketkms.integrity) and the keys' shred keys
+// (pocketkms.check, pocketkms.integrity, pocketkms.rotation during a
+// root-key rotation) and the keys' shred keys
 // (pocketkms.shred; see the package documentation's Security section):
 // back up, copy or move the directory whole.
 func WithDirectory(dir string) Option {

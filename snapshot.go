@@ -66,6 +66,12 @@ type keySnap struct {
 	// key has none or its file is gone (a key loaded due for destruction).
 	wrapped bool
 	kek     *shred.Key
+	// kekNext is the key's next shred key while a root-key rotation
+	// seals its handles under the new root key too, and root the id of
+	// the root key whose part of such a handle this snapshot opens (see
+	// rootkey.go).
+	kekNext *shred.Key
+	root    []byte
 }
 
 // rotation is a key's auto-rotation setting.
@@ -122,6 +128,9 @@ type versionSnap struct {
 	pub       crypto.PublicKey // publicDER parsed; nil for AES256
 	ad        []byte           // associated-data prefix: binds key tag and version
 	lk        *lazyKey
+	// next is the backend handle under the new root key while a
+	// root-key rotation is under way (rootkey.go), else nil.
+	next []byte
 }
 
 // genSnap is the immutable view of a key's token generator.
@@ -141,6 +150,7 @@ type genSnap struct {
 	// replaced). Shared between snapshots; never modified.
 	revoked map[string]time.Time
 	lk      *lazyKey // the signing key, loaded on first issuance
+	next    []byte   // as in versionSnap
 }
 
 func (g *genSnap) isActive() bool { return g != nil && g.active }
@@ -256,10 +266,10 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 			return nil, err
 		}
 		s.gen = g
-		s.wrapped = s.wrapped || shred.IsWrapped(g.stored)
+		s.wrapped = s.wrapped || shred.IsWrapped(g.stored) || isDual(g.stored)
 	}
 	for _, v := range s.versions {
-		s.wrapped = s.wrapped || shred.IsWrapped(v.stored)
+		s.wrapped = s.wrapped || shred.IsWrapped(v.stored) || isDual(v.stored)
 	}
 	s.aclM = acl.List{}.Compile()
 	if a := kd.ACL; a != nil {

@@ -323,7 +323,7 @@ func printUsage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("usage: pocketkms <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "  %-12s %s\n", c.name, c.summary)
 	}
 	b.WriteString("\nRun 'pocketkms <command> -h' for a command's flags, 'go doc ./cmd/pocketkms' for the manual.\n")
 	io.WriteString(w, b.String())

@@ -221,6 +221,7 @@ var codes = []struct {
 	{kms.ErrUnavailable, gcerrors.Internal},
 	{kms.ErrInternal, gcerrors.Internal},
 	{kms.ErrCanceled, gcerrors.Canceled},
+	{kms.ErrUnsupported, gcerrors.Unimplemented},
 	{context.Canceled, gcerrors.Canceled},
 	{context.DeadlineExceeded, gcerrors.DeadlineExceeded},
 	{errors.ErrUnsupported, gcerrors.Unimplemented},
