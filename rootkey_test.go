@@ -498,3 +498,55 @@ func TestOldRootKeyOpensNothingAfterRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupAcrossRootRotation: a backup taken after a root-key rotation
+// restores under the new root key (and is refused under the old one,
+// writing nothing); a backup taken before it still restores under the old
+// key only.
+func TestBackupAcrossRootRotation(t *testing.T) {
+	ctx := context.Background()
+	f := rkSetup(t, rootKey)
+	e, err := openDir(f.dir, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before bytes.Buffer
+	if _, err := e.Backup(ctx, &before); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RotateRootKey(ctx, newRootKey); err != nil {
+		t.Fatal(err)
+	}
+	var after bytes.Buffer
+	if _, err := e.Backup(ctx, &after); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	for _, c := range []struct {
+		name     string
+		data     []byte
+		good     []byte
+		mismatch []byte
+	}{{"after", after.Bytes(), newRootKey, rootKey}, {"before", before.Bytes(), rootKey, newRootKey}} {
+		t.Run(c.name, func(t *testing.T) {
+			bad := filepath.Join(t.TempDir(), "bad")
+			_, err := kms.Restore(ctx, bytes.NewReader(c.data), newBackend(t, c.mismatch), kms.WithDirectory(bad))
+			if !errors.Is(err, kms.ErrBackendMismatch) {
+				t.Fatalf("restore under the other root key: %v", err)
+			}
+			if _, err := os.Stat(bad); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a refused restore left %s: %v", bad, err)
+			}
+			dir := filepath.Join(t.TempDir(), "restored")
+			if _, err := kms.Restore(ctx, bytes.NewReader(c.data), newBackend(t, c.good), kms.WithDirectory(dir)); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			r, err := openDir(dir, c.good)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			f.check(t, r)
+		})
+	}
+}
