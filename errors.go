@@ -77,6 +77,15 @@ var (
 	ErrCanceled = errors.New("request canceled")
 	// ErrInternal: a backend or storage failure (500 InternalServerError).
 	ErrInternal = errors.New("internal error")
+	// ErrEncryptionBudget: the key version has made as many AES-GCM
+	// encryptions as random 96-bit nonces safely allow (2^32, NIST SP
+	// 800-38D); it still decrypts, but encrypts no more: rotate the key
+	// (409 LimitExceeded). See Engine.KeyUsage.
+	ErrEncryptionBudget = errors.New("key version's encryption budget is exhausted; rotate the key")
+	// ErrAuditFailed: with fail-closed auditing (AuditOptions.FailClosed),
+	// the audit sink did not accept the call's event, so the call's result
+	// was withheld (503 ServiceUnavailable).
+	ErrAuditFailed = errors.New("audit event could not be recorded")
 )
 
 // StatusClientClosedRequest is the status ErrCanceled carries: nginx's
@@ -123,6 +132,8 @@ var classes = map[error]errClass{
 	ErrConflict:            {"Conflict", http.StatusConflict},
 	ErrCanceled:            {"ClientClosedRequest", StatusClientClosedRequest},
 	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
+	ErrEncryptionBudget:    {"LimitExceeded", http.StatusConflict},
+	ErrAuditFailed:         {"ServiceUnavailable", http.StatusServiceUnavailable},
 }
 
 // Error is the error type of every Engine method. Code and Status are what

@@ -38,18 +38,27 @@ type config struct {
 	tokenIDs bool
 	orphans  time.Duration
 	minFree  int64
+
+	// Observability (audit.go, observe.go, usage.go).
+	audit      AuditSink
+	auditOpts  AuditOptions
+	observer   Observer
+	budget     uint64 // AES-GCM encryptions per version (EncryptionBudget; tests lower it)
+	budgetWarn uint64
 }
 
 func defaultConfig() config {
 	return config{
-		inMemory: true,
-		logger:   slog.New(slog.DiscardHandler),
-		clock:    systemClock{},
-		random:   rand.Reader,
-		maintain: time.Minute,
-		limit:    ratelimit.DefaultLimit(),
-		cacheMax: DefaultTokenCacheSize,
-		orphans:  DefaultOrphanGrace,
+		inMemory:   true,
+		logger:     slog.New(slog.DiscardHandler),
+		clock:      systemClock{},
+		random:     rand.Reader,
+		maintain:   time.Minute,
+		limit:      ratelimit.DefaultLimit(),
+		cacheMax:   DefaultTokenCacheSize,
+		orphans:    DefaultOrphanGrace,
+		budget:     EncryptionBudget,
+		budgetWarn: DefaultEncryptionBudgetWarning,
 	}
 }
 
