@@ -180,7 +180,11 @@ func (k *keyUsage) counters(n uint32) *verUsage {
 
 // touch marks a use at now.
 func (e *Engine) touch(k *keyUsage, c *verUsage) {
-	c.last.Store(e.now().UnixMilli())
+	// One write per millisecond at most: calls from many cores on one key
+	// then share the cache line for reading.
+	if ms := e.now().UnixMilli(); c.last.Load() != ms {
+		c.last.Store(ms)
+	}
 	if !k.dirty.Load() {
 		k.dirty.Store(true)
 	}
