@@ -42,10 +42,10 @@ type Observer struct {
 	dur, commit                      metric.Float64Histogram
 
 	sets     sync.Map // callKey -> *callSets
-	hit      metric.MeasurementOption
-	miss     metric.MeasurementOption
-	commitOK metric.MeasurementOption
-	commitKO metric.MeasurementOption
+	hit      []metric.AddOption
+	miss     []metric.AddOption
+	commitOK []metric.RecordOption
+	commitKO []metric.RecordOption
 }
 
 var _ kms.Observer = (*Observer)(nil)
@@ -56,10 +56,13 @@ type callKey struct {
 	reason string
 }
 
+// callSets holds the options of one kind of call, made once: a variadic
+// call with a slice allocates nothing.
 type callSets struct {
-	ops, short metric.MeasurementOption // short: without reason
-	refusal    metric.MeasurementOption
-	opPlane    metric.MeasurementOption
+	ops     []metric.AddOption
+	short   []metric.RecordOption // without reason
+	refusal []metric.AddOption
+	opPlane []metric.AddOption
 }
 
 // New makes the instruments from mp's meter ScopeName.
@@ -87,10 +90,10 @@ func New(mp metric.MeterProvider) (*Observer, error) {
 		metric.WithExplicitBucketBoundaries(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1, 5)); err != nil {
 		return nil, err
 	}
-	o.hit = metric.WithAttributeSet(attribute.NewSet(attribute.Bool("hit", true)))
-	o.miss = metric.WithAttributeSet(attribute.NewSet(attribute.Bool("hit", false)))
-	o.commitOK = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
-	o.commitKO = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "error")))
+	o.hit = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.Bool("hit", true)))}
+	o.miss = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.Bool("hit", false)))}
+	o.commitOK = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))}
+	o.commitKO = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "error")))}
 	return o, nil
 }
 
@@ -112,10 +115,10 @@ func (o *Observer) setsOf(c kms.CallStats) *callSets {
 	op, plane, res := attribute.String("op", c.Op), attribute.String("plane", string(c.Plane)), attribute.String("result", result(c))
 	reason := attribute.String("reason", c.Reason)
 	s := &callSets{
-		ops:     metric.WithAttributeSet(attribute.NewSet(op, plane, res, reason)),
-		short:   metric.WithAttributeSet(attribute.NewSet(op, plane, res)),
-		refusal: metric.WithAttributeSet(attribute.NewSet(op, plane, reason)),
-		opPlane: metric.WithAttributeSet(attribute.NewSet(op, plane)),
+		ops:     []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(op, plane, res, reason))},
+		short:   []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(op, plane, res))},
+		refusal: []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(op, plane, reason))},
+		opPlane: []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(op, plane))},
 	}
 	v, _ := o.sets.LoadOrStore(k, s)
 	return v.(*callSets)
@@ -124,12 +127,12 @@ func (o *Observer) setsOf(c kms.CallStats) *callSets {
 // ObserveCall implements kms.Observer.
 func (o *Observer) ObserveCall(ctx context.Context, c kms.CallStats) {
 	s := o.setsOf(c)
-	o.ops.Add(ctx, 1, s.ops)
-	o.dur.Record(ctx, c.Duration.Seconds(), s.short)
+	o.ops.Add(ctx, 1, s.ops...)
+	o.dur.Record(ctx, c.Duration.Seconds(), s.short...)
 	if c.Refused {
-		o.refusals.Add(ctx, 1, s.refusal)
+		o.refusals.Add(ctx, 1, s.refusal...)
 		if c.Reason == "rate_limit" {
-			o.rejections.Add(ctx, 1, s.opPlane)
+			o.rejections.Add(ctx, 1, s.opPlane...)
 		}
 	}
 }
@@ -137,17 +140,17 @@ func (o *Observer) ObserveCall(ctx context.Context, c kms.CallStats) {
 // ObserveTokenCache implements kms.Observer.
 func (o *Observer) ObserveTokenCache(ctx context.Context, hit bool) {
 	if hit {
-		o.cache.Add(ctx, 1, o.hit)
+		o.cache.Add(ctx, 1, o.hit...)
 	} else {
-		o.cache.Add(ctx, 1, o.miss)
+		o.cache.Add(ctx, 1, o.miss...)
 	}
 }
 
 // ObserveStoreCommit implements kms.Observer.
 func (o *Observer) ObserveStoreCommit(ctx context.Context, d time.Duration, err error) {
 	if err != nil {
-		o.commit.Record(ctx, d.Seconds(), o.commitKO)
+		o.commit.Record(ctx, d.Seconds(), o.commitKO...)
 	} else {
-		o.commit.Record(ctx, d.Seconds(), o.commitOK)
+		o.commit.Record(ctx, d.Seconds(), o.commitOK...)
 	}
 }
