@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/kmsmetrics"
 	"github.com/pocketkms/kms/ratelimit"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
 // slowSink takes a millisecond per event: far slower than the calls, so
@@ -47,9 +49,24 @@ func BenchmarkTokenEncryptAudit(b *testing.B) {
 // call, so that the load of other processes falls on both alike; it
 // reports each side's mean and the overhead in percent.
 func BenchmarkTokenEncryptAuditPaired(b *testing.B) {
+	pairedTokenEncrypt(b, "slow", kms.WithAudit(slowSink{}, kms.AuditOptions{}))
+}
+
+// BenchmarkTokenEncryptMetricsPaired is the same pairing with
+// kmsmetrics over the OTel SDK (a manual reader) on one side.
+func BenchmarkTokenEncryptMetricsPaired(b *testing.B) {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	obs, err := kmsmetrics.New(mp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pairedTokenEncrypt(b, "metrics", kms.WithObserver(obs))
+}
+
+func pairedTokenEncrypt(b *testing.B, name string, opt kms.Option) {
 	unlimited := kms.WithRateLimit(ratelimit.Limit{Unlimited: true})
 	e0, tag0, set0 := benchTokenKey(b, unlimited)
-	e1, tag1, set1 := benchTokenKey(b, unlimited, kms.WithAudit(slowSink{}, kms.AuditOptions{}))
+	e1, tag1, set1 := benchTokenKey(b, unlimited, opt)
 	c0, c1 := e0.WithToken(set0.Access, callerIP), e1.WithToken(set1.Access, callerIP)
 	ctx := context.Background()
 	pt := make([]byte, 1024)
@@ -87,6 +104,6 @@ func BenchmarkTokenEncryptAuditPaired(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(none.Nanoseconds())/float64(i), "none-ns/call")
-	b.ReportMetric(float64(slow.Nanoseconds())/float64(i), "slow-ns/call")
+	b.ReportMetric(float64(slow.Nanoseconds())/float64(i), name+"-ns/call")
 	b.ReportMetric(100*(float64(slow)/float64(none)-1), "overhead-%")
 }
