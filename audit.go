@@ -43,7 +43,11 @@ const (
 
 // AuditEvent is one audited operation. It never holds key material,
 // plaintext, ciphertext, signatures or tokens: only who did what to which
-// key, when, and how it ended.
+// key, when, and how it ended. A batch call is one event (its items are
+// counted one by one in Engine.KeyUsage). A front end's token check that
+// refuses a request before the call (TokenClient.Authorize) is one event
+// with Op "authorize"; a check that passes makes none, as the call
+// follows.
 type AuditEvent struct {
 	Time time.Time
 	// KeyTag is the key concerned ("" when the call named no valid key).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -347,5 +348,65 @@ func TestEncryptionBudget(t *testing.T) {
 	}
 	if _, err := kms.New(ctx, newBackend(t, rootKey), kms.WithEncryptionBudgetWarning(0)); err == nil {
 		t.Fatal("threshold 0 accepted")
+	}
+}
+
+// TestKeyUsageConcurrent: counts stay exact with calls on several
+// goroutines while Maintain writes the counters and KeyUsage reads them
+// (run it with -race).
+func TestKeyUsageConcurrent(t *testing.T) {
+	mem := storetest.NewMemory()
+	e, _ := newClockEngine(t, kms.WithStore(mem.Open()), kms.WithAudit(&recordSink{}, kms.AuditOptions{QueueSize: 8}))
+	ctx := context.Background()
+	k := createKey(t, e, "concurrent", kms.AES256, false)
+	const workers, calls = 4, 200
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range calls {
+				if _, err := e.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	bg := make(chan struct{})
+	go func() {
+		defer close(bg)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := e.Maintain(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := e.KeyUsage(ctx, k.Tag); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(done)
+	<-bg
+	u, err := e.KeyUsage(ctx, k.Tag)
+	if err != nil || u.Versions[0].Encryptions != workers*calls {
+		t.Fatalf("usage = %+v, %v", u, err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := kms.New(ctx, newBackend(t, rootKey), kms.WithStore(mem.Open()), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if u, err := e2.KeyUsage(ctx, k.Tag); err != nil || u.Versions[0].Encryptions != workers*calls {
+		t.Fatalf("after Close and reopen: %+v, %v", u, err)
 	}
 }
