@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -153,7 +154,8 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		limit: cfg.limit, limiter: limiter, tokens: cache, pssSalt: pssSaltLength,
 		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs, obs: cfg.observer,
 	}
-	e.usage.budget, e.usage.warn = cfg.budget, min(cfg.budgetWarn, cfg.budget)
+	e.usage.budget, e.usage.warn = cmp.Or(cfg.budget, EncryptionBudget), cmp.Or(cfg.budgetWarn, DefaultEncryptionBudgetWarning)
+	e.usage.warn = min(e.usage.warn, e.usage.budget)
 	if cfg.anySalt {
 		e.pssSalt = pubkey.AnySaltLength
 	}

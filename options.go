@@ -39,26 +39,26 @@ type config struct {
 	orphans  time.Duration
 	minFree  int64
 
-	// Observability (audit.go, observe.go, usage.go).
+	// Observability (audit.go, observe.go, usage.go); budget and
+	// budgetWarn are 0 for their defaults (EncryptionBudget, which tests
+	// lower, and DefaultEncryptionBudgetWarning).
 	audit      AuditSink
 	auditOpts  AuditOptions
 	observer   Observer
-	budget     uint64 // AES-GCM encryptions per version (EncryptionBudget; tests lower it)
+	budget     uint64
 	budgetWarn uint64
 }
 
 func defaultConfig() config {
 	return config{
-		inMemory:   true,
-		logger:     slog.New(slog.DiscardHandler),
-		clock:      systemClock{},
-		random:     rand.Reader,
-		maintain:   time.Minute,
-		limit:      ratelimit.DefaultLimit(),
-		cacheMax:   DefaultTokenCacheSize,
-		orphans:    DefaultOrphanGrace,
-		budget:     EncryptionBudget,
-		budgetWarn: DefaultEncryptionBudgetWarning,
+		inMemory: true,
+		logger:   slog.New(slog.DiscardHandler),
+		clock:    systemClock{},
+		random:   rand.Reader,
+		maintain: time.Minute,
+		limit:    ratelimit.DefaultLimit(),
+		cacheMax: DefaultTokenCacheSize,
+		orphans:  DefaultOrphanGrace,
 	}
 }
 
