@@ -143,9 +143,13 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 		if err != nil {
 			return "", wrapErr(op, tag, ErrInternal, err)
 		}
+		e.use(s, v.num, useEncryptUnbudgeted)
 		return envelope.Format(v.num, body), nil
 	default:
 		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
+	}
+	if err := e.spendEncryption(ctx, op, s, v.num); err != nil {
+		return "", err // the version's AES-GCM budget (usage.go)
 	}
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {
@@ -202,6 +206,7 @@ func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext 
 	if err != nil {
 		return nil, backendErr(op, tag, err)
 	}
+	e.use(s, v.num, useDecrypt)
 	return pt, nil
 }
 
@@ -332,6 +337,7 @@ func (e *Engine) signCurrent(ctx context.Context, op string, s *keySnap, digest 
 	if err != nil {
 		return nil, 0, backendErr(op, s.tag, err)
 	}
+	e.use(s, v.num, useSign)
 	return sig, v.num, nil
 }
 
@@ -389,6 +395,7 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 	if err != nil {
 		return false, wrapErr(op, tag, ErrInternal, err)
 	}
+	e.use(s, v.num, useVerify)
 	return ok, nil
 }
 

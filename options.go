@@ -39,6 +39,15 @@ type config struct {
 	orphans  time.Duration
 	minFree  int64
 	stale    time.Duration
+
+	// Observability (audit.go, observe.go, usage.go); budget and
+	// budgetWarn are 0 for their defaults (EncryptionBudget, which tests
+	// lower, and DefaultEncryptionBudgetWarning).
+	audit      AuditSink
+	auditOpts  AuditOptions
+	observer   Observer
+	budget     uint64
+	budgetWarn uint64
 }
 
 func defaultConfig() config {

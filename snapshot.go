@@ -54,6 +54,8 @@ type keySnap struct {
 	limit *ratelimit.Limit
 	// minDecrypt is the lowest version that decrypts (0: every version).
 	minDecrypt uint32
+	// histSeq is the Seq of the key's newest history record (history.go).
+	histSeq uint64
 
 	versions []*versionSnap // versions[i].num == i+1
 	gen      *genSnap       // token generator; nil until first activated
@@ -220,7 +222,7 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		rev: kd.Rev, tag: r.Tag, name: r.Name, typ: KeyType(r.Type), memo: r.Memo,
 		convergent: r.Convergent, state: KeyState(r.State), seq: r.Seq,
 		createdAt: msTime(r.CreatedAt), stateChangedAt: msTime(r.StateChangedAt),
-		destroyAt: msTime(r.DestroyAt), minDecrypt: r.MinDecryptVersion,
+		destroyAt: msTime(r.DestroyAt), minDecrypt: r.MinDecryptVersion, histSeq: r.HistorySeq,
 	}
 	switch {
 	case !s.typ.Valid():
@@ -344,7 +346,7 @@ func (s *keySnap) keyRecord() *store.KeyRecord {
 		Tag: s.tag, Name: s.name, Type: string(s.typ), Memo: s.memo, Convergent: s.convergent,
 		State: string(s.state), Seq: s.seq, CreatedAt: timeMs(s.createdAt), StateChangedAt: timeMs(s.stateChangedAt),
 		CurrentVersion: uint32(len(s.versions)), DestroyAt: timeMs(s.destroyAt),
-		MinDecryptVersion: s.minDecrypt,
+		MinDecryptVersion: s.minDecrypt, HistorySeq: s.histSeq,
 	}
 	if s.rotation.set {
 		r.Rotation = &store.RotationRecord{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextAt: timeMs(s.rotation.nextAt)}
