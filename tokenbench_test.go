@@ -62,35 +62,48 @@ func BenchmarkTokenEncrypt(b *testing.B) {
 	})
 	b.Run("1KiB-ACL1000", func(b *testing.B) {
 		e, tag, set := benchTokenKey(b, unlimited)
-		ctx := context.Background()
-		if _, err := e.SetKeyACLEnabled(ctx, tag, true); err != nil {
-			b.Fatal(err)
-		}
-		var entries []string
-		for i := 0; len(entries) < 1000; i++ {
-			switch i % 3 {
-			case 0:
-				entries = append(entries, fmt.Sprintf("172.%d.%d.0/24", 16+i%16, i%250))
-			case 1:
-				entries = append(entries, fmt.Sprintf("10.%d.*.%d", i%250, i%200))
-			default:
-				entries = append(entries, fmt.Sprintf("192.168.%d.%d", i%250, 1+i%250))
-			}
-			if len(entries)%100 == 0 {
-				if _, err := e.AddAllowedIPs(ctx, tag, entries[len(entries)-100:]); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		if _, err := e.AddAllowedIPs(ctx, tag, []string{"10.1.2.3"}); err != nil {
-			b.Fatal(err)
-		}
+		benchACL1000(b, e, tag)
 		runTokenEncrypt(b, e.WithToken(set.Access, callerIP), tag)
 	})
 	b.Run("1KiB-Limiter", func(b *testing.B) {
 		e, tag, set := benchTokenKey(b, kms.WithRateLimit(ratelimit.Limit{Rate: 1e9, Burst: 1 << 30}))
 		runTokenEncrypt(b, e.WithToken(set.Access, callerIP), tag)
 	})
+	// Issue 19's row: the allow-list and the limiter both on.
+	b.Run("1KiB-ACL1000-Limiter", func(b *testing.B) {
+		e, tag, set := benchTokenKey(b, kms.WithRateLimit(ratelimit.Limit{Rate: 1e9, Burst: 1 << 30}))
+		benchACL1000(b, e, tag)
+		runTokenEncrypt(b, e.WithToken(set.Access, callerIP), tag)
+	})
+}
+
+// benchACL1000 enables an allow-list of 1,000 mixed entries on the key
+// (/24 ranges, wildcards, single addresses) that admits callerIP.
+func benchACL1000(b *testing.B, e *kms.Engine, tag string) {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := e.SetKeyACLEnabled(ctx, tag, true); err != nil {
+		b.Fatal(err)
+	}
+	var entries []string
+	for i := 0; len(entries) < 1000; i++ {
+		switch i % 3 {
+		case 0:
+			entries = append(entries, fmt.Sprintf("172.%d.%d.0/24", 16+i%16, i%250))
+		case 1:
+			entries = append(entries, fmt.Sprintf("10.%d.*.%d", i%250, i%200))
+		default:
+			entries = append(entries, fmt.Sprintf("192.168.%d.%d", i%250, 1+i%250))
+		}
+		if len(entries)%100 == 0 {
+			if _, err := e.AddAllowedIPs(ctx, tag, entries[len(entries)-100:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := e.AddAllowedIPs(ctx, tag, []string{"10.1.2.3"}); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkTokenEncryptParallel runs the cached-token path from every core.

@@ -1,0 +1,100 @@
+package kms
+
+import (
+	"context"
+	"sync"
+
+	"github.com/pocketkms/kms/internal/envelope"
+	"github.com/pocketkms/kms/token"
+)
+
+// scratch is a reusable buffer for the cipher hot path. It only ever holds
+// ciphertext: a sealed body and its envelope text on encryption, a decoded
+// body on decryption; plaintext never enters it, so it needs no clearing.
+type scratch struct {
+	buf []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+// maxPooledScratch bounds what goes back to the pool: a buffer for the
+// largest AES envelope (32 KiB of plaintext) is about 77 KB; anything
+// larger came from somewhere unexpected and is left to the collector.
+const maxPooledScratch = 128 << 10
+
+func putScratch(sc *scratch) {
+	if cap(sc.buf) > maxPooledScratch {
+		sc.buf = nil
+	}
+	scratchPool.Put(sc)
+}
+
+// reserve makes sc.buf hold at least n bytes of capacity.
+func (sc *scratch) reserve(n int) {
+	if cap(sc.buf) < n {
+		sc.buf = make([]byte, 0, n)
+	}
+}
+
+// appendText appends the envelope of body to dst; a nil dst means "into
+// the scratch buffer", for a caller that copies the text out. body must
+// not be in sc.buf.
+func (sc *scratch) appendText(dst []byte, version uint32, body []byte) []byte {
+	if dst == nil {
+		sc.reserve(envelope.TextLen(version, len(body)))
+		dst = sc.buf[:0]
+	}
+	return envelope.AppendText(dst, version, body)
+}
+
+// AppendEncrypt is Encrypt appending the envelope, "ncpkms:v{N}:<base64>",
+// to dst and returning the extended slice: the []byte form of Encrypt for
+// callers that hold bytes (kmscrypto's AEAD uses it). With a dst of
+// enough capacity it allocates nothing for an AES256 key on the memory
+// backend. dst must not overlap plaintext or encCtx. On error it returns
+// nil.
+func (e *Engine) AppendEncrypt(ctx context.Context, dst []byte, keyTag string, plaintext, encCtx []byte) ([]byte, error) {
+	return onKey(e, ctx, "encrypt", keyTag, func(op string, s *keySnap) ([]byte, error) {
+		return e.appendEncryptTo(ctx, op, s, dst, plaintext, encCtx)
+	})
+}
+
+// AppendDecrypt is Decrypt of a ciphertext held in a []byte, appending the
+// plaintext to dst and returning the extended slice (a new, exactly sized
+// buffer when dst is nil), as cipher.AEAD.Open does. ciphertext is only
+// read. dst must not overlap ciphertext. On error it returns nil and dst's
+// spare capacity may have been overwritten.
+func (e *Engine) AppendDecrypt(ctx context.Context, dst []byte, keyTag string, ciphertext, encCtx []byte) ([]byte, error) {
+	return onKey(e, ctx, "decrypt", keyTag, func(op string, s *keySnap) ([]byte, error) {
+		return decryptText(e, ctx, op, s, dst, ciphertext, encCtx)
+	})
+}
+
+// appendEncryptTo is appendEncrypt for a caller's dst, which must receive
+// the text even when it is nil.
+func (e *Engine) appendEncryptTo(ctx context.Context, op string, s *keySnap, dst, plaintext, encCtx []byte) ([]byte, error) {
+	if dst == nil {
+		dst = []byte{}
+	}
+	sc := getScratch()
+	defer putScratch(sc)
+	return e.appendEncrypt(ctx, op, s, sc, dst, plaintext, encCtx)
+}
+
+// AppendEncrypt is Engine.AppendEncrypt on the token plane (permission
+// Encrypt), with TokenClient's checks.
+func (c TokenClient) AppendEncrypt(ctx context.Context, dst []byte, keyTag string, plaintext, encCtx []byte) ([]byte, error) {
+	return onToken(c, ctx, "encrypt", keyTag, token.Access, token.PermEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) ([]byte, error) {
+		return c.e.appendEncryptTo(ctx, op, s, dst, plaintext, encCtx)
+	})
+}
+
+// AppendDecrypt is Engine.AppendDecrypt on the token plane (permission
+// Decrypt), with TokenClient's checks.
+func (c TokenClient) AppendDecrypt(ctx context.Context, dst []byte, keyTag string, ciphertext, encCtx []byte) ([]byte, error) {
+	return onToken(c, ctx, "decrypt", keyTag, token.Access, token.PermDecrypt, 1, func(op string, s *keySnap, _ *token.Claims) ([]byte, error) {
+		return decryptText(c.e, ctx, op, s, dst, ciphertext, encCtx)
+	})
+}
