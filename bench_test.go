@@ -27,6 +27,7 @@ func BenchmarkRawAESGCM(b *testing.B) {
 			pt := make([]byte, s.n)
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				nonce := make([]byte, 12)
 				rand.Read(nonce)
@@ -50,6 +51,7 @@ func BenchmarkRawAESGCMOpen(b *testing.B) {
 			body := aead.Seal(nonce, nonce, make([]byte, s.n), nil)
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				if _, err := aead.Open(nil, body[:12], body[12:], nil); err != nil {
 					b.Fatal(err)
@@ -94,6 +96,7 @@ func BenchmarkEncrypt(b *testing.B) {
 			pt := make([]byte, s.n)
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				if _, err := e.Encrypt(ctx, tag, pt, nil); err != nil {
 					b.Fatal(err)
@@ -115,6 +118,7 @@ func BenchmarkDecrypt(b *testing.B) {
 			}
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				if _, err := e.Decrypt(ctx, tag, ct, nil); err != nil {
 					b.Fatal(err)

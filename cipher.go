@@ -125,19 +125,27 @@ func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx [
 func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, encCtx []byte) (string, error) {
 	sc := getScratch()
 	defer putScratch(sc)
-	// The body is sealed into the scratch buffer and encoded after it in
-	// the same buffer; the string conversion is the call's one allocation
-	// (not zeroed, unlike a make).
-	text, err := e.appendEncrypt(ctx, op, s, sc, nil, plaintext, encCtx)
-	if err != nil {
-		return "", err
-	}
-	return string(text), nil
+	// The body is sealed into the scratch buffer and encoded from there
+	// into the string's own memory: the call's one allocation.
+	var text string
+	_, err := e.sealTo(ctx, op, s, sc, plaintext, encCtx, func(v uint32, body []byte) []byte {
+		text = envelope.Format(v, body)
+		return nil
+	})
+	return text, err
 }
 
-// appendEncrypt appends the envelope of plaintext to dst; with a nil dst
-// it encodes into sc after the body. sc holds the sealed body meanwhile.
+// appendEncrypt appends the envelope of plaintext to dst.
 func (e *Engine) appendEncrypt(ctx context.Context, op string, s *keySnap, sc *scratch, dst, plaintext, encCtx []byte) ([]byte, error) {
+	return e.sealTo(ctx, op, s, sc, plaintext, encCtx, func(v uint32, body []byte) []byte {
+		return envelope.AppendText(dst, v, body)
+	})
+}
+
+// sealTo encrypts plaintext under the key's current version and hands the
+// version and body to out, returning what out returns. An AES256 body is
+// sealed into sc, which out must not keep.
+func (e *Engine) sealTo(ctx context.Context, op string, s *keySnap, sc *scratch, plaintext, encCtx []byte, out func(uint32, []byte) []byte) ([]byte, error) {
 	tag := s.tag
 	v := s.current()
 	switch s.typ {
@@ -158,7 +166,7 @@ func (e *Engine) appendEncrypt(ctx context.Context, op string, s *keySnap, sc *s
 		if err != nil {
 			return nil, wrapErr(op, tag, ErrInternal, err)
 		}
-		return sc.appendText(dst, v.num, body), nil
+		return out(v.num, body), nil
 	default:
 		return nil, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
 	}
@@ -174,21 +182,15 @@ func (e *Engine) appendEncrypt(ctx context.Context, op string, s *keySnap, sc *s
 		if err != nil {
 			return nil, backendErr(op, tag, err)
 		}
-		return sc.appendText(dst, v.num, body), nil
+		return out(v.num, body), nil
 	}
-	// Seal into the scratch buffer, with room after the body for its
-	// text when the caller gave no dst.
-	bodyLen := backend.NonceSize + len(plaintext) + backend.TagSize
-	sc.reserve(bodyLen + envelope.TextLen(v.num, bodyLen))
+	sc.reserve(backend.NonceSize + len(plaintext) + backend.TagSize)
 	body, err := ae.EncryptAppend(ctx, sc.buf[:0], req)
 	if err != nil {
 		return nil, backendErr(op, tag, err)
 	}
 	sc.buf = body[:0]
-	if dst == nil {
-		dst = body[len(body):len(body)]
-	}
-	return envelope.AppendText(dst, v.num, body), nil
+	return out(v.num, body), nil
 }
 
 // Decrypt decrypts a ciphertext made by Encrypt (or ReEncrypt) with the

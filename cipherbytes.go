@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"github.com/pocketkms/kms/internal/envelope"
 	"github.com/pocketkms/kms/token"
 )
 
@@ -36,17 +35,6 @@ func (sc *scratch) reserve(n int) {
 	if cap(sc.buf) < n {
 		sc.buf = make([]byte, 0, n)
 	}
-}
-
-// appendText appends the envelope of body to dst; a nil dst means "into
-// the scratch buffer", for a caller that copies the text out. body must
-// not be in sc.buf.
-func (sc *scratch) appendText(dst []byte, version uint32, body []byte) []byte {
-	if dst == nil {
-		sc.reserve(envelope.TextLen(version, len(body)))
-		dst = sc.buf[:0]
-	}
-	return envelope.AppendText(dst, version, body)
 }
 
 // AppendEncrypt is Encrypt appending the envelope, "ncpkms:v{N}:<base64>",

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/subtle"
 	"strings"
 	"testing"
 	"time"
@@ -155,4 +156,26 @@ func warmCache(b *testing.B, set Set) (*Cache, *Verified, Expect) {
 	v := &Verified{GeneratorID: testGenID, Claims: *cl}
 	c.Put(set.Access, v)
 	return c, v, want
+}
+
+// BenchmarkCtEqual compares the cache's word-wise constant-time comparison
+// with crypto/subtle's byte-wise one on a 750-byte token.
+func BenchmarkCtEqual(b *testing.B) {
+	x := strings.Repeat("eyJhbGciOiJSUzI1NiJ9.", 36)[:750]
+	y := strings.Clone(x)
+	b.Run("ctEqual", func(b *testing.B) {
+		for b.Loop() {
+			if !ctEqual(x, y) {
+				b.Fatal("unequal")
+			}
+		}
+	})
+	b.Run("subtle.ConstantTimeCompare", func(b *testing.B) {
+		xb, yb := []byte(x), []byte(y)
+		for b.Loop() {
+			if subtle.ConstantTimeCompare(xb, yb) != 1 {
+				b.Fatal("unequal")
+			}
+		}
+	})
 }

@@ -39,9 +39,14 @@ var std = base64.StdEncoding.Strict()
 
 // Format returns "ncpkms:v{version}:" + base64(body). It panics if version
 // is 0 or above MaxVersion, which is a programming error in the caller.
-// The hot paths use [AppendText] into a reused buffer instead.
 func Format(version uint32, body []byte) string {
-	return string(AppendText(make([]byte, 0, TextLen(version, len(body))), version, body))
+	buf := AppendText(make([]byte, 0, TextLen(version, len(body))), version, body)
+	// buf is never touched again, so the string can share its memory.
+	// Encoding into a reused buffer and copying it out with string(buf)
+	// instead costs about 10% more for a 1 KiB body (BenchmarkFormat1KiB
+	// against BenchmarkFormatCopy1KiB): the copy reads 1.4 KB more than
+	// the zeroing of a fresh buffer does.
+	return unsafe.String(unsafe.SliceData(buf), len(buf))
 }
 
 // TextLen returns the length of the envelope of an n-byte body.
