@@ -1,12 +1,13 @@
 package kmscrypto
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 	"io"
-	"strings"
+	"sync"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend"
@@ -38,8 +39,27 @@ const MaxAEADPlaintext = kms.MaxAESPlaintext - sha256.Size
 type AEAD struct {
 	ctx    context.Context
 	c      Client
+	ac     appendClient // c, when it has the []byte entry points
 	keyTag string
 }
+
+// appendClient is the []byte form of a Client's Encrypt and Decrypt, which
+// both planes offer (kms.Engine.AppendEncrypt, kms.Engine.AppendDecrypt
+// and TokenClient's): through them AEAD converts nothing between strings
+// and bytes.
+type appendClient interface {
+	AppendEncrypt(ctx context.Context, dst []byte, keyTag string, plaintext, encCtx []byte) ([]byte, error)
+	AppendDecrypt(ctx context.Context, dst []byte, keyTag string, ciphertext, encCtx []byte) ([]byte, error)
+}
+
+var (
+	_ appendClient = (*kms.Engine)(nil)
+	_ appendClient = kms.TokenClient{}
+)
+
+// sealedPool holds the buffers AEAD builds SHA-256(ad) ‖ plaintext in.
+// They hold plaintext, so each is cleared before it goes back.
+var sealedPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // NewAEAD returns an AEAD for a non-convergent AES256 key, on either plane
 // (c is a *kms.Engine or a kms.TokenClient).
@@ -70,7 +90,9 @@ func NewAEAD(ctx context.Context, c Client, keyTag string) (*AEAD, error) {
 			return nil, newErr(op, k.Tag, kms.ErrWrongKeyType, "convergent keys encrypt deterministically; AEAD needs a non-convergent AES256 key", nil)
 		}
 	}
-	return &AEAD{ctx: ctx, c: c, keyTag: keyTag}, nil
+	a := &AEAD{ctx: ctx, c: c, keyTag: keyTag}
+	a.ac, _ = c.(appendClient)
+	return a, nil
 }
 
 // KeyTag returns the key's tag.
@@ -100,21 +122,45 @@ func (a *AEAD) EncryptWithContext(ctx context.Context, plaintext, associatedData
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	sealed := make([]byte, sha256.Size+len(plaintext))
+	n := sha256.Size + len(plaintext)
+	if a.ac == nil {
+		sealed := make([]byte, n)
+		adDigest(sealed[:sha256.Size], associatedData)
+		copy(sealed[sha256.Size:], plaintext)
+		ct, err := a.c.Encrypt(ctx, a.keyTag, sealed, nil)
+		clear(sealed)
+		if err != nil {
+			return nil, err
+		}
+		return a.checkSealed(op, []byte(ct), n)
+	}
+	// The sealed text is built in a pooled buffer (cleared after use)
+	// and the envelope written straight into the returned slice.
+	p := sealedPool.Get().(*[]byte)
+	if cap(*p) < n {
+		*p = make([]byte, n, max(n, 1024))
+	}
+	sealed := (*p)[:n]
 	adDigest(sealed[:sha256.Size], associatedData)
 	copy(sealed[sha256.Size:], plaintext)
-	ct, err := a.c.Encrypt(ctx, a.keyTag, sealed, nil)
+	ct, err := a.ac.AppendEncrypt(ctx, nil, a.keyTag, sealed, nil)
 	clear(sealed)
+	sealedPool.Put(p)
 	if err != nil {
 		return nil, err
 	}
-	if !isAESGCM(ct, len(sealed)) {
+	return a.checkSealed(op, ct, n)
+}
+
+// checkSealed returns ct if it holds an AES-256-GCM body of n bytes.
+func (a *AEAD) checkSealed(op string, ct []byte, n int) ([]byte, error) {
+	if !isAESGCM(ct, n) {
 		// Only an RSA2048 key, on the token plane, gets here: it
 		// encrypts with RSA-OAEP, which anyone holding the public key
 		// can do, so it cannot authenticate anything.
 		return nil, newErr(op, a.keyTag, kms.ErrWrongKeyType, "AEAD needs an AES256 key", nil)
 	}
-	return []byte(ct), nil
+	return ct, nil
 }
 
 // DecryptWithContext is Decrypt with ctx for this call (tink.AEADWithContext).
@@ -123,8 +169,13 @@ func (a *AEAD) DecryptWithContext(ctx context.Context, ciphertext, associatedDat
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ct := string(ciphertext)
-	sealed, err := a.c.Decrypt(ctx, a.keyTag, ct, nil)
+	var sealed []byte
+	var err error
+	if a.ac != nil {
+		sealed, err = a.ac.AppendDecrypt(ctx, nil, a.keyTag, ciphertext, nil)
+	} else {
+		sealed, err = a.c.Decrypt(ctx, a.keyTag, string(ciphertext), nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +183,7 @@ func (a *AEAD) DecryptWithContext(ctx context.Context, ciphertext, associatedDat
 	adDigest(want[:], associatedData)
 	// The layout check refuses RSA-OAEP ciphertexts (an RSA2048 key on
 	// the token plane), which anyone could have made.
-	if len(sealed) < sha256.Size || !isAESGCM(ct, len(sealed)) ||
+	if len(sealed) < sha256.Size || !isAESGCM(ciphertext, len(sealed)) ||
 		subtle.ConstantTimeCompare(sealed[:sha256.Size], want[:]) != 1 {
 		clear(sealed)
 		return nil, newErr(op, a.keyTag, kms.ErrDecryptionFailed, "", nil)
@@ -157,14 +208,14 @@ var emptyDigest = sha256.Sum256(nil)
 // nonce(12) ‖ ciphertext(n) ‖ tag(16). An RSA-OAEP body is always 256
 // bytes, which this never equals for the n AEAD seals with an RSA2048
 // key (at most 190, so 218 at most).
-func isAESGCM(ct string, n int) bool {
+func isAESGCM(ct []byte, n int) bool {
 	// The body starts after the colon that ends "ncpkms:v{N}"; look for
 	// it from the front (the version has at most nine digits), not across
 	// the whole body.
-	if !strings.HasPrefix(ct, envelope.Prefix) {
+	if !bytes.HasPrefix(ct, []byte(envelope.Prefix)) {
 		return false
 	}
-	i := strings.IndexByte(ct[len(envelope.Prefix):], ':')
+	i := bytes.IndexByte(ct[len(envelope.Prefix):], ':')
 	if i < 0 {
 		return false
 	}
@@ -173,7 +224,7 @@ func isAESGCM(ct string, n int) bool {
 		return false
 	}
 	body := len(b64) / 4 * 3
-	body -= len(b64) - len(strings.TrimRight(b64, "="))
+	body -= len(b64) - len(bytes.TrimRight(b64, "="))
 	return body == backend.NonceSize+n+backend.TagSize
 }
 
