@@ -179,3 +179,25 @@ func BenchmarkCtEqual(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkParseClaims parses a typical access token's payload: the
+// positional fast path that runs first, and json.Unmarshal (quickClaims)
+// that ran before it.
+func BenchmarkParseClaims(b *testing.B) {
+	payload := []byte(`{"sub":"bench","iat":1700000000,"exp":1700003600,"1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0,1,2,3,4,5,6,7],"jti":"AAAAAAAAAAAAAAAAAAAAAA"}`)
+	if _, ok := fastClaims(payload); !ok {
+		b.Fatal("fastClaims refused the payload")
+	}
+	b.Run("fastClaims", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			fastClaims(payload)
+		}
+	})
+	b.Run("quickClaims", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			quickClaims(payload)
+		}
+	})
+}
