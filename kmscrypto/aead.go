@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"sync"
@@ -184,11 +185,22 @@ func (a *AEAD) DecryptWithContext(ctx context.Context, ciphertext, associatedDat
 	// The layout check refuses RSA-OAEP ciphertexts (an RSA2048 key on
 	// the token plane), which anyone could have made.
 	if len(sealed) < sha256.Size || !isAESGCM(ciphertext, len(sealed)) ||
-		subtle.ConstantTimeCompare(sealed[:sha256.Size], want[:]) != 1 {
+		!digestEqual((*[sha256.Size]byte)(sealed), &want) {
 		clear(sealed)
 		return nil, newErr(op, a.keyTag, kms.ErrDecryptionFailed, "", nil)
 	}
 	return sealed[sha256.Size:], nil
+}
+
+// digestEqual compares two SHA-256 digests in constant time, a word at a
+// time (crypto/subtle.ConstantTimeCompare goes a byte at a time, which
+// showed as 5% of a 32-byte AEAD.Decrypt).
+func digestEqual(a, b *[sha256.Size]byte) bool {
+	var d uint64
+	for i := 0; i < sha256.Size; i += 8 {
+		d |= binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:])
+	}
+	return subtle.ConstantTimeEq(int32(uint32(d)|uint32(d>>32)), 0) == 1
 }
 
 // adDigest writes SHA-256(ad) into dst (32 bytes).
@@ -215,16 +227,22 @@ func isAESGCM(ct []byte, n int) bool {
 	if !bytes.HasPrefix(ct, []byte(envelope.Prefix)) {
 		return false
 	}
-	i := bytes.IndexByte(ct[len(envelope.Prefix):], ':')
+	head := ct[len(envelope.Prefix):min(len(ct), len(envelope.Prefix)+11)]
+	i := bytes.IndexByte(head, ':')
 	if i < 0 {
 		return false
 	}
 	b64 := ct[len(envelope.Prefix)+i+1:]
-	if len(b64)%4 != 0 {
+	if len(b64) == 0 || len(b64)%4 != 0 {
 		return false
 	}
 	body := len(b64) / 4 * 3
-	body -= len(b64) - len(bytes.TrimRight(b64, "="))
+	if b64[len(b64)-1] == '=' {
+		body--
+		if b64[len(b64)-2] == '=' {
+			body--
+		}
+	}
 	return body == backend.NonceSize+n+backend.TagSize
 }
 

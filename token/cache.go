@@ -134,14 +134,24 @@ func ctEqual(a, b string) bool {
 	}
 	x := unsafe.Slice(unsafe.StringData(a), len(a))
 	y := unsafe.Slice(unsafe.StringData(b), len(b))
-	var diff uint64
-	i := 0
-	for ; i+8 <= len(x); i += 8 {
-		diff |= binary.LittleEndian.Uint64(x[i:]) ^ binary.LittleEndian.Uint64(y[i:])
+	// Four independent accumulators over 32-byte blocks, then words,
+	// then bytes.
+	var d0, d1, d2, d3 uint64
+	for len(x) >= 32 && len(y) >= 32 {
+		d0 |= binary.LittleEndian.Uint64(x[0:8]) ^ binary.LittleEndian.Uint64(y[0:8])
+		d1 |= binary.LittleEndian.Uint64(x[8:16]) ^ binary.LittleEndian.Uint64(y[8:16])
+		d2 |= binary.LittleEndian.Uint64(x[16:24]) ^ binary.LittleEndian.Uint64(y[16:24])
+		d3 |= binary.LittleEndian.Uint64(x[24:32]) ^ binary.LittleEndian.Uint64(y[24:32])
+		x, y = x[32:], y[32:]
 	}
-	for ; i < len(x); i++ {
-		diff |= uint64(x[i] ^ y[i])
+	for len(x) >= 8 && len(y) >= 8 {
+		d0 |= binary.LittleEndian.Uint64(x[:8]) ^ binary.LittleEndian.Uint64(y[:8])
+		x, y = x[8:], y[8:]
 	}
+	for i := 0; i < len(x) && i < len(y); i++ {
+		d1 |= uint64(x[i] ^ y[i])
+	}
+	diff := d0 | d1 | d2 | d3
 	return subtle.ConstantTimeEq(int32(uint32(diff)|uint32(diff>>32)), 0) == 1
 }
 
