@@ -140,3 +140,65 @@ func TestAppendEncryptDecrypt(t *testing.T) {
 		}
 	})
 }
+
+// TestHotPathAllocations pins issue 19's allocation counts (counts, never
+// timings): a trusted-plane Encrypt of 1 KiB allocates only its result, a
+// Decrypt only its plaintext, a token-plane Encrypt with a cached token
+// (its TokenClient made per call, as a server does) only its result, and
+// AppendEncrypt/AppendDecrypt into a buffer with room nothing at all.
+// (The race detector makes sync.Pool drop buffers at random, so the
+// counts are checked without it.)
+func TestHotPathAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops buffers at random under the race detector")
+	}
+	e := newEngine(t)
+	ctx := context.Background()
+	k := createKey(t, e, "alloc", kms.AES256, false)
+	if _, err := e.ActivateTokenGenerator(ctx, k.Tag); err != nil {
+		t.Fatal(err)
+	}
+	set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := make([]byte, 1024)
+	ct, err := e.Encrypt(ctx, k.Tag, pt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctBytes := []byte(ct)
+	dst := make([]byte, 0, 4096)
+	for _, tc := range []struct {
+		name string
+		max  float64
+		f    func() error
+	}{
+		{"Encrypt", 1, func() error { _, err := e.Encrypt(ctx, k.Tag, pt, nil); return err }},
+		{"Decrypt", 1, func() error { _, err := e.Decrypt(ctx, k.Tag, ct, nil); return err }},
+		{"token Encrypt", 1, func() error {
+			_, err := e.WithToken(set.Access, callerIP).Encrypt(ctx, k.Tag, pt, nil)
+			return err
+		}},
+		{"AppendEncrypt", 0, func() error { _, err := e.AppendEncrypt(ctx, dst[:0], k.Tag, pt, nil); return err }},
+		{"AppendDecrypt", 0, func() error { _, err := e.AppendDecrypt(ctx, dst[:0], k.Tag, ctBytes, nil); return err }},
+	} {
+		if err := tc.f(); err != nil { // warm the pool and the token cache
+			t.Fatal(err)
+		}
+		var ferr error
+		n := testing.AllocsPerRun(200, func() {
+			if err := tc.f(); err != nil {
+				ferr = err
+			}
+		})
+		if ferr != nil {
+			t.Fatal(ferr)
+		}
+		// A garbage collection during the run empties the pool once;
+		// AllocsPerRun's average rounds that away.
+		if n > tc.max {
+			t.Errorf("%s: %v allocations per call, want at most %v", tc.name, n, tc.max)
+		}
+	}
+}
