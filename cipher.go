@@ -135,13 +135,6 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 	return text, err
 }
 
-// appendEncrypt appends the envelope of plaintext to dst.
-func (e *Engine) appendEncrypt(ctx context.Context, op string, s *keySnap, sc *scratch, dst, plaintext, encCtx []byte) ([]byte, error) {
-	return e.sealTo(ctx, op, s, sc, plaintext, encCtx, func(v uint32, body []byte) []byte {
-		return envelope.AppendText(dst, v, body)
-	})
-}
-
 // sealTo encrypts plaintext under the key's current version and hands the
 // version and body to out, returning what out returns. An AES256 body is
 // sealed into sc, which out must not keep.

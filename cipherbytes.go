@@ -4,12 +4,14 @@ import (
 	"context"
 	"sync"
 
+	"github.com/pocketkms/kms/internal/envelope"
 	"github.com/pocketkms/kms/token"
 )
 
 // scratch is a reusable buffer for the cipher hot path. It only ever holds
-// ciphertext: a sealed body and its envelope text on encryption, a decoded
-// body on decryption; plaintext never enters it, so it needs no clearing.
+// ciphertext: the sealed body on encryption (before it is encoded into the
+// envelope), the decoded body on decryption (before it is opened into the
+// result); plaintext never enters it, so it needs no clearing.
 type scratch struct {
 	buf []byte
 }
@@ -18,9 +20,9 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 func getScratch() *scratch { return scratchPool.Get().(*scratch) }
 
-// maxPooledScratch bounds what goes back to the pool: a buffer for the
-// largest AES envelope (32 KiB of plaintext) is about 77 KB; anything
-// larger came from somewhere unexpected and is left to the collector.
+// maxPooledScratch bounds what goes back to the pool: the largest body
+// (32 KiB of plaintext, nonce and tag) is about 33 KB; anything larger
+// came from somewhere unexpected and is left to the collector.
 const maxPooledScratch = 128 << 10
 
 func putScratch(sc *scratch) {
@@ -60,15 +62,14 @@ func (e *Engine) AppendDecrypt(ctx context.Context, dst []byte, keyTag string, c
 	})
 }
 
-// appendEncryptTo is appendEncrypt for a caller's dst, which must receive
-// the text even when it is nil.
+// appendEncryptTo seals plaintext into a scratch buffer and appends its
+// envelope to dst.
 func (e *Engine) appendEncryptTo(ctx context.Context, op string, s *keySnap, dst, plaintext, encCtx []byte) ([]byte, error) {
-	if dst == nil {
-		dst = []byte{}
-	}
 	sc := getScratch()
 	defer putScratch(sc)
-	return e.appendEncrypt(ctx, op, s, sc, dst, plaintext, encCtx)
+	return e.sealTo(ctx, op, s, sc, plaintext, encCtx, func(v uint32, body []byte) []byte {
+		return envelope.AppendText(dst, v, body)
+	})
 }
 
 // AppendEncrypt is Engine.AppendEncrypt on the token plane (permission
