@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/token"
@@ -59,16 +60,29 @@ import (
 // against NAVER's quota whatever its body.
 type TokenClient struct {
 	e *Engine
-	// tok is behind a pointer so that even fmt's reflection over an
-	// unexported field holding a TokenClient prints an address, not the
-	// token.
-	tok  *string
-	addr netip.Addr
+	// tok and tokLen are the token's bytes, held as a pointer and a
+	// length rather than as a string, so that even fmt's reflection over
+	// an unexported field holding a TokenClient prints an address, not
+	// the token. (A *string did the same at the cost of one allocation
+	// per request; this points into the caller's string, which Go never
+	// changes, and is only read back as that string.)
+	tok    *byte
+	tokLen int
+	addr   netip.Addr
 }
 
 // WithToken returns the token plane for a caller presenting tok from addr.
+// It allocates nothing.
 func (e *Engine) WithToken(tok string, addr netip.Addr) TokenClient {
-	return TokenClient{e: e, tok: &tok, addr: addr}
+	return TokenClient{e: e, tok: unsafe.StringData(tok), tokLen: len(tok), addr: addr}
+}
+
+// token returns the token WithToken was given.
+func (c TokenClient) token() string {
+	if c.tok == nil {
+		return ""
+	}
+	return unsafe.String(c.tok, c.tokLen)
 }
 
 // String describes the client without its token.
@@ -97,10 +111,7 @@ func (c TokenClient) MarshalJSON() ([]byte, error) {
 // auth runs checks 2–7 and returns the key snapshot and claims.
 func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permission, cost int) (*keySnap, *token.Claims, error) {
 	e := c.e
-	var tok string
-	if c.tok != nil {
-		tok = *c.tok
-	}
+	tok := c.token()
 	if len(tok) == 0 || len(tok) > token.MaxTokenSize {
 		return nil, nil, newErr(op, "", ErrTokenInvalid, "missing or oversized token")
 	}
@@ -354,7 +365,7 @@ func (c TokenClient) stillValid(op string, s *keySnap, claims *token.Claims) fun
 		if !ns.gen.isActive() || ns.gen.id != genID {
 			return newErr(op, tag, ErrTokenInvalid, "")
 		}
-		if ns.gen.isRevoked(*c.tok, claims) {
+		if ns.gen.isRevoked(c.token(), claims) {
 			return newErr(op, tag, ErrTokenInvalid, "revoked")
 		}
 		return nil
