@@ -123,39 +123,71 @@ func (e *Engine) Encrypt(ctx context.Context, keyTag string, plaintext, encCtx [
 }
 
 func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, encCtx []byte) (string, error) {
+	sc := getScratch()
+	defer putScratch(sc)
+	// The body is sealed into the scratch buffer and encoded from there
+	// into the string's own memory: the call's one allocation.
+	var text string
+	_, err := e.sealTo(ctx, op, s, sc, plaintext, encCtx, func(v uint32, body []byte) []byte {
+		text = envelope.Format(v, body)
+		return nil
+	})
+	return text, err
+}
+
+// sealTo encrypts plaintext under the key's current version and hands the
+// version and body to out, returning what out returns. An AES256 body is
+// sealed into sc, which out must not keep.
+func (e *Engine) sealTo(ctx context.Context, op string, s *keySnap, sc *scratch, plaintext, encCtx []byte, out func(uint32, []byte) []byte) ([]byte, error) {
 	tag := s.tag
 	v := s.current()
 	switch s.typ {
 	case AES256:
 		if len(plaintext) == 0 || len(plaintext) > MaxAESPlaintext {
-			return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes", MaxAESPlaintext))
+			return nil, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes", MaxAESPlaintext))
 		}
 		if err := checkContext(op, s, encCtx); err != nil {
-			return "", err
+			return nil, err
 		}
 	case RSA2048:
 		if len(plaintext) == 0 || len(plaintext) > MaxRSAPlaintext {
-			return "", newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes for RSA2048", MaxRSAPlaintext))
+			return nil, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("plaintext must be 1..%d bytes for RSA2048", MaxRSAPlaintext))
 		}
 		// RSA-OAEP needs no secret: it runs on the version's public key,
 		// with no backend call.
 		body, err := pubkey.EncryptOAEP(v.pub, plaintext)
 		if err != nil {
-			return "", wrapErr(op, tag, ErrInternal, err)
+			return nil, wrapErr(op, tag, ErrInternal, err)
 		}
-		return envelope.Format(v.num, body), nil
+		e.use(s, v.num, useEncryptUnbudgeted)
+		return out(v.num, body), nil
 	default:
-		return "", newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
+		return nil, newErr(op, tag, ErrWrongKeyType, string(s.typ)+" keys do not encrypt")
+	}
+	if err := e.spendEncryption(ctx, op, s, v.num); err != nil {
+		return nil, err // the version's AES-GCM budget (usage.go)
 	}
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {
-		return "", backendErr(op, tag, err)
+		return nil, backendErr(op, tag, err)
 	}
-	body, err := k.(backend.Encrypter).Encrypt(ctx, &backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(s, v, encCtx)})
+	req := backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(s, v, encCtx)}
+	ae, ok := k.(backend.AppendEncrypter)
+	if !ok {
+		r := req // only this path's request escapes
+		body, err := k.(backend.Encrypter).Encrypt(ctx, &r)
+		if err != nil {
+			return nil, backendErr(op, tag, err)
+		}
+		return out(v.num, body), nil
+	}
+	sc.reserve(backend.NonceSize + len(plaintext) + backend.TagSize)
+	body, err := ae.EncryptAppend(ctx, sc.buf[:0], req)
 	if err != nil {
-		return "", backendErr(op, tag, err)
+		return nil, backendErr(op, tag, err)
 	}
-	return envelope.Format(v.num, body), nil
+	sc.buf = body[:0]
+	return out(v.num, body), nil
 }
 
 // Decrypt decrypts a ciphertext made by Encrypt (or ReEncrypt) with the
@@ -168,11 +200,19 @@ func (e *Engine) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx 
 }
 
 func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) ([]byte, error) {
+	return decryptText(e, ctx, op, s, nil, ciphertext, encCtx)
+}
+
+// decryptText decrypts an envelope held in a string or a []byte and
+// appends the plaintext to dst (a fresh, exactly sized buffer when dst is
+// nil). The body is decoded into a pooled scratch buffer, which holds
+// only ciphertext, and opened from there straight into dst.
+func decryptText[T string | []byte](e *Engine, ctx context.Context, op string, s *keySnap, dst []byte, ciphertext T, encCtx []byte) ([]byte, error) {
 	tag := s.tag
 	if err := cipherKeyType(op, s, "decrypt"); err != nil {
 		return nil, err
 	}
-	v, err := e.envelopeVersion(op, s, ciphertext)
+	v, err := textVersion(op, s, ciphertext)
 	if err != nil {
 		return nil, err
 	}
@@ -183,10 +223,19 @@ func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext 
 	if s.typ == RSA2048 {
 		maxBody = rsaBody
 	}
-	_, body, err := envelope.Parse(ciphertext, maxBody)
+	sc := getScratch()
+	defer putScratch(sc)
+	var body []byte
+	switch c := any(ciphertext).(type) {
+	case string:
+		_, body, err = envelope.AppendParse(sc.buf[:0], c, maxBody)
+	case []byte:
+		_, body, err = envelope.AppendParseBytes(sc.buf[:0], c, maxBody)
+	}
 	if err != nil {
 		return nil, newErr(op, tag, ErrInvalidArgument, "malformed ciphertext")
 	}
+	sc.buf = body[:0]
 	req := backend.DecryptRequest{Ciphertext: body}
 	if s.typ == AES256 {
 		if err := checkContext(op, s, encCtx); err != nil {
@@ -198,16 +247,38 @@ func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext 
 	if err != nil {
 		return nil, backendErr(op, tag, err)
 	}
-	pt, err := k.(backend.Decrypter).Decrypt(ctx, &req)
+	if ad, ok := k.(backend.AppendDecrypter); ok {
+		pt, err := ad.DecryptAppend(ctx, dst, req)
+		if err != nil {
+			return nil, backendErr(op, tag, err)
+		}
+		if pt == nil {
+			pt = []byte{}
+		}
+		e.use(s, v.num, useDecrypt)
+		return pt, nil
+	}
+	r := req // only this path's request escapes
+	pt, err := k.(backend.Decrypter).Decrypt(ctx, &r)
 	if err != nil {
 		return nil, backendErr(op, tag, err)
 	}
-	return pt, nil
+	e.use(s, v.num, useDecrypt)
+	if dst == nil {
+		return pt, nil
+	}
+	dst = append(dst, pt...)
+	clear(pt)
+	return dst, nil
 }
 
 // envelopeVersion reads the version of a ciphertext or signature and
 // checks that it exists and is enabled.
 func (e *Engine) envelopeVersion(op string, s *keySnap, text string) (*versionSnap, error) {
+	return textVersion(op, s, text)
+}
+
+func textVersion[T string | []byte](op string, s *keySnap, text T) (*versionSnap, error) {
 	tag := s.tag
 	if len(text) > MaxCiphertextLength {
 		return nil, newErr(op, tag, ErrInvalidArgument, fmt.Sprintf("longer than %d characters", MaxCiphertextLength))
@@ -332,6 +403,7 @@ func (e *Engine) signCurrent(ctx context.Context, op string, s *keySnap, digest 
 	if err != nil {
 		return nil, 0, backendErr(op, s.tag, err)
 	}
+	e.use(s, v.num, useSign)
 	return sig, v.num, nil
 }
 
@@ -389,6 +461,7 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 	if err != nil {
 		return false, wrapErr(op, tag, ErrInternal, err)
 	}
+	e.use(s, v.num, useVerify)
 	return ok, nil
 }
 

@@ -9,18 +9,23 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/shred"
 	"github.com/pocketkms/kms/internal/testproc"
 	"github.com/pocketkms/kms/ratelimit"
 )
 
 var (
-	mxCycles = flag.Int("crashmix.cycles", 0, "kill-and-restart cycles of TestCrashMixedWorkload (0: 200, or 20 with -short)")
+	mxCycles = flag.Int("crashmix.cycles", 0, "kill-and-restart cycles of TestCrashMixedWorkload (0: 50, or 20 with -short)")
 	mxSeed   = flag.Uint64("crashmix.seed", 0, "seed of TestCrashMixedWorkload's choices (0: from the clock; the test logs it)")
 )
 
@@ -43,7 +48,30 @@ type mxOp struct {
 	Access     string `json:"access,omitempty"`
 	Refresh    string `json:"refresh,omitempty"`
 	Err        string `json:"err,omitempty"`
+	// DestroyAt (delete: when the key is due), Clock (advance: the
+	// child's clock after it) and Root (rootrotate: the root key index
+	// after it) are Unix milliseconds and an index into mxRoots.
+	DestroyAt int64 `json:"destroyAt,omitempty"`
+	Clock     int64 `json:"clock,omitempty"`
+	Root      int   `json:"root,omitempty"`
+	// MADE lines: a handle the backend made (Generate, or a rotation's
+	// reseal), before the commit that stores it.
+	Purpose string `json:"purpose,omitempty"`
+	Type    string `json:"type,omitempty"`
+	Handle  []byte `json:"handle,omitempty"`
 }
+
+// mxRoots are the root keys the store alternates between: a rootrotate
+// moves it from one to the other.
+var mxRoots = [][]byte{rootKey, newRootKey}
+
+// mxClockStart is the fake clock's time in the first cycle; the parent
+// passes the clock on from cycle to cycle, and the child's "advance"
+// moves it by mxAdvance, so that requested deletions fall due and
+// "maintain" destroys them within the run.
+var mxClockStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+
+const mxAdvance = 30 * time.Hour
 
 // mxACLPool is every allow-list entry the child uses, with an address
 // each one admits.
@@ -69,6 +97,7 @@ type mxKey struct {
 	GenID      string
 	Issued     uint64
 	Limit      string // "" when the key has no limit of its own
+	DestroyAt  int64  // REVOKED: when it is due (Unix ms); not compared
 }
 
 func (m mxKey) clone() mxKey {
@@ -98,11 +127,11 @@ func mxApply(m mxKey, op mxOp, newID string) mxKey {
 	case "venable":
 		m.Versions[op.Version-1] = kms.VersionEnabled
 	case "disable", "cancel":
-		m.State = kms.StateDisabled
+		m.State, m.DestroyAt = kms.StateDisabled, 0
 	case "enable":
 		m.State = kms.StateEnabled
 	case "delete":
-		m.State = kms.StateRevoked
+		m.State, m.DestroyAt = kms.StateRevoked, op.DestroyAt
 	case "acladd":
 		m.ACL = append(m.ACL, op.Entry)
 		slices.Sort(m.ACL)
@@ -177,6 +206,9 @@ func mxActual(t *testing.T, e *kms.Engine, tag string) (mxKey, bool) {
 	if l.Own {
 		m.Limit = l.Limit.String()
 	}
+	if k.State == kms.StateRevoked {
+		m.DestroyAt = k.DestroyAt.UnixMilli()
+	}
 	return m, true
 }
 
@@ -187,6 +219,7 @@ type mxCT struct {
 
 type mxToken struct {
 	tag, access, refresh, genID string
+	issued                      int64 // the fake clock at issuance (Unix ms)
 }
 
 // mxAddr is a caller address the key's allow-list admits, and whether
@@ -203,10 +236,18 @@ func mxAddr(m mxKey) (netip.Addr, bool) {
 
 // mxCheckToken checks that a token works exactly when the model says it
 // must: its generator is the key's current one and the key is ENABLED.
-func mxCheckToken(t *testing.T, e *kms.Engine, m mxKey, tk mxToken) {
+func mxCheckToken(t *testing.T, e *kms.Engine, m mxKey, tk mxToken, clock int64) {
 	t.Helper()
 	ctx := context.Background()
 	addr, admitted := mxAddr(m)
+	if clock >= tk.issued+(72*time.Hour).Milliseconds() {
+		// The fake clock has passed the access token's 72 h.
+		_, err := e.WithToken(tk.access, addr).Encrypt(ctx, tk.tag, []byte("token check"), []byte("ctx"))
+		if err == nil || !(errors.Is(err, kms.ErrTokenExpired) || errors.Is(err, kms.ErrTokenInvalid) || errors.Is(err, kms.ErrAccessDenied)) {
+			t.Fatalf("key %.8s: expired token: %v", tk.tag, err)
+		}
+		return
+	}
 	genLive := m.GenActive && m.GenID == tk.genID
 	live := m.State == kms.StateEnabled && genLive
 	ct, err := e.WithToken(tk.access, addr).Encrypt(ctx, tk.tag, []byte("token check"), []byte("ctx"))
@@ -260,20 +301,28 @@ func mxCheckCT(t *testing.T, e *kms.Engine, m mxKey, c mxCT) bool {
 // moments while it creates keys, rotates them, changes key and version
 // states, requests and cancels deletions, edits allow-lists and rate
 // limits, activates, rotates and deactivates token generators, issues
-// tokens and encrypts. After every kill the store is reopened: every
-// acknowledged change is there (at most the one change in flight may or
-// may not be), no half-made key exists, every acknowledged ciphertext of a
-// usable version decrypts, and every acknowledged token works exactly
-// when its generator is still the key's current one. A last pass enables
-// everything and decrypts every ciphertext ever acknowledged.
+// tokens and encrypts, rotates the root key (RotateRootKey, between
+// mxRoots) and, on a fake clock the parent carries from cycle to cycle
+// and the child advances, lets deletions fall due and destroys them
+// (Maintain). After every kill the store is reopened: with the root key
+// of the last acknowledged root rotation, or, with one in flight, with
+// exactly one of the two; every acknowledged change is there (at most the
+// one change in flight may or may not be), no half-made key exists, no
+// destroyed key is back and its shred keys are gone, every acknowledged
+// ciphertext of a usable version decrypts, and every acknowledged token
+// works exactly when its generator is still the key's current one. A last
+// pass destroys what is due, enables everything else and decrypts every
+// ciphertext ever acknowledged; then every file of the directory is
+// scanned for the destroyed keys' sealed handles (every one the backend
+// made for them, under either root key): nothing opens.
 func TestCrashMixedWorkload(t *testing.T) {
 	if args, ok := testproc.Child(t); ok {
-		mxChild(args[0], args[1])
+		mxChild(args)
 		return
 	}
 	cycles := *mxCycles
 	if cycles <= 0 {
-		cycles = 200
+		cycles = 50
 		if testing.Short() {
 			cycles = 20
 		}
@@ -292,11 +341,21 @@ func TestCrashMixedWorkload(t *testing.T) {
 	checked := 0
 	acked := map[string]int{}
 	inflightSeen := 0
+	clock, root := mxClockStart, 0
+	destroyed := map[string]bool{}
+	made := map[string][]shMade{}
+	rootsInFlight, rotationKills := 0, 0
 	start := time.Now()
 	for cycle := range cycles {
 		// The child runs for 20 s at most; 30 s without its end is a hang.
-		p := testproc.Start(t, testproc.Options{Timeout: 30 * time.Second}, dir, fmt.Sprint(rng.Uint64()))
+		p := testproc.Start(t, testproc.Options{Timeout: 30 * time.Second}, dir, fmt.Sprint(rng.Uint64()), fmt.Sprint(root), fmt.Sprint(clock))
 		killAfter := time.Duration(5+rng.IntN(56)) * time.Millisecond
+		if rng.IntN(4) == 0 {
+			// Longer, so that kills also land late in a root rotation
+			// (its switch and clean-up), which takes a commit per key
+			// and pass.
+			killAfter = time.Duration(5+rng.IntN(400)) * time.Millisecond
+		}
 		var timer <-chan time.Time
 		var inflight *mxOp
 		newCTs := len(cts)
@@ -312,6 +371,11 @@ func TestCrashMixedWorkload(t *testing.T) {
 					continue
 				}
 				switch op.Phase {
+				case "MADE":
+					made[op.Tag] = append(made[op.Tag], shMade{
+						ref: backend.KeyRef{KeyTag: op.Tag, Version: op.Version, Purpose: backend.Purpose(op.Purpose)},
+						typ: backend.KeyType(op.Type), convergent: op.Convergent, handle: op.Handle,
+					})
 				case "BEGIN":
 					inflight = &op
 				case "FAIL":
@@ -324,13 +388,24 @@ func TestCrashMixedWorkload(t *testing.T) {
 						timer = time.After(killAfter)
 					}
 					switch op.Op {
+					case "advance":
+						clock = op.Clock
+					case "rootrotate":
+						root = op.Root
+					case "maintain":
+						for tag, m := range model {
+							if m.State == kms.StateRevoked && m.DestroyAt <= clock {
+								delete(model, tag)
+								destroyed[tag] = true
+							}
+						}
 					case "create":
 						model[op.Tag] = mxNewKey(op.Convergent)
 					case "encrypt":
 						cts = append(cts, mxCT{op.Tag, op.CT, op.PT, []byte(op.Ctx)})
 						model[op.Tag] = mxApply(model[op.Tag], op, "")
 					case "issue":
-						toks = append(toks, mxToken{op.Tag, op.Access, op.Refresh, op.GenID})
+						toks = append(toks, mxToken{op.Tag, op.Access, op.Refresh, op.GenID, clock})
 						model[op.Tag] = mxApply(model[op.Tag], op, "")
 					default:
 						model[op.Tag] = mxApply(model[op.Tag], op, "")
@@ -350,12 +425,26 @@ func TestCrashMixedWorkload(t *testing.T) {
 		}
 		if inflight != nil {
 			inflightSeen++
+			if inflight.Op == "rootrotate" {
+				rotationKills++
+			}
 		}
 
 		// Restart on the same directory and compare with the model.
-		e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+		clk := &fakeClock{now: time.UnixMilli(clock).UTC()}
+		e, err := kms.New(ctx, newBackend(t, mxRoots[root]), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0), kms.WithClock(clk))
+		if inflight != nil && inflight.Op == "rootrotate" && errors.Is(err, kms.ErrBackendMismatch) {
+			// The rotation had switched: the store is under the new key
+			// and says so.
+			if !strings.Contains(err.Error(), "rotated from this root key") {
+				t.Fatalf("cycle %d: the old root key after a switched rotation is refused without saying why: %v", cycle, err)
+			}
+			root = 1 - root
+			rootsInFlight++
+			e, err = kms.New(ctx, newBackend(t, mxRoots[root]), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0), kms.WithClock(clk))
+		}
 		if err != nil {
-			t.Fatalf("cycle %d: reopen after kill (in flight: %+v): %v", cycle, inflight, err)
+			t.Fatalf("cycle %d: reopen after kill with root key %d (in flight: %+v): %v", cycle, root, inflight, err)
 		}
 		page, err := e.ListKeys(ctx, kms.ListKeysRequest{PageSize: 200})
 		if err != nil {
@@ -365,14 +454,26 @@ func TestCrashMixedWorkload(t *testing.T) {
 			if _, known := model[k.Tag]; known {
 				continue
 			}
+			if destroyed[k.Tag] {
+				t.Fatalf("cycle %d: destroyed key %s is back", cycle, k.Tag)
+			}
 			if inflight == nil || inflight.Op != "create" || k.Name != inflight.Name {
 				t.Fatalf("cycle %d: key %s (%s) was never acknowledged (in flight: %+v)", cycle, k.Name, k.Tag, inflight)
 			}
 			model[k.Tag] = mxNewKey(inflight.Convergent)
 		}
+		for tag, want := range model {
+			if _, err := e.GetKey(ctx, tag); errors.Is(err, kms.ErrKeyNotFound) &&
+				inflight != nil && inflight.Op == "maintain" && want.State == kms.StateRevoked && want.DestroyAt <= clock {
+				// Destroyed by the Maintain in flight.
+				delete(model, tag)
+				destroyed[tag] = true
+			}
+		}
 		if page.TotalCount != len(model) {
 			t.Fatalf("cycle %d: %d keys stored, %d acknowledged", cycle, page.TotalCount, len(model))
 		}
+		mxCheckDestroyed(t, e, dir, destroyed, cycle)
 		for tag, want := range model {
 			got, ok := mxActual(t, e, tag)
 			if !ok {
@@ -395,12 +496,18 @@ func TestCrashMixedWorkload(t *testing.T) {
 		}
 		// Ciphertexts: all new ones, and a sample of the older ones.
 		for i := newCTs; i < len(cts); i++ {
-			if mxCheckCT(t, e, model[cts[i].tag], cts[i]) {
+			if !destroyed[cts[i].tag] && mxCheckCT(t, e, model[cts[i].tag], cts[i]) {
 				checked++
 			}
 		}
 		for range min(newCTs, 30) {
 			c := cts[rng.IntN(newCTs)]
+			if destroyed[c.tag] {
+				if _, err := e.Decrypt(ctx, c.tag, c.ct, c.ctx); !errors.Is(err, kms.ErrKeyNotFound) {
+					t.Fatalf("cycle %d: ciphertext of destroyed key %.8s: %v", cycle, c.tag, err)
+				}
+				continue
+			}
 			if mxCheckCT(t, e, model[c.tag], c) {
 				checked++
 			}
@@ -409,8 +516,11 @@ func TestCrashMixedWorkload(t *testing.T) {
 		perKey := map[string]int{}
 		for i := len(toks) - 1; i >= 0; i-- {
 			tk := toks[i]
+			if destroyed[tk.tag] {
+				continue
+			}
 			if perKey[tk.tag]++; perKey[tk.tag] <= 4 {
-				mxCheckToken(t, e, model[tk.tag], tk)
+				mxCheckToken(t, e, model[tk.tag], tk, clock)
 			}
 		}
 		if err := e.Close(); err != nil {
@@ -421,12 +531,22 @@ func TestCrashMixedWorkload(t *testing.T) {
 	// Last pass: make every key and version usable and lift the rate
 	// limits, then every ciphertext ever acknowledged must decrypt and
 	// every token behave.
-	e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0),
-		kms.WithRateLimit(ratelimit.Limit{Unlimited: true}))
+	e, err := kms.New(ctx, newBackend(t, mxRoots[root]), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0),
+		kms.WithRateLimit(ratelimit.Limit{Unlimited: true}), kms.WithClock(&fakeClock{now: time.UnixMilli(clock).UTC()}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for tag, m := range model {
+		if m.State == kms.StateRevoked && m.DestroyAt <= clock {
+			delete(model, tag)
+			destroyed[tag] = true
+		}
+	}
+	mxCheckDestroyed(t, e, dir, destroyed, cycles)
 	for tag, m := range model {
 		if m.Limit != "" {
 			if err := e.ClearKeyRateLimit(ctx, tag); err != nil {
@@ -457,50 +577,110 @@ func TestCrashMixedWorkload(t *testing.T) {
 		model[tag] = m
 	}
 	for _, c := range cts {
+		if destroyed[c.tag] {
+			if _, err := e.Decrypt(ctx, c.tag, c.ct, c.ctx); !errors.Is(err, kms.ErrKeyNotFound) {
+				t.Fatalf("ciphertext of destroyed key %.8s: %v", c.tag, err)
+			}
+			continue
+		}
 		if !mxCheckCT(t, e, model[c.tag], c) {
 			t.Fatalf("ciphertext of key %s not checked in the last pass", c.tag)
 		}
 	}
 	for _, tk := range toks {
-		mxCheckToken(t, e, model[tk.tag], tk)
+		if !destroyed[tk.tag] {
+			mxCheckToken(t, e, model[tk.tag], tk, clock)
+		}
 	}
-	t.Logf("%d cycles in %v: %d keys, %d ciphertexts (%d decryptions checked), %d token sets, %d kills with a change in flight; acknowledged: %v",
-		cycles, time.Since(start).Round(time.Millisecond), len(model), len(cts), checked+len(cts), len(toks), inflightSeen, acked)
-	for _, op := range []string{"create", "rotate", "encrypt", "issue", "acladd", "genactivate"} {
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	scanStart := time.Now()
+	mxScanDestroyed(t, dir, made, destroyed, model)
+	t.Logf("%d cycles in %v (scan %v): %d keys, %d destroyed, %d ciphertexts (%d decryptions checked), %d token sets, %d kills with a change in flight (%d during a root rotation, %d of them after its switch); acknowledged: %v",
+		cycles, time.Since(start).Round(time.Millisecond), time.Since(scanStart).Round(time.Millisecond), len(model), len(destroyed), len(cts), checked+len(cts), len(toks), inflightSeen, rotationKills, rootsInFlight, acked)
+	for _, op := range []string{"create", "rotate", "encrypt", "issue", "acladd", "genactivate", "rootrotate", "advance", "maintain"} {
 		if acked[op] == 0 && cycles >= 100 {
 			t.Errorf("no %s was acknowledged in %d cycles: the workload does not exercise it", op, cycles)
 		}
 	}
 }
 
+// mxBackend is the memory backend of the child: it prints every handle
+// it makes (MADE) before returning it, so that the parent knows every
+// sealed handle of every key, under either root key.
+type mxBackend struct {
+	*memory.Backend
+	say func(mxOp)
+}
+
+func (b *mxBackend) made(ref backend.KeyRef, typ backend.KeyType, convergent bool, h []byte) {
+	b.say(mxOp{Phase: "MADE", Tag: ref.KeyTag, Version: ref.Version, Purpose: string(ref.Purpose), Type: string(typ), Convergent: convergent, Handle: h})
+}
+
+func (b *mxBackend) Generate(ctx context.Context, req *backend.GenerateRequest) (*backend.GenerateResponse, error) {
+	resp, err := b.Backend.Generate(ctx, req)
+	if err == nil {
+		b.made(req.Ref, req.Type, req.Convergent, resp.Handle)
+	}
+	return resp, err
+}
+
+func (b *mxBackend) ResealHandle(ctx context.Context, req *backend.LoadRequest) ([]byte, error) {
+	h, err := b.Backend.ResealHandle(ctx, req)
+	if err == nil {
+		b.made(req.Ref, req.Type, req.Convergent, h)
+	}
+	return h, err
+}
+
 // mxChild makes random changes until killed (or for 20 s).
-func mxChild(dir, seedArg string) {
+func mxChild(args []string) {
 	ctx := context.Background()
+	dir := args[0]
 	var seed uint64
-	fmt.Sscan(seedArg, &seed)
+	var root int
+	var clock int64
+	fmt.Sscan(args[1], &seed)
+	fmt.Sscan(args[2], &root)
+	fmt.Sscan(args[3], &clock)
 	rng := rand.New(rand.NewPCG(seed, 3))
-	be, err := memory.New(rootKey)
+	var mu sync.Mutex
+	out := json.NewEncoder(os.Stdout)
+	emit := func(op mxOp) {
+		mu.Lock()
+		out.Encode(op)
+		mu.Unlock()
+	}
+	say := func(op mxOp, phase string) {
+		op.Phase = phase
+		emit(op)
+	}
+	mb, err := memory.New(mxRoots[root])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	e, err := kms.New(ctx, be, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+	clk := &fakeClock{now: time.UnixMilli(clock).UTC()}
+	e, err := kms.New(ctx, &mxBackend{Backend: mb, say: emit}, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0), kms.WithClock(clk))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		os.Exit(2)
 	}
-	out := json.NewEncoder(os.Stdout)
-	say := func(op mxOp, phase string) {
-		op.Phase = phase
-		out.Encode(op)
-	}
+	w := &mxWorld{clk: clk, root: root}
 	// Generator changes make an RSA key pair (tens of milliseconds): one
 	// cycle in six starts with one, so that some are acknowledged before
 	// the kill, which comes soon after the first acknowledgement.
 	genFirst := rng.IntN(6) == 0
+	// One cycle in six starts with a root-key rotation, acknowledged
+	// before the kill timer starts.
+	rootFirst := !genFirst && rng.IntN(5) == 0
 	deadline := time.Now().Add(20 * time.Second)
 	for i := 0; time.Now().Before(deadline); i++ {
-		op, run := mxPick(ctx, e, rng, seed, i, genFirst && i == 0)
+		op, run := mxPick(ctx, e, rng, seed, i, genFirst && i == 0, w)
+		if rootFirst && i == 0 {
+			op, run = mxRootRotate(ctx, e, w)
+		}
 		say(op, "BEGIN")
 		if err := run(&op); err != nil {
 			op.Err = err.Error()
@@ -512,9 +692,15 @@ func mxChild(dir, seedArg string) {
 	e.Close()
 }
 
+// mxWorld is the child's clock and root key.
+type mxWorld struct {
+	clk  *fakeClock
+	root int
+}
+
 // mxPick chooses a change the current state allows and returns it with
 // the call that makes it; the call fills in the results.
-func mxPick(ctx context.Context, e *kms.Engine, rng *rand.Rand, seed uint64, i int, genFirst bool) (mxOp, func(*mxOp) error) {
+func mxPick(ctx context.Context, e *kms.Engine, rng *rand.Rand, seed uint64, i int, genFirst bool, w *mxWorld) (mxOp, func(*mxOp) error) {
 	page, err := e.ListKeys(ctx, kms.ListKeysRequest{PageSize: 200})
 	if err != nil {
 		return mxOp{Op: "list"}, func(*mxOp) error { return err }
@@ -529,16 +715,38 @@ func mxPick(ctx context.Context, e *kms.Engine, rng *rand.Rand, seed uint64, i i
 			return err
 		}
 	}
+	switch r := rng.IntN(100); {
+	case r < 4:
+		// Time passes: requested deletions fall due after three.
+		return mxOp{Op: "advance"}, func(op *mxOp) error {
+			w.clk.Advance(mxAdvance)
+			op.Clock = w.clk.Now().UnixMilli()
+			return nil
+		}
+	case r < 7:
+		return mxRootRotate(ctx, e, w)
+	}
 	k := page.Keys[rng.IntN(len(page.Keys))]
 	op := mxOp{Tag: k.Tag}
 	switch k.State {
 	case kms.StateRevoked:
+		if !k.DestroyAt.After(w.clk.Now()) {
+			// Due: cancelling is refused; destroy it.
+			return mxOp{Op: "maintain"}, func(*mxOp) error { return e.Maintain(ctx) }
+		}
+		if rng.IntN(3) != 0 {
+			return mxOp{Op: "advance"}, func(op *mxOp) error {
+				w.clk.Advance(mxAdvance)
+				op.Clock = w.clk.Now().UnixMilli()
+				return nil
+			}
+		}
 		op.Op = "cancel"
 		return op, func(op *mxOp) error { _, err := e.CancelKeyDeletion(ctx, op.Tag); return err }
 	case kms.StateDisabled:
 		if rng.IntN(4) == 0 {
 			op.Op = "delete"
-			return op, func(op *mxOp) error { _, err := e.RequestKeyDeletion(ctx, op.Tag); return err }
+			return op, mxDelete(ctx, e)
 		}
 		op.Op = "enable"
 		return op, func(op *mxOp) error { _, err := e.EnableKey(ctx, op.Tag); return err }
@@ -573,7 +781,7 @@ func mxPick(ctx context.Context, e *kms.Engine, rng *rand.Rand, seed uint64, i i
 		return op, func(op *mxOp) error { _, err := e.DisableKey(ctx, op.Tag); return err }
 	case r < 29:
 		op.Op = "delete"
-		return op, func(op *mxOp) error { _, err := e.RequestKeyDeletion(ctx, op.Tag); return err }
+		return op, mxDelete(ctx, e)
 	case r < 38:
 		entries := slices.Sorted(func(yield func(string) bool) {
 			for e := range mxACLPool {
@@ -646,5 +854,140 @@ func mxPick(ctx context.Context, e *kms.Engine, rng *rand.Rand, seed uint64, i i
 			op.CT = ct
 			return err
 		}
+	}
+}
+
+// mxDelete requests a key's deletion and reports when it is due.
+func mxDelete(ctx context.Context, e *kms.Engine) func(op *mxOp) error {
+	return func(op *mxOp) error {
+		k, err := e.RequestKeyDeletion(ctx, op.Tag)
+		if err == nil {
+			op.DestroyAt = k.DestroyAt.UnixMilli()
+		}
+		return err
+	}
+}
+
+// mxCheckDestroyed checks that no destroyed key is found and that its
+// shred keys (the only keys to its stored handles) are gone.
+func mxCheckDestroyed(t *testing.T, e *kms.Engine, dir string, destroyed map[string]bool, cycle int) {
+	t.Helper()
+	for tag := range destroyed {
+		if _, err := e.GetKey(context.Background(), tag); !errors.Is(err, kms.ErrKeyNotFound) {
+			t.Fatalf("cycle %d: destroyed key %.8s: %v", cycle, tag, err)
+		}
+		for _, name := range []string{tag, tag + shred.NextSuffix} {
+			if _, err := os.Stat(filepath.Join(dir, shred.DirName, name)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("cycle %d: destroyed key %.8s still has its shred key file %s (%v)", cycle, tag, name, err)
+			}
+		}
+	}
+}
+
+// mxScanDestroyed scans every file of dir for anything that could be a
+// stored handle (shCandidates, and the parts of rotation's dual handles)
+// and tries each as the material of every handle the backend made for
+// the destroyed keys: under both root keys, and, for a wrapped one, first
+// unwrapped under every shred key left (next keys included). Nothing may
+// open. The same scan for the live keys must open something, or it would
+// be blind.
+func mxScanDestroyed(t *testing.T, dir string, made map[string][]shMade, destroyed map[string]bool, live map[string]mxKey) {
+	t.Helper()
+	files := shFiles(t, dir)
+	ks, err := shred.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	tags, _ := ks.Tags()
+	nexts, _ := ks.NextTags()
+	keys := map[string][]*shred.Key{}
+	for _, tag := range tags {
+		if k, ok, err := ks.Get(tag); err == nil && ok {
+			keys[tag] = append(keys[tag], k)
+		}
+	}
+	for _, tag := range nexts {
+		if k, ok, err := ks.GetNext(tag); err == nil && ok {
+			keys[tag] = append(keys[tag], k)
+		}
+	}
+	var bes []*memory.Backend
+	for _, r := range mxRoots {
+		bes = append(bes, newBackend(t, r))
+	}
+	scan := func(which func(tag string) bool) int {
+		var ms []shMade
+		for tag, m := range made {
+			if which(tag) {
+				ms = append(ms, m...)
+			}
+		}
+		byLen := map[int][]shMade{}
+		for _, m := range ms {
+			byLen[len(m.handle)] = append(byLen[len(m.handle)], m)
+		}
+		opened := 0
+		load := func(m shMade, h []byte) {
+			for _, be := range bes {
+				if _, err := be.Load(context.Background(), &backend.LoadRequest{Ref: m.ref, Type: m.typ, Convergent: m.convergent, Handle: h}); err == nil {
+					opened++
+				}
+			}
+		}
+		seen := map[string]bool{}
+		for _, data := range files {
+			cands := shCandidates(data, ms)
+			cands = append(cands, rkDualParts(cands)...)
+			for _, c := range cands {
+				// Badger keeps a value in several files (logs, tables):
+				// each distinct candidate is tried once.
+				if seen[string(c)] {
+					continue
+				}
+				seen[string(c)] = true
+				if !shred.IsWrapped(c) {
+					for _, m := range byLen[len(c)] {
+						load(m, c)
+					}
+					continue
+				}
+				for _, m := range ms {
+					for _, k := range keys[m.ref.KeyTag] {
+						if h, err := k.Unwrap(c, string(m.ref.Purpose), m.ref.Version); err == nil {
+							load(m, h)
+						}
+					}
+				}
+			}
+		}
+		return opened
+	}
+	if n := scan(func(tag string) bool { return destroyed[tag] }); n > 0 {
+		t.Fatalf("%d sealed handles of destroyed keys open", n)
+	}
+	// One live key is enough to show the scan finds what is there.
+	var one string
+	for tag := range live {
+		if len(made[tag]) > 0 && (one == "" || tag < one) {
+			one = tag
+		}
+	}
+	if one != "" {
+		if n := scan(func(tag string) bool { return tag == one }); n == 0 {
+			t.Fatal("the scan opens no live key's handle: it would not see a destroyed one")
+		}
+	}
+}
+
+// mxRootRotate rotates the store to the other root key of mxRoots.
+func mxRootRotate(ctx context.Context, e *kms.Engine, w *mxWorld) (mxOp, func(*mxOp) error) {
+	return mxOp{Op: "rootrotate"}, func(op *mxOp) error {
+		next := 1 - w.root
+		if err := e.RotateRootKey(ctx, mxRoots[next]); err != nil {
+			return err
+		}
+		w.root, op.Root = next, next
+		return nil
 	}
 }

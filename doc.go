@@ -157,6 +157,14 @@
 // [ErrBackendMismatch] before touching the directory, even when the store
 // holds no key to try.
 //
+// The memory backend's root key can be changed online with
+// [Engine.RotateRootKey] (or `pocketkms rotate-root` for a server's data
+// directory): every handle is re-sealed under the new root key and a new
+// shred key per key, the old shred keys are shredded, and a marker file
+// (pocketkms.rotation) lets a crash at any point leave a directory that
+// opens with exactly one of the two keys, which rolls the rotation back
+// (old key) or finishes it (new key).
+//
 // Destroyed means unrecoverable from the directory. Badger keeps old
 // values in its tables and logs long after their records are deleted,
 // and a sealed handle opens under the root key wherever it is found. So
@@ -219,6 +227,41 @@
 // which Restore compares before it loads any handle: another root key is
 // [ErrBackendMismatch] even for a backup without keys.
 //
+// # Auditing, usage and metrics
+//
+// [WithAudit] sends an [AuditEvent] for every operation on a key, on both
+// planes: cipher calls, management changes, token issuance and renewal,
+// the Engine's own maintenance ([PlaneSystem]), and every refusal with
+// its reason (bad or expired token, address not allowed, permission, rate
+// limit, state, encryption budget). An event names the time, key,
+// version, operation, plane, caller (the token's subject and address, or
+// the identity the embedder put in the context with [WithCaller]),
+// result and error code; never key material, plaintext, ciphertext,
+// signatures or tokens. Reads (GetKey, ListKeys, ...) and calls refused
+// by a closed Engine or an ended context before they start are not
+// audited. Events go through a bounded queue: a slow or failing sink
+// loses events, counted in [Engine.AuditStats], and never slows a call;
+// [AuditOptions].FailClosed delivers them within the call instead, which
+// fails with [ErrAuditFailed] when the sink does. [SlogAuditSink] logs
+// them with log/slog.
+//
+// Every management change also writes a history entry in the same store
+// commit as the change ([Engine.ListKeyHistory], newest first, paged; the
+// newest [KeyHistoryRetention] per key; deleted after the key's
+// destruction). [Engine.KeyUsage] counts encryptions, decryptions,
+// signatures, verifications and refusals per key version with atomics,
+// and writes them to the store at every Maintain and at Close (a crash
+// loses at most one maintenance interval of counts). AES-GCM with random
+// nonces allows [EncryptionBudget] (2^32) encryptions per version: the
+// Engine warns at [WithEncryptionBudgetWarning]'s threshold, rotates keys
+// that have auto-rotation on at the next Maintain, and refuses encryption
+// under an exhausted version with [ErrEncryptionBudget].
+//
+// [WithObserver] reports calls, token-cache lookups and store commits to
+// an [Observer]; package kmsmetrics implements it with OpenTelemetry
+// metrics. Without a sink or an observer, a successful call pays one
+// branch for them, plus the usage counters' few atomic operations.
+//
 // # Limitations
 //
 // ListKeys sorts every key on each call (fine for tens of thousands of
@@ -241,4 +284,13 @@
 // the revision is compacted (and the space defragmented), so compact
 // after destruction; backends that hold their material themselves (an
 // HSM) destroy it for good either way.
+//
+// Auditing: a token-plane refusal made before the token is known good
+// names no caller subject (only the address), and decryptions and
+// verifications name no version (the ciphertext does; KeyUsage counts
+// them per version). With several Engines on one store, usage counts and
+// the encryption budget are per process (the last Engine to write its
+// counters wins). History and usage records use the store prefixes h/
+// and u/: an older pocketkms opening a store/etcd prefix written by this
+// one refuses them as records outside its schema.
 package kms

@@ -89,6 +89,19 @@ var (
 	// refused with it until the feed is back; trusted calls keep serving
 	// (503 ServiceUnavailable). See WithStaleLimit.
 	ErrStale = errors.New("engine state may be stale: the shared store's change feed is lost")
+	// ErrUnsupported: the backend or the store cannot do this at all
+	// (RotateRootKey on a PKCS #11 backend, or without a directory) (501
+	// NotImplemented).
+	ErrUnsupported = errors.New("not supported by this backend or store")
+	// ErrEncryptionBudget: the key version has made as many AES-GCM
+	// encryptions as random 96-bit nonces safely allow (2^32, NIST SP
+	// 800-38D); it still decrypts, but encrypts no more: rotate the key
+	// (409 LimitExceeded). See Engine.KeyUsage.
+	ErrEncryptionBudget = errors.New("key version's encryption budget is exhausted; rotate the key")
+	// ErrAuditFailed: with fail-closed auditing (AuditOptions.FailClosed),
+	// the audit sink did not accept the call's event, so the call's result
+	// was withheld (503 ServiceUnavailable).
+	ErrAuditFailed = errors.New("audit event could not be recorded")
 )
 
 // StatusClientClosedRequest is the status ErrCanceled carries: nginx's
@@ -137,6 +150,9 @@ var classes = map[error]errClass{
 	ErrInternal:            {"InternalServerError", http.StatusInternalServerError},
 	ErrBackupInvalid:       {"InvalidParameter", http.StatusBadRequest},
 	ErrStale:               {"ServiceUnavailable", http.StatusServiceUnavailable},
+	ErrUnsupported:         {"NotImplemented", http.StatusNotImplemented},
+	ErrEncryptionBudget:    {"LimitExceeded", http.StatusConflict},
+	ErrAuditFailed:         {"ServiceUnavailable", http.StatusServiceUnavailable},
 }
 
 // Error is the error type of every Engine method. Code and Status are what

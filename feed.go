@@ -99,8 +99,8 @@ func (e *Engine) applyCommit(ctx context.Context, c store.Commit) {
 		return d
 	}
 	for _, r := range c.Puts {
-		if _, isName := r.(*store.NameRecord); isName {
-			continue // names are the store's to enforce
+		if _, isName := r.(*store.NameRecord); isName || store.IsAuxiliary(r) {
+			continue // names are the store's to enforce; history and usage build no snapshot
 		}
 		d := get(r.KeyTag())
 		d.puts = append(d.puts, r)

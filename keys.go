@@ -144,6 +144,20 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 		return nil, err
 	}
 	defer e.leave()
+	start := e.startTime()
+	k, err := e.createKey(ctx, op, req)
+	if e.watching() {
+		var tag string
+		var version uint32
+		if k != nil {
+			tag, version = k.Tag, 1
+		}
+		return endTrusted(e, ctx, op, tag, nil, version, start, k, err)
+	}
+	return k, err
+}
+
+func (e *Engine) createKey(ctx context.Context, op string, req CreateKeyRequest) (*Key, error) {
 	switch {
 	case !req.Type.Valid():
 		return nil, newErr(op, "", ErrInvalidArgument, "key type must be AES256, RSA2048 or ECDSA")
@@ -198,8 +212,9 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 		period := cmp.Or(req.RotationPeriodDays, DefaultRotationPeriodDays)
 		s.rotation = rotation{set: true, enabled: true, periodDays: period, nextAt: now.Add(days(period))}
 	}
-	c := (&store.Change{}).
-		Put(s.keyRecord(), v.record(tag), &store.NameRecord{Name: lower(req.Name), Tag: tag}).
+	c := &store.Change{}
+	addHistory(ctx, c, op, nil, s, now)
+	c.Put(s.keyRecord(), v.record(tag), &store.NameRecord{Name: lower(req.Name), Tag: tag}).
 		Expecting(store.NameKey(req.Name), 0).
 		Expecting(store.KeyKey(tag), 0)
 	rev, err := e.st.Apply(ctx, c)

@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,12 +94,25 @@ type Engine struct {
 	// shred holds the keys' shred keys (see shredkeys.go); nil unless the
 	// store is Badger in a directory.
 	shred *shred.Keys
+	// bst is the Badger store in a directory (nil otherwise), rootID the
+	// id of the backend's root key that picks a part of a handle sealed
+	// during a root-key rotation, and rotMu serialises rotations (see
+	// rootkey.go). rootID changes only under guard's write lock.
+	bst    *badgerstore.Store
+	rootID []byte
+	rotMu  sync.Mutex
 
 	// guard: every call holds the read lock for its whole duration and
 	// checks closed; Close takes the write lock, so it waits for the calls
 	// in flight, and every later call sees closed.
 	guard  sync.RWMutex
 	closed bool
+
+	// Observability (audit.go, observe.go, usage.go): aud and obs are nil
+	// unless WithAudit / WithObserver; usage counts every key version's use.
+	aud   *auditor
+	obs   Observer
+	usage usageTable
 
 	stopWork  context.CancelFunc // cancels the context of background work
 	bg        sync.WaitGroup     // background work: maintenance, the change feed
@@ -133,8 +147,8 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	}
 	st, owned := cfg.store, false
 	var bst *badgerstore.Store
+	var check []byte
 	if st == nil {
-		var check []byte
 		if cv, ok := be.(backend.CheckValuer); ok && !cfg.inMemory {
 			if check, err = cv.CheckValue(ctx); err != nil {
 				return nil, backendErr("new", "", err)
@@ -153,11 +167,13 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	e := &Engine{
 		be: be, st: st, clock: cfg.clock, random: cfg.random, log: cfg.logger,
 		limit: cfg.limit, limiter: limiter, tokens: cache, pssSalt: pssSaltLength,
-		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs, staleLimit: cfg.stale,
+		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs, staleLimit: cfg.stale, obs: cfg.observer,
 	}
 	if m, ok := st.(store.Membership); ok {
 		e.members = m
 	}
+	e.usage.budget, e.usage.warn = cmp.Or(cfg.budget, EncryptionBudget), cmp.Or(cfg.budgetWarn, DefaultEncryptionBudgetWarning)
+	e.usage.warn = min(e.usage.warn, e.usage.budget)
 	if cfg.anySalt {
 		e.pssSalt = pubkey.AnySaltLength
 	}
@@ -168,6 +184,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		if e.shred, err = shred.Open(cfg.dir); err != nil {
 			err = wrapErr("new", "", ErrInternal, err)
 		}
+		e.bst, e.rootID = bst, rootIDOf(check)
 	}
 	if err == nil {
 		rev, err = e.load(ctx)
@@ -181,6 +198,10 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	}
 	if err == nil {
 		e.pruneShred(ctx)
+		e.recoverRotation(ctx)
+		if uerr := e.loadUsage(ctx); uerr != nil {
+			err = wrapErr("new", "", ErrInternal, uerr)
+		}
 	}
 	if err != nil {
 		if e.shred != nil {
@@ -194,6 +215,12 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 			}
 		}
 		return nil, err
+	}
+	if e.obs != nil {
+		e.st = observedStore{Store: st, obs: e.obs}
+	}
+	if cfg.audit != nil {
+		e.aud = newAuditor(cfg.audit, cfg.auditOpts)
 	}
 	work, stop := context.WithCancel(context.Background())
 	e.stopWork = stop
@@ -315,6 +342,15 @@ func (e *Engine) Close() error {
 		e.guard.Lock()
 		e.closed = true
 		e.guard.Unlock()
+		// No call is in flight and none can start: write the usage
+		// counters, then deliver the audit events still queued.
+		if ferr := e.flushUsage(context.Background()); ferr != nil {
+			// The counts since the last flush are lost, as in a crash.
+			e.log.LogAttrs(context.Background(), slog.LevelWarn, "kms: could not write usage counters at close", slog.String("error", ferr.Error()))
+		}
+		if e.aud != nil {
+			e.aud.close()
+		}
 		if err := errors.Join(e.st.Close(), e.be.Close()); err != nil {
 			e.closeErr = wrapErr("close", "", ErrInternal, err)
 		}
@@ -360,14 +396,31 @@ func keyCall[R any](e *Engine, ctx context.Context, op, keyTag string, enabledOn
 		return zero, err
 	}
 	defer e.leave()
+	if !enabledOnly {
+		// Reads are not audited or counted.
+		_, s, err := e.lookup(op, keyTag)
+		if err != nil {
+			return zero, err
+		}
+		return fn(op, s)
+	}
+	start := e.startTime()
 	_, s, err := e.lookup(op, keyTag)
-	if err != nil {
-		return zero, err
+	var r R
+	switch {
+	case err != nil:
+	case !s.enabled():
+		err = newErr(op, s.tag, ErrKeyNotEnabled, "")
+	default:
+		r, err = fn(op, s)
 	}
-	if enabledOnly && !s.enabled() {
-		return zero, newErr(op, s.tag, ErrKeyNotEnabled, "")
+	if err != nil || e.watching() {
+		// The epilogue (observe.go): refusals counted, the call audited
+		// and measured. Without a sink or an observer a successful call
+		// pays only the test above.
+		return endTrusted(e, ctx, op, keyTag, s, auditVersion(op, s), start, r, err)
 	}
-	return fn(op, s)
+	return r, nil
 }
 
 // readKey runs a trusted-plane read of a key in any state.

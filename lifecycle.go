@@ -52,7 +52,12 @@ func mutate[R any](e *Engine, ctx context.Context, op, keyTag string, fn func(s 
 		return zero, err
 	}
 	defer e.leave()
-	return update(e, ctx, op, keyTag, fn)
+	start := e.startTime()
+	r, err := update(e, ctx, op, keyTag, fn)
+	if e.watching() {
+		return endTrusted(e, ctx, op, keyTag, nil, resultVersion(r), start, r, err)
+	}
+	return r, err
 }
 
 // update changes one key under its lock (the caller has entered): fn
@@ -140,6 +145,7 @@ func updateLocked[R any](e *Engine, ctx context.Context, op string, ent *keyEntr
 // lost.
 func (e *Engine) commit(ctx context.Context, op string, ent *keyEntry, s *keySnap, ed *edit) error {
 	c := &ed.change
+	addHistory(ctx, c, op, s, ed.next, e.now())
 	c.Put(ed.next.keyRecord()).Expecting(store.KeyKey(s.tag), s.rev)
 	rev, err := e.st.Apply(ctx, c)
 	if err != nil {
@@ -444,6 +450,14 @@ func (e *Engine) Maintain(ctx context.Context) error {
 			}
 		}
 	}
+	// Rotations asked for by encryption budget warnings, then the usage
+	// counters (usage.go).
+	if err := e.budgetRotations(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := e.flushUsage(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -451,12 +465,21 @@ func (e *Engine) maintainKey(ctx context.Context, ent *keyEntry, now time.Time) 
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
 	s := ent.snap.Load()
+	ctx = withPlane(ctx, PlaneSystem, systemCaller, noAddr)
+	start := e.startTime()
 	switch {
 	case s.destructionDue(now):
-		return e.destroyLocked(ctx, ent, s)
+		err := e.destroyLocked(ctx, ent, s)
+		if e.watching() {
+			_, err = endTrusted(e, ctx, "destroy key", s.tag, nil, 0, start, struct{}{}, err)
+		}
+		return err
 	case s.rotationDue(now):
 		const op = "auto-rotate key"
-		_, err := updateLocked(e, ctx, op, ent, e.rotation(ctx, op))
+		r, err := updateLocked(e, ctx, op, ent, e.rotation(ctx, op))
+		if e.watching() {
+			_, err = endTrusted(e, ctx, op, s.tag, nil, resultVersion(r), start, r, err)
+		}
 		if !errors.Is(err, ErrVersionLimit) {
 			return err
 		}
@@ -517,12 +540,13 @@ func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) e
 			return wrapErr(op, tag, ErrInternal, fmt.Errorf("could not delete the key's shred key; the key stays pending deletion and the next maintenance run retries: %w", err))
 		}
 	}
-	c.Delete(store.NameKey(s.name), store.GeneratorKey(tag), store.ACLKey(tag), store.KeyKey(tag)).
+	c.Delete(store.NameKey(s.name), store.GeneratorKey(tag), store.ACLKey(tag), store.KeyKey(tag), store.UsageKey(tag)).
 		Expecting(store.KeyKey(tag), s.rev)
 	if _, err := e.st.Apply(ctx, c); err != nil {
 		return e.storeErr(op, tag, err)
 	}
 	e.forget(ent, s)
+	e.dropHistory(ctx, s)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key destroyed", slog.String("keyTag", tag))
 	return nil
 }
@@ -532,6 +556,7 @@ func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) e
 // ent.mu sees the tombstone.
 func (e *Engine) forget(ent *keyEntry, s *keySnap) {
 	e.keys.Delete(s.tag)
+	e.usage.keys.Delete(s.tag)
 	ts := s.clone()
 	ts.state = stateDestroyed
 	ent.snap.Store(ts)

@@ -39,6 +39,15 @@ type config struct {
 	orphans  time.Duration
 	minFree  int64
 	stale    time.Duration
+
+	// Observability (audit.go, observe.go, usage.go); budget and
+	// budgetWarn are 0 for their defaults (EncryptionBudget, which tests
+	// lower, and DefaultEncryptionBudgetWarning).
+	audit      AuditSink
+	auditOpts  AuditOptions
+	observer   Observer
+	budget     uint64
+	budgetWarn uint64
 }
 
 func defaultConfig() config {
@@ -103,7 +112,8 @@ func WithMaintenanceInterval(d time.Duration) Option {
 // (created if missing), the embedded default store. Without it (or
 // WithStore) the Engine keeps its state in memory and loses it on Close.
 // Beside Badger's files the directory holds the Engine's own records
-// (pocketkms.check, pocketkms.integrity) and the keys' shred keys
+// (pocketkms.check, pocketkms.integrity, pocketkms.rotation during a
+// root-key rotation) and the keys' shred keys
 // (pocketkms.shred; see the package documentation's Security section):
 // back up, copy or move the directory whole.
 func WithDirectory(dir string) Option {

@@ -72,6 +72,12 @@ func (c TokenClient) Authorize(ctx context.Context, keyTag string, kind token.Ki
 		return err
 	}
 	defer c.e.leave()
+	start := c.e.startTime()
 	_, _, err := c.auth(op, keyTag, kind, perm, 0)
+	if err != nil {
+		// A refusal here is the only answer the caller gets (a front end
+		// stops), so it is audited; a pass is not, as the call follows.
+		_, err = endToken(c, ctx, op, keyTag, nil, nil, start, struct{}{}, err)
+	}
 	return err
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/internal/shred"
+	badgerstore "github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/store"
 )
 
@@ -27,7 +28,7 @@ var errShredGone = errors.New("the key's shred key is gone: its material cannot 
 // plainHandle is the handle of a stored one when it is the backend's own
 // (not sealed under a shred key), else nil.
 func plainHandle(stored []byte) []byte {
-	if shred.IsWrapped(stored) {
+	if shred.IsWrapped(stored) || isDual(stored) {
 		return nil
 	}
 	return stored
@@ -47,18 +48,39 @@ func (s *keySnap) seal(h []byte, purpose backend.Purpose, n uint32) ([]byte, err
 }
 
 // open returns the backend handle of material whose snapshot holds plain
-// (nil when not opened) and stored.
+// (nil when not opened) and stored: of a handle sealed during a root-key
+// rotation, the part for the snapshot's root key (rootkey.go).
 func (s *keySnap) open(plain, stored []byte, purpose backend.Purpose, n uint32) ([]byte, error) {
 	if plain != nil {
 		return plain, nil
 	}
-	if !shred.IsWrapped(stored) {
-		return stored, nil
+	part, err := pickPart(stored, s.root)
+	if err != nil {
+		return nil, err
 	}
-	if s.kek == nil {
-		return nil, errShredGone
+	if !shred.IsWrapped(part) {
+		return part, nil
 	}
-	return s.kek.Unwrap(stored, string(purpose), n)
+	return unwrapPart(s.kek, s.kekNext, part, string(purpose), n)
+}
+
+// unwrapPart opens a wrapped handle with the key's shred key or, during or
+// just after a root-key rotation, its next one.
+func unwrapPart(kek, next *shred.Key, part []byte, purpose string, n uint32) ([]byte, error) {
+	err := errShredGone
+	for _, k := range []*shred.Key{kek, next} {
+		if k == nil {
+			continue
+		}
+		h, uerr := k.Unwrap(part, purpose, n)
+		if uerr == nil {
+			return h, nil
+		}
+		if err == errShredGone || !errors.Is(uerr, shred.ErrUnwrap) {
+			err = uerr
+		}
+	}
+	return nil, err
 }
 
 // openHandles opens the sealed handles of a key read from the store with
@@ -67,6 +89,7 @@ func (s *keySnap) open(plain, stored []byte, purpose backend.Purpose, n uint32) 
 // shred key and the records), and it only needs destroying, which opens
 // what it still can (see destroyLocked).
 func (e *Engine) openHandles(s *keySnap, now time.Time) error {
+	s.root = e.rootID
 	if !s.wrapped {
 		return nil
 	}
@@ -74,29 +97,46 @@ func (e *Engine) openHandles(s *keySnap, now time.Time) error {
 		return errors.New("its handles are sealed under a shred key, which only a Badger directory (WithDirectory) keeps")
 	}
 	k, ok, err := e.shred.Get(s.tag)
+	kn, okn, nerr := e.shred.GetNext(s.tag)
+	if okn && nerr == nil && e.bst != nil && e.bst.Rotation() == badgerstore.RotationSwitched {
+		// The store is under the new root key: the next shred key is
+		// the one new handles are sealed under (see rootkey.go).
+		k, ok, err = kn, true, nil
+		okn = false
+	}
 	if s.destructionDue(now) {
 		if err == nil && ok {
 			s.kek = k
+		}
+		if nerr == nil && okn {
+			s.kekNext = kn
 		}
 		return nil
 	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("its shred key %s/%s: %w", shred.DirName, s.tag, err)
-	case !ok:
+	case nerr != nil:
+		return fmt.Errorf("its next shred key %s/%s%s: %w", shred.DirName, s.tag, shred.NextSuffix, nerr)
+	case !ok && !okn:
 		return fmt.Errorf("its shred key %s/%s is missing: the key's material cannot be opened", shred.DirName, s.tag)
 	}
-	s.kek = k
+	if ok {
+		s.kek = k
+	}
+	if okn {
+		s.kekNext = kn
+	}
 	for _, v := range s.versions {
-		if v.handle != nil || !shred.IsWrapped(v.stored) {
+		if v.handle != nil {
 			continue
 		}
-		if v.handle, err = k.Unwrap(v.stored, string(backend.PurposeCipher), v.num); err != nil {
+		if v.handle, err = s.open(nil, v.stored, backend.PurposeCipher, v.num); err != nil {
 			return fmt.Errorf("version %d: %w", v.num, err)
 		}
 	}
-	if g := s.gen; g != nil && g.handle == nil && shred.IsWrapped(g.stored) {
-		if g.handle, err = k.Unwrap(g.stored, string(backend.PurposeTokenSigning), g.generation); err != nil {
+	if g := s.gen; g != nil && g.handle == nil && len(g.stored) > 0 {
+		if g.handle, err = s.open(nil, g.stored, backend.PurposeTokenSigning, g.generation); err != nil {
 			return fmt.Errorf("token-signing key: %w", err)
 		}
 	}
@@ -151,7 +191,7 @@ func (e *Engine) pruneShred(ctx context.Context) {
 // next Maintain retries.
 func (e *Engine) destroyHandles(ctx context.Context, s *keySnap) (versions [][]byte, gen []byte, err error) {
 	kek := s.kek
-	sealed := func(plain, stored []byte) bool { return plain == nil && shred.IsWrapped(stored) }
+	sealed := func(plain, stored []byte) bool { return plain == nil && (shred.IsWrapped(stored) || isDual(stored)) }
 	need := s.gen.isActive() && sealed(s.gen.handle, s.gen.stored)
 	for _, v := range s.versions {
 		need = need || sealed(v.handle, v.stored)
@@ -171,17 +211,25 @@ func (e *Engine) destroyHandles(ctx context.Context, s *keySnap) (versions [][]b
 			kek = k
 		}
 	}
+	kn := s.kekNext
+	if need && kn == nil && e.shred != nil {
+		kn, _, _ = e.shred.GetNext(s.tag)
+	}
 	openOne := func(plain, stored []byte, purpose backend.Purpose, n uint32) []byte {
 		if plain != nil {
 			return plain
 		}
-		if !shred.IsWrapped(stored) {
-			return stored
-		}
-		if kek == nil {
+		part, err := pickPart(stored, s.root)
+		if err != nil {
 			return nil
 		}
-		h, err := kek.Unwrap(stored, string(purpose), n)
+		if !shred.IsWrapped(part) {
+			return part
+		}
+		if kek == nil && kn == nil {
+			return nil
+		}
+		h, err := unwrapPart(kek, kn, part, string(purpose), n)
 		if errors.Is(err, shred.ErrDeleted) {
 			// An earlier attempt deleted the shred key, then failed to
 			// delete the records.

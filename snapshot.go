@@ -54,6 +54,8 @@ type keySnap struct {
 	limit *ratelimit.Limit
 	// minDecrypt is the lowest version that decrypts (0: every version).
 	minDecrypt uint32
+	// histSeq is the Seq of the key's newest history record (history.go).
+	histSeq uint64
 
 	versions []*versionSnap // versions[i].num == i+1
 	gen      *genSnap       // token generator; nil until first activated
@@ -66,6 +68,12 @@ type keySnap struct {
 	// key has none or its file is gone (a key loaded due for destruction).
 	wrapped bool
 	kek     *shred.Key
+	// kekNext is the key's next shred key while a root-key rotation
+	// seals its handles under the new root key too, and root the id of
+	// the root key whose part of such a handle this snapshot opens (see
+	// rootkey.go).
+	kekNext *shred.Key
+	root    []byte
 }
 
 // rotation is a key's auto-rotation setting.
@@ -122,6 +130,9 @@ type versionSnap struct {
 	pub       crypto.PublicKey // publicDER parsed; nil for AES256
 	ad        []byte           // associated-data prefix: binds key tag and version
 	lk        *lazyKey
+	// next is the backend handle under the new root key while a
+	// root-key rotation is under way (rootkey.go), else nil.
+	next []byte
 }
 
 // genSnap is the immutable view of a key's token generator.
@@ -141,6 +152,7 @@ type genSnap struct {
 	// replaced). Shared between snapshots; never modified.
 	revoked map[string]time.Time
 	lk      *lazyKey // the signing key, loaded on first issuance
+	next    []byte   // as in versionSnap
 }
 
 func (g *genSnap) isActive() bool { return g != nil && g.active }
@@ -210,7 +222,7 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		rev: kd.Rev, tag: r.Tag, name: r.Name, typ: KeyType(r.Type), memo: r.Memo,
 		convergent: r.Convergent, state: KeyState(r.State), seq: r.Seq,
 		createdAt: msTime(r.CreatedAt), stateChangedAt: msTime(r.StateChangedAt),
-		destroyAt: msTime(r.DestroyAt), minDecrypt: r.MinDecryptVersion,
+		destroyAt: msTime(r.DestroyAt), minDecrypt: r.MinDecryptVersion, histSeq: r.HistorySeq,
 	}
 	switch {
 	case !s.typ.Valid():
@@ -256,10 +268,10 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 			return nil, err
 		}
 		s.gen = g
-		s.wrapped = s.wrapped || shred.IsWrapped(g.stored)
+		s.wrapped = s.wrapped || shred.IsWrapped(g.stored) || isDual(g.stored)
 	}
 	for _, v := range s.versions {
-		s.wrapped = s.wrapped || shred.IsWrapped(v.stored)
+		s.wrapped = s.wrapped || shred.IsWrapped(v.stored) || isDual(v.stored)
 	}
 	s.aclM = acl.List{}.Compile()
 	if a := kd.ACL; a != nil {
@@ -334,7 +346,7 @@ func (s *keySnap) keyRecord() *store.KeyRecord {
 		Tag: s.tag, Name: s.name, Type: string(s.typ), Memo: s.memo, Convergent: s.convergent,
 		State: string(s.state), Seq: s.seq, CreatedAt: timeMs(s.createdAt), StateChangedAt: timeMs(s.stateChangedAt),
 		CurrentVersion: uint32(len(s.versions)), DestroyAt: timeMs(s.destroyAt),
-		MinDecryptVersion: s.minDecrypt,
+		MinDecryptVersion: s.minDecrypt, HistorySeq: s.histSeq,
 	}
 	if s.rotation.set {
 		r.Rotation = &store.RotationRecord{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextAt: timeMs(s.rotation.nextAt)}

@@ -43,6 +43,7 @@ func runTokenEncrypt(b *testing.B, c kms.TokenClient, tag string) {
 	b.SetBytes(1024)
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := c.Encrypt(ctx, tag, pt, nil); err != nil {
 			b.Fatal(err)
@@ -62,35 +63,48 @@ func BenchmarkTokenEncrypt(b *testing.B) {
 	})
 	b.Run("1KiB-ACL1000", func(b *testing.B) {
 		e, tag, set := benchTokenKey(b, unlimited)
-		ctx := context.Background()
-		if _, err := e.SetKeyACLEnabled(ctx, tag, true); err != nil {
-			b.Fatal(err)
-		}
-		var entries []string
-		for i := 0; len(entries) < 1000; i++ {
-			switch i % 3 {
-			case 0:
-				entries = append(entries, fmt.Sprintf("172.%d.%d.0/24", 16+i%16, i%250))
-			case 1:
-				entries = append(entries, fmt.Sprintf("10.%d.*.%d", i%250, i%200))
-			default:
-				entries = append(entries, fmt.Sprintf("192.168.%d.%d", i%250, 1+i%250))
-			}
-			if len(entries)%100 == 0 {
-				if _, err := e.AddAllowedIPs(ctx, tag, entries[len(entries)-100:]); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		if _, err := e.AddAllowedIPs(ctx, tag, []string{"10.1.2.3"}); err != nil {
-			b.Fatal(err)
-		}
+		benchACL1000(b, e, tag)
 		runTokenEncrypt(b, e.WithToken(set.Access, callerIP), tag)
 	})
 	b.Run("1KiB-Limiter", func(b *testing.B) {
 		e, tag, set := benchTokenKey(b, kms.WithRateLimit(ratelimit.Limit{Rate: 1e9, Burst: 1 << 30}))
 		runTokenEncrypt(b, e.WithToken(set.Access, callerIP), tag)
 	})
+	// Issue 19's row: the allow-list and the limiter both on.
+	b.Run("1KiB-ACL1000-Limiter", func(b *testing.B) {
+		e, tag, set := benchTokenKey(b, kms.WithRateLimit(ratelimit.Limit{Rate: 1e9, Burst: 1 << 30}))
+		benchACL1000(b, e, tag)
+		runTokenEncrypt(b, e.WithToken(set.Access, callerIP), tag)
+	})
+}
+
+// benchACL1000 enables an allow-list of 1,000 mixed entries on the key
+// (/24 ranges, wildcards, single addresses) that admits callerIP.
+func benchACL1000(b *testing.B, e *kms.Engine, tag string) {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := e.SetKeyACLEnabled(ctx, tag, true); err != nil {
+		b.Fatal(err)
+	}
+	var entries []string
+	for i := 0; len(entries) < 1000; i++ {
+		switch i % 3 {
+		case 0:
+			entries = append(entries, fmt.Sprintf("172.%d.%d.0/24", 16+i%16, i%250))
+		case 1:
+			entries = append(entries, fmt.Sprintf("10.%d.*.%d", i%250, i%200))
+		default:
+			entries = append(entries, fmt.Sprintf("192.168.%d.%d", i%250, 1+i%250))
+		}
+		if len(entries)%100 == 0 {
+			if _, err := e.AddAllowedIPs(ctx, tag, entries[len(entries)-100:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := e.AddAllowedIPs(ctx, tag, []string{"10.1.2.3"}); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkTokenEncryptParallel runs the cached-token path from every core.
@@ -129,6 +143,7 @@ func BenchmarkTokenEncryptColdToken(b *testing.B) {
 	b.SetBytes(1024)
 	b.ReportAllocs()
 	i := 0
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := clients[i%len(clients)].Encrypt(ctx, tag, pt, nil); err != nil {
 			b.Fatal(err)
@@ -155,6 +170,7 @@ func BenchmarkRawRS256VerifyAESGCM(b *testing.B) {
 	pt := make([]byte, 1024)
 	b.SetBytes(1024)
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		d := sha256.Sum256(input)
 		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
@@ -172,6 +188,7 @@ func BenchmarkIssueTokens(b *testing.B) {
 	e, tag, _ := benchTokenKey(b)
 	ctx := context.Background()
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "bench"}); err != nil {
 			b.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"time"
+	"unsafe"
 
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/token"
@@ -58,16 +60,29 @@ import (
 // against NAVER's quota whatever its body.
 type TokenClient struct {
 	e *Engine
-	// tok is behind a pointer so that even fmt's reflection over an
-	// unexported field holding a TokenClient prints an address, not the
-	// token.
-	tok  *string
-	addr netip.Addr
+	// tok and tokLen are the token's bytes, held as a pointer and a
+	// length rather than as a string, so that even fmt's reflection over
+	// an unexported field holding a TokenClient prints an address, not
+	// the token. (A *string did the same at the cost of one allocation
+	// per request; this points into the caller's string, which Go never
+	// changes, and is only read back as that string.)
+	tok    *byte
+	tokLen int
+	addr   netip.Addr
 }
 
 // WithToken returns the token plane for a caller presenting tok from addr.
+// It allocates nothing.
 func (e *Engine) WithToken(tok string, addr netip.Addr) TokenClient {
-	return TokenClient{e: e, tok: &tok, addr: addr}
+	return TokenClient{e: e, tok: unsafe.StringData(tok), tokLen: len(tok), addr: addr}
+}
+
+// token returns the token WithToken was given.
+func (c TokenClient) token() string {
+	if c.tok == nil {
+		return ""
+	}
+	return unsafe.String(c.tok, c.tokLen)
 }
 
 // String describes the client without its token.
@@ -96,10 +111,7 @@ func (c TokenClient) MarshalJSON() ([]byte, error) {
 // auth runs checks 2–7 and returns the key snapshot and claims.
 func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permission, cost int) (*keySnap, *token.Claims, error) {
 	e := c.e
-	var tok string
-	if c.tok != nil {
-		tok = *c.tok
-	}
+	tok := c.token()
 	if len(tok) == 0 || len(tok) > token.MaxTokenSize {
 		return nil, nil, newErr(op, "", ErrTokenInvalid, "missing or oversized token")
 	}
@@ -119,7 +131,11 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 	}
 	want := token.Expect{Kind: kind, KeyTag: tag, Now: e.now()}
 	var claims *token.Claims
-	if hit, ok := e.tokens.Get(tok); ok {
+	hit, ok := e.tokens.Get(tok)
+	if e.obs != nil {
+		e.obs.ObserveTokenCache(context.Background(), ok)
+	}
+	if ok {
 		if err := hit.Recheck(s.gen.id, want); err != nil {
 			return nil, nil, tokenErr(op, tag, err)
 		}
@@ -180,18 +196,56 @@ func tokenErr(op, tag string, err error) *Error {
 func onToken[R any](c TokenClient, ctx context.Context, op, keyTag string, kind token.Kind, perm token.Permission, cost int,
 	fn func(op string, s *keySnap, claims *token.Claims) (R, error)) (R, error) {
 	var zero R
-	if err := c.e.enter(ctx, op); err != nil {
+	e := c.e
+	if err := e.enter(ctx, op); err != nil {
 		return zero, err
 	}
-	defer c.e.leave()
-	if err := c.e.checkFeed(op); err != nil {
-		return zero, err
+	defer e.leave()
+	start := e.startTime()
+	// A stale replica refuses before authenticating (ErrStale); the
+	// refusal is audited like any other.
+	var s *keySnap
+	var claims *token.Claims
+	err := e.checkFeed(op)
+	if err == nil {
+		s, claims, err = c.auth(op, keyTag, kind, perm, cost)
 	}
-	s, claims, err := c.auth(op, keyTag, kind, perm, cost)
-	if err != nil {
-		return zero, err
+	var r R
+	if err == nil {
+		r, err = fn(op, s, claims)
 	}
-	return fn(op, s, claims)
+	if err != nil || e.watching() {
+		return endToken(c, ctx, op, keyTag, s, claims, start, r, err)
+	}
+	return r, nil
+}
+
+// endToken is the epilogue of a token-plane call (see endCall): s and
+// claims are nil when the call was refused before the token was known
+// good.
+func endToken[R any](c TokenClient, ctx context.Context, op, keyTag string, s *keySnap, claims *token.Claims, start time.Time, r R, err error) (R, error) {
+	e := c.e
+	ce := callEnd{op: op, plane: PlaneToken, tag: keyTag, addr: c.addr, start: start}
+	if s == nil {
+		// Refused by auth: the key, if it exists, is charged the refusal.
+		if v, ok := e.keys.Load(keyTag); ok {
+			if ks := v.(*keyEntry).snap.Load(); ks.state != stateDestroyed {
+				s = ks
+			}
+		}
+		ce.tag = auditTag(s, keyTag)
+	} else {
+		ce.version = auditVersion(op, s)
+	}
+	if claims != nil {
+		ce.caller = claims.Subject
+	}
+	if ferr := e.endCall(ctx, &ce, s, err); ferr != err {
+		dropResult(r)
+		var zero R
+		return zero, ferr
+	}
+	return r, err
 }
 
 // Encrypt is Engine.Encrypt on the token plane (permission Encrypt).
@@ -277,7 +331,7 @@ func (c TokenClient) BatchReEncrypt(ctx context.Context, keyTag string, items []
 // runs, or an allow-list that stops admitting the caller, refuses it.
 func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL, refreshTTL token.TTL) (*token.Set, error) {
 	return onToken(c, ctx, "reissue tokens", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
-		return c.e.issue(ctx, op, s.tag, token.Request{
+		return c.e.issue(withPlane(ctx, PlaneToken, claims.Subject, c.addr), op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
 			AccessTTL: accessTTL, RefreshTTL: refreshTTL, CIDRs: claims.CIDRs,
 		}, c.stillValid(op, s, claims))
@@ -288,7 +342,7 @@ func (c TokenClient) ReissueTokens(ctx context.Context, keyTag string, accessTTL
 // (NAVER v3 issueKeyAccessToken); the returned Set has no refresh token.
 func (c TokenClient) IssueAccessToken(ctx context.Context, keyTag string, accessTTL token.TTL) (*token.Set, error) {
 	return onToken(c, ctx, "issue access token", keyTag, token.Refresh, 0, 1, func(op string, s *keySnap, claims *token.Claims) (*token.Set, error) {
-		return c.e.issue(ctx, op, s.tag, token.Request{
+		return c.e.issue(withPlane(ctx, PlaneToken, claims.Subject, c.addr), op, s.tag, token.Request{
 			Subject: claims.Subject, Permissions: knownPermissions(claims.Permissions),
 			AccessTTL: accessTTL, AccessOnly: true, CIDRs: claims.CIDRs,
 		}, c.stillValid(op, s, claims))
@@ -311,7 +365,7 @@ func (c TokenClient) stillValid(op string, s *keySnap, claims *token.Claims) fun
 		if !ns.gen.isActive() || ns.gen.id != genID {
 			return newErr(op, tag, ErrTokenInvalid, "")
 		}
-		if ns.gen.isRevoked(*c.tok, claims) {
+		if ns.gen.isRevoked(c.token(), claims) {
 			return newErr(op, tag, ErrTokenInvalid, "revoked")
 		}
 		return nil

@@ -234,10 +234,15 @@ func (e *Engine) IssueTokens(ctx context.Context, keyTag string, req IssueTokens
 	if err != nil {
 		return nil, newErr(op, keyTag, ErrInvalidArgument, err.Error())
 	}
-	return e.issue(ctx, op, keyTag, token.Request{
+	start := e.startTime()
+	set, err := e.issue(ctx, op, keyTag, token.Request{
 		Subject: req.Subject, Permissions: req.Permissions, AccessTTL: req.AccessTTL, RefreshTTL: req.RefreshTTL,
 		CIDRs: cidrs,
 	}, nil)
+	if e.watching() {
+		return endTrusted(e, ctx, op, keyTag, nil, 0, start, set, err)
+	}
+	return set, err
 }
 
 // issue signs tokens (package token makes them: claims, lifetimes,

@@ -539,8 +539,8 @@ func testCoverage(t *testing.T, ts *testServer) {
 			t.Errorf("no test request reached %s", p)
 		}
 	}
-	if len(s.routes) != 83 {
-		t.Errorf("%d routes registered, want 83 (update doc.go and this count)", len(s.routes))
+	if len(s.routes) != 84 {
+		t.Errorf("%d routes registered, want 84 (update doc.go and this count)", len(s.routes))
 	}
 }
 

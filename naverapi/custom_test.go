@@ -196,7 +196,7 @@ func TestNewHandlerOptions(t *testing.T) {
 	if w.Code != 401 {
 		t.Fatalf("account call without an Authenticator: %d %s", w.Code, w.Body)
 	}
-	if len(h.Routes()) != 83 {
+	if len(h.Routes()) != 84 {
 		t.Fatalf("%d routes", len(h.Routes()))
 	}
 }

@@ -59,6 +59,9 @@
 //	                               GET K3/token-generator (pocketkms addition)
 //	v3 IP ACL (account)            PATCH K3/acl; POST K3/acl/add-allowed-ips,
 //	                               K3/acl/remove-allowed-ips; GET K3/acl/allowed-ips
+//	v3 key history (account)       GET K3/history?pageNo&pageSize (pocketkms extension:
+//	                               the key's management changes, newest first; see
+//	                               V3KeyHistory and kms.Engine.ListKeyHistory)
 //
 // Other paths answer 404 NotFound, other methods on a known path 405
 // MethodNotAllowed with Allow, both in the envelope of the path's API.

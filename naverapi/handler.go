@@ -192,6 +192,11 @@ func (c *call) authenticate(how auth) error {
 	}
 	p, err := c.h.authenticateAccount(c.r)
 	c.principal = p
+	if err == nil && p.TokenSubject != "" {
+		// Audit events and key history name the caller by its token
+		// subject (never by Principal.ID, an access key).
+		c.ctx = kms.WithCaller(c.ctx, p.TokenSubject)
+	}
 	return err
 }
 

@@ -141,6 +141,10 @@ func testACL(t *testing.T, c *ncpClient, f *fixture) {
 			t.Fatalf("allowed-ips page %d: %s", page, r.raw)
 		}
 	}
+	r = c.do(t, "GET", v3p+"/history?pageSize=1", nil, "").ok(t, "history (pocketkms extension)")
+	if r.str("history", 0, "operation") != "add allowed ips" || r.num("totalCount") < 2 {
+		t.Fatalf("history: %s", r.raw)
+	}
 	c.do(t, "POST", v3p+"/acl/remove-allowed-ips", map[string]any{"allowedIps": []string{"10.0.0.1"}}, "").fails(t, "remove an absent entry", 400, "InvalidParameter")
 	c.do(t, "POST", v3p+"/acl/add-allowed-ips", map[string]any{"allowedIps": []string{"300.1.1.1"}}, "").fails(t, "bad entry", 400, "InvalidParameter")
 	r = c.do(t, "POST", v3p+"/acl/remove-allowed-ips", map[string]any{"allowedIps": []string{"10.0.0.0/8"}}, "").ok(t, "remove-allowed-ips")

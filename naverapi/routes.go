@@ -142,6 +142,7 @@ func (h *Handler) register() {
 		{"POST " + k3 + "/acl/add-allowed-ips", v3ACLList((*kms.Engine).AddAllowedIPs, true)},
 		{"POST " + k3 + "/acl/remove-allowed-ips", v3ACLList((*kms.Engine).RemoveAllowedIPs, false)},
 		{"GET " + k3 + "/acl/allowed-ips", v3ListACL},
+		{"GET " + k3 + "/history", v3KeyHistory}, // pocketkms extension (history.go)
 	} {
 		h.handle(r.pattern, v3, account, r.h)
 	}

@@ -25,6 +25,9 @@ func (a *Assembler) Add(r Record, rev int64) {
 		a.names[n.Name] = n.Tag
 		return
 	}
+	if IsAuxiliary(r) {
+		return // history and usage are read on demand (Ranger)
+	}
 	tag := r.KeyTag()
 	kd := a.keys[tag]
 	if kr, ok := r.(*KeyRecord); ok {

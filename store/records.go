@@ -104,6 +104,10 @@ func Decode(key string, value []byte) (Record, error) {
 		r = new(GeneratorRecord)
 	case strings.HasPrefix(key, PrefixACL):
 		r = new(ACLRecord)
+	case strings.HasPrefix(key, PrefixHistory):
+		r = new(HistoryRecord)
+	case strings.HasPrefix(key, PrefixUsage):
+		r = new(UsageRecord)
 	case strings.HasPrefix(key, PrefixName):
 		var tag string
 		if err := DecodeValue(key, value, &tag); err != nil {
@@ -147,6 +151,8 @@ type KeyRecord struct {
 	// MinDecryptVersion is the lowest version that still decrypts and
 	// re-encrypts (0: every version).
 	MinDecryptVersion uint32 `json:"minDecryptVersion,omitempty"`
+	// HistorySeq is the Seq of the key's newest HistoryRecord (0: none).
+	HistorySeq uint64 `json:"historySeq,omitempty"`
 }
 
 // RotationRecord is a key's auto-rotation setting.
@@ -216,3 +222,84 @@ type RateLimitRecord struct {
 	PerSecond float64 `json:"perSecond,omitempty"`
 	Burst     int     `json:"burst,omitempty"`
 }
+
+// Prefixes of the auxiliary records: a key's change history and its usage
+// counters. Load skips them (see [Assembler]) and the change feed carries
+// them like any record; the Engine reads them through [Ranger].
+const (
+	PrefixHistory = "h/"
+	PrefixUsage   = "u/"
+)
+
+// HistoryKey is the store key of entry seq of a key's change history.
+func HistoryKey(tag string, seq uint64) string {
+	return PrefixHistory + tag + "/" + fmt.Sprintf("%020d", seq)
+}
+
+// HistoryPrefix is the prefix of every history entry of a key.
+func HistoryPrefix(tag string) string { return PrefixHistory + tag + "/" }
+
+// UsageKey is the store key of a key's usage counters.
+func UsageKey(tag string) string { return PrefixUsage + tag }
+
+// IsAuxiliary reports whether r is a history or usage record: records the
+// Engine writes beside a key's state and never builds a snapshot from.
+func IsAuxiliary(r Record) bool {
+	switch r.(type) {
+	case *HistoryRecord, *UsageRecord:
+		return true
+	}
+	return false
+}
+
+// HistoryRecord is one management change of a key, written in the same
+// Change as the change itself (the Engine's audit history). It names the
+// operation and who asked, never key material, tokens or data.
+type HistoryRecord struct {
+	Tag string `json:"tag"`
+	// Seq numbers the key's history entries from 1 (KeyRecord.HistorySeq
+	// is the last).
+	Seq uint64 `json:"seq"`
+	// Time is Unix milliseconds.
+	Time int64  `json:"time"`
+	Op   string `json:"op"`
+	// Version is the version the change concerns (0: the key as a whole).
+	Version uint32 `json:"version,omitempty"`
+	// Plane is "trusted", "token" or "system" (background maintenance).
+	Plane  string `json:"plane"`
+	Caller string `json:"caller,omitempty"`
+	Addr   string `json:"addr,omitempty"`
+	// State is the key's state after the change.
+	State string `json:"state,omitempty"`
+}
+
+// StoreKey implements Record.
+func (r *HistoryRecord) StoreKey() string { return HistoryKey(r.Tag, r.Seq) }
+
+// KeyTag implements Record.
+func (r *HistoryRecord) KeyTag() string { return r.Tag }
+
+// UsageRecord holds a key's usage counters as last flushed (see
+// kms.Engine.KeyUsage): per version, totals since the version was made.
+type UsageRecord struct {
+	Tag      string               `json:"tag"`
+	Versions []VersionUsageRecord `json:"versions"`
+}
+
+// VersionUsageRecord is one version's counters; LastUse is Unix
+// milliseconds (0: never used).
+type VersionUsageRecord struct {
+	Version       uint32 `json:"version"`
+	Encryptions   uint64 `json:"enc,omitempty"`
+	Decryptions   uint64 `json:"dec,omitempty"`
+	Signatures    uint64 `json:"sign,omitempty"`
+	Verifications uint64 `json:"verify,omitempty"`
+	Refusals      uint64 `json:"refused,omitempty"`
+	LastUse       int64  `json:"lastUse,omitempty"`
+}
+
+// StoreKey implements Record.
+func (r *UsageRecord) StoreKey() string { return UsageKey(r.Tag) }
+
+// KeyTag implements Record.
+func (r *UsageRecord) KeyTag() string { return r.Tag }

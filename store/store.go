@@ -22,6 +22,12 @@
 //	g/<keyTag>               GeneratorRecord (token generator)
 //	a/<keyTag>               ACLRecord (IP allow-list)
 //	n/<lower-case name>      NameRecord: the tag owning a name
+//	h/<keyTag>/<%020d seq>   HistoryRecord: one management change
+//	u/<keyTag>               UsageRecord: usage counters as last flushed
+//
+// History and usage records are auxiliary: Load skips them, the Engine
+// reads them on demand through [Ranger], and a store that does not
+// implement Ranger keeps them without the Engine ever reading them back.
 //
 // Values are framed by [Encode]: 'P', codec version, JSON, CRC-32C over
 // the record key and the frame. Anything that fails [Decode] is
@@ -90,6 +96,18 @@ type Watcher interface {
 	// stream), and other errors for other failures. fn runs on one
 	// goroutine; it must not call Watch.
 	Watch(ctx context.Context, after int64, fn func(Commit)) error
+}
+
+// Ranger is implemented by stores that read a range of records on demand,
+// beside Load: the Engine lists key history (kms.Engine.ListKeyHistory)
+// and reads usage counters at open through it. Badger, store/etcd and
+// storetest.Memory implement it.
+type Ranger interface {
+	// Range returns the records whose store keys k satisfy from <= k < to,
+	// in descending key order when desc is set (else ascending), at most
+	// limit of them (limit <= 0: no bound). A record that fails its frame
+	// is ErrCorrupt.
+	Range(ctx context.Context, from, to string, limit int, desc bool) ([]Record, error)
 }
 
 // Commit is one committed change as a Watcher reports it.

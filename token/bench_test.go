@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/subtle"
 	"strings"
 	"testing"
 	"time"
@@ -155,4 +156,48 @@ func warmCache(b *testing.B, set Set) (*Cache, *Verified, Expect) {
 	v := &Verified{GeneratorID: testGenID, Claims: *cl}
 	c.Put(set.Access, v)
 	return c, v, want
+}
+
+// BenchmarkCtEqual compares the cache's word-wise constant-time comparison
+// with crypto/subtle's byte-wise one on a 750-byte token.
+func BenchmarkCtEqual(b *testing.B) {
+	x := strings.Repeat("eyJhbGciOiJSUzI1NiJ9.", 36)[:750]
+	y := strings.Clone(x)
+	b.Run("ctEqual", func(b *testing.B) {
+		for b.Loop() {
+			if !ctEqual(x, y) {
+				b.Fatal("unequal")
+			}
+		}
+	})
+	b.Run("subtle.ConstantTimeCompare", func(b *testing.B) {
+		xb, yb := []byte(x), []byte(y)
+		for b.Loop() {
+			if subtle.ConstantTimeCompare(xb, yb) != 1 {
+				b.Fatal("unequal")
+			}
+		}
+	})
+}
+
+// BenchmarkParseClaims parses a typical access token's payload: the
+// positional fast path that runs first, and json.Unmarshal (quickClaims)
+// that ran before it.
+func BenchmarkParseClaims(b *testing.B) {
+	payload := []byte(`{"sub":"bench","iat":1700000000,"exp":1700003600,"1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0,1,2,3,4,5,6,7],"jti":"AAAAAAAAAAAAAAAAAAAAAA"}`)
+	if _, ok := fastClaims(payload); !ok {
+		b.Fatal("fastClaims refused the payload")
+	}
+	b.Run("fastClaims", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			fastClaims(payload)
+		}
+	})
+	b.Run("quickClaims", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			quickClaims(payload)
+		}
+	})
 }

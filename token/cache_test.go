@@ -262,7 +262,7 @@ func TestCacheFlow(t *testing.T) {
 // on different lengths, and allocates nothing.
 func TestCtEqual(t *testing.T) {
 	a := strings.Repeat("eyJhbGciOiJSUzI1NiJ9.", 40)
-	for i := 0; i < len(a); i += 37 {
+	for i := 0; i < len(a); i++ {
 		b := []byte(a)
 		b[i] ^= 1
 		if ctEqual(a, string(b)) {
@@ -276,4 +276,26 @@ func TestCtEqual(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { ctEqual(a, b) }); n != 0 {
 		t.Fatalf("ctEqual allocates %v times", n)
 	}
+}
+
+// FuzzCtEqual: the word-wise constant-time comparison agrees with == on
+// any two strings, of any lengths (the tail loop included).
+func FuzzCtEqual(f *testing.F) {
+	f.Add("", "")
+	f.Add("a", "b")
+	f.Add("eyJhbGciOiJSUzI1NiJ9.abc", "eyJhbGciOiJSUzI1NiJ9.abd")
+	f.Add("0123456789abcdef0", "0123456789abcdef1")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if ctEqual(a, b) != (a == b) || !ctEqual(a, strings.Clone(a)) {
+			t.Fatalf("ctEqual(%q, %q) disagrees with ==", a, b)
+		}
+		// Every single-bit difference at every position is seen.
+		for i := range len(a) {
+			c := []byte(a)
+			c[i] ^= 0x80
+			if ctEqual(a, string(c)) {
+				t.Fatalf("a difference at %d of %q compared equal", i, a)
+			}
+		}
+	})
 }

@@ -416,6 +416,9 @@ const (
 // duplicate can never equal it. Only a payload that fails this is walked,
 // to name the reason (ReasonDuplicateClaim or ReasonClaims).
 func parseClaims(payload []byte) (*Claims, Reason) {
+	if c, ok := fastClaims(payload); ok {
+		return c, 0
+	}
 	if c, ok := quickClaims(payload); ok {
 		return c, 0
 	}

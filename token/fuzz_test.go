@@ -3,6 +3,7 @@ package token
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,13 @@ func FuzzParseClaims(f *testing.F) {
 	f.Add([]byte(`{"sub":"s","iat":100,"exp":200,"1":"ACCESS","2":"keytag__` + testTag + `","3":"EXT","4":[0,1],"jti":"AAAAAAAAAAAAAAAAAAAAAA"}`))
 	f.Add([]byte(`{"sub":"s","iat":100,"exp":200,"1":"ACCESS","1":"REFRESH","2":"keytag__` + testTag + `","3":"EXT","4":[0,1]}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
+		// The positional fast path accepts exactly what quickClaims
+		// accepts, with the same claims.
+		fc, fok := fastClaims(payload)
+		qc, qok := quickClaims(payload)
+		if fok != qok || (fok && !reflect.DeepEqual(fc, qc)) {
+			t.Fatalf("fastClaims %v %+v, quickClaims %v %+v", fok, fc, qok, qc)
+		}
 		c, r := parseClaims(payload)
 		if r != 0 {
 			if c != nil {

@@ -63,6 +63,32 @@
 // elsewhere, once every copy of the handle is gone, and for good when the
 // root key is destroyed.
 //
+// # Root-key rotation
+//
+// The root key can be replaced without losing a key: run
+// kms.Engine.RotateRootKey (online, with an Engine on a directory), or,
+// for the pocketkms server's data directory with the server stopped,
+//
+//	pocketkms rotate-root -data /var/lib/kms [-new-root-key-file FILE]
+//
+// which writes a new random key to <root key file>.new first (unless one
+// is given), rotates the store, and only then replaces root.key (with
+// [WriteRootKeyFile]: a synced temporary file renamed over it). The Engine
+// drives the backend through [Backend.StageRootKey] (hold the new key),
+// [Backend.ResealHandle] (open a handle under the current key, seal the
+// same material under the staged one), [Backend.CommitRootKey] (switch:
+// seal and open under the new key only; keys loaded before keep working)
+// and [Backend.DropStagedRootKey] (abandon). The store records the
+// rotation in its directory, so a crash at any point leaves one that
+// opens with the old root key (before the switch: the rotation is rolled
+// back) or with the new one (after it: the rotation is finished), and
+// refuses the other with kms.ErrBackendMismatch saying which; see
+// kms.Engine.RotateRootKey. Each key also gets a new shred key, and the
+// old one is shredded, so copies of the old handles that Badger keeps
+// open under nothing, not even with the old root key. Keep the old root
+// key until RotateRootKey has returned nil (or the new key is in the root
+// key file), then destroy it.
+//
 // # Concurrency
 //
 // A [Backend] and every key it loads are safe for concurrent use by
@@ -98,8 +124,9 @@
 //   - Closing the backend makes every loaded key fail with
 //     [backend.ErrClosed] but cannot wipe material that callers still
 //     reference; it is reclaimed by the garbage collector.
-//   - Root key rotation (re-sealing handles under a new root key) is not
-//     offered.
+//   - Root-key rotation needs the Engine and a directory (see Root-key
+//     rotation); handles stored elsewhere by hand are re-sealed only by
+//     calling ResealHandle on each.
 //   - In FIPS 140-3 only mode (GODEBUG=fips140=only) crypto/rsa refuses
 //     PSS salts longer than the hash, so Sign fails for the default
 //     maximum salt; a 32-byte PSSSaltLength still signs.

@@ -48,12 +48,17 @@ func appendField(b []byte, s string) []byte {
 
 // seal returns the handle of material.
 func (b *Backend) seal(ref backend.KeyRef, typ backend.KeyType, convergent bool, material []byte) ([]byte, error) {
+	return b.sealUnder(b.root.Load(), ref, typ, convergent, material)
+}
+
+// sealUnder returns the handle of material under the root key rk.
+func (b *Backend) sealUnder(rk *rootState, ref backend.KeyRef, typ backend.KeyType, convergent bool, material []byte) ([]byte, error) {
 	h := make([]byte, 1+backend.NonceSize, handleOverhead+len(material))
 	h[0] = handleFormatV1
 	if _, err := io.ReadFull(b.random, h[1:]); err != nil {
 		return nil, fmt.Errorf("read nonce: %w", err)
 	}
-	return b.root.Seal(h, h[1:], material, handleAD(ref, typ, convergent)), nil
+	return rk.aead.Seal(h, h[1:], material, handleAD(ref, typ, convergent)), nil
 }
 
 // open returns the material sealed in h, or errOpen and nothing else.
@@ -62,7 +67,7 @@ func (b *Backend) open(ref backend.KeyRef, typ backend.KeyType, convergent bool,
 		return nil, errOpen
 	}
 	nonce := h[1 : 1+backend.NonceSize]
-	m, err := b.root.Open(nil, nonce, h[1+backend.NonceSize:], handleAD(ref, typ, convergent))
+	m, err := b.root.Load().aead.Open(nil, nonce, h[1+backend.NonceSize:], handleAD(ref, typ, convergent))
 	if err != nil {
 		return nil, errOpen
 	}

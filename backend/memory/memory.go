@@ -59,13 +59,37 @@ func WithRandom(r io.Reader) Option {
 // or NewFromFile; the zero value is unusable and behaves as closed. It is
 // safe for concurrent use.
 type Backend struct {
-	root   cipher.AEAD // AES-256-GCM under the root key; seals handles
+	// root is the root key in use: it seals new handles and opens the
+	// ones presented. staged is the root key a rotation is moving to
+	// (StageRootKey), nil otherwise; see rotate.go.
+	root   atomic.Pointer[rootState]
+	staged atomic.Pointer[rootState]
 	random io.Reader
 	closed atomic.Bool
 	keys   softkey.Owner // what loaded keys use: name, check, nonce source
-	// checkValue is HMAC-SHA256(root key, checkLabel): it names the root
-	// key without revealing it (backend.CheckValuer).
-	checkValue []byte
+}
+
+// rootState is what the backend keeps of one root key.
+type rootState struct {
+	aead cipher.AEAD // AES-256-GCM under the root key; seals handles
+	// check is HMAC-SHA256(root key, checkLabel): it names the root key
+	// without revealing it (backend.CheckValuer).
+	check []byte
+}
+
+// newRootState derives what the backend keeps of k, which the caller
+// clears.
+func newRootState(k []byte) (*rootState, error) {
+	if len(k) != RootKeySize {
+		return nil, fmt.Errorf("%w: root key must be %d bytes", backend.ErrInvalidArgument, RootKeySize)
+	}
+	aead, err := newGCM(k)
+	if err != nil {
+		return nil, err
+	}
+	mac := hmac.New(sha256.New, k)
+	mac.Write([]byte(checkLabel))
+	return &rootState{aead: aead, check: mac.Sum(nil)}, nil
 }
 
 // checkLabel is the fixed message of the root key's check value.
@@ -85,19 +109,14 @@ func New(rootKey []byte, opts ...Option) (*Backend, error) {
 	if cfg.random == nil {
 		return nil, fmt.Errorf("memory: new: %w: nil random source", backend.ErrInvalidArgument)
 	}
-	if len(rootKey) != RootKeySize {
-		return nil, fmt.Errorf("memory: new: %w: root key must be %d bytes", backend.ErrInvalidArgument, RootKeySize)
-	}
-	k := make([]byte, RootKeySize)
-	copy(k, rootKey)
+	k := bytes.Clone(rootKey)
 	defer clear(k)
-	aead, err := newGCM(k)
+	rk, err := newRootState(k)
 	if err != nil {
 		return nil, fmt.Errorf("memory: new: %w", err)
 	}
-	mac := hmac.New(sha256.New, k)
-	mac.Write([]byte(checkLabel))
-	b := &Backend{root: aead, random: cfg.random, checkValue: mac.Sum(nil)}
+	b := &Backend{random: cfg.random}
+	b.root.Store(rk)
 	b.keys = softkey.Owner{Name: "memory", Check: b.check, Random: cfg.random}
 	return b, nil
 }
@@ -109,7 +128,7 @@ func (b *Backend) CheckValue(ctx context.Context) ([]byte, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}
-	return bytes.Clone(b.checkValue), nil
+	return bytes.Clone(b.root.Load().check), nil
 }
 
 // NewFromFile reads the root key from the file at path and calls New.
@@ -201,7 +220,7 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 
 // check returns ErrClosed after Close, or the context's error.
 func (b *Backend) check(ctx context.Context) error {
-	if b.closed.Load() || b.root == nil {
+	if b.closed.Load() || b.root.Load() == nil {
 		return backend.ErrClosed
 	}
 	if ctx != nil {

@@ -113,6 +113,7 @@ type Keys struct {
 
 	mu     sync.Mutex
 	keys   map[string]*Key // read or made so far
+	nexts  map[string]*Key // next keys read or made so far (rotate.go)
 	made   bool            // dir exists
 	closed bool
 }
@@ -124,7 +125,7 @@ func Open(dir string) (*Keys, error) {
 	if dir == "" {
 		return nil, errors.New("shred: no directory given")
 	}
-	ks := &Keys{dir: filepath.Join(dir, DirName), keys: map[string]*Key{}}
+	ks := &Keys{dir: filepath.Join(dir, DirName), keys: map[string]*Key{}, nexts: map[string]*Key{}}
 	fi, err := os.Stat(ks.dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -167,12 +168,12 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 	if err := ks.mkdir(); err != nil {
 		return nil, fmt.Errorf("shred: create: %w", err)
 	}
-	b := make([]byte, KeySize)
-	// crypto/rand.Read never returns an error (Go 1.24 and later end the
-	// program rather than return short).
-	rand.Read(b)
+	b, err := newKeyBytes()
+	if err != nil {
+		return nil, err
+	}
 	data := marshal(tag, b)
-	err := writeFileSync(ks.dir, tag, data)
+	err = writeFileSync(ks.dir, tag, data)
 	clear(data)
 	if err != nil {
 		clear(b)
@@ -239,13 +240,21 @@ func (ks *Keys) deleteLocked(tag string) error {
 		k.clear()
 		delete(ks.keys, tag)
 	}
+	if k := ks.nexts[tag]; k != nil {
+		k.clear()
+		delete(ks.nexts, tag)
+	}
 	if !ks.made {
 		return nil
 	}
-	path := filepath.Join(ks.dir, tag)
-	overwrite(path)
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("shred: delete: %w", err)
+	// The next key first: a crash in between leaves the current one,
+	// which the retried Delete removes, and no next key without it.
+	for _, name := range []string{tag + NextSuffix, tag} {
+		path := filepath.Join(ks.dir, name)
+		overwrite(path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("shred: delete: %w", err)
+		}
 	}
 	// Synced even when the file was already gone: an earlier Delete may
 	// have unlinked it and failed before its sync.
@@ -304,7 +313,13 @@ func (ks *Keys) Prune(live func(tag string) bool) ([]string, error) {
 				continue
 			}
 			removed = append(removed, name)
-		case strings.HasSuffix(name, tmpSuffix) && keytag.Valid(strings.TrimSuffix(name, tmpSuffix)):
+		case strings.HasSuffix(name, NextSuffix) && keytag.Valid(strings.TrimSuffix(name, NextSuffix)) && !live(strings.TrimSuffix(name, NextSuffix)):
+			// A next key whose key is gone (Delete removes it first, so
+			// only a key that was never committed leaves one).
+			if err := ks.deleteLocked(strings.TrimSuffix(name, NextSuffix)); err != nil {
+				errs = append(errs, err)
+			}
+		case strings.HasSuffix(name, tmpSuffix) && tmpOfKey(strings.TrimSuffix(name, tmpSuffix)):
 			path := filepath.Join(ks.dir, name)
 			overwrite(path)
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -331,7 +346,10 @@ func (ks *Keys) Close() {
 	for _, k := range ks.keys {
 		k.clear()
 	}
-	ks.keys, ks.closed = nil, true
+	for _, k := range ks.nexts {
+		k.clear()
+	}
+	ks.keys, ks.nexts, ks.closed = nil, nil, true
 }
 
 // String describes the Keys by directory; it never shows a key.
@@ -361,6 +379,15 @@ func (ks *Keys) mkdir() error {
 	}
 	ks.made = true
 	return nil
+}
+
+// newKeyBytes returns a new random key.
+func newKeyBytes() ([]byte, error) {
+	b := make([]byte, KeySize)
+	// crypto/rand.Read never returns an error (Go 1.24 and later end the
+	// program rather than return short).
+	rand.Read(b)
+	return b, nil
 }
 
 // Key is the shred key of one key tag. It is a secret: it prints as a

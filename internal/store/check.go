@@ -21,8 +21,23 @@ var ErrCheckMismatch = errors.New("store: the directory belongs to another root 
 
 // verifyCheck compares the directory's check file with want. It reports
 // whether the file exists; a missing file (a new directory, or one made
-// before check files existed) is not an error.
-func verifyCheck(dir string, want []byte) (bool, error) {
+// before check files existed) is not an error. A rotation marker (see
+// rotation.go) decides ahead of the check file; the phase of the rotation
+// under way is returned.
+func verifyCheck(dir string, want []byte) (bool, string, error) {
+	m, err := readRotation(dir)
+	if err != nil {
+		return false, "", err
+	}
+	if m != nil {
+		phase, err := verifyRotation(m, want)
+		return err == nil, phase, err
+	}
+	checked, err := verifyCheckFile(dir, want)
+	return checked, RotationNone, err
+}
+
+func verifyCheckFile(dir string, want []byte) (bool, error) {
 	got, err := os.ReadFile(filepath.Join(dir, checkFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):

@@ -37,6 +37,13 @@
 // the change stands, the pending digest on disk already matches it, and
 // the next commit rewrites the record whole; it is logged.
 //
+// # Root-key rotation
+//
+// During a rotation of the backend's root key the directory holds
+// pocketkms.rotation, which decides which check value opens it (see
+// [Store.BeginRotation], [Store.SwitchRotation], [Store.EndRotation],
+// [Store.AbortRotation]).
+//
 // # Limitations
 //
 // Commits are serialised (the digest follows them in order), and each
@@ -61,6 +68,7 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -163,6 +171,10 @@ type Store struct {
 	checked bool
 	// readOnly is Options.ReadOnly: Close writes nothing, not even a probe.
 	readOnly bool
+	// rotation is the phase of a root-key rotation under way, and next
+	// the check value it moves to while in RotationReseal (rotation.go).
+	rotation string
+	next     []byte
 }
 
 // recordIntegrity writes the integrity record around commits; tests
@@ -184,9 +196,10 @@ func Open(o Options) (*Store, error) {
 		dir = ""
 	}
 	var checked bool
+	var rotation string
 	if !o.InMemory && o.Check != nil {
 		var err error
-		if checked, err = verifyCheck(dir, o.Check); err != nil {
+		if checked, rotation, err = verifyCheck(dir, o.Check); err != nil {
 			return nil, err
 		}
 	}
@@ -216,7 +229,13 @@ func Open(o Options) (*Store, error) {
 		openDirs.Store(held, s)
 	}
 	if !o.InMemory && !o.ReadOnly {
-		s.check, s.checked = o.Check, checked
+		s.check, s.checked, s.rotation = o.Check, checked, rotation
+		if rotation == RotationReseal {
+			m, err := readRotation(dir)
+			if err == nil && m != nil {
+				s.next, _ = hex.DecodeString(m.To)
+			}
+		}
 	}
 	return s, nil
 }

@@ -209,7 +209,7 @@ func (s *Store) recordKey(k []byte) string { return string(k[len(s.prefix):]) }
 
 // inSchema reports whether key is a record key of the store's schema.
 func inSchema(key string) bool {
-	for _, p := range []string{store.PrefixKey, store.PrefixVersion, store.PrefixName, store.PrefixGenerator, store.PrefixACL} {
+	for _, p := range []string{store.PrefixKey, store.PrefixVersion, store.PrefixName, store.PrefixGenerator, store.PrefixACL, store.PrefixHistory, store.PrefixUsage} {
 		if strings.HasPrefix(key, p) && len(key) > len(p) {
 			return true
 		}

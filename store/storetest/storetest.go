@@ -60,6 +60,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		return c
 	}
 
+	t.Run("AuxiliaryRecords", func(t *testing.T) { runAuxiliary(t, fresh) })
+
 	t.Run("Empty", func(t *testing.T) {
 		c := load(t, fresh(t))
 		if len(c.Keys) != 0 || len(c.Names) != 0 || c.Rev < 0 {

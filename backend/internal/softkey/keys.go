@@ -10,17 +10,20 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/internal/redact"
 )
 
 var (
-	_ backend.Encrypter = (*aesKey)(nil)
-	_ backend.Decrypter = (*aesKey)(nil)
-	_ backend.Decrypter = (*rsaKey)(nil)
-	_ backend.Signer    = (*rsaKey)(nil)
-	_ backend.Signer    = (*ecdsaKey)(nil)
+	_ backend.Encrypter       = (*aesKey)(nil)
+	_ backend.Decrypter       = (*aesKey)(nil)
+	_ backend.AppendEncrypter = (*aesKey)(nil)
+	_ backend.AppendDecrypter = (*aesKey)(nil)
+	_ backend.Decrypter       = (*rsaKey)(nil)
+	_ backend.Signer          = (*rsaKey)(nil)
+	_ backend.Signer          = (*ecdsaKey)(nil)
 )
 
 // Owner is what loaded keys need from the backend that loaded them.
@@ -74,31 +77,55 @@ type aesKey struct {
 // Encrypt encrypts with AES-256-GCM under a random nonce, or the
 // convergent nonce for a convergent key.
 func (k *aesKey) Encrypt(ctx context.Context, req *backend.EncryptRequest) ([]byte, error) {
+	if req == nil {
+		return nil, k.errorf("encrypt", backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose))
+	}
+	return k.EncryptAppend(ctx, nil, *req)
+}
+
+// EncryptAppend is Encrypt appending nonce ‖ ciphertext ‖ tag to dst
+// (backend.AppendEncrypter).
+func (k *aesKey) EncryptAppend(ctx context.Context, dst []byte, req backend.EncryptRequest) ([]byte, error) {
 	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("encrypt", err)
 	}
-	if err := backend.CheckEncryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+	if err := backend.CheckEncryptRequest(&req, k.typ, k.ref.Purpose); err != nil {
 		return nil, k.errorf("encrypt", err)
 	}
 	if len(req.Plaintext) > MaxAESInput || len(req.AdditionalData) > MaxAESInput {
 		return nil, k.errorf("encrypt", fmt.Errorf("%w: input larger than %d bytes", backend.ErrInvalidArgument, MaxAESInput))
 	}
-	out := make([]byte, backend.NonceSize, backend.NonceSize+len(req.Plaintext)+backend.TagSize)
+	start := len(dst)
+	out := slices.Grow(dst, backend.NonceSize+len(req.Plaintext)+backend.TagSize)[:start+backend.NonceSize]
+	nonce := out[start:]
 	if k.convergent != nil {
-		copy(out, backend.ConvergentNonce(k.convergent, req.AdditionalData, req.Plaintext))
-	} else if _, err := io.ReadFull(k.o.Random, out); err != nil {
+		copy(nonce, backend.ConvergentNonce(k.convergent, req.AdditionalData, req.Plaintext))
+	} else if _, err := io.ReadFull(k.o.Random, nonce); err != nil {
 		return nil, k.errorf("encrypt", fmt.Errorf("read nonce: %w", err))
 	}
-	return k.aead.Seal(out, out[:backend.NonceSize], req.Plaintext, req.AdditionalData), nil
+	return k.aead.Seal(out, nonce, req.Plaintext, req.AdditionalData), nil
 }
 
 // Decrypt decrypts AES-256-GCM; every failure of the ciphertext is
 // backend.ErrDecryptionFailed.
 func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]byte, error) {
+	if req == nil {
+		return nil, k.errorf("decrypt", backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose))
+	}
+	pt, err := k.DecryptAppend(ctx, nil, *req)
+	if err == nil && pt == nil {
+		pt = []byte{}
+	}
+	return pt, err
+}
+
+// DecryptAppend is Decrypt appending the plaintext to dst
+// (backend.AppendDecrypter).
+func (k *aesKey) DecryptAppend(ctx context.Context, dst []byte, req backend.DecryptRequest) ([]byte, error) {
 	if err := k.o.Check(ctx); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
-	if err := backend.CheckDecryptRequest(req, k.typ, k.ref.Purpose); err != nil {
+	if err := backend.CheckDecryptRequest(&req, k.typ, k.ref.Purpose); err != nil {
 		return nil, k.errorf("decrypt", err)
 	}
 	if len(req.AdditionalData) > MaxAESInput {
@@ -108,12 +135,9 @@ func (k *aesKey) Decrypt(ctx context.Context, req *backend.DecryptRequest) ([]by
 	if len(ct) < backend.NonceSize+backend.TagSize || len(ct) > backend.NonceSize+MaxAESInput+backend.TagSize {
 		return nil, k.errorf("decrypt", backend.ErrDecryptionFailed)
 	}
-	pt, err := k.aead.Open(nil, ct[:backend.NonceSize], ct[backend.NonceSize:], req.AdditionalData)
+	pt, err := k.aead.Open(dst, ct[:backend.NonceSize], ct[backend.NonceSize:], req.AdditionalData)
 	if err != nil {
 		return nil, k.errorf("decrypt", backend.ErrDecryptionFailed)
-	}
-	if pt == nil {
-		pt = []byte{}
 	}
 	return pt, nil
 }

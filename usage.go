@@ -1,0 +1,425 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pocketkms/kms/store"
+)
+
+// EncryptionBudget is the most AES-GCM encryptions one version of a
+// (non-convergent) AES256 key makes: with random 96-bit nonces, NIST SP
+// 800-38D §8.3 bounds the invocations of one key at 2^32. An encryption
+// past it fails with ErrEncryptionBudget; the version still decrypts.
+const EncryptionBudget uint64 = 1 << 32
+
+// DefaultEncryptionBudgetWarning is when the Engine warns about a
+// version's encryption budget by default: at three quarters of it.
+const DefaultEncryptionBudgetWarning = EncryptionBudget / 4 * 3
+
+// WithEncryptionBudgetWarning sets after how many AES-GCM encryptions of
+// one key version (1..EncryptionBudget) the Engine warns: it logs at
+// level Warn, sends an audit event (op "encryption budget warning",
+// PlaneSystem) and, if the key has auto-rotation on, the next Maintain
+// rotates it (the background worker runs Maintain every interval), so
+// that new encryptions use a fresh version long before the budget runs
+// out. A key without auto-rotation keeps the version until someone
+// rotates it, and encryptions past the budget fail with
+// ErrEncryptionBudget. The default is DefaultEncryptionBudgetWarning.
+func WithEncryptionBudgetWarning(n uint64) Option {
+	return func(c *config) error {
+		if n == 0 || n > EncryptionBudget {
+			return errors.New("WithEncryptionBudgetWarning: the threshold must be 1..2^32")
+		}
+		c.budgetWarn = n
+		return nil
+	}
+}
+
+// VersionUsage is the use made of one key version since it was made, as
+// this Engine counts it (see Engine.KeyUsage).
+type VersionUsage struct {
+	Version       uint32
+	Encryptions   uint64
+	Decryptions   uint64
+	Signatures    uint64
+	Verifications uint64
+	// Refusals counts calls refused for the caller (see ResultRefused),
+	// charged to the key's current version when the call was refused.
+	Refusals uint64
+	// LastUse is the last counted use or refusal (zero: none).
+	LastUse time.Time
+	// BudgetLeft is how many AES-GCM encryptions the version may still
+	// make (non-convergent AES256 keys; 0 for other keys).
+	BudgetLeft uint64
+}
+
+// KeyUsage is a key's usage counters, one entry per version.
+type KeyUsage struct {
+	KeyTag   string
+	Versions []VersionUsage
+}
+
+// KeyUsage returns a key's usage counters per version: encryptions (each
+// item of a batch counts; a re-encryption counts one decryption and one
+// encryption; CreateCustomKey one encryption), decryptions, signatures,
+// verifications (matching or not), refusals, and the last use. Counting
+// costs a few atomic operations per call and no store write: the Engine
+// writes the counters to the store (one usage record per key used since
+// the last write) every maintenance run and at Close, and reads them back
+// when it opens, so a crash loses at most the counts since the last
+// Maintain (one WithMaintenanceInterval). AES-GCM encryptions are counted
+// before they are made, so the budget is never overrun in a running
+// Engine; a crash can lose the counts of one interval, which is why the
+// warning comes well before the budget. Keys never used cost nothing.
+//
+// With a store shared by several Engines (store/etcd), each Engine counts
+// its own calls and the last one to write its counters wins: the counts
+// and the encryption budget are then per process, not global.
+func (e *Engine) KeyUsage(ctx context.Context, keyTag string) (*KeyUsage, error) {
+	return readKey(e, ctx, "get key usage", keyTag, func(op string, s *keySnap) (*KeyUsage, error) {
+		out := &KeyUsage{KeyTag: s.tag, Versions: make([]VersionUsage, len(s.versions))}
+		ku := e.usage.lookup(s.tag)
+		for i, v := range s.versions {
+			vu := VersionUsage{Version: v.num}
+			if ku != nil {
+				if c := ku.version(v.num); c != nil {
+					vu.Encryptions, vu.Decryptions = c.enc.Load(), c.dec.Load()
+					vu.Signatures, vu.Verifications, vu.Refusals = c.sign.Load(), c.verify.Load(), c.refused.Load()
+					vu.LastUse = msTime(c.last.Load())
+				}
+			}
+			if s.budgeted() {
+				vu.BudgetLeft = e.usage.budget - min(vu.Encryptions, e.usage.budget)
+			}
+			out.Versions[i] = vu
+		}
+		return out, nil
+	})
+}
+
+// budgeted reports whether the key's encryptions spend the GCM budget:
+// AES256 with random nonces (a convergent key's nonce is derived).
+func (s *keySnap) budgeted() bool { return s.typ == AES256 && !s.convergent }
+
+// usageTable holds the counters of the keys used since the Engine opened
+// (or whose counters the store held): nothing for keys never used.
+type usageTable struct {
+	keys         sync.Map // key tag -> *keyUsage
+	budget, warn uint64
+	// rotations counts keys whose budget warning asks Maintain to rotate.
+	rotations atomic.Int32
+}
+
+type keyUsage struct {
+	mu    sync.Mutex
+	vers  atomic.Pointer[[]*verUsage] // index: version - 1
+	dirty atomic.Bool                 // counted since the last flush
+	// rotate is the version whose budget warning asks for a rotation
+	// (0: none).
+	rotate atomic.Uint32
+}
+
+type verUsage struct {
+	enc, dec, sign, verify, refused atomic.Uint64
+	last                            atomic.Int64 // Unix ms
+	warned                          atomic.Bool
+}
+
+func (t *usageTable) lookup(tag string) *keyUsage {
+	if v, ok := t.keys.Load(tag); ok {
+		return v.(*keyUsage)
+	}
+	return nil
+}
+
+// of returns the counters of tag, made on first use.
+func (t *usageTable) of(tag string) *keyUsage {
+	if v, ok := t.keys.Load(tag); ok {
+		return v.(*keyUsage)
+	}
+	v, _ := t.keys.LoadOrStore(tag, &keyUsage{})
+	return v.(*keyUsage)
+}
+
+// version returns the counters of version n, or nil.
+func (k *keyUsage) version(n uint32) *verUsage {
+	if p := k.vers.Load(); p != nil && n >= 1 && int(n) <= len(*p) {
+		return (*p)[n-1]
+	}
+	return nil
+}
+
+// counters returns the counters of version n, made on first use.
+func (k *keyUsage) counters(n uint32) *verUsage {
+	if c := k.version(n); c != nil {
+		return c
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var vs []*verUsage
+	if p := k.vers.Load(); p != nil {
+		vs = *p
+	}
+	if int(n) > len(vs) {
+		grown := make([]*verUsage, n)
+		copy(grown, vs)
+		for i := len(vs); i < int(n); i++ {
+			grown[i] = &verUsage{}
+		}
+		k.vers.Store(&grown)
+		vs = grown
+	}
+	return vs[n-1]
+}
+
+// touch marks a use at now.
+func (e *Engine) touch(k *keyUsage, c *verUsage) {
+	// One write per millisecond at most: calls from many cores on one key
+	// then share the cache line for reading.
+	if ms := e.now().UnixMilli(); c.last.Load() != ms {
+		c.last.Store(ms)
+	}
+	if !k.dirty.Load() {
+		k.dirty.Store(true)
+	}
+}
+
+type useKind int
+
+const (
+	useDecrypt useKind = iota
+	useSign
+	useVerify
+	useEncryptUnbudgeted // RSA-OAEP, convergent AES
+)
+
+// use counts one successful use of version v of s.
+func (e *Engine) use(s *keySnap, v uint32, kind useKind) {
+	k := e.usage.of(s.tag)
+	c := k.counters(v)
+	switch kind {
+	case useDecrypt:
+		c.dec.Add(1)
+	case useSign:
+		c.sign.Add(1)
+	case useVerify:
+		c.verify.Add(1)
+	case useEncryptUnbudgeted:
+		c.enc.Add(1)
+	}
+	e.touch(k, c)
+}
+
+// spendEncryption counts one encryption under version v of s before it
+// is made. For a budgeted key it fails with ErrEncryptionBudget once the
+// version has made EncryptionBudget encryptions, and warns once when the
+// warning threshold is reached.
+func (e *Engine) spendEncryption(ctx context.Context, op string, s *keySnap, v uint32) error {
+	if !s.budgeted() {
+		e.use(s, v, useEncryptUnbudgeted)
+		return nil
+	}
+	k := e.usage.of(s.tag)
+	c := k.counters(v)
+	n := c.enc.Add(1)
+	if n > e.usage.budget {
+		c.enc.Add(^uint64(0))
+		return newErr(op, s.tag, ErrEncryptionBudget, fmt.Sprintf("version %d made %d encryptions", v, e.usage.budget))
+	}
+	e.touch(k, c)
+	if n >= e.usage.warn && !c.warned.Load() && c.warned.CompareAndSwap(false, true) {
+		e.budgetWarning(ctx, s, k, v, n)
+	}
+	return nil
+}
+
+// budgetWarning reports that version v of s reached the warning threshold
+// and, with auto-rotation on, asks Maintain to rotate the key.
+func (e *Engine) budgetWarning(ctx context.Context, s *keySnap, k *keyUsage, v uint32, n uint64) {
+	rotate := s.rotation.enabled
+	e.log.LogAttrs(ctx, slog.LevelWarn, "kms: key version near its AES-GCM encryption budget",
+		slog.String("keyTag", s.tag), slog.Uint64("version", uint64(v)), slog.Uint64("encryptions", n),
+		slog.Uint64("budget", e.usage.budget), slog.Bool("autoRotation", rotate))
+	if rotate && k.rotate.Swap(v) == 0 {
+		e.usage.rotations.Add(1)
+	}
+	if e.aud != nil {
+		// Fail-closed auditing cannot fail this call for a warning.
+		_ = e.aud.send(ctx, AuditEvent{Time: e.now(), KeyTag: s.tag, Version: v, Op: "encryption budget warning",
+			Plane: PlaneSystem, Caller: systemCaller, Result: ResultOK})
+	}
+}
+
+// refused counts a refused call against the key's current version.
+func (e *Engine) refusedUse(s *keySnap) {
+	k := e.usage.of(s.tag)
+	c := k.counters(s.current().num)
+	c.refused.Add(1)
+	e.touch(k, c)
+}
+
+// systemCaller names the Engine's own background work in events.
+const systemCaller = "maintenance"
+
+// budgetRotations rotates the keys whose encryption budget warning asked
+// for it, if the version warned about is still current and the key still
+// has auto-rotation on. The caller has entered the Engine.
+func (e *Engine) budgetRotations(ctx context.Context) error {
+	if e.usage.rotations.Load() == 0 {
+		return nil
+	}
+	var errs []error
+	e.usage.keys.Range(func(tag, v any) bool {
+		k := v.(*keyUsage)
+		ver := k.rotate.Load()
+		if ver == 0 {
+			return true
+		}
+		ent, ok := e.keys.Load(tag)
+		if !ok {
+			if k.rotate.CompareAndSwap(ver, 0) {
+				e.usage.rotations.Add(-1)
+			}
+			return true
+		}
+		if err := e.budgetRotate(ctx, ent.(*keyEntry), ver); err != nil {
+			errs = append(errs, err)
+			return true
+		}
+		if k.rotate.CompareAndSwap(ver, 0) {
+			e.usage.rotations.Add(-1)
+		}
+		return true
+	})
+	return errors.Join(errs...)
+}
+
+func (e *Engine) budgetRotate(ctx context.Context, ent *keyEntry, ver uint32) error {
+	const op = "auto-rotate key"
+	ent.mu.Lock()
+	defer ent.mu.Unlock()
+	s := ent.snap.Load()
+	if s.state == stateDestroyed || !s.enabled() || !s.rotation.enabled || s.current().num != ver {
+		return nil // rotated, disabled or turned off meanwhile
+	}
+	sctx := withPlane(ctx, PlaneSystem, systemCaller, noAddr)
+	start := e.startTime()
+	r, err := updateLocked(e, sctx, op, ent, e.rotation(sctx, op))
+	if e.watching() {
+		_, err = endTrusted(e, sctx, op, s.tag, s, resultVersion(r), start, r, err)
+	}
+	if err == nil {
+		e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key rotated before its encryption budget ran out", slog.String("keyTag", s.tag))
+	}
+	return err
+}
+
+// usageFlushChunk bounds the usage records one flush commit writes.
+const usageFlushChunk = 64
+
+// flushUsage writes the counters of every key used since the last flush.
+func (e *Engine) flushUsage(ctx context.Context) error {
+	var recs []store.Record
+	e.usage.keys.Range(func(tag, v any) bool {
+		k := v.(*keyUsage)
+		if !k.dirty.Load() {
+			return true
+		}
+		if _, live := e.keys.Load(tag); !live {
+			e.usage.keys.Delete(tag)
+			return true
+		}
+		k.dirty.Store(false)
+		recs = append(recs, k.record(tag.(string)))
+		return true
+	})
+	var errs []error
+	for len(recs) > 0 {
+		n := min(len(recs), usageFlushChunk)
+		c := (&store.Change{}).Put(recs[:n]...)
+		if _, err := e.st.Apply(ctx, c); err != nil {
+			errs = append(errs, err)
+			for _, r := range recs[:n] {
+				if k := e.usage.lookup(r.KeyTag()); k != nil {
+					k.dirty.Store(true) // write them next time
+				}
+			}
+		}
+		recs = recs[n:]
+	}
+	if len(errs) > 0 {
+		return wrapErr("flush usage", "", ErrInternal, errors.Join(errs...))
+	}
+	return nil
+}
+
+func (k *keyUsage) record(tag string) *store.UsageRecord {
+	r := &store.UsageRecord{Tag: tag}
+	if p := k.vers.Load(); p != nil {
+		for i, c := range *p {
+			r.Versions = append(r.Versions, store.VersionUsageRecord{
+				Version: uint32(i + 1), Encryptions: c.enc.Load(), Decryptions: c.dec.Load(),
+				Signatures: c.sign.Load(), Verifications: c.verify.Load(), Refusals: c.refused.Load(),
+				LastUse: c.last.Load(),
+			})
+		}
+	}
+	return r
+}
+
+// loadUsage reads the usage records back when the Engine opens; records
+// of keys that no longer exist (a flush that raced a destruction) are
+// deleted.
+func (e *Engine) loadUsage(ctx context.Context) error {
+	rg, ok := e.ranger()
+	if !ok {
+		return nil
+	}
+	recs, err := rg.Range(ctx, store.PrefixUsage, prefixEnd(store.PrefixUsage), 0, false)
+	if err != nil {
+		return err
+	}
+	var stale []string
+	for _, r := range recs {
+		ur, ok := r.(*store.UsageRecord)
+		if !ok {
+			continue
+		}
+		if _, live := e.keys.Load(ur.Tag); !live {
+			stale = append(stale, ur.StoreKey())
+			continue
+		}
+		k := e.usage.of(ur.Tag)
+		for _, vr := range ur.Versions {
+			if vr.Version == 0 || vr.Version > MaxVersions {
+				continue
+			}
+			c := k.counters(vr.Version)
+			c.enc.Store(vr.Encryptions)
+			c.dec.Store(vr.Decryptions)
+			c.sign.Store(vr.Signatures)
+			c.verify.Store(vr.Verifications)
+			c.refused.Store(vr.Refusals)
+			c.last.Store(vr.LastUse)
+		}
+	}
+	if len(stale) > 0 {
+		if _, err := e.st.Apply(ctx, (&store.Change{}).Delete(stale...)); err != nil {
+			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not delete usage records of destroyed keys", slog.String("error", err.Error()))
+		}
+	}
+	return nil
+}
+
+// prefixEnd is the first key after every key starting with p.
+func prefixEnd(p string) string {
+	b := []byte(p)
+	b[len(b)-1]++
+	return string(b)
+}
