@@ -15,6 +15,7 @@
 //	pocketkms backup [flags] FILE          write a backup of a data directory's keys to FILE
 //	pocketkms restore [flags] FILE         restore a backup into a new data directory
 //	pocketkms verify-backup [-o json] FILE check a backup file offline (no root key needed)
+//	pocketkms rotate-root [flags]          re-seal every key under a new root key, then replace root.key
 //	pocketkms reencrypt [flags] KEY FILE   move a file of ciphertexts to KEY's current version
 //	pocketkms help [command [subcommand]]  print the usage of pocketkms or of a command
 //
@@ -182,6 +183,30 @@
 //	pocketkms verify-backup /backups/kms-2026-12-03.pkb
 //	pocketkms restore -data /var/lib/kms-new -root-key-file /secure/root.key -copy-root-key /backups/kms-2026-12-03.pkb
 //
+// # Root-key rotation
+//
+// `pocketkms rotate-root -data DIR` re-seals every key of DIR under a new
+// root key with kms.Engine.RotateRootKey and then replaces the root key
+// file (-root-key-file, default DIR/root.key). The new key is
+// -new-root-key-file (read, and refused if malformed or readable by group
+// or others, before anything is opened), or a new random key from
+// memory.GenerateRootKey. The steps follow the library's crash-safety
+// protocol (see RotateRootKey and `go doc ./backend/memory`), each safe to
+// interrupt: (1) the store is opened with the current key, so a directory
+// a server holds is refused with exit 3 before anything is written; (2)
+// a random new key is made durable in <root key file>.new (0600), or the
+// one an interrupted run left there is reused; (3) the store is rotated
+// (a kill before its switch leaves it under the old key, after it under
+// the new one); (4) only then is the root key file replaced atomically
+// (temporary file, sync, rename) and the .new file removed. Run the same
+// command again after an interruption: a store already switched opens
+// with the .new key (or -new-root-key-file) and the run finishes; a run
+// cut off after replacing the root key file only removes the .new file.
+// It prints where the new key is, never the key (-o json: data, store,
+// rootKeyFile, resumed). Backups made before the rotation open only with
+// the old root key: keep a copy of it as long as those backups, or take
+// a new backup after rotating.
+//
 // # Exit codes
 //
 //	0  success, and -h/--help/help on every command
@@ -202,9 +227,8 @@
 // add dependencies for what the flag package and one \r-redrawn line do
 // here. New commands are one file each: see register in main.go.
 //
-// What is not here yet: audit history and root-key rotation (they need
-// library APIs of their own; each will be one more file registering its
-// command). backup writes to a file only (not to standard output). verify reports a store whose records do
+// What is not here yet: audit history (it needs library APIs of its own;
+// it will be one more file registering its command). backup writes to a file only (not to standard output). verify reports a store whose records do
 // not decode as one problem, since nothing after it can be checked.
 package main
 
