@@ -94,7 +94,9 @@ func deterministic(t *testing.T) *fakeClock {
 	rnd := rand.NewChaCha8([32]byte{'p', 'o', 'c', 'k', 'e', 't'})
 	var mu sync.Mutex
 	engineOptions = []kms.Option{kms.WithClock(clk), kms.WithRandom(lockedReader{&mu, rnd})}
-	t.Cleanup(func() { engineOptions = nil })
+	caller := cliCaller
+	cliCaller = func() string { return "pocketkms:tester" }
+	t.Cleanup(func() { engineOptions, cliCaller = nil, caller })
 	return clk
 }
 
@@ -194,6 +196,11 @@ func TestAdminGolden(t *testing.T) {
 		{"limits", "set", "alpha", "-clear"},
 		{"verify"},
 		{"verify", "-o", "json"},
+		{"audit", "alpha"},
+		{"audit", "alpha", "-size", "3", "-page", "1", "-o", "json"},
+		{"audit", "beta", "-size", "2"},
+		{"usage", "alpha"},
+		{"usage", "beta", "-o", "json"},
 		{"rotate-root"},
 		{"rotate-root", "-o", "json"},
 		{"verify"},
@@ -414,6 +421,14 @@ func TestUsageErrorsChangeNothing(t *testing.T) {
 		{"restore", in, "-copy-root-key"},
 		{"restore", in, "-root-key-file", in, "-copy-root-key=perhaps"},
 		{"verify-backup"},
+		{"audit"},
+		{"audit", "alpha", "extra"},
+		{"audit", "alpha", "-page", "-1"},
+		{"audit", "alpha", "-size", "0"},
+		{"audit", "alpha", "-size", "101"},
+		{"audit", "alpha", "-page", "one"},
+		{"usage"},
+		{"usage", "alpha", "extra"},
 		{"rotate-root", "extra"},
 		{"rotate-root", "-new-root-key-file"},
 		{"rotate-root", "-o", "yaml"},
