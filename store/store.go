@@ -23,8 +23,13 @@
 //	a/<keyTag>               ACLRecord (IP allow-list)
 //	n/<lower-case name>      NameRecord: the tag owning a name
 //
-// Values are framed by [Encode]: 'P', codec version, JSON, CRC-32C over
-// the record key and the frame. Anything that fails [Decode] is
+// Values are framed by [Encode]: 'P', codec version, payload, CRC-32C
+// over the record key and the frame. The payload of key and version
+// records and name entries is binary (codec 2, see binary.go), of the
+// others JSON (codec 1); [Decode] reads both, so records written before
+// codec 2 existed read as they did. A build older than codec 2 cannot
+// read a codec-2 record (ErrCorrupt): every process sharing a store must
+// run a build that has it. Anything that fails [Decode] is
 // ErrCorrupt. An implementation may keep its own bookkeeping records
 // beside these (Badger keeps its schema version under m/), never inside
 // the prefixes above.

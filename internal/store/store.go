@@ -14,7 +14,7 @@
 //
 // The records and their keys are package store's (k/, v/, g/, a/, n/),
 // framed by store.Encode; this package adds its schema version under
-// m/schema (this build: 1). Anything that fails the frame is ErrCorrupt.
+// m/schema (this build: 2, see SchemaVersion). Anything that fails the frame is ErrCorrupt.
 //
 // # Integrity
 //
@@ -107,8 +107,13 @@ func sizesFor(floor int64) sizes {
 	return z
 }
 
-// SchemaVersion is the schema this build writes and reads.
-const SchemaVersion = 1
+// SchemaVersion is the schema this build writes and reads. Schema 2 is
+// schema 1 with key and version records and name entries written in the
+// binary codec (store codec 2; records in codec 1 are still read). Open
+// moves a schema-1 directory to 2 before any record is written, so an
+// older build refuses it with ErrSchemaTooNew instead of failing on the
+// first binary record.
+const SchemaVersion = 2
 
 const (
 	prefixName = kstore.PrefixName
@@ -292,9 +297,12 @@ func (s *Store) checkSchema(readOnly bool) error {
 		return fmt.Errorf("%w: directory has schema %d, this build reads up to %d", ErrSchemaTooNew, v, SchemaVersion)
 	case v < 1:
 		return fmt.Errorf("%w: schema version %d", ErrCorrupt, v)
+	case v == 1 && !readOnly:
+		// Schema 1 to 2 changes no record: what is stored reads as it is.
+		return s.Update(func(tx *Txn) error { return tx.put(keySchema, SchemaVersion) })
 	}
-	// v == SchemaVersion: nothing to migrate yet. Future migrations run here,
-	// each in its own transaction that also bumps m/schema.
+	// Future migrations run here, each in its own transaction that also
+	// bumps m/schema.
 	return nil
 }
 
