@@ -14,7 +14,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/store"
 )
@@ -168,7 +167,7 @@ func (e *Engine) CreateKey(ctx context.Context, req CreateKeyRequest) (*Key, err
 	now := msTime(e.now().UnixMilli())
 	s := &keySnap{
 		tag: tag, name: req.Name, typ: req.Type, memo: req.Memo, convergent: req.Convergent,
-		state: StateEnabled, createdAt: now, stateChangedAt: now, aclM: acl.List{}.Compile(),
+		state: StateEnabled, createdAt: now, stateChangedAt: now, aclM: allowAll,
 	}
 	if e.shred != nil {
 		// The key's shred key is durable before any record names it (see

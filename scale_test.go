@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,6 +265,13 @@ func scaleResidentChild(dir string, n int) {
 			when, mib(rss), mib(idle), mib(peak), mib(int64(ms.HeapInuse)))
 	}
 	report("after opening")
+	if p := os.Getenv("POCKETKMS_SCALE_HEAPPROFILE"); p != "" {
+		// A heap profile of the opened Engine, for go tool pprof.
+		if f, err := os.Create(p); err == nil {
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	for i := range n {
 		if _, err := e.Encrypt(ctx, scaleTag(i), []byte{1}, nil); err != nil {
 			fail(err)

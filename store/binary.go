@@ -153,6 +153,26 @@ func (r *reader) raw() []byte {
 
 func (r *reader) string() string { return string(r.raw()) }
 
+// common are the values every key and version record repeats (types and
+// states): decoded, they share one string instead of one allocation per
+// record.
+var common = map[string]string{}
+
+func init() {
+	for _, s := range []string{"AES256", "RSA2048", "ECDSA", "ENABLED", "DISABLED", "REVOKED"} {
+		common[s] = s
+	}
+}
+
+// word is string for fields that usually hold one of common.
+func (r *reader) word() string {
+	b := r.raw()
+	if s, ok := common[string(b)]; ok {
+		return s
+	}
+	return string(b)
+}
+
 // bytes returns a copy of the next byte field (nil when empty): the
 // payload is the store's buffer, which may be reused after the decode.
 func (r *reader) bytes() []byte {
@@ -200,7 +220,7 @@ func (r *reader) done() error {
 func decodeKeyRecord(p []byte, k *KeyRecord) error {
 	r := reader{b: p}
 	*k = KeyRecord{
-		Tag: r.string(), Name: r.string(), Type: r.string(), Memo: r.string(), State: r.string(),
+		Tag: r.string(), Name: r.string(), Type: r.word(), Memo: r.string(), State: r.word(),
 		Seq: r.uvarint(), CreatedAt: r.varint(), StateChangedAt: r.varint(), CurrentVersion: r.uint32(),
 		DestroyAt: r.varint(), MinDecryptVersion: r.uint32(),
 	}
@@ -218,7 +238,7 @@ func decodeKeyRecord(p []byte, k *KeyRecord) error {
 func decodeVersionRecord(p []byte, v *VersionRecord) error {
 	r := reader{b: p}
 	*v = VersionRecord{
-		Tag: r.string(), Version: r.uint32(), State: r.string(), CreatedAt: r.varint(),
+		Tag: r.string(), Version: r.uint32(), State: r.word(), CreatedAt: r.varint(),
 		StateChangedAt: r.varint(), Handle: r.bytes(), PublicKey: r.bytes(),
 	}
 	return r.done()

@@ -166,6 +166,9 @@ type Store struct {
 	// file holds it.
 	check   []byte
 	checked bool
+	// pre is what Open's integrity scan read, for the first Load; nil
+	// once used, or once a commit changed a record (under mu).
+	pre *preload
 }
 
 // recordIntegrity writes the integrity record around commits; tests
@@ -350,6 +353,18 @@ func (s *Store) Load(ctx context.Context) (*kstore.Contents, error) {
 		// would panic. The next open reads the truth.
 		return nil, fmt.Errorf("store: load: %w", ErrBroken)
 	}
+	s.mu.Lock()
+	pre := s.pre
+	s.pre = nil
+	s.mu.Unlock()
+	if pre != nil {
+		// Read by Open's integrity scan, and no record changed since.
+		if pre.err != nil {
+			return nil, fmt.Errorf("store: load: %w", pre.err)
+		}
+		pre.c.Rev = int64(s.db.MaxVersion())
+		return pre.c, nil
+	}
 	var a kstore.Assembler
 	var rev int64
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -455,8 +470,9 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 	defer s.mu.Unlock()
 	var fnErr, pendErr error
 	var next digest
+	var t *Txn
 	err := s.db.Update(func(txn *badger.Txn) error {
-		t := &Txn{txn: txn}
+		t = &Txn{txn: txn}
 		if s.dir != "" {
 			t.d = &txnDelta{}
 		}
@@ -493,6 +509,9 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 	}
 	if s.dir == "" {
 		return nil
+	}
+	if s.pre != nil && t.records {
+		s.pre = nil
 	}
 	s.digest = next
 	if err := recordIntegrity(s.dir, integrity{committed: next}); err != nil {
@@ -574,9 +593,12 @@ func (s *Store) Apply(ctx context.Context, c *kstore.Change) (int64, error) {
 
 // Txn is a read-write transaction passed to Update's function.
 type Txn struct {
-	txn  *badger.Txn
-	d    *txnDelta         // nil in memory
-	last map[string][]byte // latest value written per key in this txn
+	txn *badger.Txn
+	// records is true once the transaction wrote or deleted a record
+	// (anything but the store's own m/ keys).
+	records bool
+	d       *txnDelta         // nil in memory
+	last    map[string][]byte // latest value written per key in this txn
 }
 
 func (t *Txn) put(key string, v any) error {
@@ -588,6 +610,7 @@ func (t *Txn) put(key string, v any) error {
 }
 
 func (t *Txn) set(key string, b []byte) error {
+	t.records = t.records || isRecordKey([]byte(key))
 	if err := t.change(key, b); err != nil {
 		return err
 	}
@@ -595,6 +618,7 @@ func (t *Txn) set(key string, b []byte) error {
 }
 
 func (t *Txn) delete(key string) error {
+	t.records = t.records || isRecordKey([]byte(key))
 	if err := t.change(key, nil); err != nil {
 		return err
 	}
