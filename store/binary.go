@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"strconv"
+	"strings"
 )
 
 // Codec 2: the binary payload of the records there are one or more of per
@@ -25,13 +27,20 @@ import (
 // Varints must be minimal, and nothing may follow the last field, so the
 // codec has one form: decoding then encoding gives the input back.
 //
-//	KeyRecord:     Tag Name Type Memo State Seq CreatedAt StateChangedAt
+//	KeyRecord:     Name Type Memo State Seq CreatedAt StateChangedAt
 //	               CurrentVersion DestroyAt MinDecryptVersion
 //	               flags (1 Convergent, 2 Rotation, 4 RateLimit)
 //	               [Rotation: flags (1 Enabled) PeriodDays NextAt]
 //	               [RateLimit: flags (1 Unlimited) PerSecond Burst]
-//	VersionRecord: Tag Version State CreatedAt StateChangedAt Handle PublicKey
+//	VersionRecord: State CreatedAt StateChangedAt Handle PublicKey
 //	name index:    the owning tag (a string)
+//
+// The key tag of key and version records, and the version number of
+// version records, are not repeated in the payload: they are read from the
+// record's store key (k/<tag>, v/<tag>/<%010d version>), which the frame's
+// checksum covers. A key tag is three quarters of a small record, and a
+// large store's size (and the pages of it an open maps in) shrinks by
+// about that much.
 const codecVersion2 = 2
 
 var errPayload = errors.New("malformed binary payload")
@@ -57,7 +66,6 @@ func appendFlags(b []byte, bits ...bool) []byte {
 }
 
 func appendKeyRecord(b []byte, r *KeyRecord) []byte {
-	b = appendString(b, r.Tag)
 	b = appendString(b, r.Name)
 	b = appendString(b, r.Type)
 	b = appendString(b, r.Memo)
@@ -83,8 +91,6 @@ func appendKeyRecord(b []byte, r *KeyRecord) []byte {
 }
 
 func appendVersionRecord(b []byte, r *VersionRecord) []byte {
-	b = appendString(b, r.Tag)
-	b = binary.AppendUvarint(b, uint64(r.Version))
 	b = appendString(b, r.State)
 	b = binary.AppendVarint(b, r.CreatedAt)
 	b = binary.AppendVarint(b, r.StateChangedAt)
@@ -217,10 +223,14 @@ func (r *reader) done() error {
 	return nil
 }
 
-func decodeKeyRecord(p []byte, k *KeyRecord) error {
+func decodeKeyRecord(key string, p []byte, k *KeyRecord) error {
+	tag, ok := strings.CutPrefix(key, PrefixKey)
+	if !ok {
+		return errPayload
+	}
 	r := reader{b: p}
 	*k = KeyRecord{
-		Tag: r.string(), Name: r.string(), Type: r.word(), Memo: r.string(), State: r.word(),
+		Tag: tag, Name: r.string(), Type: r.word(), Memo: r.string(), State: r.word(),
 		Seq: r.uvarint(), CreatedAt: r.varint(), StateChangedAt: r.varint(), CurrentVersion: r.uint32(),
 		DestroyAt: r.varint(), MinDecryptVersion: r.uint32(),
 	}
@@ -235,10 +245,28 @@ func decodeKeyRecord(p []byte, k *KeyRecord) error {
 	return r.done()
 }
 
-func decodeVersionRecord(p []byte, v *VersionRecord) error {
+// versionKeyParts splits a version record's store key.
+func versionKeyParts(key string) (tag string, version uint32, ok bool) {
+	rest, ok := strings.CutPrefix(key, PrefixVersion)
+	if !ok || len(rest) < 11 || rest[len(rest)-11] != '/' {
+		return "", 0, false
+	}
+	tag, digits := rest[:len(rest)-11], rest[len(rest)-10:]
+	n, err := strconv.ParseUint(digits, 10, 32)
+	if err != nil {
+		return "", 0, false
+	}
+	return tag, uint32(n), true
+}
+
+func decodeVersionRecord(key string, p []byte, v *VersionRecord) error {
+	tag, n, ok := versionKeyParts(key)
+	if !ok {
+		return errPayload
+	}
 	r := reader{b: p}
 	*v = VersionRecord{
-		Tag: r.string(), Version: r.uint32(), State: r.word(), CreatedAt: r.varint(),
+		Tag: tag, Version: n, State: r.word(), CreatedAt: r.varint(),
 		StateChangedAt: r.varint(), Handle: r.bytes(), PublicKey: r.bytes(),
 	}
 	return r.done()
@@ -266,13 +294,13 @@ func encodeBinary(b []byte, v any) (out []byte, ok bool) {
 	return b, false
 }
 
-// decodeBinary decodes a codec-2 payload into v.
-func decodeBinary(p []byte, v any) error {
+// decodeBinary decodes a codec-2 payload read under key into v.
+func decodeBinary(key string, p []byte, v any) error {
 	switch v := v.(type) {
 	case *KeyRecord:
-		return decodeKeyRecord(p, v)
+		return decodeKeyRecord(key, p, v)
 	case *VersionRecord:
-		return decodeVersionRecord(p, v)
+		return decodeVersionRecord(key, p, v)
 	case *string:
 		return decodeTag(p, v)
 	}

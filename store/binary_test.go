@@ -32,6 +32,7 @@ func sampleRecords() []Record {
 			RateLimit: &RateLimitRecord{Unlimited: true, PerSecond: 12.5, Burst: -3},
 		},
 		&KeyRecord{Tag: tag, Rotation: &RotationRecord{}, RateLimit: &RateLimitRecord{}},
+		&VersionRecord{Tag: tag, Version: 4000000000},
 		&VersionRecord{Tag: tag, Version: 3, State: "DISABLED", CreatedAt: 1, StateChangedAt: 2, Handle: []byte{1, 2, 3}, PublicKey: []byte{0x30, 0}},
 		&VersionRecord{Tag: tag, Version: 1, State: "ENABLED", Handle: bytes.Repeat([]byte{9}, 300)},
 		&NameRecord{Name: "k", Tag: tag},
@@ -85,10 +86,28 @@ func TestCodec1StillReads(t *testing.T) {
 	}
 }
 
+// TestCodec2WrongKey: a key or version record is written only under its
+// own store key, whose tag and version its payload leaves out.
+func TestCodec2WrongKey(t *testing.T) {
+	tag := strings.Repeat("ab", 32)
+	if _, err := EncodeValue(KeyKey(strings.Repeat("cd", 32)), &KeyRecord{Tag: tag}); err == nil {
+		t.Error("key record encoded under another key")
+	}
+	if _, err := EncodeValue(VersionKey(tag, 2), &VersionRecord{Tag: tag, Version: 1}); err == nil {
+		t.Error("version record encoded under another version's key")
+	}
+	_, val, _ := Encode(&VersionRecord{Tag: tag, Version: 1})
+	for _, key := range []string{"v/" + tag + "/1", "v/" + tag + "x0000000001", "k/" + tag} {
+		if _, err := Decode(key, val); err == nil {
+			t.Errorf("version record decoded under %q", key)
+		}
+	}
+}
+
 // TestCodec2Malformed: truncations, trailing bytes, overlong varints and
 // undefined flag bits are ErrCorrupt.
 func TestCodec2Malformed(t *testing.T) {
-	for _, r := range sampleRecords()[:5] {
+	for _, r := range sampleRecords()[:6] {
 		key, val, _ := Encode(r)
 		body := val[2 : len(val)-4]
 		reframe := func(p []byte) []byte {
@@ -98,7 +117,9 @@ func TestCodec2Malformed(t *testing.T) {
 		}
 		cases := map[string][]byte{
 			"trailing": append(bytes.Clone(body), 0),
-			"overlong": append([]byte{0x80 | body[0], 0}, body[1:]...),
+		}
+		if len(body) > 0 {
+			cases["overlong"] = append([]byte{0x80 | body[0], 0}, body[1:]...)
 		}
 		for i := range len(body) {
 			cases["truncated"+string(rune('a'+i%26))] = body[:i]
@@ -122,28 +143,31 @@ func TestCodec2Malformed(t *testing.T) {
 // FuzzDecodeBinary: whatever decodes as codec 2 encodes to the very same
 // bytes (the codec has one form), and nothing panics.
 func FuzzDecodeBinary(f *testing.F) {
-	for _, r := range sampleRecords()[:6] {
+	for _, r := range sampleRecords()[:7] {
 		key, val, _ := Encode(r)
-		f.Add(key[:1], val[2:len(val)-4])
+		f.Add(key, val[2:len(val)-4])
 	}
-	f.Fuzz(func(t *testing.T, kind string, p []byte) {
+	f.Fuzz(func(t *testing.T, key string, p []byte) {
 		var v, again any
-		switch kind {
-		case PrefixKey[:1]:
+		switch {
+		case strings.HasPrefix(key, PrefixKey):
 			v, again = new(KeyRecord), new(KeyRecord)
-		case PrefixVersion[:1]:
+		case strings.HasPrefix(key, PrefixVersion):
 			v, again = new(VersionRecord), new(VersionRecord)
 		default:
 			v, again = new(string), new(string)
 		}
-		if err := decodeBinary(p, v); err != nil {
+		if err := decodeBinary(key, p, v); err != nil {
 			return
+		}
+		if r, ok := v.(Record); ok && r.StoreKey() != key {
+			return // Decode refuses it: stored under the wrong key
 		}
 		out, ok := encodeBinary(nil, v)
 		if !ok || !bytes.Equal(out, p) {
 			t.Fatalf("decoded %+v re-encodes to %x, not %x", v, out, p)
 		}
-		if err := decodeBinary(out, again); err != nil || !reflect.DeepEqual(again, v) {
+		if err := decodeBinary(key, out, again); err != nil || !reflect.DeepEqual(again, v) {
 			t.Fatalf("re-encoded payload decodes to %+v, %v", again, err)
 		}
 	})

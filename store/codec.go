@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 )
@@ -31,6 +32,11 @@ func EncodeValue(key string, v any) ([]byte, error) {
 	out := make([]byte, 2, 128)
 	out[0], out[1] = recordMagic, codecVersion2
 	out, ok := encodeBinary(out, v)
+	if ok && !boundToKey(key, v) {
+		// The payload leaves out what the store key says: a record must
+		// be written under its own key.
+		return nil, errors.New("store: encode record: the record does not belong under its key")
+	}
 	if !ok {
 		payload, err := json.Marshal(v)
 		if err != nil {
@@ -41,6 +47,18 @@ func EncodeValue(key string, v any) ([]byte, error) {
 	}
 	sum := crc32.Update(crc32.Checksum([]byte(key), Castagnoli), Castagnoli, out)
 	return binary.BigEndian.AppendUint32(out, sum), nil
+}
+
+// boundToKey reports whether key is the store key of v, for the records
+// whose codec-2 payload leaves out the tag and version the key holds.
+func boundToKey(key string, v any) bool {
+	switch v := v.(type) {
+	case *KeyRecord:
+		return key == v.StoreKey()
+	case *VersionRecord:
+		return key == v.StoreKey()
+	}
+	return true
 }
 
 // DecodeValue checks the frame of data stored under key and decodes its
@@ -60,7 +78,7 @@ func DecodeValue(key string, data []byte, v any) error {
 	switch body[1] {
 	case codecVersion1:
 	case codecVersion2:
-		if err := decodeBinary(body[2:], v); err != nil {
+		if err := decodeBinary(key, body[2:], v); err != nil {
 			return fmt.Errorf("%w: record payload", ErrCorrupt)
 		}
 		return nil
