@@ -278,6 +278,12 @@ func scaleResidentChild(dir string, n int) {
 		}
 	}
 	report("after one Encrypt on every key")
+	if p := os.Getenv("POCKETKMS_SCALE_HEAPPROFILE"); p != "" {
+		if f, err := os.Create(p + ".used"); err == nil {
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
