@@ -223,7 +223,7 @@ func (t *Txn) change(key string, val []byte) error {
 	}
 	if !t.d.seen[key] {
 		t.d.seen[key] = true
-		item, err := t.txn.Get([]byte(key))
+		item, err := t.get(key)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
 		case err != nil:
