@@ -37,7 +37,9 @@
 // # Revisions and optimistic concurrency
 //
 // Every committed change has a revision, a positive number that grows
-// with every commit of the store. Load reports the revision of every key
+// with every commit of the store (a store may commit concurrent changes
+// together, as Badger's group commit does: they then share one). Load
+// reports the revision of every key
 // record; Apply reports the revision of the change it committed. A Change
 // carries expectations: "the record under this key was last written at
 // revision R" (0: "the record does not exist"). Apply commits only if every
