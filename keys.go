@@ -14,7 +14,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/pocketkms/kms/acl"
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/store"
 )
@@ -182,7 +181,7 @@ func (e *Engine) createKey(ctx context.Context, op string, req CreateKeyRequest)
 	now := msTime(e.now().UnixMilli())
 	s := &keySnap{
 		tag: tag, name: req.Name, typ: req.Type, memo: req.Memo, convergent: req.Convergent,
-		state: StateEnabled, createdAt: now, stateChangedAt: now, aclM: acl.List{}.Compile(),
+		state: StateEnabled, createdAt: now, stateChangedAt: now, aclM: allowAll,
 	}
 	if e.shred != nil {
 		// The key's shred key is durable before any record names it (see

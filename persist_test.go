@@ -169,6 +169,10 @@ type importingBackend struct {
 	*memory.Backend
 	mu     sync.Mutex
 	secret [][]byte
+	// public holds the PKIX DER of the public keys, which the store keeps
+	// (in binary records, as raw bytes) and which the private DER in
+	// secret contains too (RSA's modulus, the EC public point).
+	public [][]byte
 }
 
 func (b *importingBackend) Generate(ctx context.Context, req *backend.GenerateRequest) (*backend.GenerateResponse, error) {
@@ -192,6 +196,7 @@ func (b *importingBackend) Generate(ctx context.Context, req *backend.GenerateRe
 		der, _ := x509.MarshalPKCS8PrivateKey(k)
 		imp.Material = k
 		secrets = append(secrets, k.D.Bytes(), k.Primes[0].Bytes(), k.Primes[1].Bytes(), der)
+		b.notePublic(&k.PublicKey)
 	case backend.ECDSA:
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -201,11 +206,30 @@ func (b *importingBackend) Generate(ctx context.Context, req *backend.GenerateRe
 		der, _ := x509.MarshalPKCS8PrivateKey(k)
 		imp.Material = k
 		secrets = append(secrets, ek.Bytes(), der)
+		b.notePublic(&k.PublicKey)
 	}
 	b.mu.Lock()
 	b.secret = append(b.secret, secrets...)
 	b.mu.Unlock()
 	return b.ImportKey(ctx, imp)
+}
+
+func (b *importingBackend) notePublic(pub any) {
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	b.mu.Lock()
+	b.public = append(b.public, der)
+	b.mu.Unlock()
+}
+
+// isPublic reports whether w occurs in a public key: a window of the
+// private DER that the public key holds too is no secret.
+func (b *importingBackend) isPublic(w []byte) bool {
+	for _, p := range b.public {
+		if bytes.Contains(p, w) {
+			return true
+		}
+	}
+	return false
 }
 
 func TestNoRawKeyMaterialInStore(t *testing.T) {
@@ -242,7 +266,7 @@ func TestNoRawKeyMaterialInStore(t *testing.T) {
 		for _, s := range be.secret {
 			// Any 16-byte window of a secret would betray it.
 			for off := 0; off+16 <= len(s); off += 8 {
-				if bytes.Contains(data, s[off:off+16]) {
+				if bytes.Contains(data, s[off:off+16]) && !be.isPublic(s[off:off+16]) {
 					t.Fatalf("%s contains raw key material", filepath.Base(p))
 				}
 			}

@@ -29,8 +29,13 @@
 // reads them on demand through [Ranger], and a store that does not
 // implement Ranger keeps them without the Engine ever reading them back.
 //
-// Values are framed by [Encode]: 'P', codec version, JSON, CRC-32C over
-// the record key and the frame. Anything that fails [Decode] is
+// Values are framed by [Encode]: 'P', codec version, payload, CRC-32C
+// over the record key and the frame. The payload of key and version
+// records and name entries is binary (codec 2, see binary.go), of the
+// others JSON (codec 1); [Decode] reads both, so records written before
+// codec 2 existed read as they did. A build older than codec 2 cannot
+// read a codec-2 record (ErrCorrupt): every process sharing a store must
+// run a build that has it. Anything that fails [Decode] is
 // ErrCorrupt. An implementation may keep its own bookkeeping records
 // beside these (Badger keeps its schema version under m/), never inside
 // the prefixes above.
@@ -38,7 +43,9 @@
 // # Revisions and optimistic concurrency
 //
 // Every committed change has a revision, a positive number that grows
-// with every commit of the store. Load reports the revision of every key
+// with every commit of the store (a store may commit concurrent changes
+// together, as Badger's group commit does: they then share one). Load
+// reports the revision of every key
 // record; Apply reports the revision of the change it committed. A Change
 // carries expectations: "the record under this key was last written at
 // revision R" (0: "the record does not exist"). Apply commits only if every

@@ -116,6 +116,10 @@ type Keys struct {
 	nexts  map[string]*Key // next keys read or made so far (rotate.go)
 	made   bool            // dir exists
 	closed bool
+	// creating holds the tags whose Create is writing its file, which
+	// it does without holding mu, so that creations of different keys
+	// share the disk's time instead of queueing for it.
+	creating map[string]bool
 }
 
 // Open returns the shred keys kept under dir (the Badger directory). It
@@ -156,7 +160,7 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 	if ks.closed {
 		return nil, ErrClosed
 	}
-	if _, ok := ks.keys[tag]; ok {
+	if _, ok := ks.keys[tag]; ok || ks.creating[tag] {
 		return nil, ErrExists
 	}
 	path := filepath.Join(ks.dir, tag)
@@ -173,12 +177,28 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 		return nil, err
 	}
 	data := marshal(tag, b)
+	if ks.creating == nil {
+		ks.creating = map[string]bool{}
+	}
+	ks.creating[tag] = true
+	// The synced write runs without mu (the tag is reserved in creating):
+	// it is most of a creation's time.
+	ks.mu.Unlock()
 	err = writeFileSync(ks.dir, tag, data)
 	clear(data)
+	ks.mu.Lock()
+	delete(ks.creating, tag)
+	if err == nil && ks.closed {
+		// Closed meanwhile: the key is not handed out, and its file goes.
+		err = ErrClosed
+	}
 	if err != nil {
 		clear(b)
 		os.Remove(filepath.Join(ks.dir, tag+tmpSuffix))
 		os.Remove(path)
+		if errors.Is(err, ErrClosed) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("shred: create: %w", err)
 	}
 	k := &Key{tag: tag, b: b}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/pocketkms/kms/internal/atomicfile"
+	kstore "github.com/pocketkms/kms/store"
 )
 
 // The integrity record guards against Badger silently losing committed
@@ -98,14 +99,37 @@ func writeFileSync(dir, name string, data []byte) error { return atomicfile.Writ
 
 // contentDigest is the digest of every record in the database.
 func contentDigest(db *badger.DB) (digest, error) {
+	d, _, err := scanContent(db, false)
+	return d, err
+}
+
+// scanContent is contentDigest, and with assemble also the Contents a
+// Load would return (or the error it would fail with, in pre.err): the
+// Engine loads everything right after opening, and one pass over the
+// records instead of two is a good part of opening a large store.
+func scanContent(db *badger.DB, assemble bool) (digest, *preload, error) {
 	var d digest
+	var a kstore.Assembler
+	var pre *preload
+	if assemble {
+		pre = &preload{}
+	}
 	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			if err := item.Value(func(val []byte) error {
-				d.xor(recordDigest(item.Key(), val))
+				key := item.Key()
+				d.xor(recordDigest(key, val))
+				if pre != nil && pre.err == nil && isRecordKey(key) {
+					r, err := kstore.Decode(string(key), val)
+					if err != nil {
+						pre.err = err
+						return nil
+					}
+					a.Add(r, int64(item.Version()))
+				}
 				return nil
 			}); err != nil {
 				return err
@@ -113,16 +137,43 @@ func contentDigest(db *badger.DB) (digest, error) {
 		}
 		return nil
 	})
-	return d, err
+	if err != nil {
+		return d, nil, err
+	}
+	if pre != nil && pre.err == nil {
+		pre.c, pre.err = a.Contents(0)
+	}
+	return d, pre, nil
+}
+
+// preload is what the scan at Open read for the first Load.
+type preload struct {
+	c   *kstore.Contents
+	err error
+}
+
+// isRecordKey reports whether key is under one of the schema's record
+// prefixes (the ones Load reads).
+func isRecordKey(key []byte) bool {
+	if len(key) < 2 || key[1] != '/' {
+		return false
+	}
+	switch key[0] {
+	case 'k', 'v', 'g', 'a', 'n':
+		return true
+	}
+	return false
 }
 
 // checkIntegrity compares the content with the integrity file at open. A
 // store without the file (created before it existed, or fresh) gets one.
+// The records it read are kept for the first Load (s.pre).
 func (s *Store) checkIntegrity(readOnly bool) error {
-	got, err := contentDigest(s.db)
+	got, pre, err := scanContent(s.db, true)
 	if err != nil {
 		return fmt.Errorf("store: open: %w", err)
 	}
+	s.pre = pre
 	raw, err := os.ReadFile(filepath.Join(s.dir, integrityFile))
 	if errors.Is(err, os.ErrNotExist) {
 		s.digest = got
@@ -172,7 +223,7 @@ func (t *Txn) change(key string, val []byte) error {
 	}
 	if !t.d.seen[key] {
 		t.d.seen[key] = true
-		item, err := t.txn.Get([]byte(key))
+		item, err := t.get(key)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
 		case err != nil:

@@ -2,19 +2,22 @@
 // in Badger v4, in a directory or in memory.
 //
 // Use [Open] with a directory (or InMemory); the Engine then calls
-// [Store.Load] once and [Store.Apply] for each change. A change is one
-// Badger transaction, synced to disk before Apply returns, so it is either
-// wholly present after a crash or wholly absent. Commits are serialised,
-// so a change's expectations (the revisions it read, see package store)
-// are checked and written atomically; revisions are Badger's commit
-// timestamps. [Store.Update] is the lower-level transaction the tests and
+// [Store.Load] once and [Store.Apply] for each change. A change is part of
+// one Badger transaction, synced to disk before Apply returns, so it is
+// either wholly present after a crash or wholly absent. In a directory,
+// changes that arrive while a commit is under way are committed together
+// as one transaction (group commit, see group.go), sharing its syncs; each
+// is still checked alone against the committed state, so a change's
+// expectations (the revisions it read, see package store) are checked and
+// written atomically. Revisions are Badger's commit timestamps; changes
+// committed together share one. [Store.Update] is the lower-level transaction the tests and
 // the schema record use.
 //
 // # Schema
 //
 // The records and their keys are package store's (k/, v/, g/, a/, n/),
 // framed by store.Encode; this package adds its schema version under
-// m/schema (this build: 1). Anything that fails the frame is ErrCorrupt.
+// m/schema (this build: 2, see SchemaVersion). Anything that fails the frame is ErrCorrupt.
 //
 // # Integrity
 //
@@ -47,7 +50,9 @@
 // # Limitations
 //
 // Commits are serialised (the digest follows them in order), and each
-// costs two extra small synced file replacements. Badger memory-maps its
+// costs two extra small synced file replacements; changes that arrive
+// together share one commit, so a single writer pays them all while
+// several writers share them. Badger memory-maps its
 // write-ahead log: on a file system that runs completely full the kernel
 // may kill the process with SIGBUS instead of returning an error. On Linux
 // the store therefore refuses changes (ErrNoSpace) once less than
@@ -115,8 +120,13 @@ func sizesFor(floor int64) sizes {
 	return z
 }
 
-// SchemaVersion is the schema this build writes and reads.
-const SchemaVersion = 1
+// SchemaVersion is the schema this build writes and reads. Schema 2 is
+// schema 1 with key and version records and name entries written in the
+// binary codec (store codec 2; records in codec 1 are still read). Open
+// moves a schema-1 directory to 2 before any record is written, so an
+// older build refuses it with ErrSchemaTooNew instead of failing on the
+// first binary record.
+const SchemaVersion = 2
 
 const (
 	prefixName = kstore.PrefixName
@@ -175,6 +185,12 @@ type Store struct {
 	// the check value it moves to while in RotationReseal (rotation.go).
 	rotation string
 	next     []byte
+	// pre is what Open's integrity scan read, for the first Load; nil
+	// once used, or once a commit changed a record (under mu).
+	pre *preload
+	// group queues the changes of a directory for group commit (see
+	// group.go).
+	group grouper
 }
 
 // recordIntegrity writes the integrity record around commits; tests
@@ -320,9 +336,12 @@ func (s *Store) checkSchema(readOnly bool) error {
 		return fmt.Errorf("%w: directory has schema %d, this build reads up to %d", ErrSchemaTooNew, v, SchemaVersion)
 	case v < 1:
 		return fmt.Errorf("%w: schema version %d", ErrCorrupt, v)
+	case v == 1 && !readOnly:
+		// Schema 1 to 2 changes no record: what is stored reads as it is.
+		return s.Update(func(tx *Txn) error { return tx.put(keySchema, SchemaVersion) })
 	}
-	// v == SchemaVersion: nothing to migrate yet. Future migrations run here,
-	// each in its own transaction that also bumps m/schema.
+	// Future migrations run here, each in its own transaction that also
+	// bumps m/schema.
 	return nil
 }
 
@@ -369,6 +388,18 @@ func (s *Store) Load(ctx context.Context) (*kstore.Contents, error) {
 		// Badger's memtable is gone after a failed commit: reading it
 		// would panic. The next open reads the truth.
 		return nil, fmt.Errorf("store: load: %w", ErrBroken)
+	}
+	s.mu.Lock()
+	pre := s.pre
+	s.pre = nil
+	s.mu.Unlock()
+	if pre != nil {
+		// Read by Open's integrity scan, and no record changed since.
+		if pre.err != nil {
+			return nil, fmt.Errorf("store: load: %w", pre.err)
+		}
+		pre.c.Rev = int64(s.db.MaxVersion())
+		return pre.c, nil
 	}
 	var a kstore.Assembler
 	var rev int64
@@ -442,6 +473,30 @@ func scan(txn *badger.Txn, prefix string, fn func(key []byte, version uint64, va
 	return nil
 }
 
+// get reads key's committed item. In a group commit, reading a key that
+// an earlier change of the group writes ends the change (errClash): it is
+// run again in the next group. A buffered transaction does not see its
+// own writes; no caller reads a key after writing it.
+func (t *Txn) get(key string) (*badger.Item, error) {
+	if t.batch != nil && t.batch[key] {
+		t.clash = true
+		return nil, errClash
+	}
+	return t.txn.Get([]byte(key))
+}
+
+// getRecord is getRecord through t.get.
+func (t *Txn) getRecord(key string, v any) error {
+	item, err := t.get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(val []byte) error { return decode([]byte(key), val, v) })
+}
+
 func getRecord(txn *badger.Txn, key string, v any) error {
 	item, err := txn.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -457,40 +512,40 @@ func getRecord(txn *badger.Txn, key string, v any) error {
 // fn fails nothing is written. If Badger fails to commit, the store is
 // broken: this and every later Update fail with ErrBroken.
 func (s *Store) Update(fn func(tx *Txn) error) error {
+	_, err := s.update(fn)
+	return err
+}
+
+// update is Update, returning the revision of the commit when the store
+// has a directory (0 in memory, where the caller finds it).
+func (s *Store) update(fn func(tx *Txn) error) (int64, error) {
 	if s.db.IsClosed() {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if s.broken.Load() {
-		return ErrBroken
+		return 0, ErrBroken
 	}
 	if s.dir != "" {
 		// Badger writes its log through a memory map: on a file system that
 		// is full, that write can kill the process (SIGBUS) instead of
 		// failing. Refuse the change while there is still room to refuse.
 		if free, ok := freeBytes(s.dir); ok && free < uint64(s.minFree) {
-			return fmt.Errorf("%w: %d bytes free, need %d", ErrNoSpace, free, s.minFree)
+			return 0, fmt.Errorf("%w: %d bytes free, need %d", ErrNoSpace, free, s.minFree)
 		}
+		return s.updateGrouped(fn)
 	}
+	return 0, s.updateSerial(fn)
+}
+
+// updateSerial is Update in memory: one Badger transaction per change,
+// nothing to sync.
+func (s *Store) updateSerial(fn func(tx *Txn) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var fnErr, pendErr error
-	var next digest
+	var fnErr error
 	err := s.db.Update(func(txn *badger.Txn) error {
-		t := &Txn{txn: txn}
-		if s.dir != "" {
-			t.d = &txnDelta{}
-		}
-		if fnErr = fn(t); fnErr != nil {
-			return fnErr
-		}
-		if t.d != nil {
-			next = s.digest
-			next.xor(t.d.delta)
-			if pendErr = recordIntegrity(s.dir, integrity{committed: s.digest, pending: next, hasPending: true}); pendErr != nil {
-				return pendErr
-			}
-		}
-		return nil
+		fnErr = fn(&Txn{txn: txn})
+		return fnErr
 	})
 	switch {
 	case err == nil:
@@ -500,28 +555,9 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		return ErrClosed
 	case errors.Is(err, badger.ErrConflict), errors.Is(err, badger.ErrTxnTooBig):
 		return err
-	case pendErr != nil:
-		// Nothing was committed, but the directory refuses writes (full,
-		// read-only): Badger would fail next, or hang flushing on Close.
-		s.broken.Store(true)
-		return fmt.Errorf("%w: write integrity record: %w", ErrBroken, pendErr)
 	default:
-		// Badger failed inside its commit: with synced writes the log
-		// entry may or may not be on disk.
 		s.broken.Store(true)
 		return fmt.Errorf("%w: %w: %w", ErrBroken, ErrUncertain, err)
-	}
-	if s.dir == "" {
-		return nil
-	}
-	s.digest = next
-	if err := recordIntegrity(s.dir, integrity{committed: next}); err != nil {
-		// The commit stands, and the record on disk names it as pending,
-		// which Open accepts; the next commit writes the record whole.
-		// Reporting a failure here would make callers undo a change that
-		// is durable.
-		s.log.LogAttrs(context.Background(), slog.LevelError, "store: committed, but the integrity record could not be updated",
-			slog.String("error", err.Error()))
 	}
 	return nil
 }
@@ -535,10 +571,10 @@ func (s *Store) Apply(ctx context.Context, c *kstore.Change) (int64, error) {
 		return 0, err
 	}
 	var probe string
-	err := s.Update(func(tx *Txn) error {
+	grouped, err := s.update(func(tx *Txn) error {
 		for key, want := range c.Expect {
 			var got int64
-			item, err := tx.txn.Get([]byte(key))
+			item, err := tx.get(key)
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
 			case err != nil:
@@ -570,6 +606,9 @@ func (s *Store) Apply(ctx context.Context, c *kstore.Change) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if grouped != 0 {
+		return grouped, nil
+	}
 	// Commits are serialised and this one is done: the record it wrote
 	// carries its commit timestamp, which is the change's revision.
 	var rev int64
@@ -594,9 +633,19 @@ func (s *Store) Apply(ctx context.Context, c *kstore.Change) (int64, error) {
 
 // Txn is a read-write transaction passed to Update's function.
 type Txn struct {
-	txn  *badger.Txn
-	d    *txnDelta         // nil in memory
-	last map[string][]byte // latest value written per key in this txn
+	txn *badger.Txn
+	// In a group commit (see group.go) writes are buffered until the
+	// function succeeds; batch holds the keys written by the group's
+	// earlier changes, and clash is set when this one reads one of them.
+	buffered bool
+	writes   []bufWrite
+	batch    map[string]bool
+	clash    bool
+	// records is true once the transaction wrote or deleted a record
+	// (anything but the store's own m/ keys).
+	records bool
+	d       *txnDelta         // nil in memory
+	last    map[string][]byte // latest value written per key in this txn
 }
 
 func (t *Txn) put(key string, v any) error {
@@ -608,15 +657,25 @@ func (t *Txn) put(key string, v any) error {
 }
 
 func (t *Txn) set(key string, b []byte) error {
+	t.records = t.records || isRecordKey([]byte(key))
 	if err := t.change(key, b); err != nil {
 		return err
+	}
+	if t.buffered {
+		t.writes = append(t.writes, bufWrite{key: key, val: b})
+		return nil
 	}
 	return t.txn.Set([]byte(key), b)
 }
 
 func (t *Txn) delete(key string) error {
+	t.records = t.records || isRecordKey([]byte(key))
 	if err := t.change(key, nil); err != nil {
 		return err
+	}
+	if t.buffered {
+		t.writes = append(t.writes, bufWrite{key: key, del: true})
+		return nil
 	}
 	return t.txn.Delete([]byte(key))
 }
@@ -638,7 +697,7 @@ func (t *Txn) PutACL(r *ACLRecord) error { return t.put(prefixACL+r.Tag, r) }
 func (t *Txn) ClaimName(name, tag string) error {
 	key := prefixName + strings.ToLower(name)
 	var owner string
-	switch err := getRecord(t.txn, key, &owner); {
+	switch err := t.getRecord(key, &owner); {
 	case err == nil && owner != tag:
 		return ErrNameTaken
 	case err == nil:

@@ -191,6 +191,9 @@ func FuzzDecode(f *testing.F) {
 		if err := decode(key, data, &r); err != nil {
 			return
 		}
+		if r.StoreKey() != string(key) {
+			return // Load refuses it (kstore.Decode): stored under the wrong key
+		}
 		again, err := encode(key, &r)
 		if err != nil {
 			t.Fatal(err)

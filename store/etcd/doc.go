@@ -44,7 +44,10 @@
 //	                                 (see # Rate limits across Engines)
 //
 // Values are framed by store.Encode, the same framing Badger uses: a
-// codec version, JSON, and a CRC-32C over the record key and the frame.
+// codec version, the payload (binary for key and version records and name
+// entries, JSON for the rest; records written as JSON by builds before
+// the binary codec are still read, but those builds cannot read binary
+// ones), and a CRC-32C over the record key and the frame.
 // Every value is checked by store.Decode on every Load and every watch
 // event. Anything else under the prefix is another program's data: Load
 // and Watch fail with store.ErrCorrupt naming the key; nothing is ever

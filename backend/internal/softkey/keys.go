@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 
 	"github.com/pocketkms/kms/backend"
@@ -40,22 +41,38 @@ type Owner struct {
 	Random io.Reader
 }
 
-// keyBase is embedded in every loaded key. Its formatting methods (from
-// redact.Text) are promoted to the key types, so no key prints its
-// material.
+// keyBase is embedded in every loaded key. Its formatting methods (those
+// of redact.Text, over a description made when asked) are promoted to the
+// key types, so no key prints its material. The description is not kept:
+// with many keys loaded it was about 130 bytes of each one's footprint.
 type keyBase struct {
-	redact.Text
 	o   *Owner
 	ref backend.KeyRef
 	typ backend.KeyType
 }
 
 func newKeyBase(o *Owner, ref backend.KeyRef, typ backend.KeyType) keyBase {
-	return keyBase{
-		Text: redact.Text(fmt.Sprintf("%s.Key{%s %s, material redacted}", o.Name, typ, ref)),
-		o:    o, ref: ref, typ: typ,
-	}
+	return keyBase{o: o, ref: ref, typ: typ}
 }
+
+func (k keyBase) text() redact.Text {
+	return redact.Text(fmt.Sprintf("%s.Key{%s %s, material redacted}", k.o.Name, k.typ, k.ref))
+}
+
+// String returns the redacted description.
+func (k keyBase) String() string { return k.text().String() }
+
+// GoString returns the redacted description, for %#v.
+func (k keyBase) GoString() string { return k.text().GoString() }
+
+// Format prints the redacted description for every verb.
+func (k keyBase) Format(f fmt.State, verb rune) { k.text().Format(f, verb) }
+
+// MarshalJSON encodes the redacted description as a JSON string.
+func (k keyBase) MarshalJSON() ([]byte, error) { return k.text().MarshalJSON() }
+
+// LogValue logs the redacted description.
+func (k keyBase) LogValue() slog.Value { return k.text().LogValue() }
 
 // Ref returns the KeyRef the material was created for.
 func (k *keyBase) Ref() backend.KeyRef { return k.ref }
