@@ -42,6 +42,7 @@ type serveConfig struct {
 	trustedProxies, tlsCert, tlsKey    string
 	ipv6ACL                            bool
 	accountRate                        float64
+	metricsAddr                        string
 }
 
 func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
@@ -61,6 +62,7 @@ func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for -tls-cert")
 	fs.BoolVar(&c.ipv6ACL, "ipv6-acl", false, "accept IPv6 entries in IP allow-lists (NAVER accepts IPv4 only)")
 	fs.Float64Var(&c.accountRate, "account-rate-limit", naverapi.DefaultAccountRateLimit.Rate, "account API requests per second per access key, with a burst of one second's worth (0: unlimited)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics on a listener of their own (default: no metrics)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -69,6 +71,11 @@ func parseServeFlags(args []string, out io.Writer) (*serveConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, &usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	if c.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
+			return nil, &usageError{fmt.Errorf("-metrics-addr: %w", err)}
+		}
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, &usageError{errors.New("-tls-cert and -tls-key go together")}
@@ -127,7 +134,23 @@ func serveWith(ctx context.Context, args []string, stdout io.Writer, started fun
 		be.Close()
 		return err
 	}
-	eng, err := kms.New(ctx, be, kms.WithDirectory(filepath.Join(cfg.data, "store")), kms.WithLogger(slog.New(storageLogHandler{log.Handler()})))
+	engOpts := []kms.Option{kms.WithDirectory(filepath.Join(cfg.data, "store")), kms.WithLogger(slog.New(storageLogHandler{log.Handler()}))}
+	var metrics *metricsServer
+	if cfg.metricsAddr != "" {
+		m, opt, err := startMetrics(cfg.metricsAddr, log)
+		if err != nil {
+			be.Close()
+			return err
+		}
+		metrics = m
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			metrics.close(sctx)
+		}()
+		engOpts = append(engOpts, opt)
+	}
+	eng, err := kms.New(ctx, be, engOpts...)
 	if err != nil {
 		be.Close()
 		return err
@@ -173,6 +196,9 @@ func serveWith(ctx context.Context, args []string, stdout io.Writer, started fun
 	}
 	base := scheme + "://" + ln.Addr().String()
 	printBanner(stdout, cfg, base, rootKeyPath, credsPath, creds.keys[0], newAccessKey)
+	if metrics != nil {
+		fmt.Fprintf(stdout, "Prometheus metrics on http://%s/metrics\n", metrics.Addr())
+	}
 	if host, _, _ := net.SplitHostPort(cfg.addr); scheme == "http" && !isLoopback(host) {
 		log.Warn("serving plain HTTP on a non-loopback address: tokens and data cross the network unencrypted; use -tls-cert and -tls-key")
 	}
