@@ -51,7 +51,10 @@
 // -ipv6-acl (accept IPv6 allow-list entries, which NAVER does not),
 // -account-rate-limit (account API requests a second per access key,
 // default 300 with a burst of 300; 0 for none: over it, 429 with
-// Retry-After).
+// Retry-After), -metrics-addr (serve the Engine's metrics in Prometheus's
+// text format at http://ADDR/metrics, on a listener of their own so that
+// the API's address serves nothing unauthenticated; package kmsmetrics
+// through the OpenTelemetry Prometheus exporter; off by default).
 // SIGINT and SIGTERM shut the server down gracefully: requests in flight
 // finish (up to 15 s), then the Engine closes.
 //
