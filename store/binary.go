@@ -28,7 +28,7 @@ import (
 // codec has one form: decoding then encoding gives the input back.
 //
 //	KeyRecord:     Name Type Memo State Seq CreatedAt StateChangedAt
-//	               CurrentVersion DestroyAt MinDecryptVersion
+//	               CurrentVersion DestroyAt MinDecryptVersion HistorySeq
 //	               flags (1 Convergent, 2 Rotation, 4 RateLimit)
 //	               [Rotation: flags (1 Enabled) PeriodDays NextAt]
 //	               [RateLimit: flags (1 Unlimited) PerSecond Burst]
@@ -76,6 +76,7 @@ func appendKeyRecord(b []byte, r *KeyRecord) []byte {
 	b = binary.AppendUvarint(b, uint64(r.CurrentVersion))
 	b = binary.AppendVarint(b, r.DestroyAt)
 	b = binary.AppendUvarint(b, uint64(r.MinDecryptVersion))
+	b = binary.AppendUvarint(b, r.HistorySeq)
 	b = appendFlags(b, r.Convergent, r.Rotation != nil, r.RateLimit != nil)
 	if rr := r.Rotation; rr != nil {
 		b = appendFlags(b, rr.Enabled)
@@ -232,7 +233,7 @@ func decodeKeyRecord(key string, p []byte, k *KeyRecord) error {
 	*k = KeyRecord{
 		Tag: tag, Name: r.string(), Type: r.word(), Memo: r.string(), State: r.word(),
 		Seq: r.uvarint(), CreatedAt: r.varint(), StateChangedAt: r.varint(), CurrentVersion: r.uint32(),
-		DestroyAt: r.varint(), MinDecryptVersion: r.uint32(),
+		DestroyAt: r.varint(), MinDecryptVersion: r.uint32(), HistorySeq: r.uvarint(),
 	}
 	f := r.flags(3)
 	k.Convergent = f&1 != 0
