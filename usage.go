@@ -42,7 +42,8 @@ func WithEncryptionBudgetWarning(n uint64) Option {
 }
 
 // VersionUsage is the use made of one key version since it was made, as
-// this Engine counts it (see Engine.KeyUsage).
+// this Engine sees it: the shared total as of its last flush plus its own
+// calls since (see Engine.KeyUsage).
 type VersionUsage struct {
 	Version       uint32
 	Encryptions   uint64
@@ -78,9 +79,25 @@ type KeyUsage struct {
 // Engine; a crash can lose the counts of one interval, which is why the
 // warning comes well before the budget. Keys never used cost nothing.
 //
-// With a store shared by several Engines (store/etcd), each Engine counts
-// its own calls and the last one to write its counters wins: the counts
-// and the encryption budget are then per process, not global.
+// With a store shared by several Engines (store/etcd), each flush adds
+// the Engine's counts since its last flush to the shared usage record with
+// an optimistic read-modify-write (a conflict re-reads and retries; a
+// delta not written stays pending, never lost), and moves the Engine's
+// counters to the shared total it read. The counts are then global, and
+// so is the budget, with a bounded overshoot: between two flushes an
+// Engine checks the budget against the shared total as of its last flush
+// plus its own calls, so the cluster can make at most (number of
+// Engines) × (encryptions of one Engine between two successful flushes,
+// normally one maintenance interval) beyond the budget: each Engine may
+// go on until its next flush shows it the others' counts. The default warning at three quarters leaves 2^30 for that
+// and for rotation to take over; a lower WithEncryptionBudgetWarning
+// leaves more. An Engine reads a key's shared record when it flushes its
+// own counts of the key, and at the following flushes while other Engines
+// keep changing it; a key it has not used for a while is read again at
+// the first flush after it uses it. The store must implement
+// store.RevReader (Badger, store/etcd, storetest.Memory do); on another
+// store the Engine writes its own totals (last writer wins), which only
+// suits a store owned by one process.
 func (e *Engine) KeyUsage(ctx context.Context, keyTag string) (*KeyUsage, error) {
 	return readKey(e, ctx, "get key usage", keyTag, func(op string, s *keySnap) (*KeyUsage, error) {
 		out := &KeyUsage{KeyTag: s.tag, Versions: make([]VersionUsage, len(s.versions))}
