@@ -223,3 +223,48 @@ func TestSharedUsageConflictRetried(t *testing.T) {
 		t.Fatalf("KeyUsage = %d, want 8 (counted twice?)", got)
 	}
 }
+
+// TestKeyUsageBadgerFlushes: on the default store (Badger, a RevReader
+// whose revisions are Badger versions), flushes add deltas with
+// expectations across Maintain, Close and reopen, counting each
+// encryption once.
+func TestKeyUsageBadgerFlushes(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	open := func() *kms.Engine {
+		e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open()
+	k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "badgerusage", Type: kms.AES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uint64(0)
+	for round := range 3 {
+		for range 3 {
+			if _, err := e.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
+				t.Fatal(err)
+			}
+			want++
+		}
+		if err := e.Maintain(ctx); err != nil {
+			t.Fatalf("round %d: Maintain: %v", round, err)
+		}
+		if _, err := e.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+		want++
+		if err := e.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", round, err)
+		}
+		e = open()
+		if got := usageOf(t, e, k.Tag); got != want {
+			t.Fatalf("round %d: reopened usage %d, want %d", round, got, want)
+		}
+	}
+	e.Close()
+}
