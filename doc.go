@@ -288,9 +288,11 @@
 // Auditing: a token-plane refusal made before the token is known good
 // names no caller subject (only the address), and decryptions and
 // verifications name no version (the ciphertext does; KeyUsage counts
-// them per version). With several Engines on one store, usage counts and
-// the encryption budget are per process (the last Engine to write its
-// counters wins). History and usage records use the store prefixes h/
+// them per version). With several Engines on one store, each flush adds an
+// Engine's counts to the shared usage record (optimistic
+// read-modify-write), so counts and the encryption budget are global; the
+// budget may be overshot by at most (Engines) × one Engine's
+// encryptions between two of its flushes (see [Engine.KeyUsage]). History and usage records use the store prefixes h/
 // and u/: an older pocketkms opening a store/etcd prefix written by this
 // one refuses them as records outside its schema.
 package kms

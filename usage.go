@@ -42,7 +42,8 @@ func WithEncryptionBudgetWarning(n uint64) Option {
 }
 
 // VersionUsage is the use made of one key version since it was made, as
-// this Engine counts it (see Engine.KeyUsage).
+// this Engine sees it: the shared total as of its last flush plus its own
+// calls since (see Engine.KeyUsage).
 type VersionUsage struct {
 	Version       uint32
 	Encryptions   uint64
@@ -78,9 +79,25 @@ type KeyUsage struct {
 // Engine; a crash can lose the counts of one interval, which is why the
 // warning comes well before the budget. Keys never used cost nothing.
 //
-// With a store shared by several Engines (store/etcd), each Engine counts
-// its own calls and the last one to write its counters wins: the counts
-// and the encryption budget are then per process, not global.
+// With a store shared by several Engines (store/etcd), each flush adds
+// the Engine's counts since its last flush to the shared usage record with
+// an optimistic read-modify-write (a conflict re-reads and retries; a
+// delta not written stays pending, never lost), and moves the Engine's
+// counters to the shared total it read. The counts are then global, and
+// so is the budget, with a bounded overshoot: between two flushes an
+// Engine checks the budget against the shared total as of its last flush
+// plus its own calls, so the cluster can make at most (number of
+// Engines) × (encryptions of one Engine between two successful flushes,
+// normally one maintenance interval) beyond the budget: each Engine may
+// go on until its next flush shows it the others' counts. The default warning at three quarters leaves 2^30 for that
+// and for rotation to take over; a lower WithEncryptionBudgetWarning
+// leaves more. An Engine reads a key's shared record when it flushes its
+// own counts of the key, and at the following flushes while other Engines
+// keep changing it; a key it has not used for a while is read again at
+// the first flush after it uses it. The store must implement
+// store.RevReader (Badger, store/etcd, storetest.Memory do); on another
+// store the Engine writes its own totals (last writer wins), which only
+// suits a store owned by one process.
 func (e *Engine) KeyUsage(ctx context.Context, keyTag string) (*KeyUsage, error) {
 	return readKey(e, ctx, "get key usage", keyTag, func(op string, s *keySnap) (*KeyUsage, error) {
 		out := &KeyUsage{KeyTag: s.tag, Versions: make([]VersionUsage, len(s.versions))}
@@ -114,6 +131,9 @@ type usageTable struct {
 	budget, warn uint64
 	// rotations counts keys whose budget warning asks Maintain to rotate.
 	rotations atomic.Int32
+	// flushMu serializes flushes; it guards keyUsage's shared, rev and
+	// revKnown and verUsage's base.
+	flushMu sync.Mutex
 }
 
 type keyUsage struct {
@@ -123,12 +143,26 @@ type keyUsage struct {
 	// rotate is the version whose budget warning asks for a rotation
 	// (0: none).
 	rotate atomic.Uint32
+
+	// shared is the store's usage record as last read or written, at
+	// revision rev (revKnown: rev is worth expecting). Guarded by
+	// usageTable.flushMu.
+	shared   []store.VersionUsageRecord
+	rev      int64
+	revKnown bool
+	// recent: flushed at the last flush; the next one, if the key was
+	// not used meanwhile, reads the shared record to refresh the view.
+	recent bool
 }
 
 type verUsage struct {
 	enc, dec, sign, verify, refused atomic.Uint64
 	last                            atomic.Int64 // Unix ms
 	warned                          atomic.Bool
+	// base is the part of the counters that the shared record held when
+	// last read or written: the counters minus base are the counts not
+	// yet flushed. Guarded by usageTable.flushMu.
+	base verCounts
 }
 
 func (t *usageTable) lookup(tag string) *keyUsage {
@@ -323,12 +357,40 @@ func (e *Engine) budgetRotate(ctx context.Context, ent *keyEntry, ver uint32) er
 // usageFlushChunk bounds the usage records one flush commit writes.
 const usageFlushChunk = 64
 
-// flushUsage writes the counters of every key used since the last flush.
+// usageFlushRetries bounds how often one flush commit is read again and
+// retried after a conflict (another Engine wrote one of its usage records
+// first). The counts of a commit that still conflicts stay pending for
+// the next flush: they are never lost.
+const usageFlushRetries = 8
+
+// flushUsage adds the counts made since the last flush to the store's
+// usage records of every key used since then.
+//
+// On a store that implements store.RevReader (Badger, store/etcd,
+// storetest.Memory) each record is updated with an optimistic
+// read-modify-write: the Engine writes the shared record as it last read
+// it plus its own delta (its counts since the last successful flush),
+// expecting the revision it read; on a conflict it reads the record again
+// and retries (usageFlushRetries times), and a delta not written stays
+// pending. So Engines sharing a store add up their counts, and each one's
+// view (KeyUsage, the budget check) is refreshed to the shared total at
+// every flush of the key. Other stores (owned by one process) get the
+// Engine's totals written over the record.
 func (e *Engine) flushUsage(ctx context.Context) error {
-	var recs []store.Record
+	e.usage.flushMu.Lock()
+	defer e.usage.flushMu.Unlock()
+	type dirtyKey struct {
+		tag string
+		k   *keyUsage
+	}
+	var keys, idle []dirtyKey
 	e.usage.keys.Range(func(tag, v any) bool {
 		k := v.(*keyUsage)
 		if !k.dirty.Load() {
+			if k.recent {
+				k.recent = false
+				idle = append(idle, dirtyKey{tag.(string), k})
+			}
 			return true
 		}
 		if _, live := e.keys.Load(tag); !live {
@@ -336,27 +398,235 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 			return true
 		}
 		k.dirty.Store(false)
-		recs = append(recs, k.record(tag.(string)))
+		keys = append(keys, dirtyKey{tag.(string), k})
 		return true
 	})
+	rr, shared := e.revReader()
 	var errs []error
-	for len(recs) > 0 {
-		n := min(len(recs), usageFlushChunk)
-		c := (&store.Change{}).Put(recs[:n]...)
-		if _, err := e.st.Apply(ctx, c); err != nil {
+	if shared {
+		// Keys flushed last time but not used since: read what the
+		// other Engines counted, so that KeyUsage and the budget check
+		// see it here too.
+		for _, d := range idle {
+			r, rev, err := rr.ReadRev(ctx, store.UsageKey(d.tag))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			ur, _ := r.(*store.UsageRecord)
+			d.k.setShared(ur, rev)
+			// Keep reading while other Engines keep counting.
+			d.k.recent = d.k.refresh()
+		}
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), usageFlushChunk)
+		chunk := keys[:n]
+		keys = keys[n:]
+		var err error
+		if shared {
+			tags := make([]string, n)
+			ks := make([]*keyUsage, n)
+			for i, d := range chunk {
+				tags[i], ks[i] = d.tag, d.k
+			}
+			err = e.flushShared(ctx, rr, tags, ks)
+		} else {
+			c := &store.Change{}
+			for _, d := range chunk {
+				c.Put(d.k.record(d.tag))
+			}
+			_, err = e.st.Apply(ctx, c)
+		}
+		if err != nil {
 			errs = append(errs, err)
-			for _, r := range recs[:n] {
-				if k := e.usage.lookup(r.KeyTag()); k != nil {
-					k.dirty.Store(true) // write them next time
-				}
+			for _, d := range chunk {
+				d.k.dirty.Store(true) // the delta stays pending: write it next time
 			}
 		}
-		recs = recs[n:]
 	}
 	if len(errs) > 0 {
 		return wrapErr("flush usage", "", ErrInternal, errors.Join(errs...))
 	}
 	return nil
+}
+
+// flushShared adds the pending deltas of keys to their shared usage
+// records in one commit, retrying after conflicts. The caller holds
+// usage.flushMu.
+func (e *Engine) flushShared(ctx context.Context, rr store.RevReader, tags []string, keys []*keyUsage) error {
+	for attempt := 0; ; attempt++ {
+		for i, k := range keys {
+			if k.revKnown {
+				continue
+			}
+			r, rev, err := rr.ReadRev(ctx, store.UsageKey(tags[i]))
+			if err != nil {
+				return err
+			}
+			ur, _ := r.(*store.UsageRecord)
+			k.setShared(ur, rev)
+		}
+		c := &store.Change{}
+		recs := make([]*store.UsageRecord, len(keys))
+		curs := make([][]verCounts, len(keys))
+		for i, k := range keys {
+			recs[i], curs[i] = k.merged(tags[i])
+			c.Put(recs[i])
+			c.Expecting(store.UsageKey(tags[i]), k.rev)
+		}
+		rev, err := e.st.Apply(ctx, c)
+		if err == nil {
+			for i, k := range keys {
+				k.written(recs[i], curs[i], rev)
+				k.recent = true
+			}
+			return nil
+		}
+		for _, k := range keys {
+			k.revKnown = false // read them all again: a commit may have landed
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt >= usageFlushRetries {
+			return err
+		}
+	}
+}
+
+// verCounts is a snapshot of one version's counters.
+type verCounts struct {
+	enc, dec, sign, verify, refused uint64
+	last                            int64
+}
+
+func (c *verUsage) snapshot() verCounts {
+	return verCounts{c.enc.Load(), c.dec.Load(), c.sign.Load(), c.verify.Load(), c.refused.Load(), c.last.Load()}
+}
+
+// setShared records the shared usage record as read at rev (nil: none),
+// and makes counters for the versions it counts, so that the budget
+// check sees them once they are merged.
+func (k *keyUsage) setShared(r *store.UsageRecord, rev int64) {
+	k.shared = nil
+	if r != nil {
+		for _, vr := range r.Versions {
+			if vr.Version == 0 || vr.Version > MaxVersions {
+				continue
+			}
+			k.counters(vr.Version)
+			k.shared = append(k.shared, vr)
+		}
+	}
+	k.rev, k.revKnown = rev, true
+}
+
+// merged returns the shared record plus the counts made since the last
+// flush, and the counters' snapshot it used. Counters only grow, except
+// that a refused encryption takes its count back, so a delta may be
+// negative: the arithmetic is signed and the sum never below zero.
+func (k *keyUsage) merged(tag string) (*store.UsageRecord, []verCounts) {
+	r := &store.UsageRecord{Tag: tag}
+	p := k.vers.Load()
+	if p == nil {
+		return r, nil
+	}
+	cur := make([]verCounts, len(*p))
+	for i, c := range *p {
+		cur[i] = c.snapshot()
+		var sh store.VersionUsageRecord
+		for _, s := range k.shared {
+			if int(s.Version) == i+1 {
+				sh = s
+			}
+		}
+		b := c.base
+		r.Versions = append(r.Versions, store.VersionUsageRecord{
+			Version:       uint32(i + 1),
+			Encryptions:   addDelta(sh.Encryptions, cur[i].enc, b.enc),
+			Decryptions:   addDelta(sh.Decryptions, cur[i].dec, b.dec),
+			Signatures:    addDelta(sh.Signatures, cur[i].sign, b.sign),
+			Verifications: addDelta(sh.Verifications, cur[i].verify, b.verify),
+			Refusals:      addDelta(sh.Refusals, cur[i].refused, b.refused),
+			LastUse:       max(sh.LastUse, cur[i].last),
+		})
+	}
+	return r, cur
+}
+
+// addDelta is shared + (cur - base), in signed arithmetic, at least 0.
+func addDelta(shared, cur, base uint64) uint64 {
+	d := int64(cur - base)
+	if d < 0 && uint64(-d) > shared {
+		return 0
+	}
+	return shared + uint64(d)
+}
+
+// written moves the counters to the record committed at rev: each one
+// gains what other Engines counted (counts made since the snapshot cur
+// are kept), and the record becomes the new base.
+func (k *keyUsage) written(r *store.UsageRecord, cur []verCounts, rev int64) {
+	p := k.vers.Load()
+	for i, vr := range r.Versions {
+		if i >= len(cur) {
+			break
+		}
+		c := (*p)[i]
+		c.enc.Add(vr.Encryptions - cur[i].enc)
+		c.dec.Add(vr.Decryptions - cur[i].dec)
+		c.sign.Add(vr.Signatures - cur[i].sign)
+		c.verify.Add(vr.Verifications - cur[i].verify)
+		c.refused.Add(vr.Refusals - cur[i].refused)
+		for {
+			l := c.last.Load()
+			if l >= vr.LastUse || c.last.CompareAndSwap(l, vr.LastUse) {
+				break
+			}
+		}
+		c.base = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+	}
+	k.shared = r.Versions
+	k.rev, k.revKnown = rev, true
+}
+
+// refresh moves the counters to the shared record as last read, keeping
+// the counts not flushed yet, and reports whether the record had changed.
+func (k *keyUsage) refresh() bool {
+	p := k.vers.Load()
+	if p == nil {
+		return false
+	}
+	changed := false
+	for _, vr := range k.shared {
+		c := (*p)[vr.Version-1]
+		b := &c.base
+		if vr.Encryptions != b.enc || vr.Decryptions != b.dec || vr.Signatures != b.sign ||
+			vr.Verifications != b.verify || vr.Refusals != b.refused {
+			changed = true
+		}
+		c.enc.Add(vr.Encryptions - b.enc)
+		c.dec.Add(vr.Decryptions - b.dec)
+		c.sign.Add(vr.Signatures - b.sign)
+		c.verify.Add(vr.Verifications - b.verify)
+		c.refused.Add(vr.Refusals - b.refused)
+		for {
+			l := c.last.Load()
+			if l >= vr.LastUse || c.last.CompareAndSwap(l, vr.LastUse) {
+				break
+			}
+		}
+		*b = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+	}
+	return changed
+}
+
+// revReader returns the Engine's store as a store.RevReader, if it is one.
+func (e *Engine) revReader() (store.RevReader, bool) {
+	st := e.st
+	if o, ok := st.(observedStore); ok {
+		st = o.Store
+	}
+	r, ok := st.(store.RevReader)
+	return r, ok
 }
 
 func (k *keyUsage) record(tag string) *store.UsageRecord {
@@ -407,7 +677,9 @@ func (e *Engine) loadUsage(ctx context.Context) error {
 			c.verify.Store(vr.Verifications)
 			c.refused.Store(vr.Refusals)
 			c.last.Store(vr.LastUse)
+			c.base = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
 		}
+		k.shared = ur.Versions
 	}
 	if len(stale) > 0 {
 		if _, err := e.st.Apply(ctx, (&store.Change{}).Delete(stale...)); err != nil {
