@@ -12,13 +12,15 @@ import (
 
 func init() {
 	register(group("acl", "IP allow-lists of the token API",
-		command{"show", "show a key's allow-list", aclShow},
+		command{"show", "show a key's allow-list", keyCmd("acl show", "Show a key's IP allow-list for token API callers.", (*kms.Engine).GetKeyACL, emitACL)},
 		command{"set", "replace a key's allow-list entries", aclSet},
 		command{"enable", "enforce the allow-list", aclEnable(true)},
 		command{"disable", "stop enforcing the allow-list", aclEnable(false)},
 	))
 	register(group("limits", "token API rate limits",
-		command{"show", "show a key's rate limit", limitsShow},
+		command{"show", "show a key's rate limit", keyCmd("limits show", "Show the token API rate limit in force for a key.\n"+
+			"A key without its own limit shows the library's default; a server started with\n"+
+			"another default applies that instead.", (*kms.Engine).GetKeyRateLimit, emitLimit)},
 		command{"set", "set (or clear) a key's rate limit", limitsSet},
 	))
 }
@@ -45,26 +47,6 @@ func emitACL(s *stdio, o *dataOpts, tag string, a *kms.ACL) error {
 	return s.emit(o, j, t)
 }
 
-func aclShow(ctx context.Context, args []string, s *stdio) error {
-	var o dataOpts
-	fs := newFlags("acl show", "KEY", "Show a key's IP allow-list for token API callers.", s, &o)
-	pos, err := parseArgs(fs, args, &o, 1, 1)
-	if err != nil {
-		return err
-	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
-		a, err := e.GetKeyACL(ctx, tag)
-		if err != nil {
-			return err
-		}
-		return emitACL(s, &o, tag, a)
-	})
-}
-
 func aclSet(ctx context.Context, args []string, s *stdio) error {
 	var o dataOpts
 	fs := newFlags("acl set", "KEY [ADDRESS-OR-CIDR...]",
@@ -76,11 +58,7 @@ func aclSet(ctx context.Context, args []string, s *stdio) error {
 		return err
 	}
 	want := pos[1:]
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		a, err := e.GetKeyACL(ctx, tag)
 		if err != nil {
 			return err
@@ -113,25 +91,10 @@ func aclSet(ctx context.Context, args []string, s *stdio) error {
 
 func aclEnable(on bool) func(context.Context, []string, *stdio) error {
 	name := map[bool]string{true: "enable", false: "disable"}[on]
-	return func(ctx context.Context, args []string, s *stdio) error {
-		var o dataOpts
-		fs := newFlags("acl "+name, "KEY", strings.ToUpper(name[:1])+name[1:]+" a key's IP allow-list.", s, &o)
-		pos, err := parseArgs(fs, args, &o, 1, 1)
-		if err != nil {
-			return err
-		}
-		return o.withEngine(ctx, func(e *kms.Engine) error {
-			tag, err := resolveKey(ctx, e, pos[0])
-			if err != nil {
-				return err
-			}
-			a, err := e.SetKeyACLEnabled(ctx, tag, on)
-			if err != nil {
-				return err
-			}
-			return emitACL(s, &o, tag, a)
-		})
-	}
+	return keyCmd("acl "+name, strings.ToUpper(name[:1])+name[1:]+" a key's IP allow-list.",
+		func(e *kms.Engine, ctx context.Context, tag string) (*kms.ACL, error) {
+			return e.SetKeyACLEnabled(ctx, tag, on)
+		}, emitACL)
 }
 
 type limitJSON struct {
@@ -149,28 +112,6 @@ func emitLimit(s *stdio, o *dataOpts, tag string, l *kms.KeyRateLimit) error {
 		from = "the key's own"
 	}
 	return s.emit(o, j, fields("key", tag, "rate limit", l.Limit.String(), "set by", from))
-}
-
-func limitsShow(ctx context.Context, args []string, s *stdio) error {
-	var o dataOpts
-	fs := newFlags("limits show", "KEY", "Show the token API rate limit in force for a key.\n"+
-		"A key without its own limit shows the library's default; a server started with\n"+
-		"another default applies that instead.", s, &o)
-	pos, err := parseArgs(fs, args, &o, 1, 1)
-	if err != nil {
-		return err
-	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
-		l, err := e.GetKeyRateLimit(ctx, tag)
-		if err != nil {
-			return err
-		}
-		return emitLimit(s, &o, tag, l)
-	})
 }
 
 func limitsSet(ctx context.Context, args []string, s *stdio) error {
@@ -202,11 +143,8 @@ func limitsSet(ctx context.Context, args []string, s *stdio) error {
 	} else if l.Burst != 0 {
 		return usagef("limits set: -burst goes with -rate")
 	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
+		var err error
 		if clearIt {
 			err = e.ClearKeyRateLimit(ctx, tag)
 		} else {

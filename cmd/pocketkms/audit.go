@@ -55,11 +55,7 @@ func auditCmd(ctx context.Context, args []string, s *stdio) error {
 	if *size < 1 || *size > 100 {
 		return usagef("audit: -size must be 1..100")
 	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		p, err := e.ListKeyHistory(ctx, tag, *page, *size)
 		if err != nil {
 			return err

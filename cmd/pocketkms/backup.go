@@ -201,40 +201,15 @@ func restoreCmd(ctx context.Context, args []string, s *stdio) error {
 }
 
 // copyRootKey copies the root key file src to dst (which must not exist),
-// mode 0600, durably: written to a temporary file, synced, linked into
-// place (never over a file) and the directory synced.
+// mode 0600, durably (atomicfile.Create: written to a temporary file,
+// synced, linked into place, never over a file, and the directory synced).
 func copyRootKey(src, dst string) error {
 	data, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
 	defer clear(data)
-	dir := filepath.Dir(dst)
-	f, err := os.CreateTemp(dir, ".root.key.*"+atomicfile.TmpSuffix)
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, dst); err != nil {
-		return err
-	}
-	return atomicfile.SyncDir(dir)
+	return atomicfile.Create(dst, data)
 }
 
 // verifyBackupJSON is verify-backup's result.

@@ -159,6 +159,12 @@ func (o *dataOpts) openEngine(ctx context.Context) (*kms.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	return o.engineOn(ctx, be)
+}
+
+// engineOn opens the Engine of the data directory's store on be, without
+// background maintenance; be is closed when that fails.
+func (o *dataOpts) engineOn(ctx context.Context, be *memory.Backend) (*kms.Engine, error) {
 	opts := append([]kms.Option{kms.WithDirectory(filepath.Join(o.data, "store")),
 		kms.WithMaintenanceInterval(0), kms.WithLogger(slog.New(slog.DiscardHandler))}, engineOptions...)
 	e, err := kms.New(ctx, be, opts...)
@@ -188,6 +194,39 @@ func (o *dataOpts) withEngine(ctx context.Context, f func(*kms.Engine) error) er
 		err = cerr
 	}
 	return err
+}
+
+// withKey runs f on the data directory's Engine with ref, a key tag or a
+// key name, resolved to the key's tag (resolveKey), and closes the Engine.
+func (o *dataOpts) withKey(ctx context.Context, ref string, f func(e *kms.Engine, tag string) error) error {
+	return o.withEngine(ctx, func(e *kms.Engine) error {
+		tag, err := resolveKey(ctx, e, ref)
+		if err != nil {
+			return err
+		}
+		return f(e, tag)
+	})
+}
+
+// keyCmd is a command "pocketkms <path> [flags] KEY" that calls do on the
+// key and writes the result with out.
+func keyCmd[T any](path, about string, do func(*kms.Engine, context.Context, string) (T, error),
+	out func(s *stdio, o *dataOpts, tag string, v T) error) func(context.Context, []string, *stdio) error {
+	return func(ctx context.Context, args []string, s *stdio) error {
+		var o dataOpts
+		fs := newFlags(path, "KEY", about, s, &o)
+		pos, err := parseArgs(fs, args, &o, 1, 1)
+		if err != nil {
+			return err
+		}
+		return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
+			v, err := do(e, ctx, tag)
+			if err != nil {
+				return err
+			}
+			return out(s, &o, tag, v)
+		})
+	}
 }
 
 // table is output for people: a header and rows, or (vertical) one

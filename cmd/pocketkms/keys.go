@@ -15,7 +15,7 @@ func init() {
 		command{"create", "create a key", keysCreate},
 		command{"list", "list the keys", keysList},
 		command{"show", "show a key", keyAction("show", "Show a key.", (*kms.Engine).GetKey)},
-		command{"rotate", "make a new current version", keysRotate},
+		command{"rotate", "make a new current version", keyCmd("keys rotate", "Rotate a key: a new version becomes current; older versions still decrypt.\nKEY is a key tag or a key name.", (*kms.Engine).RotateKey, emitVersion)},
 		command{"enable", "enable a disabled key", keyAction("enable", "Enable a DISABLED key.", (*kms.Engine).EnableKey)},
 		command{"disable", "disable a key (it serves nothing until enabled)", keyAction("disable", "Disable an ENABLED key: it serves nothing until enabled again.", (*kms.Engine).DisableKey)},
 		command{"delete", "schedule a key's destruction in 72 h", keyAction("delete",
@@ -27,7 +27,7 @@ func init() {
 	))
 	register(group("versions", "list, show, enable and disable key versions",
 		command{"list", "list a key's versions", versionsList},
-		command{"show", "show one version", versionsShow},
+		command{"show", "show one version", versionCmd("show", "Show one version of a key. KEY is a key tag or a key name.", (*kms.Engine).GetKeyVersion)},
 		command{"enable", "enable a disabled version", versionAction("enable", "Enable a DISABLED version: it decrypts again.", (*kms.Engine).EnableKeyVersion)},
 		command{"disable", "disable a version (not the current one)", versionAction("disable", "Disable a version: its ciphertexts no longer decrypt until it is enabled again.", (*kms.Engine).DisableKeyVersion)},
 	))
@@ -182,45 +182,12 @@ func keysList(ctx context.Context, args []string, s *stdio) error {
 
 // keyAction is a command that takes one key and calls f on it.
 func keyAction(name, about string, f func(*kms.Engine, context.Context, string) (*kms.Key, error)) func(context.Context, []string, *stdio) error {
-	return func(ctx context.Context, args []string, s *stdio) error {
-		var o dataOpts
-		fs := newFlags("keys "+name, "KEY", about+"\nKEY is a key tag or a key name.", s, &o)
-		pos, err := parseArgs(fs, args, &o, 1, 1)
-		if err != nil {
-			return err
-		}
-		return o.withEngine(ctx, func(e *kms.Engine) error {
-			tag, err := resolveKey(ctx, e, pos[0])
-			if err != nil {
-				return err
-			}
-			k, err := f(e, ctx, tag)
-			if err != nil {
-				return err
-			}
-			return s.emit(&o, keyOut(k), keyTable(k))
-		})
-	}
+	return keyCmd("keys "+name, about+"\nKEY is a key tag or a key name.", f, emitKey)
 }
 
-func keysRotate(ctx context.Context, args []string, s *stdio) error {
-	var o dataOpts
-	fs := newFlags("keys rotate", "KEY", "Rotate a key: a new version becomes current; older versions still decrypt.\nKEY is a key tag or a key name.", s, &o)
-	pos, err := parseArgs(fs, args, &o, 1, 1)
-	if err != nil {
-		return err
-	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
-		v, err := e.RotateKey(ctx, tag)
-		if err != nil {
-			return err
-		}
-		return s.emit(&o, versionOut(tag, v), versionTable(tag, v))
-	})
+// emitKey writes a key (keyCmd's out).
+func emitKey(s *stdio, o *dataOpts, _ string, k *kms.Key) error {
+	return s.emit(o, keyOut(k), keyTable(k))
 }
 
 func keysMinDecrypt(ctx context.Context, args []string, s *stdio) error {
@@ -236,16 +203,12 @@ func keysMinDecrypt(ctx context.Context, args []string, s *stdio) error {
 	if err != nil {
 		return usagef("keys min-decryption-version: VERSION must be a number, not %q", pos[1])
 	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		k, err := e.SetKeyMinDecryptionVersion(ctx, tag, uint32(v))
 		if err != nil {
 			return err
 		}
-		return s.emit(&o, keyOut(k), keyTable(k))
+		return emitKey(s, &o, tag, k)
 	})
 }
 
@@ -269,6 +232,11 @@ func versionTable(tag string, v *kms.KeyVersion) table {
 		"current", strconv.FormatBool(v.Current), "created", stamp(v.CreatedAt), "state changed", stamp(v.StateChangedAt))
 }
 
+// emitVersion writes a version of the key tag (keyCmd's out).
+func emitVersion(s *stdio, o *dataOpts, tag string, v *kms.KeyVersion) error {
+	return s.emit(o, versionOut(tag, v), versionTable(tag, v))
+}
+
 func versionsList(ctx context.Context, args []string, s *stdio) error {
 	var o dataOpts
 	fs := newFlags("versions list", "KEY", "List a key's versions, oldest first. KEY is a key tag or a key name.", s, &o)
@@ -276,11 +244,7 @@ func versionsList(ctx context.Context, args []string, s *stdio) error {
 	if err != nil {
 		return err
 	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		k, err := e.GetKey(ctx, tag)
 		if err != nil {
 			return err
@@ -304,9 +268,15 @@ func versionsList(ctx context.Context, args []string, s *stdio) error {
 
 // versionAction is a command that takes a key and a version and calls f.
 func versionAction(name, about string, f func(*kms.Engine, context.Context, string, uint32) (*kms.KeyVersion, error)) func(context.Context, []string, *stdio) error {
+	return versionCmd(name, about+"\nKEY is a key tag or a key name.", f)
+}
+
+// versionCmd is "pocketkms versions <name> [flags] KEY VERSION": it calls
+// f on the version and writes the version f returns.
+func versionCmd(name, about string, f func(*kms.Engine, context.Context, string, uint32) (*kms.KeyVersion, error)) func(context.Context, []string, *stdio) error {
 	return func(ctx context.Context, args []string, s *stdio) error {
 		var o dataOpts
-		fs := newFlags("versions "+name, "KEY VERSION", about+"\nKEY is a key tag or a key name.", s, &o)
+		fs := newFlags("versions "+name, "KEY VERSION", about, s, &o)
 		pos, err := parseArgs(fs, args, &o, 2, 2)
 		if err != nil {
 			return err
@@ -315,16 +285,12 @@ func versionAction(name, about string, f func(*kms.Engine, context.Context, stri
 		if err != nil || n == 0 {
 			return usagef("versions %s: VERSION must be a number from 1, not %q", name, pos[1])
 		}
-		return o.withEngine(ctx, func(e *kms.Engine) error {
-			tag, err := resolveKey(ctx, e, pos[0])
-			if err != nil {
-				return err
-			}
+		return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 			v, err := f(e, ctx, tag, uint32(n))
 			if err != nil {
 				return err
 			}
-			return s.emit(&o, versionOut(tag, v), versionTable(tag, v))
+			return emitVersion(s, &o, tag, v)
 		})
 	}
 }
@@ -334,28 +300,4 @@ func yes(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-func versionsShow(ctx context.Context, args []string, s *stdio) error {
-	var o dataOpts
-	fs := newFlags("versions show", "KEY VERSION", "Show one version of a key. KEY is a key tag or a key name.", s, &o)
-	pos, err := parseArgs(fs, args, &o, 2, 2)
-	if err != nil {
-		return err
-	}
-	n, err := strconv.ParseUint(pos[1], 10, 32)
-	if err != nil || n == 0 {
-		return usagef("versions show: VERSION must be a number from 1, not %q", pos[1])
-	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
-		v, err := e.GetKeyVersion(ctx, tag, uint32(n))
-		if err != nil {
-			return err
-		}
-		return s.emit(&o, versionOut(tag, v), versionTable(tag, v))
-	})
 }

@@ -332,8 +332,8 @@ var commands = []command{
 //		if err != nil {
 //			return err
 //		}
-//		return o.withEngine(ctx, func(e *kms.Engine) error { // exit 3 when a server holds the directory
-//			tag, err := resolveKey(ctx, e, pos[0]) // a tag or a name
+//		// exit 3 when a server holds the directory; KEY is a tag or a name
+//		return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 //			...
 //			return s.emit(&o, rowsForJSON, table{header: []string{"TIME", "OPERATION"}, rows: rows})
 //		})

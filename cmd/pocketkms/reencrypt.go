@@ -144,11 +144,7 @@ func reencryptCmd(ctx context.Context, args []string, s *stdio) error {
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		k, err := e.GetKey(ctx, tag)
 		if err != nil {
 			return err

@@ -34,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -90,14 +89,7 @@ func rotateRoot(ctx context.Context, args []string, s *stdio) error {
 		if err != nil {
 			return nil, err
 		}
-		opts := append([]kms.Option{kms.WithDirectory(storeDir), kms.WithMaintenanceInterval(0),
-			kms.WithLogger(slog.New(slog.DiscardHandler))}, engineOptions...)
-		e, err := kms.New(ctx, be, opts...)
-		if err != nil {
-			be.Close()
-			return nil, o.openErr(err)
-		}
-		return e, nil
+		return o.engineOn(ctx, be)
 	}
 	// The new key: -new-root-key-file, read (and refused if it is
 	// malformed or readable by others) before anything is opened; or the

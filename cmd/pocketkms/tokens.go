@@ -33,29 +33,16 @@ type generatorJSON struct {
 }
 
 func genAction(name, about string, f func(*kms.Engine, context.Context, string) (*kms.TokenGenerator, error)) func(context.Context, []string, *stdio) error {
-	return func(ctx context.Context, args []string, s *stdio) error {
-		var o dataOpts
-		fs := newFlags("tokens "+name, "KEY", about+"\nKEY is a key tag or a key name.", s, &o)
-		pos, err := parseArgs(fs, args, &o, 1, 1)
-		if err != nil {
-			return err
-		}
-		return o.withEngine(ctx, func(e *kms.Engine) error {
-			tag, err := resolveKey(ctx, e, pos[0])
-			if err != nil {
-				return err
-			}
-			g, err := f(e, ctx, tag)
-			if err != nil {
-				return err
-			}
-			j := generatorJSON{Tag: tag, ID: g.ID, Status: string(g.Status), EnabledAt: stamp(g.EnabledAt),
-				DisabledAt: stamp(g.DisabledAt), IssuedTokenCount: g.IssuedTokenCount}
-			return s.emit(&o, j, fields("key", tag, "generator id", dash(g.ID), "status", string(g.Status),
-				"enabled", dash(j.EnabledAt), "disabled", dash(j.DisabledAt),
-				"issued tokens", strconv.FormatUint(g.IssuedTokenCount, 10)))
-		})
-	}
+	return keyCmd("tokens "+name, about+"\nKEY is a key tag or a key name.", f, emitGenerator)
+}
+
+// emitGenerator writes the token generator of the key tag (keyCmd's out).
+func emitGenerator(s *stdio, o *dataOpts, tag string, g *kms.TokenGenerator) error {
+	j := generatorJSON{Tag: tag, ID: g.ID, Status: string(g.Status), EnabledAt: stamp(g.EnabledAt),
+		DisabledAt: stamp(g.DisabledAt), IssuedTokenCount: g.IssuedTokenCount}
+	return s.emit(o, j, fields("key", tag, "generator id", dash(g.ID), "status", string(g.Status),
+		"enabled", dash(j.EnabledAt), "disabled", dash(j.DisabledAt),
+		"issued tokens", strconv.FormatUint(g.IssuedTokenCount, 10)))
 }
 
 // permissionsByName maps lower-case permission names to permissions.
@@ -141,11 +128,7 @@ func tokensIssue(ctx context.Context, args []string, s *stdio) error {
 			return fmt.Errorf("tokens issue: %w", err)
 		}
 	}
-	err = o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	err = o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		set, err := e.IssueTokens(ctx, tag, req)
 		if err != nil {
 			return err
@@ -217,11 +200,7 @@ func tokensRevoke(ctx context.Context, args []string, s *stdio) error {
 	if err != nil {
 		return err
 	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		if err := e.RevokeToken(ctx, tag, pos[1]); err != nil {
 			return err
 		}

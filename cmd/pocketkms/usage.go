@@ -42,11 +42,7 @@ func usageCmd(ctx context.Context, args []string, s *stdio) error {
 	if err != nil {
 		return err
 	}
-	return o.withEngine(ctx, func(e *kms.Engine) error {
-		tag, err := resolveKey(ctx, e, pos[0])
-		if err != nil {
-			return err
-		}
+	return o.withKey(ctx, pos[0], func(e *kms.Engine, tag string) error {
 		u, err := e.KeyUsage(ctx, tag)
 		if err != nil {
 			return err

@@ -22,6 +22,44 @@ func Write(dir, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	if err := writeSyncClose(f, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// Create writes data to the new file path (mode 0600) durably, never over
+// an existing file: it writes a temporary file beside path (named
+// "."+base+".*"+TmpSuffix), syncs it, links it to path (an existing path
+// is refused: errors.Is(err, fs.ErrExist)), removes the temporary file and
+// syncs the directory.
+func Create(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+TmpSuffix)
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if err := writeSyncClose(f, data); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// writeSyncClose writes data to f, syncs and closes it; f is closed
+// whatever fails.
+func writeSyncClose(f *os.File, data []byte) error {
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
@@ -30,13 +68,7 @@ func Write(dir, name string, data []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return SyncDir(dir)
+	return f.Close()
 }
 
 // SyncDir syncs a directory, making the entries created, renamed or
