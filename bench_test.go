@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/internal/cputime"
 	"github.com/pocketkms/kms/ratelimit"
 )
 
@@ -33,7 +34,7 @@ func BenchmarkRawAESGCM(b *testing.B) {
 			pt := make([]byte, s.n)
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer cputime.Report(b)()
 			for b.Loop() {
 				nonce := make([]byte, 12)
 				rand.Read(nonce)
@@ -57,7 +58,7 @@ func BenchmarkRawAESGCMOpen(b *testing.B) {
 			body := aead.Seal(nonce, nonce, make([]byte, s.n), nil)
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer cputime.Report(b)()
 			for b.Loop() {
 				if _, err := aead.Open(nil, body[:12], body[12:], nil); err != nil {
 					b.Fatal(err)
@@ -102,7 +103,7 @@ func BenchmarkEncrypt(b *testing.B) {
 			pt := make([]byte, s.n)
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer cputime.Report(b)()
 			for b.Loop() {
 				if _, err := e.Encrypt(ctx, tag, pt, nil); err != nil {
 					b.Fatal(err)
@@ -124,7 +125,7 @@ func BenchmarkDecrypt(b *testing.B) {
 			}
 			b.SetBytes(int64(s.n))
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer cputime.Report(b)()
 			for b.Loop() {
 				if _, err := e.Decrypt(ctx, tag, ct, nil); err != nil {
 					b.Fatal(err)
@@ -153,7 +154,7 @@ func BenchmarkEncryptParallel(b *testing.B) {
 
 // BenchmarkVsRaw is issue 19's table measured the way a shared 2-core
 // machine allows: each Engine call against its raw baseline in
-// alternating batches, by CPU time (see pairedCPU). Run it with -cpu 1
+// alternating batches, by CPU time (see cputime.Paired). Run it with -cpu 1
 // and a fixed count of batch pairs:
 //
 //	go test -run '^$' -bench '^BenchmarkVsRaw$' -benchtime 400x -cpu 1 .
@@ -181,27 +182,27 @@ func BenchmarkVsRaw(b *testing.B) {
 		}
 	}
 	// The method's own noise: the baseline against itself.
-	b.Run("Seal/Seal", func(b *testing.B) { pairedCPU(b, 500, seal, seal) })
+	b.Run("Seal/Seal", func(b *testing.B) { cputime.Paired(b, 500, seal, seal) })
 	b.Run("Encrypt-1KiB/Seal", func(b *testing.B) {
 		e, tag := benchKey(b)
-		pairedCPU(b, 500, seal, func() { _, err := e.Encrypt(ctx, tag, pt, nil); must(err) })
+		cputime.Paired(b, 500, seal, func() { _, err := e.Encrypt(ctx, tag, pt, nil); must(err) })
 	})
 	b.Run("Decrypt-1KiB/Open", func(b *testing.B) {
 		e, tag := benchKey(b)
 		ct, err := e.Encrypt(ctx, tag, pt, nil)
 		must(err)
-		pairedCPU(b, 500, open, func() { _, err := e.Decrypt(ctx, tag, ct, nil); must(err) })
+		cputime.Paired(b, 500, open, func() { _, err := e.Decrypt(ctx, tag, ct, nil); must(err) })
 	})
 	b.Run("TokenEncrypt-1KiB/Seal", func(b *testing.B) {
 		e, tag, set := benchTokenKey(b, kms.WithRateLimit(ratelimit.Limit{Unlimited: true}))
 		c := e.WithToken(set.Access, callerIP)
-		pairedCPU(b, 500, seal, func() { _, err := c.Encrypt(ctx, tag, pt, nil); must(err) })
+		cputime.Paired(b, 500, seal, func() { _, err := c.Encrypt(ctx, tag, pt, nil); must(err) })
 	})
 	b.Run("TokenEncrypt-1KiB-ACL1000-Limiter/Seal", func(b *testing.B) {
 		e, tag, set := benchTokenKey(b, kms.WithRateLimit(ratelimit.Limit{Rate: 1e9, Burst: 1 << 30}))
 		benchACL1000(b, e, tag)
 		c := e.WithToken(set.Access, callerIP)
-		pairedCPU(b, 500, seal, func() { _, err := c.Encrypt(ctx, tag, pt, nil); must(err) })
+		cputime.Paired(b, 500, seal, func() { _, err := c.Encrypt(ctx, tag, pt, nil); must(err) })
 	})
 	b.Run("ColdToken/RS256Verify+Seal", func(b *testing.B) {
 		e, tag, _ := benchTokenKey(b, kms.WithTokenCacheSize(1), kms.WithRateLimit(ratelimit.Limit{Unlimited: true}))
@@ -218,7 +219,7 @@ func BenchmarkVsRaw(b *testing.B) {
 		sig, _ := rsa.SignPKCS1v15(rand.Reader, priv, crypto.SHA256, digest[:])
 		pub := &rsa.PublicKey{N: new(big.Int).Set(priv.N), E: priv.E}
 		i := 0
-		pairedCPU(b, 20, func() {
+		cputime.Paired(b, 20, func() {
 			d := sha256.Sum256(input)
 			must(rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig))
 			seal()

@@ -22,6 +22,7 @@ import (
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/cputime"
 	badgerstore "github.com/pocketkms/kms/internal/store"
 	"github.com/pocketkms/kms/internal/testproc"
 	"github.com/pocketkms/kms/store"
@@ -252,7 +253,7 @@ func scaleResidentChild(dir string, n int) {
 	if err != nil {
 		fail(err)
 	}
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), cputime.Process()
 	e, err := kms.New(ctx, be, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
 	if err != nil {
 		fail(err)
@@ -260,7 +261,7 @@ func scaleResidentChild(dir string, n int) {
 	defer e.Close()
 	// On a busy machine the CPU time (user and system, every thread) is
 	// the steadier figure.
-	fmt.Printf("keys %d: opened in %v (CPU time %v)\n", n, time.Since(start).Round(time.Millisecond), (cpuTime() - cpu0).Round(time.Millisecond))
+	fmt.Printf("keys %d: opened in %v (CPU time %v)\n", n, time.Since(start).Round(time.Millisecond), (cputime.Process() - cpu0).Round(time.Millisecond))
 	report := func(when string) {
 		rss, peak := vmRSS()
 		runtime.GC()

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/internal/cputime"
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/token"
 )
@@ -43,7 +44,7 @@ func runTokenEncrypt(b *testing.B, c kms.TokenClient, tag string) {
 	b.SetBytes(1024)
 	b.ReportAllocs()
 	b.ResetTimer()
-	defer reportCPU(b)()
+	defer cputime.Report(b)()
 	for b.Loop() {
 		if _, err := c.Encrypt(ctx, tag, pt, nil); err != nil {
 			b.Fatal(err)
@@ -143,7 +144,7 @@ func BenchmarkTokenEncryptColdToken(b *testing.B) {
 	b.SetBytes(1024)
 	b.ReportAllocs()
 	i := 0
-	defer reportCPU(b)()
+	defer cputime.Report(b)()
 	for b.Loop() {
 		if _, err := clients[i%len(clients)].Encrypt(ctx, tag, pt, nil); err != nil {
 			b.Fatal(err)
@@ -170,7 +171,7 @@ func BenchmarkRawRS256VerifyAESGCM(b *testing.B) {
 	pt := make([]byte, 1024)
 	b.SetBytes(1024)
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer cputime.Report(b)()
 	for b.Loop() {
 		d := sha256.Sum256(input)
 		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
@@ -188,7 +189,7 @@ func BenchmarkIssueTokens(b *testing.B) {
 	e, tag, _ := benchTokenKey(b)
 	ctx := context.Background()
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer cputime.Report(b)()
 	for b.Loop() {
 		if _, err := e.IssueTokens(ctx, tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "bench"}); err != nil {
 			b.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pocketkms/kms"
+	"github.com/pocketkms/kms/internal/cputime"
 	"github.com/pocketkms/kms/internal/envelope"
 	"github.com/pocketkms/kms/kmscrypto"
 )
@@ -33,7 +34,7 @@ func BenchmarkSigner(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Run(string(tc.typ)+"/Engine.SignDigest", func(b *testing.B) {
-			defer reportCPU(b)()
+			defer cputime.Report(b)()
 			for b.Loop() {
 				if _, _, err := e.SignDigest(ctx, tag, digest[:], tc.opts); err != nil {
 					b.Fatal(err)
@@ -41,7 +42,7 @@ func BenchmarkSigner(b *testing.B) {
 			}
 		})
 		b.Run(string(tc.typ)+"/Signer.Sign", func(b *testing.B) {
-			defer reportCPU(b)()
+			defer cputime.Report(b)()
 			for b.Loop() {
 				if _, err := s.Sign(rand.Reader, digest[:], tc.opts); err != nil {
 					b.Fatal(err)
@@ -66,7 +67,7 @@ func BenchmarkDecrypter(b *testing.B) {
 	env := envelope.Format(1, ct)
 	opts := &rsa.OAEPOptions{Hash: crypto.SHA256}
 	b.Run("Engine.Decrypt", func(b *testing.B) {
-		defer reportCPU(b)()
+		defer cputime.Report(b)()
 		for b.Loop() {
 			if _, err := e.Decrypt(ctx, tag, env, nil); err != nil {
 				b.Fatal(err)
@@ -74,7 +75,7 @@ func BenchmarkDecrypter(b *testing.B) {
 		}
 	})
 	b.Run("Decrypter.Decrypt", func(b *testing.B) {
-		defer reportCPU(b)()
+		defer cputime.Report(b)()
 		for b.Loop() {
 			if _, err := d.Decrypt(nil, ct, opts); err != nil {
 				b.Fatal(err)
@@ -119,7 +120,7 @@ func BenchmarkAEAD(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				b.SetBytes(int64(size.n))
 				b.ReportAllocs()
-				defer reportCPU(b)()
+				defer cputime.Report(b)()
 				for b.Loop() {
 					if err := f(); err != nil {
 						b.Fatal(err)
@@ -155,7 +156,7 @@ func BenchmarkAEAD(b *testing.B) {
 }
 
 // BenchmarkAdapterVsEngine measures each adapter against the Engine call
-// it wraps, in alternating batches by CPU time (pairedCPU), which a
+// it wraps, in alternating batches by CPU time (cputime.Paired), which a
 // shared machine's noise disturbs far less than separate benchmarks:
 //
 //	go test -run '^$' -bench '^BenchmarkAdapterVsEngine$' -benchtime 300x -cpu 1 ./kmscrypto
@@ -183,7 +184,7 @@ func BenchmarkAdapterVsEngine(b *testing.B) {
 		act, err := a.Encrypt(pt, ad)
 		must(err)
 		b.Run("AEAD.Encrypt-"+size.name+"/Engine.AppendEncrypt", func(b *testing.B) {
-			pairedCPU(b, 300, func() {
+			cputime.Paired(b, 300, func() {
 				_, err := e.AppendEncrypt(ctx, nil, aesTag, sealed, nil)
 				must(err)
 			}, func() {
@@ -192,7 +193,7 @@ func BenchmarkAdapterVsEngine(b *testing.B) {
 			})
 		})
 		b.Run("AEAD.Decrypt-"+size.name+"/Engine.AppendDecrypt", func(b *testing.B) {
-			pairedCPU(b, 300, func() {
+			cputime.Paired(b, 300, func() {
 				_, err := e.AppendDecrypt(ctx, nil, aesTag, act, nil)
 				must(err)
 			}, func() {
@@ -206,7 +207,7 @@ func BenchmarkAdapterVsEngine(b *testing.B) {
 	must(err)
 	digest := sha256.Sum256([]byte("benchmark"))
 	b.Run("Signer.Sign-ECDSA/Engine.SignDigest", func(b *testing.B) {
-		pairedCPU(b, 20, func() {
+		cputime.Paired(b, 20, func() {
 			_, _, err := e.SignDigest(ctx, ecTag, digest[:], crypto.SHA256)
 			must(err)
 		}, func() {

@@ -1,39 +1,32 @@
-//go:build unix
-
-package kms_test
+// Package cputime measures benchmarks by the process's CPU time instead of
+// the wall clock, for a machine shared with other work. It is test support
+// for the benchmarks of the root package and of kmscrypto; where
+// getrusage is missing (not unix) Process is 0, Report reports nothing and
+// Paired skips the benchmark.
+package cputime
 
 import (
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// processCPU is the CPU time (user and system) the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// reportCPU, called just before a benchmark's loop and deferred, adds the
+// Report, called just before a benchmark's loop and deferred, adds the
 // metric cpu-ns/op: the process's CPU time per iteration, garbage
 // collection included. Run with -cpu 1 so that nothing else runs in the
 // process meanwhile; on a machine shared with other work it is far
 // steadier than ns/op, which counts the time other processes hold the
 // cores.
-func reportCPU(b *testing.B) func() {
-	start := processCPU()
+func Report(b *testing.B) func() {
+	start := Process()
 	return func() {
 		if b.N > 0 && start > 0 {
-			b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(Process()-start)/float64(b.N), "cpu-ns/op")
 		}
 	}
 }
 
-// pairedCPU measures op against raw on a machine shared with other work:
+// Paired measures op against raw on a machine shared with other work:
 // each iteration of the benchmark loop runs a batch of n calls of each,
 // in alternating order, and reads the process's CPU time around every
 // batch (with -cpu 1 that is the calls' own time plus the garbage
@@ -41,15 +34,18 @@ func reportCPU(b *testing.B) func() {
 // cores). It reports the median CPU time per call of each, op-ns and
 // raw-ns, and two ratios: ratio-median (of those medians) and ratio-total
 // (of the summed times, which counts every collection in full).
-func pairedCPU(b *testing.B, n int, raw, op func()) {
+func Paired(b *testing.B, n int, raw, op func()) {
+	if !measured {
+		b.Skip("needs getrusage")
+	}
 	var rs, os []float64
 	var rSum, oSum time.Duration
 	batch := func(f func()) time.Duration {
-		t := processCPU()
+		t := Process()
 		for range n {
 			f()
 		}
-		return processCPU() - t
+		return Process() - t
 	}
 	i := 0
 	for b.Loop() {
