@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/pocketkms/kms/internal/keytag"
@@ -34,14 +33,10 @@ func tmpOfKey(name string) bool {
 // Next returns tag's next key, making it (durably, as Create does) when it
 // has none.
 func (ks *Keys) Next(tag string) (*Key, error) {
-	if !keytag.Valid(tag) {
-		return nil, ErrInvalidTag
+	if err := ks.lock(tag); err != nil {
+		return nil, err
 	}
-	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.closed {
-		return nil, ErrClosed
-	}
 	k, ok, err := ks.getNextLocked(tag)
 	if err != nil || ok {
 		return k, err
@@ -53,13 +48,9 @@ func (ks *Keys) Next(tag string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	data := marshal(tag, b)
-	err = writeFileSync(ks.dir, tag+NextSuffix, data)
-	clear(data)
-	if err != nil {
+	if err := ks.writeKey(tag+NextSuffix, tag, b); err != nil {
 		clear(b)
-		os.Remove(filepath.Join(ks.dir, tag+NextSuffix+tmpSuffix))
-		os.Remove(filepath.Join(ks.dir, tag+NextSuffix))
+		ks.unwrite(tag + NextSuffix)
 		return nil, fmt.Errorf("shred: next: %w", err)
 	}
 	k = &Key{tag: tag, b: b}
@@ -69,36 +60,15 @@ func (ks *Keys) Next(tag string) (*Key, error) {
 
 // GetNext returns tag's next key; ok is false (err nil) when it has none.
 func (ks *Keys) GetNext(tag string) (k *Key, ok bool, err error) {
-	if !keytag.Valid(tag) {
-		return nil, false, ErrInvalidTag
+	if err := ks.lock(tag); err != nil {
+		return nil, false, err
 	}
-	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.closed {
-		return nil, false, ErrClosed
-	}
 	return ks.getNextLocked(tag)
 }
 
 func (ks *Keys) getNextLocked(tag string) (*Key, bool, error) {
-	if k := ks.nexts[tag]; k != nil {
-		return k, true, nil
-	}
-	raw, err := readSmall(filepath.Join(ks.dir, tag+NextSuffix))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("shred: read next key file: %w", err)
-	}
-	b, err := unmarshal(tag, raw)
-	clear(raw)
-	if err != nil {
-		return nil, false, err
-	}
-	k := &Key{tag: tag, b: b}
-	ks.nexts[tag] = k
-	return k, true, nil
+	return ks.loadLocked(ks.nexts, tag, tag+NextSuffix, "next key file")
 }
 
 // Promote makes tag's next key its key: the next key file is renamed over
@@ -108,14 +78,10 @@ func (ks *Keys) getNextLocked(tag string) (*Key, bool, error) {
 // (ErrDeleted from then on); the next Key object becomes the key. A tag
 // with no next key is left as it is.
 func (ks *Keys) Promote(tag string) error {
-	if !keytag.Valid(tag) {
-		return ErrInvalidTag
+	if err := ks.lock(tag); err != nil {
+		return err
 	}
-	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.closed {
-		return ErrClosed
-	}
 	next := filepath.Join(ks.dir, tag+NextSuffix)
 	if _, err := os.Lstat(next); errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -134,11 +100,7 @@ func (ks *Keys) Promote(tag string) error {
 		return fmt.Errorf("shred: promote: %w", err)
 	}
 	if old != nil {
-		if fi, err := old.Stat(); err == nil && fi.Mode().IsRegular() {
-			if _, err := old.WriteAt(make([]byte, min(fi.Size(), 1<<16)), 0); err == nil {
-				old.Sync()
-			}
-		}
+		zero(old)
 	}
 	if k := ks.keys[tag]; k != nil {
 		k.clear()
@@ -153,14 +115,10 @@ func (ks *Keys) Promote(tag string) error {
 
 // DropNext shreds tag's next key (as Delete does a key), if it has one.
 func (ks *Keys) DropNext(tag string) error {
-	if !keytag.Valid(tag) {
-		return ErrInvalidTag
+	if err := ks.lock(tag); err != nil {
+		return err
 	}
-	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.closed {
-		return ErrClosed
-	}
 	if k := ks.nexts[tag]; k != nil {
 		k.clear()
 		delete(ks.nexts, tag)
@@ -169,8 +127,7 @@ func (ks *Keys) DropNext(tag string) error {
 	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	overwrite(path)
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := shredFile(path); err != nil {
 		return fmt.Errorf("shred: drop next key: %w", err)
 	}
 	if err := syncDir(ks.dir); err != nil {
@@ -180,20 +137,4 @@ func (ks *Keys) DropNext(tag string) error {
 }
 
 // NextTags returns the tags that have a next key file, sorted.
-func (ks *Keys) NextTags() ([]string, error) {
-	ents, err := os.ReadDir(ks.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("shred: list: %w", err)
-	}
-	var tags []string
-	for _, e := range ents {
-		if t := strings.TrimSuffix(e.Name(), NextSuffix); t != e.Name() && keytag.Valid(t) && e.Type().IsRegular() {
-			tags = append(tags, t)
-		}
-	}
-	sort.Strings(tags)
-	return tags, nil
-}
+func (ks *Keys) NextTags() ([]string, error) { return ks.tagsOf(NextSuffix) }

@@ -152,14 +152,10 @@ func (ks *Keys) Dir() string { return ks.dir }
 // and with the file system's error otherwise (then no file is left, best
 // effort; the Engine also removes orphans when it opens).
 func (ks *Keys) Create(tag string) (*Key, error) {
-	if !keytag.Valid(tag) {
-		return nil, ErrInvalidTag
+	if err := ks.lock(tag); err != nil {
+		return nil, err
 	}
-	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.closed {
-		return nil, ErrClosed
-	}
 	if _, ok := ks.keys[tag]; ok || ks.creating[tag] {
 		return nil, ErrExists
 	}
@@ -176,7 +172,6 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	data := marshal(tag, b)
 	if ks.creating == nil {
 		ks.creating = map[string]bool{}
 	}
@@ -184,8 +179,7 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 	// The synced write runs without mu (the tag is reserved in creating):
 	// it is most of a creation's time.
 	ks.mu.Unlock()
-	err = writeFileSync(ks.dir, tag, data)
-	clear(data)
+	err = ks.writeKey(tag, tag, b)
 	ks.mu.Lock()
 	delete(ks.creating, tag)
 	if err == nil && ks.closed {
@@ -194,8 +188,7 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 	}
 	if err != nil {
 		clear(b)
-		os.Remove(filepath.Join(ks.dir, tag+tmpSuffix))
-		os.Remove(path)
+		ks.unwrite(tag)
 		if errors.Is(err, ErrClosed) {
 			return nil, err
 		}
@@ -210,23 +203,26 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 // (and err nil) when tag has no key file. A file that fails its frame is
 // ErrCorrupt; other errors are the file system's.
 func (ks *Keys) Get(tag string) (k *Key, ok bool, err error) {
-	if !keytag.Valid(tag) {
-		return nil, false, ErrInvalidTag
+	if err := ks.lock(tag); err != nil {
+		return nil, false, err
 	}
-	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.closed {
-		return nil, false, ErrClosed
-	}
-	if k := ks.keys[tag]; k != nil {
+	return ks.loadLocked(ks.keys, tag, tag, "key file")
+}
+
+// loadLocked returns tag's key from cache, or reads it from the file name
+// and caches it; ok is false (err nil) when there is no such file. what
+// names the file in errors.
+func (ks *Keys) loadLocked(cache map[string]*Key, tag, name, what string) (k *Key, ok bool, err error) {
+	if k := cache[tag]; k != nil {
 		return k, true, nil
 	}
-	raw, err := readSmall(filepath.Join(ks.dir, tag))
+	raw, err := readSmall(filepath.Join(ks.dir, name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("shred: read key file: %w", err)
+		return nil, false, fmt.Errorf("shred: read %s: %w", what, err)
 	}
 	b, err := unmarshal(tag, raw)
 	clear(raw)
@@ -234,7 +230,7 @@ func (ks *Keys) Get(tag string) (k *Key, ok bool, err error) {
 		return nil, false, err
 	}
 	k = &Key{tag: tag, b: b}
-	ks.keys[tag] = k
+	cache[tag] = k
 	return k, true, nil
 }
 
@@ -244,14 +240,10 @@ func (ks *Keys) Get(tag string) (k *Key, ok bool, err error) {
 // Deleting a key that has no file is not an error. Once Delete returns
 // nil, the deletion is durable.
 func (ks *Keys) Delete(tag string) error {
-	if !keytag.Valid(tag) {
-		return ErrInvalidTag
+	if err := ks.lock(tag); err != nil {
+		return err
 	}
-	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.closed {
-		return ErrClosed
-	}
 	return ks.deleteLocked(tag)
 }
 
@@ -270,9 +262,7 @@ func (ks *Keys) deleteLocked(tag string) error {
 	// The next key first: a crash in between leaves the current one,
 	// which the retried Delete removes, and no next key without it.
 	for _, name := range []string{tag + NextSuffix, tag} {
-		path := filepath.Join(ks.dir, name)
-		overwrite(path)
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := shredFile(filepath.Join(ks.dir, name)); err != nil {
 			return fmt.Errorf("shred: delete: %w", err)
 		}
 	}
@@ -285,7 +275,11 @@ func (ks *Keys) deleteLocked(tag string) error {
 }
 
 // Tags returns the tags that have a key file, sorted.
-func (ks *Keys) Tags() ([]string, error) {
+func (ks *Keys) Tags() ([]string, error) { return ks.tagsOf("") }
+
+// tagsOf returns the tags that have a regular file named tag+suffix,
+// sorted.
+func (ks *Keys) tagsOf(suffix string) ([]string, error) {
 	ents, err := os.ReadDir(ks.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -295,8 +289,8 @@ func (ks *Keys) Tags() ([]string, error) {
 	}
 	var tags []string
 	for _, e := range ents {
-		if keytag.Valid(e.Name()) && e.Type().IsRegular() {
-			tags = append(tags, e.Name())
+		if t, ok := strings.CutSuffix(e.Name(), suffix); ok && keytag.Valid(t) && e.Type().IsRegular() {
+			tags = append(tags, t)
 		}
 	}
 	sort.Strings(tags)
@@ -340,9 +334,7 @@ func (ks *Keys) Prune(live func(tag string) bool) ([]string, error) {
 				errs = append(errs, err)
 			}
 		case strings.HasSuffix(name, tmpSuffix) && tmpOfKey(strings.TrimSuffix(name, tmpSuffix)):
-			path := filepath.Join(ks.dir, name)
-			overwrite(path)
-			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := shredFile(filepath.Join(ks.dir, name)); err != nil {
 				errs = append(errs, fmt.Errorf("shred: prune: %w", err))
 				continue
 			}
@@ -386,6 +378,34 @@ func (ks *Keys) MarshalJSON() ([]byte, error) { return json.Marshal(ks.String())
 
 // LogValue logs String.
 func (ks *Keys) LogValue() slog.Value { return slog.StringValue(ks.String()) }
+
+// lock checks tag and takes mu, failing with ErrInvalidTag or (mu
+// released again) ErrClosed; the caller unlocks mu after a nil error.
+func (ks *Keys) lock(tag string) error {
+	if !keytag.Valid(tag) {
+		return ErrInvalidTag
+	}
+	ks.mu.Lock()
+	if ks.closed {
+		ks.mu.Unlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// writeKey writes tag's key b durably to the file name; unwrite removes
+// what a failed one may have left.
+func (ks *Keys) writeKey(name, tag string, b []byte) error {
+	data := marshal(tag, b)
+	defer clear(data)
+	return writeFileSync(ks.dir, name, data)
+}
+
+// unwrite removes the file name and its temporary file (best effort).
+func (ks *Keys) unwrite(name string) {
+	os.Remove(filepath.Join(ks.dir, name+tmpSuffix))
+	os.Remove(filepath.Join(ks.dir, name))
+}
 
 func (ks *Keys) mkdir() error {
 	if ks.made {
@@ -553,6 +573,12 @@ func overwrite(path string) {
 		return
 	}
 	defer f.Close()
+	zero(f)
+}
+
+// zero overwrites the open file f (a regular file) with zeros and syncs
+// it, best effort.
+func zero(f *os.File) {
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
 		return
@@ -560,6 +586,16 @@ func overwrite(path string) {
 	if _, err := f.WriteAt(make([]byte, min(fi.Size(), 1<<16)), 0); err == nil {
 		f.Sync()
 	}
+}
+
+// shredFile overwrites path (best effort) and unlinks it; a file that is
+// not there is not an error. The caller syncs the directory.
+func shredFile(path string) error {
+	overwrite(path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func writeFileSync(dir, name string, data []byte) error { return atomicfile.Write(dir, name, data) }
