@@ -8,32 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/memory"
 	"github.com/pocketkms/kms/internal/shred"
+	"github.com/pocketkms/kms/internal/testclock"
 	"github.com/pocketkms/kms/store"
 )
-
-type bkClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *bkClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *bkClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // staleStore serves a Load read earlier: what Backup sees when a key is
 // destroyed between its read of the store and its read of the shred keys.
@@ -50,7 +33,7 @@ func (s staleStore) Load(context.Context) (*store.Contents, error) { return s.c,
 // the backup instead of writing a key that cannot open.
 func TestBackupSkipsKeyDestroyedDuringBackup(t *testing.T) {
 	ctx := context.Background()
-	clk := &bkClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	e, err := New(ctx, memoryBackend(t), WithDirectory(t.TempDir()), WithClock(clk), WithMaintenanceInterval(0))
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +54,7 @@ func TestBackupSkipsKeyDestroyedDuringBackup(t *testing.T) {
 	if _, err := e.RequestKeyDeletion(ctx, doomed.Tag); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(DeletionDelay + time.Second)
+	clk.Advance(DeletionDelay + time.Second)
 	if err := e.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}

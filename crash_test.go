@@ -20,6 +20,7 @@ import (
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/memory"
 	"github.com/pocketkms/kms/internal/shred"
+	"github.com/pocketkms/kms/internal/testclock"
 	"github.com/pocketkms/kms/internal/testproc"
 	"github.com/pocketkms/kms/ratelimit"
 )
@@ -431,7 +432,7 @@ func TestCrashMixedWorkload(t *testing.T) {
 		}
 
 		// Restart on the same directory and compare with the model.
-		clk := &fakeClock{now: time.UnixMilli(clock).UTC()}
+		clk := testclock.New(time.UnixMilli(clock).UTC())
 		e, err := kms.New(ctx, newBackend(t, mxRoots[root]), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0), kms.WithClock(clk))
 		if inflight != nil && inflight.Op == "rootrotate" && errors.Is(err, kms.ErrBackendMismatch) {
 			// The rotation had switched: the store is under the new key
@@ -532,7 +533,7 @@ func TestCrashMixedWorkload(t *testing.T) {
 	// limits, then every ciphertext ever acknowledged must decrypt and
 	// every token behave.
 	e, err := kms.New(ctx, newBackend(t, mxRoots[root]), kms.WithDirectory(dir), kms.WithMaintenanceInterval(0),
-		kms.WithRateLimit(ratelimit.Limit{Unlimited: true}), kms.WithClock(&fakeClock{now: time.UnixMilli(clock).UTC()}))
+		kms.WithRateLimit(ratelimit.Limit{Unlimited: true}), kms.WithClock(testclock.New(time.UnixMilli(clock).UTC())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -661,7 +662,7 @@ func mxChild(args []string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	clk := &fakeClock{now: time.UnixMilli(clock).UTC()}
+	clk := testclock.New(time.UnixMilli(clock).UTC())
 	e, err := kms.New(ctx, &mxBackend{Backend: mb, say: emit}, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0), kms.WithClock(clk))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)

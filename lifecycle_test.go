@@ -11,28 +11,14 @@ import (
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testclock"
 )
 
 // fakeClock is a settable clock, safe for concurrent use.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = testclock.Clock
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+	return testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 func newClockEngine(t *testing.T, opts ...kms.Option) (*kms.Engine, *fakeClock) {

@@ -106,17 +106,7 @@ func TestOfflineWindowRefusesTokenPlane(t *testing.T) {
 	}
 	a, b := open(f), open(m.Open())
 
-	k, err := a.CreateKey(ctx, kms.CreateKeyRequest{Name: "offline", Type: kms.AES256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.ActivateTokenGenerator(ctx, k.Tag); err != nil {
-		t.Fatal(err)
-	}
-	set, err := a.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, set := tokenKey(t, a, "offline", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	caller := netip.MustParseAddr("10.0.0.7")
 	tokenCall := func() error {
 		_, err := a.WithToken(set.Access, caller).Encrypt(ctx, k.Tag, []byte("x"), nil)
@@ -143,7 +133,7 @@ func TestOfflineWindowRefusesTokenPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Millisecond)
-	err = tokenCall()
+	err := tokenCall()
 	var ke *kms.Error
 	if !errors.Is(err, kms.ErrStale) || !errors.As(err, &ke) || ke.Status != http.StatusServiceUnavailable || ke.Code != "ServiceUnavailable" {
 		t.Fatalf("token-plane call past the limit: %v, want ErrStale with 503 ServiceUnavailable", err)
@@ -194,17 +184,7 @@ func TestOfflineWindowZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "zero", Type: kms.AES256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.ActivateTokenGenerator(ctx, k.Tag); err != nil {
-		t.Fatal(err)
-	}
-	set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, set := tokenKey(t, e, "zero", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	f.setDown(true)
 	eventually(t, "the lost feed is noticed", func() bool { _, lost := e.FeedLost(); return lost })
 	clk.Advance(time.Nanosecond)

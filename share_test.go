@@ -130,17 +130,7 @@ func TestRateLimitSharedAcrossEngines(t *testing.T) {
 	n.Store(10)
 	clk.Advance(2 * time.Second)
 	items := make([]kms.EncryptItem, kms.MaxBatchItems)
-	k2, err := es[0].CreateKey(ctx, kms.CreateKeyRequest{Name: "batch", Type: kms.AES256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := es[0].ActivateTokenGenerator(ctx, k2.Tag); err != nil {
-		t.Fatal(err)
-	}
-	set2, err := es[0].IssueTokens(ctx, k2.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	k2, set2 := tokenKey(t, es[0], "batch", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	for i := range items {
 		items[i] = kms.EncryptItem{Plaintext: []byte("x")}
 	}
@@ -179,17 +169,7 @@ func TestHotPathNeverCallsStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "hot", Type: kms.AES256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.ActivateTokenGenerator(ctx, k.Tag); err != nil {
-		t.Fatal(err)
-	}
-	set, err := e.IssueTokens(ctx, k.Tag, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, set := tokenKey(t, e, "hot", kms.AES256, kms.IssueTokensRequest{Permissions: kms.AllPermissions(), Subject: "svc"})
 	before := calls.Load()
 	tc := e.WithToken(set.Access, netip.MustParseAddr("10.0.0.2"))
 	for range 100 {

@@ -15,6 +15,7 @@ import (
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/softhsm"
 	"github.com/pocketkms/kms/backend/softhsm/softhsmtest"
+	"github.com/pocketkms/kms/internal/testclock"
 )
 
 // TestEngineOnSoftHSMSurvivesRestart runs an Engine on a SoftHSM token,
@@ -135,23 +136,6 @@ func (b *hsmRecorder) Generate(ctx context.Context, req *backend.GenerateRequest
 	return resp, err
 }
 
-type hsmClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *hsmClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *hsmClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // TestEngineOnSoftHSMDestroysMaterial: with a Badger directory the Engine
 // stores a key's handles sealed under the key's shred key; destruction
 // still gives the token the handles it made, so its objects are
@@ -162,7 +146,7 @@ func TestEngineOnSoftHSMDestroysMaterial(t *testing.T) {
 	cfg := softhsmtest.NewToken(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	clk := &hsmClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	rec := &hsmRecorder{}
 	open := func() *kms.Engine {
 		t.Helper()

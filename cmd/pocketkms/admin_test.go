@@ -21,6 +21,7 @@ import (
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testclock"
 )
 
 var netipLoopback = netip.MustParseAddr("127.0.0.1")
@@ -69,28 +70,10 @@ func newDataDir(t testing.TB) string {
 	return data
 }
 
-// fakeClock is a clock the test sets.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // deterministic makes the Engines the commands open use a fake clock and a
 // seeded source for key tags, for golden outputs; undone at cleanup.
-func deterministic(t *testing.T) *fakeClock {
-	clk := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+func deterministic(t *testing.T) *testclock.Clock {
+	clk := testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	rnd := rand.NewChaCha8([32]byte{'p', 'o', 'c', 'k', 'e', 't'})
 	var mu sync.Mutex
 	engineOptions = []kms.Option{kms.WithClock(clk), kms.WithRandom(lockedReader{&mu, rnd})}
@@ -229,7 +212,7 @@ func TestAdminGolden(t *testing.T) {
 			fmt.Fprintf(&b, "%s[exit %d]\n", r.err, r.code)
 		}
 		b.WriteString("\n")
-		clk.add(time.Minute)
+		clk.Advance(time.Minute)
 	}
 	got := strings.ReplaceAll(b.String(), restored, "$RESTORED")
 	got = strings.ReplaceAll(got, data, "$DATA")

@@ -70,6 +70,16 @@ func benchEngine(b *testing.B, kind string) *kms.Engine {
 	return e
 }
 
+// benchKey is benchEngine with the AES256 key "bench" created in it.
+func benchKey(b *testing.B, kind string) (*kms.Engine, *kms.Key) {
+	e := benchEngine(b, kind)
+	k, err := e.CreateKey(context.Background(), kms.CreateKeyRequest{Name: "bench", Type: kms.AES256})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, k
+}
+
 func BenchmarkRawAESGCM1KiB(b *testing.B) {
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -90,11 +100,7 @@ func BenchmarkEncrypt1KiB(b *testing.B) {
 	for _, kind := range []string{"badger", "etcd"} {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
-			e := benchEngine(b, kind)
-			k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "bench", Type: kms.AES256})
-			if err != nil {
-				b.Fatal(err)
-			}
+			e, k := benchKey(b, kind)
 			pt := make([]byte, 1024)
 			b.SetBytes(1024)
 			b.ReportAllocs()
@@ -113,11 +119,7 @@ func BenchmarkTokenEncrypt1KiB(b *testing.B) {
 	for _, kind := range []string{"badger", "etcd"} {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
-			e := benchEngine(b, kind)
-			k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "bench", Type: kms.AES256})
-			if err != nil {
-				b.Fatal(err)
-			}
+			e, k := benchKey(b, kind)
 			if err := e.SetKeyRateLimit(ctx, k.Tag, ratelimit.Limit{Rate: 1e9, Burst: 1 << 30}); err != nil {
 				b.Fatal(err)
 			}
@@ -148,11 +150,7 @@ func BenchmarkAdminChange(b *testing.B) {
 	for _, kind := range []string{"badger", "etcd"} {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
-			e := benchEngine(b, kind)
-			k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "bench", Type: kms.AES256})
-			if err != nil {
-				b.Fatal(err)
-			}
+			e, k := benchKey(b, kind)
 			memos := [2]string{"a", "b"}
 			i := 0
 			for b.Loop() {

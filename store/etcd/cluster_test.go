@@ -17,6 +17,7 @@ import (
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
 	"github.com/pocketkms/kms/internal/etcdtest"
+	"github.com/pocketkms/kms/internal/testclock"
 	"github.com/pocketkms/kms/ratelimit"
 	"github.com/pocketkms/kms/store"
 	etcdstore "github.com/pocketkms/kms/store/etcd"
@@ -70,7 +71,7 @@ var caller = netip.MustParseAddr("10.0.0.5")
 func TestOfflineWindow(t *testing.T) {
 	ctx := context.Background()
 	c := etcdtest.Start(t, 1)
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	st := newStore(t, c.Client(t), freshPrefix(t), etcdstore.WithWatchCheck(100*time.Millisecond), etcdstore.WithTimeout(time.Second))
 	const limit = time.Minute
 	e := openEngine(t, st, kms.WithClock(clk), kms.WithStaleLimit(limit))
@@ -117,7 +118,7 @@ func TestRateLimitClusterWide(t *testing.T) {
 	ctx := context.Background()
 	c := shared(t)
 	prefix := freshPrefix(t)
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var sts []*etcdstore.Store
 	var es []*kms.Engine
 	for range 3 {
@@ -311,7 +312,7 @@ func TestDestroyMaxVersions(t *testing.T) {
 	ctx := context.Background()
 	c := shared(t)
 	prefix := freshPrefix(t)
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	a := openEngine(t, newStore(t, c.Client(t), prefix), kms.WithClock(clk))
 	b := openEngine(t, newStore(t, c.Client(t), prefix), kms.WithClock(clk))
 	k, err := a.CreateKey(ctx, kms.CreateKeyRequest{Name: "hundred", Type: kms.AES256})

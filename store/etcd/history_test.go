@@ -2,32 +2,15 @@ package etcdstore_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testclock"
 	"github.com/pocketkms/kms/store"
 	etcdstore "github.com/pocketkms/kms/store/etcd"
 )
-
-type stepClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *stepClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // TestHistoryAndUsageRecords: the Engine's history and usage records on
 // etcd: written with the change, ranged newest first, skipped by Load and
@@ -35,7 +18,7 @@ func (c *stepClock) add(d time.Duration) {
 func TestHistoryAndUsageRecords(t *testing.T) {
 	c := shared(t)
 	prefix := freshPrefix(t)
-	clk := &stepClock{now: time.Now()}
+	clk := testclock.New(time.Now())
 	ctx := context.Background()
 	st := newStore(t, c.Client(t), prefix)
 	be, err := memory.New(rootKey)
@@ -108,7 +91,7 @@ func TestHistoryAndUsageRecords(t *testing.T) {
 	if _, err := a.RequestKeyDeletion(ctx, k.Tag); err != nil {
 		t.Fatal(err)
 	}
-	clk.add(kms.DeletionDelay + time.Minute)
+	clk.Advance(kms.DeletionDelay + time.Minute)
 	if err := a.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package etcdstore_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/testclock"
 	etcdstore "github.com/pocketkms/kms/store/etcd"
 )
 
@@ -112,24 +112,6 @@ func TestLeadOneAtATime(t *testing.T) {
 	t.Logf("successor after the leader died ran within %v (lease 1s)", time.Since(start).Round(time.Millisecond))
 }
 
-// fakeClock is a clock the test moves, shared by every Engine.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // TestLeadMaintainsOnce: three Engines with maintenance under Lead: a key
 // due for auto-rotation is rotated once, and not again when the leader
 // changes.
@@ -137,7 +119,7 @@ func TestLeadMaintainsOnce(t *testing.T) {
 	bg := context.Background()
 	c := shared(t)
 	prefix := freshPrefix(t)
-	clk := &fakeClock{now: time.Now()}
+	clk := testclock.New(time.Now())
 	var engines []*kms.Engine
 	var maintained [3]atomic.Int64
 	var cancels [3]context.CancelFunc
