@@ -37,11 +37,14 @@ func benchEngine(b *testing.B, kind string) *kms.Engine {
 		b.Fatal(err)
 	}
 	opts := []kms.Option{kms.WithMaintenanceInterval(0)}
+	// The in-process cluster's members (raft ticks, lease keep-alives)
+	// share the benchmark's CPU: start it for both kinds, so that the two
+	// run beside the same background work and differ only in their store.
+	c := shared(b)
 	switch kind {
 	case "badger":
 		opts = append(opts, kms.WithDirectory(b.TempDir()))
 	case "etcd":
-		c := shared(b)
 		prefix := fmt.Sprintf("bench/%d/", benchPrefix.Add(1))
 		var sts []*etcdstore.Store
 		for range 3 {
