@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -280,44 +283,95 @@ func TestErrorCodes(t *testing.T) {
 	check("closed engine", err, gcerrors.FailedPrecondition)
 }
 
-// TestErrorCodeTable covers every kms sentinel.
+// sentinelCodes is the gcerrors code of every kms sentinel, by the name
+// errors.go declares it under (TestEverySentinelHasACode checks that the
+// list is whole).
+var sentinelCodes = map[string]struct {
+	err  error
+	want gcerrors.ErrorCode
+}{
+	"ErrInvalidArgument":     {kms.ErrInvalidArgument, gcerrors.InvalidArgument},
+	"ErrWrongKeyType":        {kms.ErrWrongKeyType, gcerrors.InvalidArgument},
+	"ErrDecryptionFailed":    {kms.ErrDecryptionFailed, gcerrors.InvalidArgument},
+	"ErrBackupInvalid":       {kms.ErrBackupInvalid, gcerrors.InvalidArgument},
+	"ErrKeyNotFound":         {kms.ErrKeyNotFound, gcerrors.NotFound},
+	"ErrVersionNotFound":     {kms.ErrVersionNotFound, gcerrors.NotFound},
+	"ErrAlreadyExists":       {kms.ErrAlreadyExists, gcerrors.AlreadyExists},
+	"ErrKeyNotEnabled":       {kms.ErrKeyNotEnabled, gcerrors.FailedPrecondition},
+	"ErrInvalidState":        {kms.ErrInvalidState, gcerrors.FailedPrecondition},
+	"ErrVersionDisabled":     {kms.ErrVersionDisabled, gcerrors.FailedPrecondition},
+	"ErrVersionBelowMinimum": {kms.ErrVersionBelowMinimum, gcerrors.FailedPrecondition},
+	"ErrEncryptionBudget":    {kms.ErrEncryptionBudget, gcerrors.FailedPrecondition},
+	"ErrConflict":            {kms.ErrConflict, gcerrors.FailedPrecondition},
+	"ErrClosed":              {kms.ErrClosed, gcerrors.FailedPrecondition},
+	"ErrVersionLimit":        {kms.ErrVersionLimit, gcerrors.ResourceExhausted},
+	"ErrRateLimited":         {kms.ErrRateLimited, gcerrors.ResourceExhausted},
+	"ErrAccessDenied":        {kms.ErrAccessDenied, gcerrors.PermissionDenied},
+	"ErrPermissionDenied":    {kms.ErrPermissionDenied, gcerrors.PermissionDenied},
+	"ErrTokenInvalid":        {kms.ErrTokenInvalid, gcerrors.PermissionDenied},
+	"ErrTokenExpired":        {kms.ErrTokenExpired, gcerrors.PermissionDenied},
+	"ErrBackendMismatch":     {kms.ErrBackendMismatch, gcerrors.Internal},
+	"ErrUnavailable":         {kms.ErrUnavailable, gcerrors.Internal},
+	"ErrStale":               {kms.ErrStale, gcerrors.Internal},
+	"ErrAuditFailed":         {kms.ErrAuditFailed, gcerrors.Internal},
+	"ErrInternal":            {kms.ErrInternal, gcerrors.Internal},
+	"ErrCanceled":            {kms.ErrCanceled, gcerrors.Canceled},
+	"ErrUnsupported":         {kms.ErrUnsupported, gcerrors.Unimplemented},
+}
+
+// TestErrorCodeTable: every kms sentinel, and the standard errors the
+// driver meets, get their code, wrapped or not.
 func TestErrorCodeTable(t *testing.T) {
-	for _, tc := range []struct {
+	type row struct {
 		err  error
 		want gcerrors.ErrorCode
-	}{
-		{kms.ErrInvalidArgument, gcerrors.InvalidArgument},
-		{kms.ErrWrongKeyType, gcerrors.InvalidArgument},
-		{kms.ErrDecryptionFailed, gcerrors.InvalidArgument},
-		{kms.ErrKeyNotFound, gcerrors.NotFound},
-		{kms.ErrVersionNotFound, gcerrors.NotFound},
-		{kms.ErrAlreadyExists, gcerrors.AlreadyExists},
-		{kms.ErrKeyNotEnabled, gcerrors.FailedPrecondition},
-		{kms.ErrInvalidState, gcerrors.FailedPrecondition},
-		{kms.ErrVersionDisabled, gcerrors.FailedPrecondition},
-		{kms.ErrVersionBelowMinimum, gcerrors.FailedPrecondition},
-		{kms.ErrConflict, gcerrors.FailedPrecondition},
-		{kms.ErrClosed, gcerrors.FailedPrecondition},
-		{kms.ErrVersionLimit, gcerrors.ResourceExhausted},
-		{kms.ErrRateLimited, gcerrors.ResourceExhausted},
-		{kms.ErrAccessDenied, gcerrors.PermissionDenied},
-		{kms.ErrPermissionDenied, gcerrors.PermissionDenied},
-		{kms.ErrTokenInvalid, gcerrors.PermissionDenied},
-		{kms.ErrTokenExpired, gcerrors.PermissionDenied},
-		{kms.ErrBackendMismatch, gcerrors.Internal},
-		{kms.ErrUnavailable, gcerrors.Internal},
-		{kms.ErrInternal, gcerrors.Internal},
-		{kms.ErrCanceled, gcerrors.Canceled},
+	}
+	rows := []row{
 		{context.Canceled, gcerrors.Canceled},
 		{context.DeadlineExceeded, gcerrors.DeadlineExceeded},
 		{errors.ErrUnsupported, gcerrors.Unimplemented},
 		{errors.New("other"), gcerrors.Unknown},
 		// A kms error that also matches ErrUnsupported keeps its kind's code.
 		{&kms.Error{Kind: kms.ErrInvalidArgument, Err: errors.ErrUnsupported}, gcerrors.InvalidArgument},
-	} {
+	}
+	for _, r := range sentinelCodes {
+		rows = append(rows, row{r.err, r.want})
+	}
+	for _, tc := range rows {
 		if got := gocloud.ErrorCode(fmt.Errorf("wrapped: %w", tc.err)); got != tc.want {
 			t.Errorf("ErrorCode(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestEverySentinelHasACode: every Err… sentinel errors.go declares has a
+// row in sentinelCodes, so a sentinel added to the core cannot fall
+// through to gcerrors.Unknown unnoticed.
+func TestEverySentinelHasACode(t *testing.T) {
+	f, err := parser.ParseFile(gotoken.NewFileSet(), "../../errors.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != gotoken.VAR {
+			continue
+		}
+		for _, spec := range g.Specs {
+			for _, name := range spec.(*ast.ValueSpec).Names {
+				if !strings.HasPrefix(name.Name, "Err") || !name.IsExported() {
+					continue
+				}
+				n++
+				if _, ok := sentinelCodes[name.Name]; !ok {
+					t.Errorf("kms.%s has no row in sentinelCodes (nor, likely, in the driver's table)", name.Name)
+				}
+			}
+		}
+	}
+	if n != len(sentinelCodes) {
+		t.Errorf("errors.go declares %d sentinels, sentinelCodes has %d rows", n, len(sentinelCodes))
 	}
 }
 
