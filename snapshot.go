@@ -405,15 +405,11 @@ func compileACL(l acl.List) *acl.Matcher {
 	return l.Compile()
 }
 
-// versionAD is the associated data every AES-GCM body of a version is
-// bound to: "pocketkms/v1" ‖ 0 ‖ keyTag ‖ 0 ‖ uint32be(version).
-func versionAD(tag string, version uint32) []byte {
-	return appendVersionAD(make([]byte, 0, 12+1+len(tag)+1+4+1), tag, version)
-}
-
-// appendVersionAD appends versionAD(tag, version) to ad. Encrypt and
-// Decrypt build it per call in a pooled buffer (aesAD) rather than keep
-// it with every version: one object fewer per version for the collector.
+// appendVersionAD appends to ad the associated data every AES-GCM body of
+// a version is bound to: "pocketkms/v1" ‖ 0 ‖ keyTag ‖ 0 ‖
+// uint32be(version). Encrypt and Decrypt build it per call in a pooled
+// buffer (aesAD) rather than keep it with every version: one object fewer
+// per version for the collector.
 func appendVersionAD(ad []byte, tag string, version uint32) []byte {
 	ad = append(ad, "pocketkms/v1"...)
 	ad = append(ad, 0)
