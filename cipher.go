@@ -92,14 +92,15 @@ func onKey[R any](e *Engine, ctx context.Context, op, keyTag string, fn func(op 
 // aesAD returns the associated data of an AES body: the version's prefix,
 // plus the context for convergent keys. NAVER ignores the context of
 // non-convergent keys, so it is not bound there.
-func aesAD(s *keySnap, v *versionSnap, encCtx []byte) []byte {
-	if !s.convergent {
-		return v.ad
+// It is built in sc.ad, which the caller must not keep past sc.
+func aesAD(sc *scratch, s *keySnap, v *versionSnap, encCtx []byte) []byte {
+	ad := appendVersionAD(sc.ad[:0], s.tag, v.num)
+	if s.convergent {
+		ad = append(ad, byte(len(encCtx)))
+		ad = append(ad, encCtx...)
 	}
-	ad := make([]byte, 0, len(v.ad)+1+len(encCtx))
-	ad = append(ad, v.ad...)
-	ad = append(ad, byte(len(encCtx)))
-	return append(ad, encCtx...)
+	sc.ad = ad[:0]
+	return ad
 }
 
 func checkContext(op string, s *keySnap, encCtx []byte) error {
@@ -171,7 +172,7 @@ func (e *Engine) sealTo(ctx context.Context, op string, s *keySnap, sc *scratch,
 	if err != nil {
 		return nil, backendErr(op, tag, err)
 	}
-	req := backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(s, v, encCtx)}
+	req := backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(sc, s, v, encCtx)}
 	ae, ok := k.(backend.AppendEncrypter)
 	if !ok {
 		r := req // only this path's request escapes
@@ -241,7 +242,7 @@ func decryptText[T string | []byte](e *Engine, ctx context.Context, op string, s
 		if err := checkContext(op, s, encCtx); err != nil {
 			return nil, err
 		}
-		req.AdditionalData = aesAD(s, v, encCtx)
+		req.AdditionalData = aesAD(sc, s, v, encCtx)
 	}
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // result); plaintext never enters it, so it needs no clearing.
 type scratch struct {
 	buf []byte
+	ad  []byte // an AES body's associated data (aesAD)
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}

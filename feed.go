@@ -238,8 +238,8 @@ func (e *Engine) noteSeq(s *keySnap) {
 // data returns the records s was built from.
 func (s *keySnap) data() *store.KeyData {
 	kd := &store.KeyData{Rev: s.rev, Key: *s.keyRecord()}
-	for _, v := range s.versions {
-		kd.Versions = append(kd.Versions, *v.record(s.tag))
+	for i := range s.versions {
+		kd.Versions = append(kd.Versions, *s.versions[i].record(s.tag))
 	}
 	if s.gen != nil {
 		kd.Generator = s.gen.record(s.tag)
@@ -253,7 +253,8 @@ func (s *keySnap) data() *store.KeyData {
 // keepLoaded carries loaded backend keys over from old wherever the
 // material is the same, so a change elsewhere does not reload them.
 func (s *keySnap) keepLoaded(old *keySnap) {
-	for i, v := range s.versions {
+	for i := range s.versions {
+		v := &s.versions[i]
 		if i < len(old.versions) && string(old.versions[i].stored) == string(v.stored) {
 			v.lk = old.versions[i].lk
 		}

@@ -133,8 +133,8 @@ func changedVersion(old, next *keySnap) uint32 {
 	if old == nil || len(next.versions) > len(old.versions) {
 		return next.current().num
 	}
-	for i, v := range next.versions {
-		if v != old.versions[i] {
+	for i := range next.versions {
+		if v := &next.versions[i]; !v.same(&old.versions[i]) {
 			return v.num
 		}
 	}

@@ -85,7 +85,7 @@ func (s *keySnap) versionInfo(v *versionSnap) KeyVersion {
 		changed = v.createdAt
 	}
 	return KeyVersion{
-		Version: v.num, State: v.state, Current: v == s.current(),
+		Version: v.num, State: v.state, Current: int(v.num) == len(s.versions),
 		CreatedAt: v.createdAt, StateChangedAt: changed,
 	}
 }
@@ -206,7 +206,7 @@ func (e *Engine) createKey(ctx context.Context, op string, req CreateKeyRequest)
 		e.dropShredAfter(ctx, err, tag)
 		return nil, wrapErr(op, tag, ErrInternal, err)
 	}
-	s.versions, s.seq = []*versionSnap{v}, e.seq.Add(1)
+	s.versions, s.seq = []versionSnap{*v}, e.seq.Add(1)
 	if req.AutoRotation {
 		period := cmp.Or(req.RotationPeriodDays, DefaultRotationPeriodDays)
 		s.rotation = rotation{set: true, enabled: true, periodDays: period, nextAt: now.Add(days(period))}
@@ -241,7 +241,7 @@ func newVersion(s *keySnap, n uint32, now time.Time, gen *backend.GenerateRespon
 	if err != nil {
 		return nil, fmt.Errorf("seal the handle: %w", err)
 	}
-	v := &versionSnap{num: n, state: VersionEnabled, createdAt: now, handle: gen.Handle, stored: stored, ad: versionAD(s.tag, n), lk: &lazyKey{}}
+	v := &versionSnap{num: n, state: VersionEnabled, createdAt: now, handle: gen.Handle, stored: stored, lk: &lazyKey{}}
 	if gen.Public != nil {
 		der, err := x509.MarshalPKIXPublicKey(gen.Public)
 		if err != nil {
@@ -317,8 +317,8 @@ func (e *Engine) GetKey(ctx context.Context, keyTag string) (*Key, error) {
 func (e *Engine) ListKeyVersions(ctx context.Context, keyTag string) ([]KeyVersion, error) {
 	return readKey(e, ctx, "list key versions", keyTag, func(op string, s *keySnap) ([]KeyVersion, error) {
 		out := make([]KeyVersion, len(s.versions))
-		for i, v := range s.versions {
-			out[i] = s.versionInfo(v)
+		for i := range s.versions {
+			out[i] = s.versionInfo(&s.versions[i])
 		}
 		return out, nil
 	})
@@ -407,7 +407,7 @@ func (e *Engine) rotation(ctx context.Context, op string) func(s *keySnap, now t
 			return edit{}, nil, wrapErr(op, tag, ErrInternal, err)
 		}
 		ns := s.clone()
-		ns.versions = append(slices.Clip(s.versions), v)
+		ns.versions = append(slices.Clip(s.versions), *v)
 		if ns.rotation.enabled {
 			ns.rotation.nextAt = now.Add(days(ns.rotation.periodDays))
 		}

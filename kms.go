@@ -72,7 +72,7 @@ type Engine struct {
 	// tokenIDs: WithTokenIDs (every token gets a jti).
 	tokenIDs bool
 
-	keys    sync.Map // key tag -> *keyEntry
+	keys    keyMap // key tag -> *keyEntry (keymap.go)
 	limiter *ratelimit.Limiter
 	tokens  *token.Cache
 

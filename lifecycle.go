@@ -319,14 +319,14 @@ func (e *Engine) setVersionState(ctx context.Context, op, keyTag string, version
 			info := s.versionInfo(v)
 			return edit{}, &info, nil
 		}
-		if v == s.current() {
+		if int(v.num) == len(s.versions) {
 			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "the current version's state cannot change")
 		}
 		nv := *v
 		nv.state, nv.stateChangedAt = want, now
 		ns := s.clone()
 		ns.versions = slices.Clone(s.versions)
-		ns.versions[version-1] = &nv
+		ns.versions[version-1] = nv
 		info := ns.versionInfo(&nv)
 		ed := edit{next: ns}
 		ed.change.Put(nv.record(s.tag))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -376,19 +377,17 @@ func (e *Engine) resealKey(ctx context.Context, op string, rr rootRotator, toID 
 			}
 			return encodeDual(e.rootID, old, toID, w), next, nil
 		}
-		ns.versions = make([]*versionSnap, len(s.versions))
-		for i, v := range s.versions {
-			if v.next != nil {
-				ns.versions[i] = v
+		ns.versions = slices.Clone(s.versions)
+		for i := range ns.versions {
+			nv := &ns.versions[i]
+			if nv.next != nil {
 				continue
 			}
-			nv := *v
 			var err error
-			ref := backend.KeyRef{KeyTag: s.tag, Version: v.num, Purpose: backend.PurposeCipher}
-			if nv.stored, nv.next, err = reseal(v.handle, v.stored, ref, s.typ, s.convergent); err != nil {
+			ref := backend.KeyRef{KeyTag: s.tag, Version: nv.num, Purpose: backend.PurposeCipher}
+			if nv.stored, nv.next, err = reseal(nv.handle, nv.stored, ref, s.typ, s.convergent); err != nil {
 				return edit{}, none, err
 			}
-			ns.versions[i] = &nv
 			ed.change.Put(nv.record(s.tag))
 		}
 		if g := s.gen; g.isActive() && g.next == nil {
@@ -420,13 +419,10 @@ func (e *Engine) switchSnapshots(toID []byte) {
 		if s.kekNext != nil {
 			ns.kek, ns.kekNext, ns.wrapped = s.kekNext, nil, true
 		}
-		ns.versions = make([]*versionSnap, len(s.versions))
-		for i, v := range s.versions {
-			ns.versions[i] = v
-			if v.next != nil {
-				nv := *v
-				nv.handle, nv.next = v.next, nil
-				ns.versions[i] = &nv
+		ns.versions = slices.Clone(s.versions)
+		for i := range ns.versions {
+			if nv := &ns.versions[i]; nv.next != nil {
+				nv.handle, nv.next = nv.next, nil
 			}
 		}
 		if g := s.gen; g != nil && g.next != nil {
@@ -453,9 +449,10 @@ func (e *Engine) collapseKey(kek func(s *keySnap) (*shred.Key, error)) func(s *k
 		ns.kek, ns.kekNext, ns.root = k, nil, e.rootID
 		ed := edit{next: ns}
 		ns.wrapped = false
-		ns.versions = make([]*versionSnap, len(s.versions))
-		for i, v := range s.versions {
-			nv := *v
+		ns.versions = slices.Clone(s.versions)
+		for i := range ns.versions {
+			v := &s.versions[i]
+			nv := &ns.versions[i]
 			nv.next = nil
 			if isDual(v.stored) {
 				if nv.stored, err = pickPart(v.stored, e.rootID); err != nil {
@@ -464,7 +461,6 @@ func (e *Engine) collapseKey(kek func(s *keySnap) (*shred.Key, error)) func(s *k
 				ed.change.Put(nv.record(s.tag))
 			}
 			ns.wrapped = ns.wrapped || plainHandle(nv.stored) == nil
-			ns.versions[i] = &nv
 		}
 		if g := s.gen; g != nil {
 			ng := *g

@@ -127,7 +127,8 @@ func (e *Engine) openHandles(s *keySnap, now time.Time) error {
 	if okn {
 		s.kekNext = kn
 	}
-	for _, v := range s.versions {
+	for i := range s.versions {
+		v := &s.versions[i]
 		if v.handle != nil {
 			continue
 		}

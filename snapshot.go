@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rsa"
@@ -57,10 +58,14 @@ type keySnap struct {
 	// histSeq is the Seq of the key's newest history record (history.go).
 	histSeq uint64
 
-	versions []*versionSnap // versions[i].num == i+1
-	gen      *genSnap       // token generator; nil until first activated
-	acl      acl.List       // IP allow-list as entered
-	aclM     *acl.Matcher   // compiled once per change
+	// versions holds the versions by value (versions[i].num == i+1): one
+	// object per key instead of one per version, for the collector to
+	// walk. A snapshot's array is never written after it is published;
+	// a change copies it.
+	versions []versionSnap
+	gen      *genSnap     // token generator; nil until first activated
+	acl      acl.List     // IP allow-list as entered
+	aclM     *acl.Matcher // compiled once per change
 
 	// wrapped is true when the key's stored handles are sealed under its
 	// shred key (every key made with a Badger directory since shred keys
@@ -94,13 +99,13 @@ func (s *keySnap) clone() *keySnap {
 	return &c
 }
 
-func (s *keySnap) current() *versionSnap { return s.versions[len(s.versions)-1] }
+func (s *keySnap) current() *versionSnap { return &s.versions[len(s.versions)-1] }
 
 func (s *keySnap) version(n uint32) *versionSnap {
 	if n == 0 || int(n) > len(s.versions) {
 		return nil
 	}
-	return s.versions[n-1]
+	return &s.versions[n-1]
 }
 
 func (s *keySnap) enabled() bool { return s.state == StateEnabled }
@@ -128,11 +133,19 @@ type versionSnap struct {
 	stored    []byte
 	publicDER []byte           // PKIX; nil for AES256
 	pub       crypto.PublicKey // publicDER parsed; nil for AES256
-	ad        []byte           // associated-data prefix: binds key tag and version
 	lk        *lazyKey
 	// next is the backend handle under the new root key while a
 	// root-key rotation is under way (rootkey.go), else nil.
 	next []byte
+}
+
+// same reports whether v and o hold the same version state (changedVersion
+// compared the versions' pointers when they were held by pointer).
+func (v *versionSnap) same(o *versionSnap) bool {
+	return v.num == o.num && v.state == o.state && v.createdAt.Equal(o.createdAt) &&
+		v.stateChangedAt.Equal(o.stateChangedAt) && v.lk == o.lk &&
+		bytes.Equal(v.handle, o.handle) && bytes.Equal(v.stored, o.stored) &&
+		bytes.Equal(v.publicDER, o.publicDER) && bytes.Equal(v.next, o.next)
 }
 
 // genSnap is the immutable view of a key's token generator.
@@ -260,7 +273,7 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		if err := v.checkPublic(s.typ); err != nil {
 			return nil, err
 		}
-		s.versions = append(s.versions, v)
+		s.versions = append(s.versions, *v)
 	}
 	if kd.Generator != nil {
 		g, err := genFromRecord(kd.Generator)
@@ -270,7 +283,8 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		s.gen = g
 		s.wrapped = s.wrapped || shred.IsWrapped(g.stored) || isDual(g.stored)
 	}
-	for _, v := range s.versions {
+	for i := range s.versions {
+		v := &s.versions[i]
 		s.wrapped = s.wrapped || shred.IsWrapped(v.stored) || isDual(v.stored)
 	}
 	s.aclM = allowAll
@@ -291,7 +305,7 @@ func versionFromRecord(vr *store.VersionRecord) (*versionSnap, error) {
 	}
 	v := &versionSnap{
 		num: vr.Version, state: st, createdAt: msTime(vr.CreatedAt), stateChangedAt: msTime(vr.StateChangedAt),
-		handle: plainHandle(vr.Handle), stored: vr.Handle, publicDER: vr.PublicKey, ad: versionAD(vr.Tag, vr.Version), lk: &lazyKey{},
+		handle: plainHandle(vr.Handle), stored: vr.Handle, publicDER: vr.PublicKey, lk: &lazyKey{},
 	}
 	// A public key that does not parse leaves pub nil: checkPublic refuses
 	// it, and Verify and Encrypt answer ErrInternal for a nil one
@@ -391,10 +405,12 @@ func compileACL(l acl.List) *acl.Matcher {
 	return l.Compile()
 }
 
-// versionAD is the associated data every AES-GCM body of a version is
-// bound to: "pocketkms/v1" ‖ 0 ‖ keyTag ‖ 0 ‖ uint32be(version).
-func versionAD(tag string, version uint32) []byte {
-	ad := make([]byte, 0, 12+1+len(tag)+1+4+1)
+// appendVersionAD appends to ad the associated data every AES-GCM body of
+// a version is bound to: "pocketkms/v1" ‖ 0 ‖ keyTag ‖ 0 ‖
+// uint32be(version). Encrypt and Decrypt build it per call in a pooled
+// buffer (aesAD) rather than keep it with every version: one object fewer
+// per version for the collector.
+func appendVersionAD(ad []byte, tag string, version uint32) []byte {
 	ad = append(ad, "pocketkms/v1"...)
 	ad = append(ad, 0)
 	ad = append(ad, tag...)

@@ -126,7 +126,8 @@ func VerifyDirectory(ctx context.Context, be backend.Backend, dir string) (*Veri
 			problem(s.tag, 0, "%v", err)
 			continue
 		}
-		for _, v := range s.versions {
+		for i := range s.versions {
+			v := &s.versions[i]
 			rep.Versions++
 			if _, err := e.loadKey(ctx, s, v); err != nil {
 				problem(s.tag, v.num, "material does not open: %v", err)

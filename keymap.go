@@ -1,0 +1,106 @@
+package kms
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// keyMapShards is the number of shards of a keyMap: enough that
+// concurrent readers on many cores rarely share a lock's cache line.
+const keyMapShards = 64
+
+// keyMap maps key tags to their entries: the Engine's key table. It
+// replaces a sync.Map, which keeps one small node object per key (plus
+// its trie's inner nodes) that every garbage-collection cycle walks; a
+// Go map keeps its entries in a few large arrays. The shards, each a map
+// under its own read-write lock, keep concurrent lookups of different
+// keys from contending on one lock. Its methods have sync.Map's
+// signatures and meaning, including Range's: f runs without a lock held
+// (a shard's entries are copied first), so it may change the map.
+type keyMap struct {
+	seed   maphash.Seed
+	once   sync.Once
+	shards [keyMapShards]keyShard
+}
+
+type keyShard struct {
+	mu sync.RWMutex
+	m  map[string]*keyEntry
+	_  [32]byte // 64 bytes: one shard per cache line
+}
+
+func (km *keyMap) shard(tag string) *keyShard {
+	km.once.Do(func() { km.seed = maphash.MakeSeed() })
+	return &km.shards[maphash.String(km.seed, tag)%keyMapShards]
+}
+
+// Load returns the entry of tag (a string).
+func (km *keyMap) Load(tag any) (any, bool) {
+	t, _ := tag.(string)
+	sh := km.shard(t)
+	sh.mu.RLock()
+	ent, ok := sh.m[t]
+	sh.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	return ent, true
+}
+
+// Store sets the entry of tag.
+func (km *keyMap) Store(tag string, ent *keyEntry) {
+	sh := km.shard(tag)
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = make(map[string]*keyEntry)
+	}
+	sh.m[tag] = ent
+	sh.mu.Unlock()
+}
+
+// LoadOrStore returns the entry of tag and true if there is one, else
+// stores ent and returns it and false.
+func (km *keyMap) LoadOrStore(tag string, ent *keyEntry) (any, bool) {
+	sh := km.shard(tag)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old, ok := sh.m[tag]; ok {
+		return old, true
+	}
+	if sh.m == nil {
+		sh.m = make(map[string]*keyEntry)
+	}
+	sh.m[tag] = ent
+	return ent, false
+}
+
+// Delete removes the entry of tag.
+func (km *keyMap) Delete(tag string) {
+	sh := km.shard(tag)
+	sh.mu.Lock()
+	delete(sh.m, tag)
+	sh.mu.Unlock()
+}
+
+// Range calls f for each tag and entry until f returns false.
+func (km *keyMap) Range(f func(tag, ent any) bool) {
+	type kv struct {
+		tag string
+		ent *keyEntry
+	}
+	var buf []kv
+	for i := range km.shards {
+		sh := &km.shards[i]
+		sh.mu.RLock()
+		buf = buf[:0]
+		for t, ent := range sh.m {
+			buf = append(buf, kv{t, ent})
+		}
+		sh.mu.RUnlock()
+		for _, p := range buf {
+			if !f(p.tag, p.ent) {
+				return
+			}
+		}
+	}
+}
