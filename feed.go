@@ -149,7 +149,7 @@ func (e *Engine) applyKey(tag string, rev int64, puts []store.Record, deleted bo
 			return err
 		}
 		ent := &keyEntry{}
-		ent.snap.Store(ns)
+		ent.publish(ns)
 		if v, ok = e.keys.LoadOrStore(tag, ent); !ok {
 			e.noteSeq(ns)
 			return nil
@@ -221,7 +221,7 @@ func (e *Engine) replace(ent *keyEntry, old, ns *keySnap) {
 		e.tokens.DeleteGenerator(old.gen.id)
 	}
 	e.noteSeq(ns)
-	ent.snap.Store(ns)
+	ent.publish(ns)
 }
 
 // noteSeq keeps the Engine's sequence counter above every key it knows;
@@ -282,7 +282,7 @@ func (e *Engine) reload(ctx context.Context) (int64, error) {
 			continue
 		}
 		ent := &keyEntry{}
-		ent.snap.Store(ns)
+		ent.publish(ns)
 		v, loaded := e.keys.LoadOrStore(tag, ent)
 		if !loaded {
 			e.noteSeq(ns)

@@ -228,7 +228,7 @@ func (e *Engine) createKey(ctx context.Context, op string, req CreateKeyRequest)
 	}
 	s.rev = rev
 	ent := &keyEntry{}
-	ent.snap.Store(s)
+	ent.publish(s)
 	e.keys.Store(tag, ent)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key created", slog.String("keyTag", tag), slog.String("type", string(req.Type)))
 	return s.info(), nil

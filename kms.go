@@ -275,7 +275,7 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 			return 0, wrapErr("new", snap.tag, ErrInternal, err)
 		}
 		ent := &keyEntry{}
-		ent.snap.Store(snap)
+		ent.publish(snap)
 		e.keys.Store(snap.tag, ent)
 		names[lower(snap.name)] = snap.tag
 		if snap.seq > e.seq.Load() {

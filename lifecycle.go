@@ -155,7 +155,7 @@ func (e *Engine) commit(ctx context.Context, op string, ent *keyEntry, s *keySna
 		return e.storeErr(op, s.tag, err)
 	}
 	ed.next.rev = rev
-	ent.snap.Store(ed.next)
+	ent.publish(ed.next)
 	return nil
 }
 
@@ -556,10 +556,12 @@ func (e *Engine) destroyLocked(ctx context.Context, ent *keyEntry, s *keySnap) e
 // ent.mu sees the tombstone.
 func (e *Engine) forget(ent *keyEntry, s *keySnap) {
 	e.keys.Delete(s.tag)
-	e.usage.keys.Delete(s.tag)
+	if ent.usage.rotate.Swap(0) != 0 {
+		e.usage.rotations.Add(-1) // a budget rotation no longer due
+	}
 	ts := s.clone()
 	ts.state = stateDestroyed
-	ent.snap.Store(ts)
+	ent.publish(ts)
 	if s.gen.isActive() {
 		e.tokens.DeleteGenerator(s.gen.id)
 	}

@@ -430,7 +430,7 @@ func (e *Engine) switchSnapshots(toID []byte) {
 			ng.handle, ng.next = g.next, nil
 			ns.gen = &ng
 		}
-		ent.snap.Store(ns)
+		ent.publish(ns)
 	}
 }
 

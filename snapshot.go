@@ -25,6 +25,17 @@ import (
 type keyEntry struct {
 	mu   sync.Mutex
 	snap atomic.Pointer[keySnap]
+	// usage holds the key's use counters (usage.go) for as long as the
+	// entry lives: no table of its own to look up on every call, and no
+	// objects of its own per key for the collector to walk.
+	usage keyUsage
+}
+
+// publish makes s the entry's snapshot. s must not be published yet: it
+// is given the entry's usage counters first.
+func (ent *keyEntry) publish(s *keySnap) {
+	s.u = &ent.usage
+	ent.snap.Store(s)
 }
 
 // keySnap is an immutable view of a key, in the Engine's own types. It is
@@ -57,6 +68,9 @@ type keySnap struct {
 	minDecrypt uint32
 	// histSeq is the Seq of the key's newest history record (history.go).
 	histSeq uint64
+	// u is the use counters of the entry holding this snapshot (set by
+	// keyEntry.publish; clones share it).
+	u *keyUsage
 
 	// versions holds the versions by value (versions[i].num == i+1): one
 	// object per key instead of one per version, for the collector to

@@ -101,7 +101,7 @@ type KeyUsage struct {
 func (e *Engine) KeyUsage(ctx context.Context, keyTag string) (*KeyUsage, error) {
 	return readKey(e, ctx, "get key usage", keyTag, func(op string, s *keySnap) (*KeyUsage, error) {
 		out := &KeyUsage{KeyTag: s.tag, Versions: make([]VersionUsage, len(s.versions))}
-		ku := e.usage.lookup(s.tag)
+		ku := s.u
 		for i, v := range s.versions {
 			vu := VersionUsage{Version: v.num}
 			if ku != nil {
@@ -127,7 +127,7 @@ func (s *keySnap) budgeted() bool { return s.typ == AES256 && !s.convergent }
 // usageTable holds the counters of the keys used since the Engine opened
 // (or whose counters the store held): nothing for keys never used.
 type usageTable struct {
-	keys         sync.Map // key tag -> *keyUsage
+	// The counters themselves live in each key's entry (keyEntry.usage).
 	budget, warn uint64
 	// rotations counts keys whose budget warning asks Maintain to rotate.
 	rotations atomic.Int32
@@ -165,20 +165,21 @@ type verUsage struct {
 	base verCounts
 }
 
-func (t *usageTable) lookup(tag string) *keyUsage {
-	if v, ok := t.keys.Load(tag); ok {
-		return v.(*keyUsage)
+// usageOf returns the counters of the key tag, or nil when there is no
+// such key.
+func (e *Engine) usageOf(tag string) *keyUsage {
+	if v, ok := e.keys.Load(tag); ok {
+		return &v.(*keyEntry).usage
 	}
 	return nil
 }
 
-// of returns the counters of tag, made on first use.
-func (t *usageTable) of(tag string) *keyUsage {
-	if v, ok := t.keys.Load(tag); ok {
-		return v.(*keyUsage)
-	}
-	v, _ := t.keys.LoadOrStore(tag, &keyUsage{})
-	return v.(*keyUsage)
+// rangeUsage calls f with every key's tag and counters until f returns
+// false.
+func (e *Engine) rangeUsage(f func(tag string, k *keyUsage) bool) {
+	e.keys.Range(func(tag, v any) bool {
+		return f(tag.(string), &v.(*keyEntry).usage)
+	})
 }
 
 // version returns the counters of version n, or nil.
@@ -235,7 +236,10 @@ const (
 
 // use counts one successful use of version v of s.
 func (e *Engine) use(s *keySnap, v uint32, kind useKind) {
-	k := e.usage.of(s.tag)
+	k := s.u
+	if k == nil {
+		return // a snapshot no entry holds: nothing to count against
+	}
 	c := k.counters(v)
 	switch kind {
 	case useDecrypt:
@@ -259,7 +263,10 @@ func (e *Engine) spendEncryption(ctx context.Context, op string, s *keySnap, v u
 		e.use(s, v, useEncryptUnbudgeted)
 		return nil
 	}
-	k := e.usage.of(s.tag)
+	k := s.u
+	if k == nil {
+		return nil
+	}
 	c := k.counters(v)
 	n := c.enc.Add(1)
 	if n > e.usage.budget {
@@ -292,7 +299,10 @@ func (e *Engine) budgetWarning(ctx context.Context, s *keySnap, k *keyUsage, v u
 
 // refused counts a refused call against the key's current version.
 func (e *Engine) refusedUse(s *keySnap) {
-	k := e.usage.of(s.tag)
+	k := s.u
+	if k == nil {
+		return
+	}
 	c := k.counters(s.current().num)
 	c.refused.Add(1)
 	e.touch(k, c)
@@ -309,20 +319,14 @@ func (e *Engine) budgetRotations(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	e.usage.keys.Range(func(tag, v any) bool {
-		k := v.(*keyUsage)
+	e.keys.Range(func(_, v any) bool {
+		ent := v.(*keyEntry)
+		k := &ent.usage
 		ver := k.rotate.Load()
 		if ver == 0 {
 			return true
 		}
-		ent, ok := e.keys.Load(tag)
-		if !ok {
-			if k.rotate.CompareAndSwap(ver, 0) {
-				e.usage.rotations.Add(-1)
-			}
-			return true
-		}
-		if err := e.budgetRotate(ctx, ent.(*keyEntry), ver); err != nil {
+		if err := e.budgetRotate(ctx, ent, ver); err != nil {
 			errs = append(errs, err)
 			return true
 		}
@@ -384,21 +388,16 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 		k   *keyUsage
 	}
 	var keys, idle []dirtyKey
-	e.usage.keys.Range(func(tag, v any) bool {
-		k := v.(*keyUsage)
+	e.rangeUsage(func(tag string, k *keyUsage) bool {
 		if !k.dirty.Load() {
 			if k.recent {
 				k.recent = false
-				idle = append(idle, dirtyKey{tag.(string), k})
+				idle = append(idle, dirtyKey{tag, k})
 			}
 			return true
 		}
-		if _, live := e.keys.Load(tag); !live {
-			e.usage.keys.Delete(tag)
-			return true
-		}
 		k.dirty.Store(false)
-		keys = append(keys, dirtyKey{tag.(string), k})
+		keys = append(keys, dirtyKey{tag, k})
 		return true
 	})
 	rr, shared := e.revReader()
@@ -661,11 +660,11 @@ func (e *Engine) loadUsage(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		if _, live := e.keys.Load(ur.Tag); !live {
+		k := e.usageOf(ur.Tag)
+		if k == nil {
 			stale = append(stale, ur.StoreKey())
 			continue
 		}
-		k := e.usage.of(ur.Tag)
 		for _, vr := range ur.Versions {
 			if vr.Version == 0 || vr.Version > MaxVersions {
 				continue
