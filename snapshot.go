@@ -77,6 +77,9 @@ type keySnap struct {
 	// walk. A snapshot's array is never written after it is published;
 	// a change copies it.
 	versions []versionSnap
+	// v1 holds the only version of a key that has one (most keys):
+	// versions then points here, one object fewer per key.
+	v1 [1]versionSnap
 	gen      *genSnap     // token generator; nil until first activated
 	acl      acl.List     // IP allow-list as entered
 	aclM     *acl.Matcher // compiled once per change
@@ -245,8 +248,11 @@ func timeMs(t time.Time) int64 {
 // they agree with each other.
 func snapFromData(kd *store.KeyData) (*keySnap, error) {
 	r := &kd.Key
+	// The tag and the name share one string: one object per key for the
+	// collector to mark instead of two.
+	tn := r.Tag + r.Name
 	s := &keySnap{
-		rev: kd.Rev, tag: r.Tag, name: r.Name, typ: KeyType(r.Type), memo: r.Memo,
+		rev: kd.Rev, tag: tn[:len(r.Tag)], name: tn[len(r.Tag):], typ: KeyType(r.Type), memo: r.Memo,
 		convergent: r.Convergent, state: KeyState(r.State), seq: r.Seq,
 		createdAt: msTime(r.CreatedAt), stateChangedAt: msTime(r.StateChangedAt),
 		destroyAt: msTime(r.DestroyAt), minDecrypt: r.MinDecryptVersion, histSeq: r.HistorySeq,
@@ -287,7 +293,12 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		if err := v.checkPublic(s.typ); err != nil {
 			return nil, err
 		}
-		s.versions = append(s.versions, *v)
+		if len(kd.Versions) == 1 {
+			s.v1[0] = *v
+			s.versions = s.v1[:1:1]
+		} else {
+			s.versions = append(s.versions, *v)
+		}
 	}
 	if kd.Generator != nil {
 		g, err := genFromRecord(kd.Generator)

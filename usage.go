@@ -137,9 +137,14 @@ type usageTable struct {
 }
 
 type keyUsage struct {
-	mu    sync.Mutex
-	vers  atomic.Pointer[[]*verUsage] // index: version - 1
-	dirty atomic.Bool                 // counted since the last flush
+	mu sync.Mutex
+	// n is the number of versions counted: versions 1..n have counters.
+	// Version 1's are held inline (most keys never rotate), the others
+	// in more (index: version - 2), which is stored before n grows.
+	n     atomic.Uint32
+	v1    verUsage
+	more  atomic.Pointer[[]*verUsage]
+	dirty atomic.Bool // counted since the last flush
 	// rotate is the version whose budget warning asks for a rotation
 	// (0: none).
 	rotate atomic.Uint32
@@ -184,10 +189,27 @@ func (e *Engine) rangeUsage(f func(tag string, k *keyUsage) bool) {
 
 // version returns the counters of version n, or nil.
 func (k *keyUsage) version(n uint32) *verUsage {
-	if p := k.vers.Load(); p != nil && n >= 1 && int(n) <= len(*p) {
-		return (*p)[n-1]
+	switch {
+	case n == 0 || n > k.n.Load():
+		return nil
+	case n == 1:
+		return &k.v1
 	}
-	return nil
+	return (*k.more.Load())[n-2]
+}
+
+// all returns the counters of every version counted, index version - 1.
+func (k *keyUsage) all() []*verUsage {
+	n := k.n.Load()
+	if n == 0 {
+		return nil
+	}
+	vs := make([]*verUsage, 0, n)
+	vs = append(vs, &k.v1)
+	if n > 1 {
+		vs = append(vs, (*k.more.Load())[:n-1]...)
+	}
+	return vs
 }
 
 // counters returns the counters of version n, made on first use.
@@ -197,20 +219,24 @@ func (k *keyUsage) counters(n uint32) *verUsage {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	var vs []*verUsage
-	if p := k.vers.Load(); p != nil {
-		vs = *p
-	}
-	if int(n) > len(vs) {
-		grown := make([]*verUsage, n)
-		copy(grown, vs)
-		for i := len(vs); i < int(n); i++ {
-			grown[i] = &verUsage{}
+	if n > k.n.Load() {
+		if n > 1 {
+			var vs []*verUsage
+			if p := k.more.Load(); p != nil {
+				vs = *p
+			}
+			if int(n-1) > len(vs) {
+				grown := make([]*verUsage, n-1)
+				copy(grown, vs)
+				for i := len(vs); i < int(n-1); i++ {
+					grown[i] = &verUsage{}
+				}
+				k.more.Store(&grown)
+			}
 		}
-		k.vers.Store(&grown)
-		vs = grown
+		k.n.Store(n)
 	}
-	return vs[n-1]
+	return k.version(n)
 }
 
 // touch marks a use at now.
@@ -524,12 +550,12 @@ func (k *keyUsage) setShared(r *store.UsageRecord, rev int64) {
 // negative: the arithmetic is signed and the sum never below zero.
 func (k *keyUsage) merged(tag string) (*store.UsageRecord, []verCounts) {
 	r := &store.UsageRecord{Tag: tag}
-	p := k.vers.Load()
-	if p == nil {
+	vs := k.all()
+	if vs == nil {
 		return r, nil
 	}
-	cur := make([]verCounts, len(*p))
-	for i, c := range *p {
+	cur := make([]verCounts, len(vs))
+	for i, c := range vs {
 		cur[i] = c.snapshot()
 		var sh store.VersionUsageRecord
 		for _, s := range k.shared {
@@ -564,12 +590,12 @@ func addDelta(shared, cur, base uint64) uint64 {
 // gains what other Engines counted (counts made since the snapshot cur
 // are kept), and the record becomes the new base.
 func (k *keyUsage) written(r *store.UsageRecord, cur []verCounts, rev int64) {
-	p := k.vers.Load()
+	vs := k.all()
 	for i, vr := range r.Versions {
 		if i >= len(cur) {
 			break
 		}
-		c := (*p)[i]
+		c := vs[i]
 		c.enc.Add(vr.Encryptions - cur[i].enc)
 		c.dec.Add(vr.Decryptions - cur[i].dec)
 		c.sign.Add(vr.Signatures - cur[i].sign)
@@ -590,13 +616,13 @@ func (k *keyUsage) written(r *store.UsageRecord, cur []verCounts, rev int64) {
 // refresh moves the counters to the shared record as last read, keeping
 // the counts not flushed yet, and reports whether the record had changed.
 func (k *keyUsage) refresh() bool {
-	p := k.vers.Load()
-	if p == nil {
+	vs := k.all()
+	if vs == nil {
 		return false
 	}
 	changed := false
 	for _, vr := range k.shared {
-		c := (*p)[vr.Version-1]
+		c := vs[vr.Version-1]
 		b := &c.base
 		if vr.Encryptions != b.enc || vr.Decryptions != b.dec || vr.Signatures != b.sign ||
 			vr.Verifications != b.verify || vr.Refusals != b.refused {
@@ -630,8 +656,8 @@ func (e *Engine) revReader() (store.RevReader, bool) {
 
 func (k *keyUsage) record(tag string) *store.UsageRecord {
 	r := &store.UsageRecord{Tag: tag}
-	if p := k.vers.Load(); p != nil {
-		for i, c := range *p {
+	if vs := k.all(); vs != nil {
+		for i, c := range vs {
 			r.Versions = append(r.Versions, store.VersionUsageRecord{
 				Version: uint32(i + 1), Encryptions: c.enc.Load(), Decryptions: c.dec.Load(),
 				Signatures: c.sign.Load(), Verifications: c.verify.Load(), Refusals: c.refused.Load(),
