@@ -226,22 +226,33 @@ func (a *AEAD) checkSealed(op string, ct []byte, n int) ([]byte, error) {
 
 // DecryptWithContext is Decrypt with ctx for this call (tink.AEADWithContext).
 func (a *AEAD) DecryptWithContext(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
+	// The common case, kept small: a ciphertext of the current format
+	// and a Client that opens it.
+	if a.sc != nil && len(associatedData) <= kms.MaxAdditionalData && bytes.HasPrefix(ciphertext, []byte(sealMarker)) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return a.sc.AppendOpen(ctx, nil, a.keyTag, ciphertext[len(sealMarker):], associatedData)
+	}
+	return a.decryptOther(ctx, ciphertext, associatedData)
+}
+
+// decryptOther is DecryptWithContext's uncommon cases: a ciphertext of
+// the legacy format, or one of the current format that cannot open.
+func (a *AEAD) decryptOther(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
 	const op = "aead decrypt"
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if rest, ok := bytes.CutPrefix(ciphertext, []byte(sealMarker)); ok {
-		switch {
-		case a.sc == nil:
-			return nil, newErr(op, a.keyTag, kms.ErrInvalidArgument, "this ciphertext needs a Client with AppendOpen (both planes have it)", errUnsupported)
-		case len(associatedData) > kms.MaxAdditionalData:
-			// Encrypt writes the legacy format for such associated
-			// data, so no marked ciphertext was made with it.
-			return nil, newErr(op, a.keyTag, kms.ErrDecryptionFailed, "", nil)
-		}
-		return a.sc.AppendOpen(ctx, nil, a.keyTag, rest, associatedData)
+	if !bytes.HasPrefix(ciphertext, []byte(sealMarker)) {
+		return a.decryptLegacy(ctx, op, ciphertext, associatedData)
 	}
-	return a.decryptLegacy(ctx, op, ciphertext, associatedData)
+	if a.sc == nil {
+		return nil, newErr(op, a.keyTag, kms.ErrInvalidArgument, "this ciphertext needs a Client with AppendOpen (both planes have it)", errUnsupported)
+	}
+	// Encrypt writes the legacy format for associated data over
+	// kms.MaxAdditionalData, so no marked ciphertext was made with it.
+	return nil, newErr(op, a.keyTag, kms.ErrDecryptionFailed, "", nil)
 }
 
 // decryptLegacy reads the legacy format: it decrypts the envelope and

@@ -151,3 +151,44 @@ func FuzzAEADDecrypt(f *testing.F) {
 		}
 	})
 }
+
+// legacyVectors are AEAD ciphertexts written by the code before
+// AppendSeal (commit 7af33f2, kmscrypto.AEAD.Encrypt on fixedEngine's
+// key), kept here as they came out.
+var legacyVectors = []struct{ tag, pt, ad, ct string }{
+	{"25f120b50cad8d767ed9bc4134a8e6901b05e5f010ab44ffbf033fdcd180edca", "a data key made by the old code", "orders/2024",
+		"ncpkms:v1:TebMBlrNODu0S8Qq8RVGcf+n9M9glb4I/aRplYTk46TfHHAwh9aeoigqWRWgZ0cWjzoT5ppokcMEDt1VG5Xt1oNdBQZGvzgFl7rnkPFhkkHrSxZOJGZUvElqdQ=="},
+	{"25f120b50cad8d767ed9bc4134a8e6901b05e5f010ab44ffbf033fdcd180edca", "no associated data", "",
+		"ncpkms:v1:BUInUmETIOP7qrbp/rPLVXTqihPTMalRBpNLQVmLwkndzHMxjfFyIV3GKYZslO4ilnGuhVuehZJNUvqiqYz4z0g8iM24spAAOOUpJyC9"},
+}
+
+// TestAEADLegacyVectors: ciphertexts the old code wrote still decrypt,
+// on every plane, with their associated data only, and AEAD.ReEncrypt
+// moves them to the current format.
+func TestAEADLegacyVectors(t *testing.T) {
+	e, tag := fixedEngine(t)
+	ps := planes(t, e, tag)
+	ps["trusted, strings only"] = stringOnly{e}
+	for _, v := range legacyVectors {
+		if v.tag != tag {
+			t.Fatalf("fixedEngine's key is %s, the vectors' %s: the fixture changed", tag, v.tag)
+		}
+		for plane, c := range ps {
+			a := newAEAD(t, c, tag)
+			got, err := a.Decrypt([]byte(v.ct), []byte(v.ad))
+			if err != nil || string(got) != v.pt {
+				t.Fatalf("%s plane: %q, %v", plane, got, err)
+			}
+			_, err = a.Decrypt([]byte(v.ct), []byte(v.ad+"x"))
+			wantKind(t, err, kms.ErrDecryptionFailed)
+		}
+		a := newAEAD(t, e, tag)
+		moved, err := a.ReEncrypt(context.Background(), []byte(v.ct), []byte(v.ad))
+		if err != nil || !strings.HasPrefix(string(moved), "aead:ncpkms:v1:") {
+			t.Fatalf("ReEncrypt: %.20q, %v", moved, err)
+		}
+		if got, err := a.Decrypt(moved, []byte(v.ad)); err != nil || string(got) != v.pt {
+			t.Fatalf("after ReEncrypt: %q, %v", got, err)
+		}
+	}
+}
