@@ -46,9 +46,10 @@ const sealMarker = "aead:"
 // (nil and empty associated data are the same). The body is
 // nonce(12) ‖ ciphertext ‖ tag(16). The 0xFF separates it from every
 // associated data kms.Engine.Encrypt uses, so an AEAD ciphertext is not an
-// Engine ciphertext: Engine.Decrypt and Engine.ReEncrypt refuse it (with
-// kms.ErrDecryptionFailed once the marker is removed; ReEncrypt does not
-// have the associated data). To move AEAD ciphertexts to the key's current
+// Engine ciphertext: Engine.Decrypt and Engine.ReEncrypt refuse it
+// (kms.ErrInvalidArgument with the marker, kms.ErrDecryptionFailed
+// without; ReEncrypt does not have the associated data, and must not
+// drop it). To move AEAD ciphertexts to the key's current
 // version after a rotation, use [AEAD.ReEncrypt] (the plaintext passes
 // through this process, and is cleared) or Decrypt and Encrypt.
 //
