@@ -50,7 +50,7 @@ func TestSealLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bk, err := e.loadKey(ctx, s, s.version(2))
+	bk, err := e.loadKey(ctx, s, s.current()) // version 2
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,15 +75,19 @@ func TestSealLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tag := range []string{k.Tag, conv.Tag} {
-		_, s, err := e.lookup("test", tag)
+	for _, c := range []struct {
+		tag string
+		v   uint32
+	}{{k.Tag, 2}, {conv.Tag, 1}} {
+		_, s, err := e.lookup("test", c.tag)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cur := s.current()
+		prefix := binary.BigEndian.AppendUint32([]byte("pocketkms/v1\x00"+c.tag+"\x00"), c.v)
 		sc := new(scratch)
 		sealed := gcmAD(sc, s, cur, nil, aeadData{on: true})
-		if !bytes.Equal(sealed, append(bytes.Clone(cur.ad), sealTag)) {
+		if !bytes.Equal(sealed, append(bytes.Clone(prefix), sealTag)) {
 			t.Fatalf("sealed associated data with no ad: %q", sealed)
 		}
 		for n := 0; n <= MaxContext; n++ {
@@ -91,13 +95,13 @@ func TestSealLayout(t *testing.T) {
 				continue
 			}
 			encAD := aesAD(s, cur, bytes.Repeat([]byte{0xFF}, n))
-			if !bytes.HasPrefix(encAD, cur.ad) {
+			if !bytes.HasPrefix(encAD, prefix) {
 				t.Fatal("Encrypt's associated data does not start with the prefix")
 			}
-			if len(encAD) > len(cur.ad) && encAD[len(cur.ad)] == sealTag {
+			if len(encAD) > len(prefix) && encAD[len(prefix)] == sealTag {
 				t.Fatalf("Encrypt's associated data for a %d-byte context has the seal byte after the prefix", n)
 			}
-			if !s.convergent && len(encAD) != len(cur.ad) {
+			if !s.convergent && len(encAD) != len(prefix) {
 				t.Fatal("a non-convergent key's Encrypt binds more than the prefix")
 			}
 		}
