@@ -129,7 +129,7 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 	// The body is sealed into the scratch buffer and encoded from there
 	// into the string's own memory: the call's one allocation.
 	var text string
-	_, err := e.sealTo(ctx, op, s, sc, plaintext, encCtx, func(v uint32, body []byte) []byte {
+	_, err := e.sealTo(ctx, op, s, sc, plaintext, encCtx, aeadData{}, func(v uint32, body []byte) []byte {
 		text = envelope.Format(v, body)
 		return nil
 	})
@@ -138,8 +138,9 @@ func (e *Engine) encrypt(ctx context.Context, op string, s *keySnap, plaintext, 
 
 // sealTo encrypts plaintext under the key's current version and hands the
 // version and body to out, returning what out returns. An AES256 body is
-// sealed into sc, which out must not keep.
-func (e *Engine) sealTo(ctx context.Context, op string, s *keySnap, sc *scratch, plaintext, encCtx []byte, out func(uint32, []byte) []byte) ([]byte, error) {
+// sealed into sc, which out must not keep. xad is AppendSeal's associated
+// data (seal.go; the zero value for Encrypt).
+func (e *Engine) sealTo(ctx context.Context, op string, s *keySnap, sc *scratch, plaintext, encCtx []byte, xad aeadData, out func(uint32, []byte) []byte) ([]byte, error) {
 	tag := s.tag
 	v := s.current()
 	switch s.typ {
@@ -172,7 +173,7 @@ func (e *Engine) sealTo(ctx context.Context, op string, s *keySnap, sc *scratch,
 	if err != nil {
 		return nil, backendErr(op, tag, err)
 	}
-	req := backend.EncryptRequest{Plaintext: plaintext, AdditionalData: aesAD(sc, s, v, encCtx)}
+	req := backend.EncryptRequest{Plaintext: plaintext, AdditionalData: gcmAD(sc, s, v, encCtx, xad)}
 	ae, ok := k.(backend.AppendEncrypter)
 	if !ok {
 		r := req // only this path's request escapes
@@ -201,14 +202,15 @@ func (e *Engine) Decrypt(ctx context.Context, keyTag, ciphertext string, encCtx 
 }
 
 func (e *Engine) decrypt(ctx context.Context, op string, s *keySnap, ciphertext string, encCtx []byte) ([]byte, error) {
-	return decryptText(e, ctx, op, s, nil, ciphertext, encCtx)
+	return decryptText(e, ctx, op, s, nil, ciphertext, encCtx, aeadData{})
 }
 
 // decryptText decrypts an envelope held in a string or a []byte and
 // appends the plaintext to dst (a fresh, exactly sized buffer when dst is
 // nil). The body is decoded into a pooled scratch buffer, which holds
-// only ciphertext, and opened from there straight into dst.
-func decryptText[T string | []byte](e *Engine, ctx context.Context, op string, s *keySnap, dst []byte, ciphertext T, encCtx []byte) ([]byte, error) {
+// only ciphertext, and opened from there straight into dst. xad is
+// AppendOpen's associated data (seal.go; the zero value for Decrypt).
+func decryptText[T string | []byte](e *Engine, ctx context.Context, op string, s *keySnap, dst []byte, ciphertext T, encCtx []byte, xad aeadData) ([]byte, error) {
 	tag := s.tag
 	if err := cipherKeyType(op, s, "decrypt"); err != nil {
 		return nil, err
@@ -242,7 +244,7 @@ func decryptText[T string | []byte](e *Engine, ctx context.Context, op string, s
 		if err := checkContext(op, s, encCtx); err != nil {
 			return nil, err
 		}
-		req.AdditionalData = aesAD(sc, s, v, encCtx)
+		req.AdditionalData = gcmAD(sc, s, v, encCtx, xad)
 	}
 	k, err := e.loadKey(ctx, s, v)
 	if err != nil {

@@ -11,10 +11,11 @@ import (
 // scratch is a reusable buffer for the cipher hot path. It only ever holds
 // ciphertext: the sealed body on encryption (before it is encoded into the
 // envelope), the decoded body on decryption (before it is opened into the
-// result); plaintext never enters it, so it needs no clearing.
+// result), and the associated data of AppendSeal and AppendOpen, which is
+// public; plaintext never enters it, so it needs no clearing.
 type scratch struct {
 	buf []byte
-	ad  []byte // an AES body's associated data (aesAD)
+	ad  []byte // an AES body's associated data (aesAD, gcmAD)
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -29,6 +30,9 @@ const maxPooledScratch = 128 << 10
 func putScratch(sc *scratch) {
 	if cap(sc.buf) > maxPooledScratch {
 		sc.buf = nil
+	}
+	if cap(sc.ad) > maxPooledScratch {
+		sc.ad = nil // a large AppendSeal associated data
 	}
 	scratchPool.Put(sc)
 }
@@ -48,7 +52,7 @@ func (sc *scratch) reserve(n int) {
 // nil.
 func (e *Engine) AppendEncrypt(ctx context.Context, dst []byte, keyTag string, plaintext, encCtx []byte) ([]byte, error) {
 	return onKey(e, ctx, "encrypt", keyTag, func(op string, s *keySnap) ([]byte, error) {
-		return e.appendEncryptTo(ctx, op, s, dst, plaintext, encCtx)
+		return e.appendEncryptTo(ctx, op, s, dst, plaintext, encCtx, aeadData{})
 	})
 }
 
@@ -59,16 +63,16 @@ func (e *Engine) AppendEncrypt(ctx context.Context, dst []byte, keyTag string, p
 // spare capacity may have been overwritten.
 func (e *Engine) AppendDecrypt(ctx context.Context, dst []byte, keyTag string, ciphertext, encCtx []byte) ([]byte, error) {
 	return onKey(e, ctx, "decrypt", keyTag, func(op string, s *keySnap) ([]byte, error) {
-		return decryptText(e, ctx, op, s, dst, ciphertext, encCtx)
+		return decryptText(e, ctx, op, s, dst, ciphertext, encCtx, aeadData{})
 	})
 }
 
 // appendEncryptTo seals plaintext into a scratch buffer and appends its
-// envelope to dst.
-func (e *Engine) appendEncryptTo(ctx context.Context, op string, s *keySnap, dst, plaintext, encCtx []byte) ([]byte, error) {
+// envelope to dst; xad is AppendSeal's associated data (seal.go).
+func (e *Engine) appendEncryptTo(ctx context.Context, op string, s *keySnap, dst, plaintext, encCtx []byte, xad aeadData) ([]byte, error) {
 	sc := getScratch()
 	defer putScratch(sc)
-	return e.sealTo(ctx, op, s, sc, plaintext, encCtx, func(v uint32, body []byte) []byte {
+	return e.sealTo(ctx, op, s, sc, plaintext, encCtx, xad, func(v uint32, body []byte) []byte {
 		return envelope.AppendText(dst, v, body)
 	})
 }
@@ -77,7 +81,7 @@ func (e *Engine) appendEncryptTo(ctx context.Context, op string, s *keySnap, dst
 // Encrypt), with TokenClient's checks.
 func (c TokenClient) AppendEncrypt(ctx context.Context, dst []byte, keyTag string, plaintext, encCtx []byte) ([]byte, error) {
 	return onToken(c, ctx, "encrypt", keyTag, token.Access, token.PermEncrypt, 1, func(op string, s *keySnap, _ *token.Claims) ([]byte, error) {
-		return c.e.appendEncryptTo(ctx, op, s, dst, plaintext, encCtx)
+		return c.e.appendEncryptTo(ctx, op, s, dst, plaintext, encCtx, aeadData{})
 	})
 }
 
@@ -85,6 +89,6 @@ func (c TokenClient) AppendEncrypt(ctx context.Context, dst []byte, keyTag strin
 // Decrypt), with TokenClient's checks.
 func (c TokenClient) AppendDecrypt(ctx context.Context, dst []byte, keyTag string, ciphertext, encCtx []byte) ([]byte, error) {
 	return onToken(c, ctx, "decrypt", keyTag, token.Access, token.PermDecrypt, 1, func(op string, s *keySnap, _ *token.Claims) ([]byte, error) {
-		return decryptText(c.e, ctx, op, s, dst, ciphertext, encCtx)
+		return decryptText(c.e, ctx, op, s, dst, ciphertext, encCtx, aeadData{})
 	})
 }

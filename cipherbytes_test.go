@@ -145,7 +145,9 @@ func TestAppendEncryptDecrypt(t *testing.T) {
 // timings): a trusted-plane Encrypt of 1 KiB allocates only its result, a
 // Decrypt only its plaintext, a token-plane Encrypt with a cached token
 // (its TokenClient made per call, as a server does) only its result, and
-// AppendEncrypt/AppendDecrypt into a buffer with room nothing at all.
+// AppendEncrypt/AppendDecrypt (and AppendSeal/AppendOpen, whose
+// associated data is built in the pooled scratch) into a buffer with room
+// nothing at all.
 // (The race detector makes sync.Pool drop buffers at random, so the
 // counts are checked without it.)
 func TestHotPathAllocations(t *testing.T) {
@@ -168,6 +170,11 @@ func TestHotPathAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctBytes := []byte(ct)
+	ad := []byte("orders/2024/customer-42")
+	sealed, err := e.AppendSeal(ctx, nil, k.Tag, pt, ad)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dst := make([]byte, 0, 4096)
 	for _, tc := range []struct {
 		name string
@@ -182,6 +189,8 @@ func TestHotPathAllocations(t *testing.T) {
 		}},
 		{"AppendEncrypt", 0, func() error { _, err := e.AppendEncrypt(ctx, dst[:0], k.Tag, pt, nil); return err }},
 		{"AppendDecrypt", 0, func() error { _, err := e.AppendDecrypt(ctx, dst[:0], k.Tag, ctBytes, nil); return err }},
+		{"AppendSeal", 0, func() error { _, err := e.AppendSeal(ctx, dst[:0], k.Tag, pt, ad); return err }},
+		{"AppendOpen", 0, func() error { _, err := e.AppendOpen(ctx, dst[:0], k.Tag, sealed, ad); return err }},
 	} {
 		if err := tc.f(); err != nil { // warm the pool and the token cache
 			t.Fatal(err)

@@ -16,8 +16,18 @@ import (
 )
 
 // MaxAEADPlaintext is the largest plaintext AEAD encrypts: the Engine's
-// AES256 limit less the 32 bytes that bind the associated data.
+// AES256 limit less 32 bytes. The current format does not need those 32
+// bytes, but the legacy one (see [AEAD]), which AEAD still writes for a
+// Client without AppendSeal and for associated data over
+// kms.MaxAdditionalData, does; the limit is kept the same for both, so
+// that what one AEAD accepts every AEAD accepts.
 const MaxAEADPlaintext = kms.MaxAESPlaintext - sha256.Size
+
+// sealMarker starts every AEAD ciphertext of the current format: the
+// marker, then the envelope kms.Engine.AppendSeal made. A legacy
+// ciphertext is a bare envelope, which starts with "ncpkms:", so it never
+// starts with the marker.
+const sealMarker = "aead:"
 
 // AEAD is authenticated encryption with associated data over a
 // non-convergent pocketkms AES256 key, with the method set of Tink's
@@ -26,52 +36,78 @@ const MaxAEADPlaintext = kms.MaxAESPlaintext - sha256.Size
 //
 // # Format
 //
-// Encrypt seals SHA-256(associatedData) ‖ plaintext with kms.Engine.Encrypt
-// and returns the Engine's ciphertext string as bytes,
-// "ncpkms:v{N}:<base64>". The Engine's AES-256-GCM authenticates the whole
-// sealed text (and the key tag and version), so the associated data is
-// bound as firmly as GCM binds its own; Decrypt compares the digest in
-// constant time and fails with kms.ErrDecryptionFailed when it differs.
-// The Engine ignores an encryption context for non-convergent keys, which
-// is why the associated data travels inside the sealed text rather than
-// as a context. The ciphertext is an ordinary Engine ciphertext:
-// Engine.ReEncrypt moves it to the key's current version and it still
-// decrypts with the same associated data.
+// Encrypt returns "aead:ncpkms:v{N}:<base64>": the marker "aead:" and
+// the envelope of kms.Engine.AppendSeal, which seals the plaintext with
+// AES-256-GCM under the key's current version and binds the associated
+// data in GCM's own associated data:
+//
+//	"pocketkms/v1" 0x00 keyTag 0x00 version(4 bytes, big-endian) 0xFF associatedData
+//
+// (nil and empty associated data are the same). The body is
+// nonce(12) ‖ ciphertext ‖ tag(16). The 0xFF separates it from every
+// associated data kms.Engine.Encrypt uses, so an AEAD ciphertext is not an
+// Engine ciphertext: Engine.Decrypt and Engine.ReEncrypt refuse it
+// (kms.ErrInvalidArgument with the marker, kms.ErrDecryptionFailed
+// without; ReEncrypt does not have the associated data, and must not
+// drop it). To move AEAD ciphertexts to the key's current
+// version after a rotation, use [AEAD.ReEncrypt] (the plaintext passes
+// through this process, and is cleared) or Decrypt and Encrypt.
+//
+// The legacy format, which AEAD wrote before AppendSeal existed, is a
+// bare envelope ("ncpkms:v{N}:<base64>") of kms.Engine.Encrypt sealing
+// SHA-256(associatedData) ‖ plaintext, the digest checked in constant
+// time after decryption. Decrypt reads it, so nothing stored becomes
+// unreadable, and Engine.ReEncrypt still moves it to a newer version
+// (it stays in the legacy format; AEAD.ReEncrypt converts it). AEAD still
+// writes it in two cases, where AppendSeal cannot be used: a Client
+// without AppendSeal and AppendOpen (both planes have them, so only
+// another implementation of [Client]; it cannot decrypt the current
+// format, and fails on it with kms.ErrInvalidArgument matching
+// errors.ErrUnsupported), and associated data over kms.MaxAdditionalData
+// (1 MiB).
 //
 // # Cost
 //
-// Both planes offer []byte entry points (kms.Engine.AppendEncrypt and
-// AppendDecrypt, and TokenClient's), and AEAD uses them when its Client
-// has them: it then allocates exactly what the Engine call allocates
-// (the returned slice), builds the sealed text in a pooled buffer that it
-// clears after use, and converts nothing between strings and bytes.
-// What remains is SHA-256 of the associated data (precomputed when it is
-// empty), copying the plaintext, and 32 more bytes through AES-GCM
-// (BENCHMARKS.md). Another Client goes through Encrypt and Decrypt with
-// the same format.
+// Encrypt writes the marker into a buffer sized for the whole
+// ciphertext and AppendSeal appends the envelope after it; Decrypt hands
+// the envelope after the marker to AppendOpen. So each allocates exactly
+// what the Engine call allocates (the returned slice) and adds a prefix
+// check and a length computation to it (BENCHMARKS.md).
 type AEAD struct {
 	ctx    context.Context
 	c      Client
 	ac     appendClient // c, when it has the []byte entry points
+	sc     sealClient   // c, when it has AppendSeal and AppendOpen
 	keyTag string
 }
 
 // appendClient is the []byte form of a Client's Encrypt and Decrypt, which
 // both planes offer (kms.Engine.AppendEncrypt, kms.Engine.AppendDecrypt
-// and TokenClient's): through them AEAD converts nothing between strings
-// and bytes.
+// and TokenClient's): through them the legacy format converts nothing
+// between strings and bytes.
 type appendClient interface {
 	AppendEncrypt(ctx context.Context, dst []byte, keyTag string, plaintext, encCtx []byte) ([]byte, error)
 	AppendDecrypt(ctx context.Context, dst []byte, keyTag string, ciphertext, encCtx []byte) ([]byte, error)
 }
 
+// sealClient is the Engine's authenticated encryption with associated
+// data, which both planes offer (kms.Engine.AppendSeal and AppendOpen,
+// and TokenClient's): AEAD's current format.
+type sealClient interface {
+	AppendSeal(ctx context.Context, dst []byte, keyTag string, plaintext, additionalData []byte) ([]byte, error)
+	AppendOpen(ctx context.Context, dst []byte, keyTag string, ciphertext, additionalData []byte) ([]byte, error)
+}
+
 var (
 	_ appendClient = (*kms.Engine)(nil)
 	_ appendClient = kms.TokenClient{}
+	_ sealClient   = (*kms.Engine)(nil)
+	_ sealClient   = kms.TokenClient{}
 )
 
-// sealedPool holds the buffers AEAD builds SHA-256(ad) ‖ plaintext in.
-// They hold plaintext, so each is cleared before it goes back.
+// sealedPool holds the buffers the legacy format builds
+// SHA-256(ad) ‖ plaintext in. They hold plaintext, so each is cleared
+// before it goes back.
 var sealedPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // NewAEAD returns an AEAD for a non-convergent AES256 key, on either plane
@@ -85,10 +121,9 @@ var sealedPool = sync.Pool{New: func() any { return new([]byte) }}
 // AES256 (kms.ErrWrongKeyType), and a convergent key
 // (kms.ErrWrongKeyType): it encrypts deterministically, which an AEAD
 // must not. The token plane cannot read a key, so there NewAEAD checks
-// nothing and the first call fails instead: a convergent key with
-// kms.ErrInvalidArgument (it needs a context), another type with
-// kms.ErrWrongKeyType. The token needs the Encrypt and Decrypt
-// permissions.
+// nothing and the first call fails instead, with kms.ErrWrongKeyType
+// for both (AppendSeal's refusal). The token needs the Encrypt and
+// Decrypt permissions.
 func NewAEAD(ctx context.Context, c Client, keyTag string) (*AEAD, error) {
 	const op = "new aead"
 	if kr, ok := c.(keyReader); ok {
@@ -105,6 +140,7 @@ func NewAEAD(ctx context.Context, c Client, keyTag string) (*AEAD, error) {
 	}
 	a := &AEAD{ctx: ctx, c: c, keyTag: keyTag}
 	a.ac, _ = c.(appendClient)
+	a.sc, _ = c.(sealClient)
 	return a, nil
 }
 
@@ -135,6 +171,19 @@ func (a *AEAD) EncryptWithContext(ctx context.Context, plaintext, associatedData
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if a.sc != nil && len(associatedData) <= kms.MaxAdditionalData {
+		// The marker, then room for the longest envelope AppendSeal can
+		// append (a nine-digit version): the call's one allocation.
+		dst := make([]byte, len(sealMarker), len(sealMarker)+envelope.TextLen(envelope.MaxVersion, backend.NonceSize+len(plaintext)+backend.TagSize))
+		copy(dst, sealMarker)
+		return a.sc.AppendSeal(ctx, dst, a.keyTag, plaintext, associatedData)
+	}
+	return a.encryptLegacy(ctx, op, plaintext, associatedData)
+}
+
+// encryptLegacy writes the legacy format: the envelope of
+// SHA-256(associatedData) ‖ plaintext.
+func (a *AEAD) encryptLegacy(ctx context.Context, op string, plaintext, associatedData []byte) ([]byte, error) {
 	n := sha256.Size + len(plaintext)
 	if a.ac == nil {
 		sealed := make([]byte, n)
@@ -178,10 +227,38 @@ func (a *AEAD) checkSealed(op string, ct []byte, n int) ([]byte, error) {
 
 // DecryptWithContext is Decrypt with ctx for this call (tink.AEADWithContext).
 func (a *AEAD) DecryptWithContext(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
+	// The common case, kept small: a ciphertext of the current format
+	// and a Client that opens it.
+	if a.sc != nil && len(associatedData) <= kms.MaxAdditionalData && bytes.HasPrefix(ciphertext, []byte(sealMarker)) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return a.sc.AppendOpen(ctx, nil, a.keyTag, ciphertext[len(sealMarker):], associatedData)
+	}
+	return a.decryptOther(ctx, ciphertext, associatedData)
+}
+
+// decryptOther is DecryptWithContext's uncommon cases: a ciphertext of
+// the legacy format, or one of the current format that cannot open.
+func (a *AEAD) decryptOther(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
 	const op = "aead decrypt"
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if !bytes.HasPrefix(ciphertext, []byte(sealMarker)) {
+		return a.decryptLegacy(ctx, op, ciphertext, associatedData)
+	}
+	if a.sc == nil {
+		return nil, newErr(op, a.keyTag, kms.ErrInvalidArgument, "this ciphertext needs a Client with AppendOpen (both planes have it)", errUnsupported)
+	}
+	// Encrypt writes the legacy format for associated data over
+	// kms.MaxAdditionalData, so no marked ciphertext was made with it.
+	return nil, newErr(op, a.keyTag, kms.ErrDecryptionFailed, "", nil)
+}
+
+// decryptLegacy reads the legacy format: it decrypts the envelope and
+// checks the SHA-256 of associatedData that precedes the plaintext.
+func (a *AEAD) decryptLegacy(ctx context.Context, op string, ciphertext, associatedData []byte) ([]byte, error) {
 	var sealed []byte
 	var err error
 	if a.ac != nil {
@@ -202,6 +279,24 @@ func (a *AEAD) DecryptWithContext(ctx context.Context, ciphertext, associatedDat
 		return nil, newErr(op, a.keyTag, kms.ErrDecryptionFailed, "", nil)
 	}
 	return sealed[sha256.Size:], nil
+}
+
+// ReEncrypt decrypts a ciphertext of either format made by this key and
+// encrypts its plaintext again under the key's current version, in the
+// current format where the Client allows it (see [AEAD] for when it
+// does not): what Engine.ReEncrypt does for Engine ciphertexts, which it
+// cannot do for AEAD's (it does not have the associated data). Unlike
+// Engine.ReEncrypt the plaintext passes through this process; it is
+// cleared before ReEncrypt returns. It needs both the Encrypt and
+// Decrypt permissions on the token plane, and fails as Decrypt and
+// Encrypt fail.
+func (a *AEAD) ReEncrypt(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
+	pt, err := a.DecryptWithContext(ctx, ciphertext, associatedData)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pt)
+	return a.EncryptWithContext(ctx, pt, associatedData)
 }
 
 // digestEqual compares two SHA-256 digests in constant time, a word at a

@@ -44,8 +44,9 @@ func TestAEADRoundTrip(t *testing.T) {
 	e := newEngine(t)
 	tag := newKey(t, e, kms.AES256, false)
 	ps := planes(t, e, tag)
-	// A Client without the []byte entry points takes AEAD's string path;
-	// its ciphertexts are the same format.
+	// A Client without the []byte entry points (AppendSeal, AppendEncrypt
+	// and the rest) takes AEAD's string path, which writes the legacy
+	// format: the other planes read it, it cannot read theirs.
 	ps["trusted, strings only"] = stringOnly{e}
 	for plane, c := range ps {
 		t.Run(plane, func(t *testing.T) {
@@ -55,7 +56,11 @@ func TestAEADRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(string(ct), "ncpkms:v1:") || bytes.Contains(ct, pt) {
+			prefix := "aead:ncpkms:v1:"
+			if _, legacy := c.(stringOnly); legacy {
+				prefix = "ncpkms:v1:"
+			}
+			if !strings.HasPrefix(string(ct), prefix) || bytes.Contains(ct, pt) || bytes.Contains(ct, ad) {
 				t.Fatalf("ciphertext %q", ct)
 			}
 			ct2, _ := a.Encrypt(pt, ad)
@@ -65,6 +70,13 @@ func TestAEADRoundTrip(t *testing.T) {
 			// Either plane decrypts what the other encrypted.
 			for other, oc := range ps {
 				got, err := newAEAD(t, oc, tag).Decrypt(ct, ad)
+				if _, legacy := oc.(stringOnly); legacy && prefix != "ncpkms:v1:" {
+					wantKind(t, err, kms.ErrInvalidArgument)
+					if !errors.Is(err, errors.ErrUnsupported) || got != nil {
+						t.Fatalf("a Client without AppendOpen: %v", err)
+					}
+					continue
+				}
 				if err != nil || !bytes.Equal(got, pt) {
 					t.Fatalf("decrypt on the %s plane: %q, %v", other, got, err)
 				}
@@ -120,26 +132,48 @@ func TestAEADAssociatedData(t *testing.T) {
 	}
 }
 
-// TestAEADAfterReEncrypt: Engine.ReEncrypt moves an AEAD ciphertext to the
-// current version and it still decrypts with the same associated data.
+// TestAEADAfterReEncrypt: Engine.ReEncrypt cannot re-encrypt an AEAD
+// ciphertext of the current format (it lacks the associated data), but
+// still moves a legacy one; AEAD.ReEncrypt moves both to the current
+// version, in the current format, bound to the same associated data.
 func TestAEADAfterReEncrypt(t *testing.T) {
 	e := newEngine(t)
 	ctx := context.Background()
 	tag := newKey(t, e, kms.AES256, false)
 	a := newAEAD(t, e, tag)
 	ct, _ := a.Encrypt([]byte("dek"), []byte("ad"))
+	legacy, _ := newAEAD(t, stringOnly{e}, tag).Encrypt([]byte("dek"), []byte("ad"))
 	if _, err := e.RotateKey(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
-	re, err := e.ReEncrypt(ctx, tag, string(ct), nil)
+	_, err := e.ReEncrypt(ctx, tag, string(ct), nil)
+	wantKind(t, err, kms.ErrInvalidArgument) // the marker is not an envelope
+	_, err = e.ReEncrypt(ctx, tag, strings.TrimPrefix(string(ct), "aead:"), nil)
+	wantKind(t, err, kms.ErrDecryptionFailed)
+
+	re, err := e.ReEncrypt(ctx, tag, string(legacy), nil)
 	if err != nil || !strings.HasPrefix(re, "ncpkms:v2:") {
-		t.Fatalf("ReEncrypt: %v", err)
+		t.Fatalf("ReEncrypt of a legacy ciphertext: %v", err)
 	}
 	if got, err := a.Decrypt([]byte(re), []byte("ad")); err != nil || string(got) != "dek" {
 		t.Fatalf("after ReEncrypt: %q, %v", got, err)
 	}
 	if _, err := a.Decrypt([]byte(re), []byte("other")); !errors.Is(err, kms.ErrDecryptionFailed) {
 		t.Fatalf("after ReEncrypt, wrong AD: %v", err)
+	}
+
+	for _, old := range [][]byte{ct, legacy} {
+		moved, err := a.ReEncrypt(ctx, old, []byte("ad"))
+		if err != nil || !strings.HasPrefix(string(moved), "aead:ncpkms:v2:") {
+			t.Fatalf("AEAD.ReEncrypt = %.20q, %v", moved, err)
+		}
+		if got, err := a.Decrypt(moved, []byte("ad")); err != nil || string(got) != "dek" {
+			t.Fatalf("after AEAD.ReEncrypt: %q, %v", got, err)
+		}
+		_, err = a.Decrypt(moved, []byte("other"))
+		wantKind(t, err, kms.ErrDecryptionFailed)
+		_, err = a.ReEncrypt(ctx, old, []byte("other"))
+		wantKind(t, err, kms.ErrDecryptionFailed)
 	}
 }
 
@@ -158,7 +192,7 @@ func TestAEADLimits(t *testing.T) {
 	if got, err := a.Decrypt(ct, []byte("big")); err != nil || !bytes.Equal(got, pt) {
 		t.Fatalf("largest plaintext: %v", err)
 	}
-	for _, bad := range []string{"", "garbage", "ncpkms:v1:", "ncpkms:v9:AAAA"} {
+	for _, bad := range []string{"", "garbage", "ncpkms:v1:", "ncpkms:v9:AAAA", "aead:", "aead:garbage", "aead:ncpkms:v1:", "aead:aead:" + string(ct)} {
 		if _, err := a.Decrypt([]byte(bad), nil); err == nil {
 			t.Fatalf("Decrypt(%q) succeeded", bad)
 		}
@@ -197,7 +231,13 @@ func TestAEADRefusesKeys(t *testing.T) {
 
 	ca := newAEAD(t, tokenClient(t, e, convTag, perms...), convTag)
 	_, err = ca.Encrypt([]byte("x"), nil)
+	wantKind(t, err, kms.ErrWrongKeyType)
+	// The legacy path (a Client without AppendSeal) refuses it too: a
+	// convergent key needs a context.
+	_, err = newAEAD(t, stringOnly{tokenClient(t, e, convTag, perms...)}, convTag).Encrypt([]byte("x"), nil)
 	wantKind(t, err, kms.ErrInvalidArgument)
+	_, err = newAEAD(t, stringOnly{tokenClient(t, e, rsaTag, perms...)}, rsaTag).Encrypt([]byte("x"), nil)
+	wantKind(t, err, kms.ErrWrongKeyType)
 
 	// The token needs Encrypt and Decrypt.
 	aesTag := newKey(t, e, kms.AES256, false)
@@ -270,5 +310,6 @@ func TestFormatHidesToken(t *testing.T) {
 }
 
 // stringOnly hides a Client's []byte entry points (AppendEncrypt,
-// AppendDecrypt), so that AEAD's path through the string API is tested.
+// AppendDecrypt, AppendSeal, AppendOpen), so that AEAD's path through the
+// string API, in the legacy format, is tested.
 type stringOnly struct{ kmscrypto.Client }

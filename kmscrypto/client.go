@@ -15,6 +15,11 @@ import (
 // it: *kms.Engine (the trusted plane) and kms.TokenClient (the token
 // plane, from Engine.WithToken). Its methods keep the Engine's error
 // contract: every error is a *kms.Error matching one kms sentinel.
+//
+// Both planes also have AppendSeal and AppendOpen, which AEAD needs for
+// its current format; Client does not require them, so that other
+// implementations keep working, but an AEAD over a Client without them
+// writes and reads only the legacy format (see [AEAD]).
 type Client interface {
 	// Encrypt is kms.Engine.Encrypt.
 	Encrypt(ctx context.Context, keyTag string, plaintext, encCtx []byte) (string, error)

@@ -63,9 +63,13 @@
 // because a caller asked. The rand arguments of Sign and Decrypt are
 // ignored; the backend draws its own randomness. String and fmt show a
 // key tag and version, never the Client (a TokenClient holds a token).
-// AEAD binds associated data by sealing its SHA-256 digest with the
-// plaintext (see [AEAD]); a mismatch reveals nothing but failure. AEAD
-// plaintext buffers it allocates are cleared after use, best effort.
+// AEAD binds associated data in AES-GCM's own associated data, through
+// kms.Engine.AppendSeal, after the key tag, the version and a byte that
+// keeps its ciphertexts apart from Engine.Encrypt's (see [AEAD]); a
+// mismatch reveals nothing but failure. Ciphertexts of the legacy format
+// (SHA-256 of the associated data sealed with the plaintext) still
+// decrypt. Plaintext buffers AEAD allocates itself (the legacy format's)
+// are cleared after use, best effort.
 //
 // # Limitations
 //
@@ -86,8 +90,12 @@
 //     needs a small SigningMethod over a crypto.Signer (see the example).
 //   - A Signer signs with the current version only, so it stops working
 //     when the key rotates; make a new one with a new certificate.
-//   - AEAD ciphertexts are the Engine's text form, about 4/3 of the
-//     plaintext plus 90 bytes, and carry 32 bytes of associated-data
-//     digest; AEAD refuses empty plaintexts and ones over
-//     [MaxAEADPlaintext], as the Engine refuses empty ones.
+//   - AEAD ciphertexts are "aead:" and the Engine's text form, about 4/3
+//     of the plaintext plus 55 bytes (a legacy one carries 32 more bytes
+//     of associated-data digest); AEAD refuses empty plaintexts and ones
+//     over [MaxAEADPlaintext], as the Engine refuses empty ones.
+//   - Engine.ReEncrypt cannot move an AEAD ciphertext to a newer version
+//     (it does not have the associated data); use [AEAD.ReEncrypt]. A
+//     [Client] other than the two planes, without AppendSeal and
+//     AppendOpen, writes and reads only the legacy format.
 package kmscrypto

@@ -35,10 +35,15 @@
 //
 // The AEAD is kmscrypto's: every operation is an Engine call, checked like
 // any other (token, permission, allow-list and rate limit on the token
-// plane), and the associated data is bound by sealing its SHA-256 digest
-// with the plaintext. Use a non-convergent AES256 key; on the trusted
-// plane GetAEAD refuses other keys, on the token plane the first call
-// does (see kmscrypto.NewAEAD). URIs carry no secret.
+// plane), and the associated data is bound in AES-GCM's own associated
+// data (kms.Engine.AppendSeal; kmscrypto.AEAD still reads the older
+// format, which sealed its SHA-256 digest with the plaintext). Use a
+// non-convergent AES256 key; on the trusted plane GetAEAD refuses other
+// keys, on the token plane the first call does (see kmscrypto.NewAEAD).
+// URIs carry no secret. Engine.ReEncrypt cannot move what the AEAD
+// encrypted to a newer key version (it does not have the associated
+// data): decrypt and encrypt again (read a keyset and write it again),
+// or use kmscrypto.AEAD.ReEncrypt on a ciphertext the AEAD itself made.
 //
 // # Limitations
 //
