@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -264,16 +265,13 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 		return 0, wrapErr("new", "", ErrInternal, err)
 	}
 	now := e.now()
+	snaps, err := e.buildSnapshots(c.Keys, now)
+	if err != nil {
+		return 0, err
+	}
 	var probe *keySnap
 	names := make(map[string]string, len(c.Keys))
-	for _, kd := range c.Keys {
-		snap, err := snapFromData(kd)
-		if err != nil {
-			return 0, wrapErr("new", kd.Key.Tag, ErrInternal, fmt.Errorf("store: %w", err))
-		}
-		if err := e.openHandles(snap, now); err != nil {
-			return 0, wrapErr("new", snap.tag, ErrInternal, err)
-		}
+	for _, snap := range snaps {
 		ent := &keyEntry{}
 		ent.publish(snap)
 		e.keys.Store(snap.tag, ent)
@@ -311,6 +309,78 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: engine opened", slog.Int("keys", len(c.Keys)))
 	return c.Rev, nil
+}
+
+// loadChunk is the number of keys a goroutine building snapshots at open
+// takes at a time; with fewer keys than two chunks one goroutine builds
+// them all.
+const loadChunk = 1024
+
+// buildSnapshots builds the snapshot of every key read at open and opens
+// its sealed handles, on as many goroutines as GOMAXPROCS allows (each key
+// is independent: its records decoded, its shred key read, its handles
+// unsealed). The shred keys of all of them are read first, in parallel
+// (shred.Keys.Preload). An error is the first one in the store's order,
+// as one goroutine would have met it.
+func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keySnap, error) {
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(keys)/loadChunk))
+	if e.shred != nil && len(keys) > 0 {
+		tags := make([]string, len(keys))
+		for i, kd := range keys {
+			tags[i] = kd.Key.Tag
+		}
+		// File reads wait on the kernel more than on a core: twice as
+		// many at once as there are cores.
+		if err := e.shred.Preload(tags, 2*runtime.GOMAXPROCS(0)); err != nil {
+			return nil, wrapErr("new", "", ErrInternal, err)
+		}
+		defer e.shred.EndPreload()
+	}
+	snaps := make([]*keySnap, len(keys))
+	errs := make([]error, len(keys))
+	build := func(i int) {
+		kd := keys[i]
+		snap, err := snapFromData(kd)
+		if err != nil {
+			errs[i] = wrapErr("new", kd.Key.Tag, ErrInternal, fmt.Errorf("store: %w", err))
+			return
+		}
+		if err := e.openHandles(snap, now); err != nil {
+			errs[i] = wrapErr("new", snap.tag, ErrInternal, err)
+			return
+		}
+		snaps[i] = snap
+	}
+	if workers == 1 {
+		for i := range keys {
+			if build(i); errs[i] != nil {
+				return nil, errs[i]
+			}
+		}
+		return snaps, nil
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Go(func() {
+			for {
+				lo := int(next.Add(loadChunk)) - loadChunk
+				if lo >= len(keys) {
+					return
+				}
+				for i := lo; i < min(lo+loadChunk, len(keys)); i++ {
+					build(i)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return snaps, nil
 }
 
 // enter is the one way into the Engine: every method calls it first and,

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,11 +43,80 @@ import (
 // stored form of keys made before shred keys existed, or with WithStore.
 // BenchmarkScaleCreateKey adds keys to it through the Engine.
 var (
-	scaleKeys = flag.Int("scale.keys", 0, "run the scale benchmarks over a data directory of this many keys (0: skip them)")
-	scaleDir  = flag.String("scale.dir", "", "where the scale benchmarks keep their data directories (default: the temporary directory)")
+	scaleKeys   = flag.Int("scale.keys", 0, "run the scale benchmarks over a data directory of this many keys (0: skip them)")
+	scaleEngine = flag.Bool("scale.engine", false, "build the scale directory through Engine.CreateKey (shred key files, sealed handles), as a real directory is, instead of writing records through the store")
+	scaleDir    = flag.String("scale.dir", "", "where the scale benchmarks keep their data directories (default: the temporary directory)")
 )
 
 // scaleTag is the tag of the i-th key of a scale directory.
+// buildScaleEngine makes n AES256 keys in dir through Engine.CreateKey
+// from 16 callers, as an application would (each key with its shred key
+// file and sealed handle), and writes their tags, in order, to the file
+// "tags". Build it on a tmpfs (-scale.dir /dev/shm) unless the syncs of
+// n commits are worth waiting for.
+func buildScaleEngine(dir string, n int) error {
+	if _, err := os.Stat(filepath.Join(dir, "scale.done")); err == nil {
+		return nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	be, err := memory.New(rootKey)
+	if err != nil {
+		return err
+	}
+	e, err := kms.New(ctx, be, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
+	if err != nil {
+		return err
+	}
+	tags := make([]string, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "scale-" + strconv.Itoa(i), Type: kms.AES256})
+				if err != nil {
+					errs <- err
+					return
+				}
+				tags[i] = k.Tag
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		e.Close()
+		return err
+	}
+	if err := e.Close(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tags"), []byte(strings.Join(tags, "")), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "scale.done"), nil, 0o600)
+}
+
+// scaleTagsOf returns the tags of the n keys of the scale directory dir.
+func scaleTagsOf(_ testing.TB, dir string, n int) scaleTags {
+	if b, err := os.ReadFile(filepath.Join(dir, "tags")); err == nil {
+		return scaleTags{string(b), len(b) / n}
+	}
+	var all strings.Builder
+	for i := range n {
+		all.WriteString(scaleTag(i))
+	}
+	return scaleTags{all.String(), len(scaleTag(0))}
+}
+
 // scaleTags holds tags of one length in one string.
 type scaleTags struct {
 	all  string
@@ -72,9 +142,14 @@ func scaleDirectory(tb testing.TB, n int) string {
 		base = os.TempDir()
 	}
 	dir := filepath.Join(base, fmt.Sprintf("pocketkms-scale-%d", n))
+	build := buildScale
+	if *scaleEngine {
+		dir += "-engine"
+		build = buildScaleEngine
+	}
 	o, _ := scaleOnce.LoadOrStore(dir, new(sync.Once))
 	var err error
-	o.(*sync.Once).Do(func() { err = buildScale(dir, n) })
+	o.(*sync.Once).Do(func() { err = build(dir, n) })
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -201,12 +276,9 @@ func BenchmarkScaleEncrypt(b *testing.B) {
 		runtime.GC()
 		run(b, e, scaleTags{k.Tag, len(k.Tag)}, false)
 	})
-	e := openScale(b, scaleDirectory(b, n))
-	var all strings.Builder
-	for i := range n {
-		all.WriteString(scaleTag(i))
-	}
-	tags := scaleTags{all.String(), len(scaleTag(0))}
+	dir := scaleDirectory(b, n)
+	e := openScale(b, dir)
+	tags := scaleTagsOf(b, dir, n)
 	hot := scaleTags{tags.at(n / 2), tags.size}
 	runtime.GC()
 	// The other keys are present, not loaded: as after opening.
@@ -295,8 +367,9 @@ func scaleResidentChild(dir string, n int) {
 			f.Close()
 		}
 	}
+	tags := scaleTagsOf(nil, dir, n)
 	for i := range n {
-		if _, err := e.Encrypt(ctx, scaleTag(i), []byte{1}, nil); err != nil {
+		if _, err := e.Encrypt(ctx, tags.at(i), []byte{1}, nil); err != nil {
 			fail(err)
 		}
 	}

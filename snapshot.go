@@ -79,10 +79,10 @@ type keySnap struct {
 	versions []versionSnap
 	// v1 holds the only version of a key that has one (most keys):
 	// versions then points here, one object fewer per key.
-	v1 [1]versionSnap
-	gen      *genSnap     // token generator; nil until first activated
-	acl      acl.List     // IP allow-list as entered
-	aclM     *acl.Matcher // compiled once per change
+	v1   [1]versionSnap
+	gen  *genSnap     // token generator; nil until first activated
+	acl  acl.List     // IP allow-list as entered
+	aclM *acl.Matcher // compiled once per change
 
 	// wrapped is true when the key's stored handles are sealed under its
 	// shred key (every key made with a Badger directory since shred keys

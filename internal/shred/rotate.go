@@ -55,6 +55,7 @@ func (ks *Keys) Next(tag string) (*Key, error) {
 	}
 	k = &Key{tag: tag, b: b}
 	ks.nexts[tag] = k
+	delete(ks.noNext, tag)
 	return k, nil
 }
 
@@ -68,6 +69,9 @@ func (ks *Keys) GetNext(tag string) (k *Key, ok bool, err error) {
 }
 
 func (ks *Keys) getNextLocked(tag string) (*Key, bool, error) {
+	if ks.noNext[tag] {
+		return nil, false, nil // Preload listed the directory: none
+	}
 	return ks.loadLocked(ks.nexts, tag, tag+NextSuffix, "next key file")
 }
 

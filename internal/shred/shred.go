@@ -111,10 +111,13 @@ func IsWrapped(h []byte) bool { return bytes.HasPrefix(h, []byte(wrapPrefix)) }
 type Keys struct {
 	dir string // <badger dir>/pocketkms.shred
 
-	mu     sync.Mutex
-	keys   map[string]*Key // read or made so far
-	nexts  map[string]*Key // next keys read or made so far (rotate.go)
-	made   bool            // dir exists
+	mu    sync.Mutex
+	keys  map[string]*Key // read or made so far
+	nexts map[string]*Key // next keys read or made so far (rotate.go)
+	// noNext holds the tags Preload found without a next key file, until
+	// EndPreload; Next removes the tag it makes one for.
+	noNext map[string]bool
+	made   bool // dir exists
 	closed bool
 	// creating holds the tags whose Create is writing its file, which
 	// it does without holding mu, so that creations of different keys
@@ -556,14 +559,6 @@ func fileCRC(tag string, key []byte) uint32 {
 
 // readSmall reads a key file, refusing to read more than one byte past
 // the size a key file has (what is longer is corrupt anyway).
-func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, int64(fileSize)+1))
-}
 
 // overwrite replaces a file's bytes with zeros and syncs them, best
 // effort: the unlink that follows is what Delete promises.
@@ -601,3 +596,89 @@ func shredFile(path string) error {
 func writeFileSync(dir, name string, data []byte) error { return atomicfile.Write(dir, name, data) }
 
 func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
+
+// Preload reads the key and next key files of tags into the cache with up
+// to workers reads at once, holding the lock throughout so that no Create
+// or Delete interleaves: what an Engine opening a directory of many keys
+// does before it asks for each key (Get, GetNext), which then costs no
+// file operation. It lists the directory once; a tag with no next key
+// file is remembered as having none until EndPreload, so GetNext costs no
+// failed open either. A file that cannot be read or is damaged is left
+// out: Get reads it again and reports what is wrong, as without Preload.
+func (ks *Keys) Preload(tags []string, workers int) error {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.closed {
+		return ErrClosed
+	}
+	ents, err := os.ReadDir(ks.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("shred: list: %w", err)
+	}
+	present := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			present[e.Name()] = true
+		}
+	}
+	type job struct {
+		tag, name string
+		next      bool
+	}
+	var jobs []job
+	ks.noNext = make(map[string]bool)
+	for _, tag := range tags {
+		if !keytag.Valid(tag) {
+			continue
+		}
+		if ks.keys[tag] == nil && present[tag] {
+			jobs = append(jobs, job{tag, tag, false})
+		}
+		switch {
+		case ks.nexts[tag] != nil:
+		case present[tag+NextSuffix]:
+			jobs = append(jobs, job{tag, tag + NextSuffix, true})
+		default:
+			ks.noNext[tag] = true
+		}
+	}
+	keys := make([]*Key, len(jobs))
+	workers = max(1, min(workers, len(jobs)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(jobs); i += workers {
+				raw, err := readSmall(filepath.Join(ks.dir, jobs[i].name))
+				if err != nil {
+					continue
+				}
+				b, err := unmarshal(jobs[i].tag, raw)
+				clear(raw)
+				if err == nil {
+					keys[i] = &Key{tag: jobs[i].tag, b: b}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, j := range jobs {
+		switch {
+		case keys[i] == nil:
+		case j.next:
+			ks.nexts[j.tag] = keys[i]
+		default:
+			ks.keys[j.tag] = keys[i]
+		}
+	}
+	return nil
+}
+
+// EndPreload forgets which tags Preload found without a next key file.
+func (ks *Keys) EndPreload() {
+	ks.mu.Lock()
+	ks.noNext = nil
+	ks.mu.Unlock()
+}

@@ -304,3 +304,100 @@ func FuzzUnwrap(f *testing.F) {
 		}
 	})
 }
+
+// TestPreload: after Preload, Get and GetNext return the keys the files
+// hold without reading them again (the files can be removed and the keys
+// still come back), a damaged file is left out so that Get still reports
+// it, a tag Preload found without a next key gets one from Next, and
+// EndPreload makes GetNext look at the directory again.
+func TestPreload(t *testing.T) {
+	dir := t.TempDir()
+	w := open(t, dir)
+	var tags []string
+	want := map[string][]byte{}
+	for i := range 300 {
+		tag := tagN(i % 256)
+		if i >= 256 {
+			tag = strings.Repeat("ab", 31) + fmt.Sprintf("%02x", i-256)
+		}
+		k, err := w.Create(tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tags = append(tags, tag)
+		want[tag] = bytes.Clone(k.b)
+	}
+	withNext := tags[7]
+	nk, err := w.Next(withNext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNext := bytes.Clone(nk.b)
+	damaged := tags[9]
+	path := filepath.Join(dir, DirName, damaged)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[5] ^= 1
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ks := open(t, dir)
+	if err := ks.Preload(tags, 4); err != nil {
+		t.Fatal(err)
+	}
+	// The files are not read again: remove every good one.
+	for _, tag := range tags {
+		if tag != damaged {
+			if err := os.Remove(filepath.Join(dir, DirName, tag)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tag := range tags {
+		k, ok, err := ks.Get(tag)
+		if tag == damaged {
+			if !errors.Is(err, ErrCorrupt) || ok {
+				t.Fatalf("damaged file: Get = %v %v, want ErrCorrupt", ok, err)
+			}
+			continue
+		}
+		if err != nil || !ok || !bytes.Equal(k.b, want[tag]) {
+			t.Fatalf("Get(%s) after Preload = %v %v, wrong key", tag, ok, err)
+		}
+	}
+	if k, ok, err := ks.GetNext(withNext); err != nil || !ok || !bytes.Equal(k.b, wantNext) {
+		t.Fatalf("GetNext of the tag with a next key = %v %v", ok, err)
+	}
+	other := tags[3]
+	if _, ok, err := ks.GetNext(other); ok || err != nil {
+		t.Fatalf("GetNext of a tag without a next key = %v %v", ok, err)
+	}
+	// A next key made after Preload is found.
+	made, err := ks.Next(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, ok, err := ks.GetNext(other); err != nil || !ok || k != made {
+		t.Fatalf("GetNext after Next = %v %v", ok, err)
+	}
+	// Written behind the Keys' back: seen only once EndPreload forgot the
+	// listing.
+	third := tags[4]
+	if _, err := w.Next(third); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := ks.GetNext(third); ok {
+		t.Fatal("GetNext saw a next key Preload had listed as absent")
+	}
+	ks.EndPreload()
+	if _, ok, err := ks.GetNext(third); !ok || err != nil {
+		t.Fatalf("GetNext after EndPreload = %v %v", ok, err)
+	}
+	ks.Close()
+	if err := ks.Preload(tags, 2); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Preload after Close: %v, want ErrClosed", err)
+	}
+}
