@@ -191,27 +191,32 @@ func (g *genSnap) ref(tag string) backend.KeyRef {
 	return backend.KeyRef{KeyTag: tag, Version: g.generation, Purpose: backend.PurposeTokenSigning}
 }
 
-// lazyKey loads a backend key on first use and keeps it.
+// lazyKey loads a backend key on first use and keeps it. The key is
+// written once, before ready is set, and never again: a reader that sees
+// ready reads it without a lock (and without a box of its own for the
+// interface, one object and one pointer less per loaded key).
 type lazyKey struct {
-	mu sync.Mutex
-	k  atomic.Pointer[backend.Key]
+	mu    sync.Mutex
+	ready atomic.Bool
+	k     backend.Key
 }
 
 // get returns the loaded key, loading it with load on first use.
 func (l *lazyKey) get(load func() (backend.Key, error)) (backend.Key, error) {
-	if k := l.k.Load(); k != nil {
-		return *k, nil
+	if l.ready.Load() {
+		return l.k, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if k := l.k.Load(); k != nil {
-		return *k, nil
+	if l.ready.Load() {
+		return l.k, nil
 	}
 	k, err := load()
 	if err != nil {
 		return nil, err
 	}
-	l.k.Store(&k)
+	l.k = k
+	l.ready.Store(true)
 	return k, nil
 }
 
