@@ -49,23 +49,29 @@ var (
 )
 
 // scaleTag is the tag of the i-th key of a scale directory.
+// startScaleBuild returns the backend to build dir with, after removing
+// what an unfinished build left; nil and no error when a build finished.
+func startScaleBuild(dir string) (*memory.Backend, error) {
+	if _, err := os.Stat(filepath.Join(dir, "scale.done")); err == nil {
+		return nil, nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	return memory.New(rootKey)
+}
+
 // buildScaleEngine makes n AES256 keys in dir through Engine.CreateKey
 // from 16 callers, as an application would (each key with its shred key
 // file and sealed handle), and writes their tags, in order, to the file
 // "tags". Build it on a tmpfs (-scale.dir /dev/shm) unless the syncs of
 // n commits are worth waiting for.
 func buildScaleEngine(dir string, n int) error {
-	if _, err := os.Stat(filepath.Join(dir, "scale.done")); err == nil {
-		return nil
-	}
-	if err := os.RemoveAll(dir); err != nil {
+	be, err := startScaleBuild(dir)
+	if be == nil {
 		return err
 	}
 	ctx := context.Background()
-	be, err := memory.New(rootKey)
-	if err != nil {
-		return err
-	}
 	e, err := kms.New(ctx, be, kms.WithDirectory(dir), kms.WithMaintenanceInterval(0))
 	if err != nil {
 		return err
@@ -162,17 +168,11 @@ func scaleDirectory(tb testing.TB, n int) string {
 // buildScale writes n AES256 keys into dir through the store, 200 keys
 // per commit, unless an earlier run finished it.
 func buildScale(dir string, n int) error {
-	if _, err := os.Stat(filepath.Join(dir, "scale.done")); err == nil {
-		return nil
-	}
-	if err := os.RemoveAll(dir); err != nil {
+	be, err := startScaleBuild(dir)
+	if be == nil {
 		return err
 	}
 	ctx := context.Background()
-	be, err := memory.New(rootKey)
-	if err != nil {
-		return err
-	}
 	defer be.Close()
 	st, err := badgerstore.Open(badgerstore.Options{Dir: dir})
 	if err != nil {
