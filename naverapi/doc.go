@@ -219,8 +219,9 @@
 // needed on the listener: the kernel buffers at most its default receive
 // buffer (128 KiB on Linux) of a body nobody reads. A flood of junk
 // therefore costs the server a refusal and, for bodies over 4 KiB, a new
-// connection each, whatever the body size (BENCHMARKS.md), and its heap
-// does not grow with it.
+// connection each, and its heap does not grow with it; that new
+// connection makes such a refusal cost about 3 times one without a body
+// (BENCHMARKS.md, which also says why loopback makes it look dearer).
 //
 // Secrets. With WithLogger, the log has one line per request (method,
 // path with the key tag, status, duration, request id, client address)

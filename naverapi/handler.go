@@ -148,9 +148,9 @@ type handler func(c *call) (any, error)
 // read: the IP allow-list, the token (its signature, expiry, kind, key
 // binding and permission) and the key's state on the token plane, the
 // Authenticator on the account plane. A refused caller's body is never
-// read: not by the handler, and not by net/http, which would otherwise
-// read up to 256 KiB of it to keep the connection (the answer closes an
-// HTTP/1 connection instead).
+// read by the handler; net/http may discard one of up to 4 KiB from its
+// buffer to keep the connection, and a larger one closes the connection
+// unread (refuseBody, hangUp).
 func (h *Handler) handle(pattern string, a api, how auth, fn handler) {
 	h.routes = append(h.routes, pattern)
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
