@@ -199,12 +199,29 @@
 //     token plane's own rate limit (429, 300/s per key by default) and the
 //     operation, which checks the token again (a cache hit).
 //
-// A refused request's body is never read, by the handler or by net/http:
-// on HTTP/1 the answer carries Connection: close when a body was sent, so
-// net/http does not read up to 256 KiB of it to reuse the connection
-// (HTTP/2 resets the stream). A flood of junk therefore costs the server
-// a refusal and, with bodies, a new connection each, whatever the body
-// size (BENCHMARKS.md), and its heap does not grow with it.
+// A refused request's body is never read by the handler, and on HTTP/1
+// what happens to it depends on its size. A body of up to 4 KiB (a
+// Content-Length, no Expect: 100-continue) usually arrived with the
+// headers and already sits in net/http's read buffer: net/http discards
+// it and the connection serves the next request, which costs less than a
+// new connection. Any other body (larger, chunked, or not sent yet) is not
+// read at all: the answer carries Connection: close, and the handler then
+// takes the connection from net/http (http.ResponseController.Hijack),
+// closes its write side, and closes it 500 ms later (net/http's own delay,
+// so that the client reads the answer before the reset that closing a
+// socket with unread data sends). Without this net/http, even on a
+// connection it is about to close, reads up to 256 KiB of a body looking
+// for its end, and waits for a chunked or 100-continue body that may never
+// come. HTTP/2 resets the stream by itself. All of this is the handler's:
+// it works in any http.Server, and where the ResponseWriter cannot be
+// hijacked (a middleware's wrapper without Unwrap) the Connection: close
+// answer stays and net/http closes the connection its own way. Nothing is
+// needed on the listener: the kernel buffers at most its default receive
+// buffer (128 KiB on Linux) of a body nobody reads. A flood of junk
+// therefore costs the server a refusal and, for bodies over 4 KiB, a new
+// connection each, and its heap does not grow with it; that new
+// connection makes such a refusal cost about 3 times one without a body
+// (BENCHMARKS.md, which also says why loopback makes it look dearer).
 //
 // Secrets. With WithLogger, the log has one line per request (method,
 // path with the key tag, status, duration, request id, client address)
@@ -244,6 +261,8 @@
 //     batch.
 //   - The number of concurrent requests is not limited; put a limit in
 //     front (a listener or a middleware) if you need one.
-//   - A refused HTTP/1 request with a body closes its connection, so a
-//     legitimate client whose token expired reconnects after the 401.
+//   - A refused HTTP/1 request with a body of more than 4 KiB closes its
+//     connection, so a legitimate client whose token expired reconnects
+//     after the 401; a client still sending such a body gets the 401 and
+//     then, 500 ms later, a reset.
 package naverapi

@@ -148,9 +148,9 @@ type handler func(c *call) (any, error)
 // read: the IP allow-list, the token (its signature, expiry, kind, key
 // binding and permission) and the key's state on the token plane, the
 // Authenticator on the account plane. A refused caller's body is never
-// read: not by the handler, and not by net/http, which would otherwise
-// read up to 256 KiB of it to keep the connection (the answer closes an
-// HTTP/1 connection instead).
+// read by the handler; net/http may discard one of up to 4 KiB from its
+// buffer to keep the connection, and a larger one closes the connection
+// unread (refuseBody, hangUp).
 func (h *Handler) handle(pattern string, a api, how auth, fn handler) {
 	h.routes = append(h.routes, pattern)
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -159,6 +159,7 @@ func (h *Handler) handle(pattern string, a api, how auth, fn handler) {
 		if err := c.authenticate(how); err != nil {
 			refuseBody(w, r)
 			writeError(w, a == v2, err)
+			hangUp(w, r)
 			return
 		}
 		out, err := fn(c)
@@ -168,6 +169,7 @@ func (h *Handler) handle(pattern string, a api, how auth, fn handler) {
 				h.log.Error("request failed", "request_id", info(r).id, "error", err.Error())
 			}
 			writeError(w, a == v2, err)
+			hangUp(w, r) // a body refused unread (413)
 			return
 		}
 		if a == v2 {
@@ -200,13 +202,60 @@ func (c *call) authenticate(how auth) error {
 	return err
 }
 
-// refuseBody makes sure nothing more of a refused request is read: on
-// HTTP/1 with a body, the answer closes the connection, so net/http does
-// not read the body to reuse it. (HTTP/2 resets the stream by itself.)
+// maxDiscardedBody is the largest refused HTTP/1 body that net/http may
+// discard to keep the connection: the size of its read buffer, so such a
+// body has usually arrived with the headers and already sits in it. A
+// new connection costs the server more than that (BENCHMARKS.md).
+const maxDiscardedBody = 4 << 10
+
+// rstAvoidanceDelay is how long a refused request's connection stays
+// half-closed before it is closed: net/http's own delay, long enough for
+// the client to read the answer before the reset that closing a socket
+// with unread data sends.
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+// refuseBody is called before answering a request whose body will not be
+// read, so that nothing more of it is read. A body of up to
+// maxDiscardedBody bytes (Content-Length, no Expect) is left to net/http,
+// which discards it and keeps the connection. Any other HTTP/1 body gets
+// Connection: close, and hangUp then closes the connection itself, so
+// net/http does not read up to 256 KiB of it either (it does so, looking
+// for the end of the body, even on a connection it is about to close).
+// HTTP/2 resets the stream by itself.
 func refuseBody(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 && r.ContentLength != 0 {
-		w.Header().Set("Connection", "close")
+	if r.ProtoMajor != 1 || r.ContentLength == 0 {
+		return
 	}
+	if r.ContentLength > 0 && r.ContentLength <= maxDiscardedBody && r.Header.Get("Expect") == "" {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	info(r).hangUp = true
+}
+
+// hangUp ends the connection of a request that refuseBody marked, once
+// its answer is written: it sends the answer, takes the connection from
+// net/http (http.ResponseController.Hijack), closes its write side and
+// closes it after rstAvoidanceDelay, without reading anything. Where the
+// ResponseWriter cannot be hijacked (a wrapper without Unwrap, a
+// recorder), the Connection: close header stays and net/http closes the
+// connection as it does.
+func hangUp(w http.ResponseWriter, r *http.Request) {
+	if !info(r).hangUp {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	conn, _, err := rc.Hijack()
+	if err != nil {
+		return
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	time.AfterFunc(rstAvoidanceDelay, func() { _ = conn.Close() })
 }
 
 // authenticateAccount runs the Authenticator. Without one, every account
@@ -243,6 +292,7 @@ type requestInfo struct {
 	id     string
 	client netip.Addr
 	w      http.ResponseWriter // as ServeHTTP got it
+	hangUp bool                // refuseBody: hangUp closes the connection
 }
 
 type infoKey struct{}
@@ -340,7 +390,8 @@ func (h *Handler) unrouted(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		writeError(w, isV2, &apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
 			detail: r.Method + " is not allowed here; use " + strings.Join(allowed, ", ")})
-		return
+	} else {
+		writeError(w, isV2, &apiError{status: http.StatusNotFound, code: codeNotFound, detail: "no API at this path"})
 	}
-	writeError(w, isV2, &apiError{status: http.StatusNotFound, code: codeNotFound, detail: "no API at this path"})
+	hangUp(w, r)
 }
