@@ -356,8 +356,8 @@ func scaleResidentChild(dir string, n int) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		idle, _ := vmRSS()
-		fmt.Printf("%s: resident %.1f MiB (%.1f MiB after a GC returned what it could; peak so far %.1f MiB), Go heap in use %.1f MiB\n",
-			when, mib(rss), mib(idle), mib(peak), mib(int64(ms.HeapInuse)))
+		fmt.Printf("%s: resident %.1f MiB (%.1f MiB after a GC returned what it could; peak so far %.1f MiB), Go heap in use %.1f MiB, %.1f heap objects and %.0f live heap bytes per key\n",
+			when, mib(rss), mib(idle), mib(peak), mib(int64(ms.HeapInuse)), float64(ms.HeapObjects)/float64(n), float64(ms.HeapAlloc)/float64(n))
 	}
 	report("after opening")
 	if p := os.Getenv("POCKETKMS_SCALE_HEAPPROFILE"); p != "" {
