@@ -319,15 +319,28 @@ const loadChunk = 1024
 // buildSnapshots builds the snapshot of every key read at open and opens
 // its sealed handles, on as many goroutines as GOMAXPROCS allows (each key
 // is independent: its records decoded, its shred key read, its handles
-// unsealed). The shred keys of all of them are read first, in parallel
-// (shred.Keys.Preload). An error is the first one in the store's order,
-// as one goroutine would have met it.
+// unsealed). The snapshots come first, then the shred keys of all of
+// them are read in parallel (shred.Keys.Preload, which then keeps the
+// snapshots' tag strings, not copies of its own), then the handles are
+// opened. An error is the first one in the store's order, as one
+// goroutine building each key in turn would have met it.
 func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keySnap, error) {
-	workers := max(1, min(runtime.GOMAXPROCS(0), len(keys)/loadChunk))
+	snaps := make([]*keySnap, len(keys))
+	errs := make([]error, len(keys))
+	inParallel(len(keys), func(i int) {
+		snap, err := snapFromData(keys[i])
+		if err != nil {
+			errs[i] = wrapErr("new", keys[i].Key.Tag, ErrInternal, fmt.Errorf("store: %w", err))
+			return
+		}
+		snaps[i] = snap
+	})
 	if e.shred != nil && len(keys) > 0 {
-		tags := make([]string, len(keys))
-		for i, kd := range keys {
-			tags[i] = kd.Key.Tag
+		tags := make([]string, 0, len(keys))
+		for _, s := range snaps {
+			if s != nil {
+				tags = append(tags, s.tag)
+			}
 		}
 		// File reads wait on the kernel more than on a core: twice as
 		// many at once as there are cores.
@@ -336,28 +349,31 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keySna
 		}
 		defer e.shred.EndPreload()
 	}
-	snaps := make([]*keySnap, len(keys))
-	errs := make([]error, len(keys))
-	build := func(i int) {
-		kd := keys[i]
-		snap, err := snapFromData(kd)
+	inParallel(len(keys), func(i int) {
+		if snaps[i] == nil {
+			return
+		}
+		if err := e.openHandles(snaps[i], now); err != nil {
+			errs[i] = wrapErr("new", snaps[i].tag, ErrInternal, err)
+		}
+	})
+	for _, err := range errs {
 		if err != nil {
-			errs[i] = wrapErr("new", kd.Key.Tag, ErrInternal, fmt.Errorf("store: %w", err))
-			return
+			return nil, err
 		}
-		if err := e.openHandles(snap, now); err != nil {
-			errs[i] = wrapErr("new", snap.tag, ErrInternal, err)
-			return
-		}
-		snaps[i] = snap
 	}
+	return snaps, nil
+}
+
+// inParallel calls f for 0..n-1 on up to GOMAXPROCS goroutines, in chunks
+// of loadChunk; with fewer than two chunks, on this one.
+func inParallel(n int, f func(i int)) {
+	workers := max(1, min(runtime.GOMAXPROCS(0), n/loadChunk))
 	if workers == 1 {
-		for i := range keys {
-			if build(i); errs[i] != nil {
-				return nil, errs[i]
-			}
+		for i := range n {
+			f(i)
 		}
-		return snaps, nil
+		return
 	}
 	var wg sync.WaitGroup
 	var next atomic.Int64
@@ -365,22 +381,16 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keySna
 		wg.Go(func() {
 			for {
 				lo := int(next.Add(loadChunk)) - loadChunk
-				if lo >= len(keys) {
+				if lo >= n {
 					return
 				}
-				for i := lo; i < min(lo+loadChunk, len(keys)); i++ {
-					build(i)
+				for i := lo; i < min(lo+loadChunk, n); i++ {
+					f(i)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return snaps, nil
 }
 
 // enter is the one way into the Engine: every method calls it first and,
