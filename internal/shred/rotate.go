@@ -53,7 +53,7 @@ func (ks *Keys) Next(tag string) (*Key, error) {
 		ks.unwrite(tag + NextSuffix)
 		return nil, fmt.Errorf("shred: next: %w", err)
 	}
-	k = &Key{tag: tag, b: b}
+	k = newKey(tag, b)
 	ks.nexts[tag] = k
 	delete(ks.noNext, tag)
 	return k, nil

@@ -197,7 +197,7 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 		}
 		return nil, fmt.Errorf("shred: create: %w", err)
 	}
-	k := &Key{tag: tag, b: b}
+	k := newKey(tag, b)
 	ks.keys[tag] = k
 	return k, nil
 }
@@ -232,7 +232,7 @@ func (ks *Keys) loadLocked(cache map[string]*Key, tag, name, what string) (k *Ke
 	if err != nil {
 		return nil, false, err
 	}
-	k = &Key{tag: tag, b: b}
+	k = newKey(tag, b)
 	cache[tag] = k
 	return k, true, nil
 }
@@ -438,7 +438,18 @@ func newKeyBytes() ([]byte, error) {
 type Key struct {
 	tag string
 	mu  sync.RWMutex
-	b   []byte // nil once cleared
+	b   [KeySize]byte // zeros once cleared
+	// gone is set when the key is cleared.
+	gone bool
+}
+
+// newKey returns tag's Key holding b, which it clears: the Key keeps the
+// only copy, inside itself (one object per key, not two).
+func newKey(tag string, b []byte) *Key {
+	k := &Key{tag: tag}
+	copy(k.b[:], b)
+	clear(b)
+	return k
 }
 
 // Tag returns the key tag the Key belongs to.
@@ -484,10 +495,10 @@ func (k *Key) Unwrap(wrapped []byte, purpose string, version uint32) ([]byte, er
 
 // aead builds AES-256-GCM under the key; the caller holds k.mu.
 func (k *Key) aead() (cipher.AEAD, error) {
-	if k.b == nil {
+	if k.gone {
 		return nil, ErrDeleted
 	}
-	block, err := aes.NewCipher(k.b)
+	block, err := aes.NewCipher(k.b[:])
 	if err != nil {
 		return nil, err
 	}
@@ -497,8 +508,8 @@ func (k *Key) aead() (cipher.AEAD, error) {
 func (k *Key) clear() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	clear(k.b)
-	k.b = nil
+	clear(k.b[:])
+	k.gone = true
 }
 
 // String describes the Key by tag; it never shows the key.
@@ -658,7 +669,7 @@ func (ks *Keys) Preload(tags []string, workers int) error {
 				b, err := unmarshal(jobs[i].tag, raw)
 				clear(raw)
 				if err == nil {
-					keys[i] = &Key{tag: jobs[i].tag, b: b}
+					keys[i] = newKey(jobs[i].tag, b)
 				}
 			}
 		})

@@ -239,7 +239,7 @@ func TestKeyRedacted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret := bytes.Clone(k.b)
+	secret := bytes.Clone(k.b[:])
 	forms := []string{string(secret), hex.EncodeToString(secret), strings.ToUpper(hex.EncodeToString(secret)), strings.Trim(fmt.Sprint(secret[:8]), "[]")}
 	var outs []string
 	for _, v := range []any{k, ks, struct{ K *Key }{k}, []*Key{k}} {
@@ -262,7 +262,7 @@ func TestKeyRedacted(t *testing.T) {
 	if err := ks.Delete(k.tag); err != nil {
 		t.Fatal(err)
 	}
-	if k.b != nil {
+	if !k.gone || k.b != [KeySize]byte{} {
 		t.Fatal("deleted key not cleared")
 	}
 }
@@ -291,7 +291,7 @@ func FuzzKeyFile(f *testing.F) {
 // FuzzUnwrap: arbitrary stored bytes never panic Unwrap, and every
 // failure is ErrUnwrap.
 func FuzzUnwrap(f *testing.F) {
-	k := &Key{tag: tagN(3), b: bytes.Repeat([]byte{3}, KeySize)}
+	k := newKey(tagN(3), bytes.Repeat([]byte{3}, KeySize))
 	w, err := k.Wrap([]byte("handle"), "cipher", 1)
 	if err != nil {
 		f.Fatal(err)
@@ -325,14 +325,14 @@ func TestPreload(t *testing.T) {
 			t.Fatal(err)
 		}
 		tags = append(tags, tag)
-		want[tag] = bytes.Clone(k.b)
+		want[tag] = bytes.Clone(k.b[:])
 	}
 	withNext := tags[7]
 	nk, err := w.Next(withNext)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantNext := bytes.Clone(nk.b)
+	wantNext := bytes.Clone(nk.b[:])
 	damaged := tags[9]
 	path := filepath.Join(dir, DirName, damaged)
 	raw, err := os.ReadFile(path)
@@ -364,11 +364,11 @@ func TestPreload(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || !ok || !bytes.Equal(k.b, want[tag]) {
+		if err != nil || !ok || !bytes.Equal(k.b[:], want[tag]) {
 			t.Fatalf("Get(%s) after Preload = %v %v, wrong key", tag, ok, err)
 		}
 	}
-	if k, ok, err := ks.GetNext(withNext); err != nil || !ok || !bytes.Equal(k.b, wantNext) {
+	if k, ok, err := ks.GetNext(withNext); err != nil || !ok || !bytes.Equal(k.b[:], wantNext) {
 		t.Fatalf("GetNext of the tag with a next key = %v %v", ok, err)
 	}
 	other := tags[3]
