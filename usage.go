@@ -92,9 +92,9 @@ type KeyUsage struct {
 // go on until its next flush shows it the others' counts. The default warning at three quarters leaves 2^30 for that
 // and for rotation to take over; a lower WithEncryptionBudgetWarning
 // leaves more. An Engine reads a key's shared record when it flushes its
-// own counts of the key, and at the following flushes while other Engines
-// keep changing it; a key it has not used for a while is read again at
-// the first flush after it uses it. The store must implement
+// own counts of the key, and at every following flush while the key's
+// last known use (by any Engine) is less than a minute old; a key idle
+// longer is read again at the first flush after it uses it. The store must implement
 // store.RevReader (Badger, store/etcd, storetest.Memory do); on another
 // store the Engine writes its own totals (last writer wins), which only
 // suits a store owned by one process.
@@ -384,6 +384,35 @@ func (e *Engine) budgetRotate(ctx context.Context, ent *keyEntry, ver uint32) er
 	return err
 }
 
+// usageRefreshWindow: on a shared store, a flush reads the shared usage
+// record of every key last used (by any Engine, as far as this one knows)
+// within this window, even if this Engine made no call on it since its
+// last flush, so that its view catches up with the others' counts. Before
+// it, such a key was read only while the record kept changing between two
+// flushes, and a change after one quiet flush went unseen until the key
+// was used here again (TestSharedUsageBudget, about one run in five).
+const usageRefreshWindow = time.Minute
+
+// usedSince reports whether a version's last use is at or after ms (Unix
+// milliseconds).
+func (k *keyUsage) usedSince(ms int64) bool {
+	n := k.n.Load()
+	if n == 0 {
+		return false
+	}
+	if k.v1.last.Load() >= ms {
+		return true
+	}
+	if n > 1 {
+		for _, c := range (*k.more.Load())[:n-1] {
+			if c.last.Load() >= ms {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // usageFlushChunk bounds the usage records one flush commit writes.
 const usageFlushChunk = 64
 
@@ -414,9 +443,11 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 		k   *keyUsage
 	}
 	var keys, idle []dirtyKey
+	rr, shared := e.revReader()
+	cutoff := e.now().Add(-usageRefreshWindow).UnixMilli()
 	e.rangeUsage(func(tag string, k *keyUsage) bool {
 		if !k.dirty.Load() {
-			if k.recent {
+			if shared && (k.recent || k.usedSince(cutoff)) {
 				k.recent = false
 				idle = append(idle, dirtyKey{tag, k})
 			}
@@ -426,7 +457,6 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 		keys = append(keys, dirtyKey{tag, k})
 		return true
 	})
-	rr, shared := e.revReader()
 	var errs []error
 	if shared {
 		// Keys flushed last time but not used since: read what the
