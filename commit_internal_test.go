@@ -52,8 +52,7 @@ func TestRateLimitChangesApplyInCommitOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := e.keys.Load(k.Tag)
-	ent := v.(*keyEntry)
+	ent, _ := e.keys.Load(k.Tag)
 	rounds := 20000
 	if testing.Short() {
 		rounds = 2000

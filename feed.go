@@ -117,8 +117,7 @@ func (e *Engine) applyCommit(ctx context.Context, c store.Commit) {
 			// reads it whole, rather than serve it stale.
 			e.log.LogAttrs(ctx, slog.LevelError, "kms: cannot apply a change from the store; key unavailable until reload",
 				slog.String("keyTag", tag), slog.String("error", err.Error()))
-			if v, ok := e.keys.Load(tag); ok {
-				ent := v.(*keyEntry)
+			if ent, ok := e.keys.Load(tag); ok {
 				ent.mu.Lock()
 				if s := ent.snap.Load(); s.state != stateDestroyed {
 					e.forget(ent, s)
@@ -139,7 +138,7 @@ func keyRecordTag(key string) (string, bool) {
 
 // applyKey applies one key's part of a commit at revision rev.
 func (e *Engine) applyKey(tag string, rev int64, puts []store.Record, deleted bool) error {
-	v, ok := e.keys.Load(tag)
+	ent, ok := e.keys.Load(tag)
 	if !ok {
 		if deleted {
 			return nil
@@ -148,15 +147,14 @@ func (e *Engine) applyKey(tag string, rev int64, puts []store.Record, deleted bo
 		if err != nil {
 			return err
 		}
-		ent := &keyEntry{}
+		ent = &keyEntry{}
 		ent.publish(ns)
-		if v, ok = e.keys.LoadOrStore(tag, ent); !ok {
+		if ent, ok = e.keys.LoadOrStore(tag, ent); !ok {
 			e.noteSeq(ns)
 			return nil
 		}
 		// Created here meanwhile: apply to that entry below.
 	}
-	ent := v.(*keyEntry)
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
 	old := ent.snap.Load()
@@ -283,21 +281,19 @@ func (e *Engine) reload(ctx context.Context) (int64, error) {
 		}
 		ent := &keyEntry{}
 		ent.publish(ns)
-		v, loaded := e.keys.LoadOrStore(tag, ent)
+		ent, loaded := e.keys.LoadOrStore(tag, ent)
 		if !loaded {
 			e.noteSeq(ns)
 			continue
 		}
-		ent = v.(*keyEntry)
 		ent.mu.Lock()
 		if old := ent.snap.Load(); old.state != stateDestroyed && old.rev <= ns.rev {
 			e.replace(ent, old, ns)
 		}
 		ent.mu.Unlock()
 	}
-	e.keys.Range(func(k, v any) bool {
-		if !seen[k.(string)] {
-			ent := v.(*keyEntry)
+	e.keys.Range(func(k string, ent *keyEntry) bool {
+		if !seen[k] {
 			ent.mu.Lock()
 			// A key created here after the load began is newer than it.
 			if s := ent.snap.Load(); s.state != stateDestroyed && s.rev <= c.Rev {

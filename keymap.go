@@ -34,17 +34,13 @@ func (km *keyMap) shard(tag string) *keyShard {
 	return &km.shards[maphash.String(km.seed, tag)%keyMapShards]
 }
 
-// Load returns the entry of tag (a string).
-func (km *keyMap) Load(tag any) (any, bool) {
-	t, _ := tag.(string)
-	sh := km.shard(t)
+// Load returns the entry of tag.
+func (km *keyMap) Load(tag string) (*keyEntry, bool) {
+	sh := km.shard(tag)
 	sh.mu.RLock()
-	ent, ok := sh.m[t]
+	ent, ok := sh.m[tag]
 	sh.mu.RUnlock()
-	if !ok {
-		return nil, false
-	}
-	return ent, true
+	return ent, ok
 }
 
 // Store sets the entry of tag.
@@ -60,7 +56,7 @@ func (km *keyMap) Store(tag string, ent *keyEntry) {
 
 // LoadOrStore returns the entry of tag and true if there is one, else
 // stores ent and returns it and false.
-func (km *keyMap) LoadOrStore(tag string, ent *keyEntry) (any, bool) {
+func (km *keyMap) LoadOrStore(tag string, ent *keyEntry) (*keyEntry, bool) {
 	sh := km.shard(tag)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -83,7 +79,7 @@ func (km *keyMap) Delete(tag string) {
 }
 
 // Range calls f for each tag and entry until f returns false.
-func (km *keyMap) Range(f func(tag, ent any) bool) {
+func (km *keyMap) Range(f func(tag string, ent *keyEntry) bool) {
 	type kv struct {
 		tag string
 		ent *keyEntry

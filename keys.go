@@ -350,8 +350,8 @@ func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, e
 		return nil, newErr(op, "", ErrInvalidArgument, "pageNo must be >= 0 and pageSize 1..200")
 	}
 	var snaps []*keySnap
-	e.keys.Range(func(_, v any) bool {
-		if s := v.(*keyEntry).snap.Load(); s.state != stateDestroyed {
+	e.keys.Range(func(_ string, v *keyEntry) bool {
+		if s := v.snap.Load(); s.state != stateDestroyed {
 			snaps = append(snaps, s)
 		}
 		return true

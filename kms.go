@@ -444,17 +444,16 @@ func (e *Engine) Close() error {
 // lookup returns the entry and snapshot of a key on the trusted plane,
 // where tags are case-insensitive as in NAVER's account-authenticated API.
 func (e *Engine) lookup(op, tag string) (*keyEntry, *keySnap, error) {
-	v, ok := e.keys.Load(tag)
+	ent, ok := e.keys.Load(tag)
 	if !ok {
 		norm, valid := keytag.Normalize(tag)
 		if !valid {
 			return nil, nil, newErr(op, "", ErrInvalidArgument, "key tag must be 64 hex characters")
 		}
-		if v, ok = e.keys.Load(norm); !ok {
+		if ent, ok = e.keys.Load(norm); !ok {
 			return nil, nil, newErr(op, norm, ErrKeyNotFound, "")
 		}
 	}
-	ent := v.(*keyEntry)
 	s := ent.snap.Load()
 	if s.state == stateDestroyed {
 		// Looked up just as Maintain destroyed it.

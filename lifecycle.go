@@ -425,8 +425,7 @@ func (e *Engine) Maintain(ctx context.Context) error {
 	defer e.leave()
 	now := msTime(e.now().UnixMilli())
 	var due []*keyEntry
-	e.keys.Range(func(_, v any) bool {
-		ent := v.(*keyEntry)
+	e.keys.Range(func(_ string, ent *keyEntry) bool {
 		if s := ent.snap.Load(); s.destructionDue(now) || s.rotationDue(now) {
 			due = append(due, ent)
 		}

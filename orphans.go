@@ -104,8 +104,8 @@ func (e *Engine) recordedHandles(ctx context.Context) ([][]byte, error) {
 			keep = append(keep, g.Handle)
 		}
 	}
-	e.keys.Range(func(_, v any) bool {
-		s := v.(*keyEntry).snap.Load()
+	e.keys.Range(func(_ string, v *keyEntry) bool {
+		s := v.snap.Load()
 		for _, ver := range s.versions {
 			keep = append(keep, ver.handle)
 		}

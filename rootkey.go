@@ -304,8 +304,8 @@ func (e *Engine) enterQuiet() bool {
 // entries returns every live key's entry.
 func (e *Engine) entries() []*keyEntry {
 	var out []*keyEntry
-	e.keys.Range(func(_, v any) bool {
-		out = append(out, v.(*keyEntry))
+	e.keys.Range(func(_ string, v *keyEntry) bool {
+		out = append(out, v)
 		return true
 	})
 	return out

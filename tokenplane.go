@@ -119,7 +119,7 @@ func (c TokenClient) auth(op, keyTag string, kind token.Kind, perm token.Permiss
 	if !ok {
 		return nil, nil, newErr(op, "", ErrTokenInvalid, "")
 	}
-	s := v.(*keyEntry).snap.Load()
+	s := v.snap.Load()
 	tag := s.tag
 	if !s.aclM.Allow(c.addr) {
 		return nil, nil, newErr(op, tag, ErrAccessDenied, "caller address not allowed")
@@ -229,7 +229,7 @@ func endToken[R any](c TokenClient, ctx context.Context, op, keyTag string, s *k
 	if s == nil {
 		// Refused by auth: the key, if it exists, is charged the refusal.
 		if v, ok := e.keys.Load(keyTag); ok {
-			if ks := v.(*keyEntry).snap.Load(); ks.state != stateDestroyed {
+			if ks := v.snap.Load(); ks.state != stateDestroyed {
 				s = ks
 			}
 		}

@@ -174,7 +174,7 @@ type verUsage struct {
 // such key.
 func (e *Engine) usageOf(tag string) *keyUsage {
 	if v, ok := e.keys.Load(tag); ok {
-		return &v.(*keyEntry).usage
+		return &v.usage
 	}
 	return nil
 }
@@ -182,8 +182,8 @@ func (e *Engine) usageOf(tag string) *keyUsage {
 // rangeUsage calls f with every key's tag and counters until f returns
 // false.
 func (e *Engine) rangeUsage(f func(tag string, k *keyUsage) bool) {
-	e.keys.Range(func(tag, v any) bool {
-		return f(tag.(string), &v.(*keyEntry).usage)
+	e.keys.Range(func(tag string, ent *keyEntry) bool {
+		return f(tag, &ent.usage)
 	})
 }
 
@@ -345,8 +345,7 @@ func (e *Engine) budgetRotations(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	e.keys.Range(func(_, v any) bool {
-		ent := v.(*keyEntry)
+	e.keys.Range(func(_ string, ent *keyEntry) bool {
 		k := &ent.usage
 		ver := k.rotate.Load()
 		if ver == 0 {
