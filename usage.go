@@ -89,13 +89,13 @@ type KeyUsage struct {
 // plus its own calls, so the cluster can make at most (number of
 // Engines) × (encryptions of one Engine between two successful flushes,
 // normally one maintenance interval) beyond the budget: each Engine may
-// go on until its next flush shows it the others' counts. The default warning at three quarters leaves 2^30 for that
-// and for rotation to take over; a lower WithEncryptionBudgetWarning
-// leaves more. An Engine reads a key's shared record when it flushes its
-// own counts of the key, and at every following flush while the key's
-// last known use (by any Engine) is less than a minute old; a key idle
-// longer is read again at the first flush after it uses it. The store must implement
-// store.RevReader (Badger, store/etcd, storetest.Memory do); on another
+// go on until its next flush shows it the others' counts. The default
+// warning at three quarters leaves 2^30 for that and for rotation to take
+// over; a lower WithEncryptionBudgetWarning leaves more. An Engine reads
+// a key's shared record when it flushes its own counts of the key, and at
+// every following flush while the key's last known use (by any Engine) is
+// less than a minute old; a key idle longer is read again at the first
+// flush after it uses it. The store must implement store.RevReader (Badger, store/etcd, storetest.Memory do); on another
 // store the Engine writes its own totals (last writer wins), which only
 // suits a store owned by one process.
 func (e *Engine) KeyUsage(ctx context.Context, keyTag string) (*KeyUsage, error) {
