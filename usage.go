@@ -95,9 +95,10 @@ type KeyUsage struct {
 // a key's shared record when it flushes its own counts of the key, and at
 // every following flush while the key's last known use (by any Engine) is
 // less than a minute old; a key idle longer is read again at the first
-// flush after it uses it. The store must implement store.RevReader (Badger, store/etcd, storetest.Memory do); on another
-// store the Engine writes its own totals (last writer wins), which only
-// suits a store owned by one process.
+// flush after it uses it. The store must implement store.RevReader
+// (Badger, store/etcd, storetest.Memory do); on another store the Engine
+// writes its own totals (last writer wins), which only suits a store
+// owned by one process.
 func (e *Engine) KeyUsage(ctx context.Context, keyTag string) (*KeyUsage, error) {
 	return readKey(e, ctx, "get key usage", keyTag, func(op string, s *keySnap) (*KeyUsage, error) {
 		out := &KeyUsage{KeyTag: s.tag, Versions: make([]VersionUsage, len(s.versions))}
