@@ -23,7 +23,7 @@ func aclInfo(l acl.List) *ACL { return &ACL{Enabled: l.Enabled(), Entries: l.Ent
 // GetKeyACL returns a key's IP allow-list.
 func (e *Engine) GetKeyACL(ctx context.Context, keyTag string) (*ACL, error) {
 	return readKey(e, ctx, "get key acl", keyTag, func(op string, s *keySnap) (*ACL, error) {
-		return aclInfo(s.acl), nil
+		return aclInfo(s.rare().acl), nil
 	})
 }
 
@@ -43,11 +43,11 @@ func (e *Engine) ListAllowedIPs(ctx context.Context, keyTag string, pageNo, page
 		if pageSize == 0 {
 			pageSize = acl.DefaultPageSize
 		}
-		page, err := s.acl.Page(pageNo, pageSize)
+		page, err := s.rare().acl.Page(pageNo, pageSize)
 		if err != nil {
 			return nil, wrapErr(op, s.tag, ErrInvalidArgument, err)
 		}
-		return &AllowedIPPage{Entries: page, PageNo: pageNo, PageSize: pageSize, TotalCount: s.acl.Len()}, nil
+		return &AllowedIPPage{Entries: page, PageNo: pageNo, PageSize: pageSize, TotalCount: s.rare().acl.Len()}, nil
 	})
 }
 
@@ -79,15 +79,15 @@ func (e *Engine) changeACL(ctx context.Context, op, keyTag string, fn func(acl.L
 		if !s.enabled() {
 			return edit{}, nil, newErr(op, s.tag, ErrKeyNotEnabled, "")
 		}
-		l, err := fn(s.acl)
+		l, err := fn(s.rare().acl)
 		if err != nil {
 			return edit{}, nil, wrapErr(op, s.tag, ErrInvalidArgument, err)
 		}
-		if l.Enabled() == s.acl.Enabled() && slices.Equal(l.Entries(), s.acl.Entries()) {
-			return edit{}, aclInfo(s.acl), nil
+		if l.Enabled() == s.rare().acl.Enabled() && slices.Equal(l.Entries(), s.rare().acl.Entries()) {
+			return edit{}, aclInfo(s.rare().acl), nil
 		}
 		ns := s.clone()
-		ns.acl, ns.aclM = l, l.Compile()
+		ns.own().acl, ns.aclM = l, l.Compile()
 		ed := edit{next: ns}
 		ed.change.Put(aclRecord(s.tag, l))
 		return ed, aclInfo(l), nil

@@ -242,8 +242,8 @@ func (s *keySnap) data() *store.KeyData {
 	if s.gen != nil {
 		kd.Generator = s.gen.record(s.tag)
 	}
-	if s.acl.Enabled() || s.acl.Len() > 0 {
-		kd.ACL = aclRecord(s.tag, s.acl)
+	if s.rare().acl.Enabled() || s.rare().acl.Len() > 0 {
+		kd.ACL = aclRecord(s.tag, s.rare().acl)
 	}
 	return kd
 }

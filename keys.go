@@ -81,12 +81,12 @@ type KeyVersion struct {
 
 func (s *keySnap) versionInfo(v *versionSnap) KeyVersion {
 	changed := v.stateChangedAt
-	if changed.IsZero() {
+	if changed == 0 {
 		changed = v.createdAt
 	}
 	return KeyVersion{
 		Version: v.num, State: v.state, Current: int(v.num) == len(s.versions),
-		CreatedAt: v.createdAt, StateChangedAt: changed,
+		CreatedAt: v.createdAt.time(), StateChangedAt: changed.time(),
 	}
 }
 
@@ -125,10 +125,10 @@ func validateMemo(memo string) error {
 
 func (s *keySnap) info() *Key {
 	return &Key{
-		Tag: s.tag, Name: s.name, Type: s.typ, Memo: s.memo,
+		Tag: s.tag, Name: s.name, Type: s.typ, Memo: s.rare().memo,
 		Convergent: s.convergent, State: s.state, CurrentVersion: uint32(len(s.versions)),
-		CreatedAt: s.createdAt, StateChangedAt: s.stateChangedAt, DestroyAt: s.destroyAt,
-		AutoRotation:         Rotation{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextRotationAt: s.rotation.nextAt},
+		CreatedAt: s.createdAt.time(), StateChangedAt: s.stateChangedAt.time(), DestroyAt: s.rare().destroyAt.time(),
+		AutoRotation:         Rotation{Enabled: s.rare().rotation.enabled, PeriodDays: s.rare().rotation.periodDays, NextRotationAt: s.rare().rotation.nextAt.time()},
 		MinDecryptionVersion: s.minDecrypt,
 	}
 }
@@ -180,8 +180,11 @@ func (e *Engine) createKey(ctx context.Context, op string, req CreateKeyRequest)
 	}
 	now := msTime(e.now().UnixMilli())
 	s := &keySnap{
-		tag: tag, name: req.Name, typ: req.Type, memo: req.Memo, convergent: req.Convergent,
-		state: StateEnabled, createdAt: now, stateChangedAt: now, aclM: allowAll,
+		tag: tag, name: req.Name, typ: req.Type, convergent: req.Convergent,
+		state: StateEnabled, createdAt: stampOf(now), stateChangedAt: stampOf(now), aclM: allowAll,
+	}
+	if req.Memo != "" {
+		s.own().memo = req.Memo
 	}
 	if e.shred != nil {
 		// The key's shred key is durable before any record names it (see
@@ -209,7 +212,7 @@ func (e *Engine) createKey(ctx context.Context, op string, req CreateKeyRequest)
 	s.versions, s.seq = []versionSnap{*v}, e.seq.Add(1)
 	if req.AutoRotation {
 		period := cmp.Or(req.RotationPeriodDays, DefaultRotationPeriodDays)
-		s.rotation = rotation{set: true, enabled: true, periodDays: period, nextAt: now.Add(days(period))}
+		s.own().rotation = rotation{set: true, enabled: true, periodDays: period, nextAt: stampOf(now.Add(days(period)))}
 	}
 	c := &store.Change{}
 	addHistory(ctx, c, op, nil, s, now)
@@ -241,7 +244,7 @@ func newVersion(s *keySnap, n uint32, now time.Time, gen *backend.GenerateRespon
 	if err != nil {
 		return nil, fmt.Errorf("seal the handle: %w", err)
 	}
-	v := &versionSnap{num: n, state: VersionEnabled, createdAt: now, handle: gen.Handle, stored: stored, lk: &lazyKey{}}
+	v := &versionSnap{num: n, state: VersionEnabled, createdAt: stampOf(now), handle: gen.Handle, stored: stored, lk: &lazyKey{}}
 	if gen.Public != nil {
 		der, err := x509.MarshalPKIXPublicKey(gen.Public)
 		if err != nil {
@@ -360,7 +363,7 @@ func (e *Engine) ListKeys(ctx context.Context, req ListKeysRequest) (*KeyPage, e
 	// number twice; the creation time and then the tag break ties, so
 	// every replica lists the same order.
 	slices.SortFunc(snaps, func(a, b *keySnap) int {
-		return cmp.Or(cmp.Compare(b.seq, a.seq), b.createdAt.Compare(a.createdAt), cmp.Compare(a.tag, b.tag))
+		return cmp.Or(cmp.Compare(b.seq, a.seq), cmp.Compare(b.createdAt, a.createdAt), cmp.Compare(a.tag, b.tag))
 	})
 	page := &KeyPage{PageNo: req.PageNo, PageSize: req.PageSize, TotalCount: len(snaps), Keys: []Key{}}
 	start := req.PageNo * req.PageSize
@@ -408,8 +411,8 @@ func (e *Engine) rotation(ctx context.Context, op string) func(s *keySnap, now t
 		}
 		ns := s.clone()
 		ns.versions = append(slices.Clip(s.versions), *v)
-		if ns.rotation.enabled {
-			ns.rotation.nextAt = now.Add(days(ns.rotation.periodDays))
+		if ns.rare().rotation.enabled {
+			ns.own().rotation.nextAt = stampOf(now.Add(days(ns.rare().rotation.periodDays)))
 		}
 		ed := edit{next: ns, made: made}
 		ed.change.Put(v.record(tag))

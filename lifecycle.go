@@ -173,7 +173,7 @@ func (e *Engine) storeErr(op, tag string, err error) *Error {
 // withState returns a copy of s in state st, changed at now.
 func (s *keySnap) withState(st KeyState, now time.Time) *keySnap {
 	ns := s.clone()
-	ns.state, ns.stateChangedAt = st, now
+	ns.state, ns.stateChangedAt = st, stampOf(now)
 	return ns
 }
 
@@ -215,10 +215,10 @@ func (e *Engine) UpdateKey(ctx context.Context, keyTag string, req UpdateKeyRequ
 			if s.state == StateRevoked {
 				return ed, nil, newErr(op, s.tag, ErrInvalidState, "deletion is pending; cancel it first")
 			}
-			ns.state, ns.stateChangedAt, ed.next = *req.State, now, ns
+			ns.state, ns.stateChangedAt, ed.next = *req.State, stampOf(now), ns
 		}
-		if req.Memo != nil && *req.Memo != s.memo {
-			ns.memo, ed.next = *req.Memo, ns
+		if req.Memo != nil && *req.Memo != s.rare().memo {
+			ns.own().memo, ed.next = *req.Memo, ns
 		}
 		if req.Name != nil {
 			if lower(*req.Name) == lower(s.name) {
@@ -266,7 +266,7 @@ func (e *Engine) RequestKeyDeletion(ctx context.Context, keyTag string) (*Key, e
 			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "deletion is already pending")
 		}
 		ns := s.withState(StateRevoked, now)
-		ns.destroyAt = now.Add(DeletionDelay)
+		ns.own().destroyAt = stampOf(now.Add(DeletionDelay))
 		return edit{next: ns}, ns.info(), nil
 	})
 }
@@ -287,7 +287,7 @@ func (e *Engine) CancelKeyDeletion(ctx context.Context, keyTag string) (*Key, er
 			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "the destruction time has passed")
 		}
 		ns := s.withState(StateDisabled, now)
-		ns.destroyAt = time.Time{}
+		ns.own().destroyAt = 0
 		return edit{next: ns}, ns.info(), nil
 	})
 }
@@ -323,7 +323,7 @@ func (e *Engine) setVersionState(ctx context.Context, op, keyTag string, version
 			return edit{}, nil, newErr(op, s.tag, ErrInvalidState, "the current version's state cannot change")
 		}
 		nv := *v
-		nv.state, nv.stateChangedAt = want, now
+		nv.state, nv.stateChangedAt = want, stampOf(now)
 		ns := s.clone()
 		ns.versions = slices.Clone(s.versions)
 		ns.versions[version-1] = nv
@@ -382,7 +382,7 @@ func (e *Engine) UpdateKeyRotation(ctx context.Context, keyTag string, req Rotat
 		if !s.enabled() {
 			return edit{}, nil, newErr(op, s.tag, ErrKeyNotEnabled, "")
 		}
-		r := s.rotation
+		r := s.rare().rotation
 		if req.Enabled != nil {
 			r.enabled = *req.Enabled
 		}
@@ -395,15 +395,15 @@ func (e *Engine) UpdateKeyRotation(ctx context.Context, keyTag string, req Rotat
 		if r.enabled && r.periodDays == 0 {
 			r.periodDays = DefaultRotationPeriodDays
 		}
-		if r.enabled == s.rotation.enabled && r.periodDays == s.rotation.periodDays {
+		if r.enabled == s.rare().rotation.enabled && r.periodDays == s.rare().rotation.periodDays {
 			return edit{}, s.info(), nil
 		}
-		r.set, r.nextAt = true, time.Time{}
+		r.set, r.nextAt = true, 0
 		if r.enabled {
-			r.nextAt = now.Add(days(r.periodDays))
+			r.nextAt = stampOf(now.Add(days(r.periodDays)))
 		}
 		ns := s.clone()
-		ns.rotation = r
+		ns.own().rotation = r
 		return edit{next: ns}, ns.info(), nil
 	})
 }
@@ -487,7 +487,7 @@ func (e *Engine) maintainKey(ctx context.Context, ent *keyEntry, now time.Time) 
 		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: auto-rotation skipped: version limit reached", slog.String("keyTag", s.tag))
 		_, err = updateLocked(e, ctx, op, ent, func(s *keySnap, now time.Time) (edit, struct{}, error) {
 			ns := s.clone()
-			ns.rotation.nextAt = now.Add(days(ns.rotation.periodDays))
+			ns.own().rotation.nextAt = stampOf(now.Add(days(ns.rare().rotation.periodDays)))
 			return edit{next: ns}, struct{}{}, nil
 		})
 		return err

@@ -348,7 +348,7 @@ func (e *Engine) resealKey(ctx context.Context, op string, rr rootRotator, toID 
 		if !need {
 			return edit{}, none, nil
 		}
-		kn := s.kekNext
+		kn := s.rare().kekNext
 		if kn == nil {
 			var err error
 			if kn, err = e.shred.Next(s.tag); err != nil {
@@ -356,7 +356,7 @@ func (e *Engine) resealKey(ctx context.Context, op string, rr rootRotator, toID 
 			}
 		}
 		ns := s.clone()
-		ns.kekNext, ns.root = kn, e.rootID
+		ns.own().kekNext, ns.root = kn, e.rootID
 		ed := edit{next: ns}
 		reseal := func(plain, stored []byte, ref backend.KeyRef, typ KeyType, convergent bool) (dual, next []byte, err error) {
 			h, err := s.open(plain, stored, ref.Purpose, ref.Version)
@@ -416,8 +416,9 @@ func (e *Engine) switchSnapshots(toID []byte) {
 		}
 		ns := s.clone()
 		ns.root = toID
-		if s.kekNext != nil {
-			ns.kek, ns.kekNext, ns.wrapped = s.kekNext, nil, true
+		if s.rare().kekNext != nil {
+			ns.kek, ns.wrapped = s.rare().kekNext, true
+			ns.setKekNext(nil)
 		}
 		ns.versions = slices.Clone(s.versions)
 		for i := range ns.versions {
@@ -446,7 +447,8 @@ func (e *Engine) collapseKey(kek func(s *keySnap) (*shred.Key, error)) func(s *k
 			return edit{}, none, err
 		}
 		ns := s.clone()
-		ns.kek, ns.kekNext, ns.root = k, nil, e.rootID
+		ns.kek, ns.root = k, e.rootID
+		ns.setKekNext(nil)
 		ed := edit{next: ns}
 		ns.wrapped = false
 		ns.versions = slices.Clone(s.versions)
@@ -487,8 +489,8 @@ func (e *Engine) finishRotation(ctx context.Context, op string) error {
 		ent.mu.Lock()
 		_, err := updateLocked(e, ctx, op, ent, e.collapseKey(func(s *keySnap) (*shred.Key, error) {
 			kek := s.kek
-			if s.kekNext != nil {
-				kek = s.kekNext
+			if s.rare().kekNext != nil {
+				kek = s.rare().kekNext
 			}
 			if err := e.shred.Promote(s.tag); err != nil {
 				return nil, wrapErr(op, s.tag, ErrInternal, err)

@@ -61,7 +61,7 @@ func (s *keySnap) open(plain, stored []byte, purpose backend.Purpose, n uint32) 
 	if !shred.IsWrapped(part) {
 		return part, nil
 	}
-	return unwrapPart(s.kek, s.kekNext, part, string(purpose), n)
+	return unwrapPart(s.kek, s.rare().kekNext, part, string(purpose), n)
 }
 
 // unwrapPart opens a wrapped handle with the key's shred key or, during or
@@ -109,7 +109,7 @@ func (e *Engine) openHandles(s *keySnap, now time.Time) error {
 			s.kek = k
 		}
 		if nerr == nil && okn {
-			s.kekNext = kn
+			s.own().kekNext = kn
 		}
 		return nil
 	}
@@ -125,7 +125,7 @@ func (e *Engine) openHandles(s *keySnap, now time.Time) error {
 		s.kek = k
 	}
 	if okn {
-		s.kekNext = kn
+		s.own().kekNext = kn
 	}
 	for i := range s.versions {
 		v := &s.versions[i]
@@ -212,7 +212,7 @@ func (e *Engine) destroyHandles(ctx context.Context, s *keySnap) (versions [][]b
 			kek = k
 		}
 	}
-	kn := s.kekNext
+	kn := s.rare().kekNext
 	if need && kn == nil && e.shred != nil {
 		kn, _, _ = e.shred.GetNext(s.tag)
 	}

@@ -50,17 +50,14 @@ type keySnap struct {
 	tag            string
 	name           string
 	typ            KeyType
-	memo           string
 	convergent     bool
 	state          KeyState
 	seq            uint64
-	createdAt      time.Time
-	stateChangedAt time.Time
-	// destroyAt is when a REVOKED key is due for destruction.
-	destroyAt time.Time
-	// rotation is the auto-rotation setting; never is true until rotation
-	// was first turned on (the store then holds no setting at all).
-	rotation rotation
+	createdAt      stamp
+	stateChangedAt stamp
+	// x holds what most keys do not have or only management reads; nil
+	// when all of it is zero (see rare and own).
+	x *keyRare
 	// limit is the key's own token-plane rate limit (normalized), or nil
 	// for the Engine's.
 	limit *ratelimit.Limit
@@ -81,8 +78,7 @@ type keySnap struct {
 	// versions then points here, one object fewer per key.
 	v1   [1]versionSnap
 	gen  *genSnap     // token generator; nil until first activated
-	acl  acl.List     // IP allow-list as entered
-	aclM *acl.Matcher // compiled once per change
+	aclM *acl.Matcher // the IP allow-list (keyRare.acl) compiled once per change
 
 	// wrapped is true when the key's stored handles are sealed under its
 	// shred key (every key made with a Badger directory since shred keys
@@ -90,12 +86,58 @@ type keySnap struct {
 	// key has none or its file is gone (a key loaded due for destruction).
 	wrapped bool
 	kek     *shred.Key
+	// root is the id of the root key whose part of a handle sealed
+	// during a root-key rotation this snapshot opens (see rootkey.go).
+	root []byte
+}
+
+// keyRare is the part of a key's snapshot that most keys leave zero or
+// that only management calls read. It sits behind one pointer, nil when
+// all of it is zero, so that a key costs about a hundred bytes less to
+// keep and for the collector to scan; like the snapshot it is immutable
+// once published (a change replaces it: own).
+type keyRare struct {
+	memo string
+	// destroyAt is when a REVOKED key is due for destruction.
+	destroyAt stamp
+	// rotation is the auto-rotation setting; set is false until rotation
+	// was first turned on (the store then holds no setting at all).
+	rotation rotation
+	acl      acl.List // IP allow-list as entered
 	// kekNext is the key's next shred key while a root-key rotation
-	// seals its handles under the new root key too, and root the id of
-	// the root key whose part of such a handle this snapshot opens (see
-	// rootkey.go).
+	// seals its handles under the new root key too (see rootkey.go).
 	kekNext *shred.Key
-	root    []byte
+}
+
+// setKekNext sets the next shred key of an unpublished snapshot (nil:
+// none), without a rare part of its own for a nil it already has.
+func (s *keySnap) setKekNext(k *shred.Key) {
+	if k != nil || s.x != nil && s.x.kekNext != nil {
+		s.own().kekNext = k
+	}
+}
+
+// noRare is what rare returns for a snapshot without a keyRare.
+var noRare keyRare
+
+// rare returns the snapshot's rare part for reading (never nil).
+func (s *keySnap) rare() *keyRare {
+	if s.x == nil {
+		return &noRare
+	}
+	return s.x
+}
+
+// own gives an unpublished snapshot a rare part of its own, a copy of the
+// one it shares with the snapshot it was cloned from, and returns it for
+// writing.
+func (s *keySnap) own() *keyRare {
+	r := new(keyRare)
+	if s.x != nil {
+		*r = *s.x
+	}
+	s.x = r
+	return r
 }
 
 // rotation is a key's auto-rotation setting.
@@ -103,7 +145,7 @@ type rotation struct {
 	set        bool // false: never configured
 	enabled    bool
 	periodDays int
-	nextAt     time.Time // zero when off
+	nextAt     stamp // zero when off
 }
 
 // stateDestroyed marks the last snapshot of a destroyed key, for callers
@@ -128,11 +170,12 @@ func (s *keySnap) version(n uint32) *versionSnap {
 func (s *keySnap) enabled() bool { return s.state == StateEnabled }
 
 func (s *keySnap) rotationDue(now time.Time) bool {
-	return s.enabled() && s.rotation.enabled && !s.rotation.nextAt.After(now)
+	r := &s.rare().rotation
+	return s.enabled() && r.enabled && !r.nextAt.time().After(now)
 }
 
 func (s *keySnap) destructionDue(now time.Time) bool {
-	return s.state == StateRevoked && !s.destroyAt.After(now)
+	return s.state == StateRevoked && !s.rare().destroyAt.time().After(now)
 }
 
 // versionSnap is an immutable view of a version. Its loaded backend key
@@ -140,8 +183,8 @@ func (s *keySnap) destructionDue(now time.Time) bool {
 type versionSnap struct {
 	num            uint32
 	state          VersionState
-	createdAt      time.Time
-	stateChangedAt time.Time // zero: never changed
+	createdAt      stamp
+	stateChangedAt stamp // zero: never changed
 	// handle is the backend's handle; nil while it is sealed in stored
 	// and not opened (a key loaded already due for destruction).
 	handle []byte
@@ -159,8 +202,8 @@ type versionSnap struct {
 // same reports whether v and o hold the same version state (changedVersion
 // compared the versions' pointers when they were held by pointer).
 func (v *versionSnap) same(o *versionSnap) bool {
-	return v.num == o.num && v.state == o.state && v.createdAt.Equal(o.createdAt) &&
-		v.stateChangedAt.Equal(o.stateChangedAt) && v.lk == o.lk &&
+	return v.num == o.num && v.state == o.state && v.createdAt == o.createdAt &&
+		v.stateChangedAt == o.stateChangedAt && v.lk == o.lk &&
 		bytes.Equal(v.handle, o.handle) && bytes.Equal(v.stored, o.stored) &&
 		bytes.Equal(v.publicDER, o.publicDER) && bytes.Equal(v.next, o.next)
 }
@@ -233,6 +276,20 @@ func (e *Engine) loadKey(ctx context.Context, s *keySnap, v *versionSnap) (backe
 	})
 }
 
+// stamp is a time as the store keeps it: Unix milliseconds, 0 for the
+// zero time. Snapshots hold stamps rather than time.Time: 8 bytes and no
+// pointer for the collector to follow, against 24 bytes and a pointer,
+// for every time of every key. A time the Engine sets is therefore
+// reported at the store's millisecond precision at once, not only after
+// a reopen.
+type stamp int64
+
+// stampOf is t as a stamp (the zero time: 0).
+func stampOf(t time.Time) stamp { return stamp(timeMs(t)) }
+
+// time is the stamp as a time in UTC (0: the zero time).
+func (s stamp) time() time.Time { return msTime(int64(s)) }
+
 // msTime turns the store's Unix milliseconds into a time (0: zero time).
 func msTime(ms int64) time.Time {
 	if ms == 0 {
@@ -257,10 +314,14 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 	// collector to mark instead of two.
 	tn := r.Tag + r.Name
 	s := &keySnap{
-		rev: kd.Rev, tag: tn[:len(r.Tag)], name: tn[len(r.Tag):], typ: KeyType(r.Type), memo: r.Memo,
+		rev: kd.Rev, tag: tn[:len(r.Tag)], name: tn[len(r.Tag):], typ: KeyType(r.Type),
 		convergent: r.Convergent, state: KeyState(r.State), seq: r.Seq,
-		createdAt: msTime(r.CreatedAt), stateChangedAt: msTime(r.StateChangedAt),
-		destroyAt: msTime(r.DestroyAt), minDecrypt: r.MinDecryptVersion, histSeq: r.HistorySeq,
+		createdAt: stamp(r.CreatedAt), stateChangedAt: stamp(r.StateChangedAt),
+		minDecrypt: r.MinDecryptVersion, histSeq: r.HistorySeq,
+	}
+	if r.Memo != "" || r.DestroyAt != 0 {
+		x := s.own()
+		x.memo, x.destroyAt = r.Memo, stamp(r.DestroyAt)
 	}
 	switch {
 	case !s.typ.Valid():
@@ -271,9 +332,10 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		return nil, errors.New("malformed key tag")
 	}
 	if rr := r.Rotation; rr != nil {
-		s.rotation = rotation{set: true, enabled: rr.Enabled, periodDays: rr.PeriodDays}
+		x := s.own()
+		x.rotation = rotation{set: true, enabled: rr.Enabled, periodDays: rr.PeriodDays}
 		if rr.Enabled {
-			s.rotation.nextAt = msTime(rr.NextAt)
+			x.rotation.nextAt = stamp(rr.NextAt)
 		}
 	}
 	if rl := r.RateLimit; rl != nil {
@@ -323,7 +385,7 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.acl, s.aclM = l, compileACL(l)
+		s.own().acl, s.aclM = l, compileACL(l)
 	}
 	return s, nil
 }
@@ -334,7 +396,7 @@ func versionFromRecord(vr *store.VersionRecord) (*versionSnap, error) {
 		return nil, fmt.Errorf("version %d: unknown state %q", vr.Version, vr.State)
 	}
 	v := &versionSnap{
-		num: vr.Version, state: st, createdAt: msTime(vr.CreatedAt), stateChangedAt: msTime(vr.StateChangedAt),
+		num: vr.Version, state: st, createdAt: stamp(vr.CreatedAt), stateChangedAt: stamp(vr.StateChangedAt),
 		handle: plainHandle(vr.Handle), stored: vr.Handle, publicDER: vr.PublicKey, lk: &lazyKey{},
 	}
 	// A public key that does not parse leaves pub nil: checkPublic refuses
@@ -387,13 +449,13 @@ func genFromRecord(rec *store.GeneratorRecord) (*genSnap, error) {
 // keyRecord is the store record of s.
 func (s *keySnap) keyRecord() *store.KeyRecord {
 	r := &store.KeyRecord{
-		Tag: s.tag, Name: s.name, Type: string(s.typ), Memo: s.memo, Convergent: s.convergent,
-		State: string(s.state), Seq: s.seq, CreatedAt: timeMs(s.createdAt), StateChangedAt: timeMs(s.stateChangedAt),
-		CurrentVersion: uint32(len(s.versions)), DestroyAt: timeMs(s.destroyAt),
+		Tag: s.tag, Name: s.name, Type: string(s.typ), Memo: s.rare().memo, Convergent: s.convergent,
+		State: string(s.state), Seq: s.seq, CreatedAt: int64(s.createdAt), StateChangedAt: int64(s.stateChangedAt),
+		CurrentVersion: uint32(len(s.versions)), DestroyAt: int64(s.rare().destroyAt),
 		MinDecryptVersion: s.minDecrypt, HistorySeq: s.histSeq,
 	}
-	if s.rotation.set {
-		r.Rotation = &store.RotationRecord{Enabled: s.rotation.enabled, PeriodDays: s.rotation.periodDays, NextAt: timeMs(s.rotation.nextAt)}
+	if ro := &s.rare().rotation; ro.set {
+		r.Rotation = &store.RotationRecord{Enabled: ro.enabled, PeriodDays: ro.periodDays, NextAt: int64(ro.nextAt)}
 	}
 	if l := s.limit; l != nil {
 		r.RateLimit = &store.RateLimitRecord{Unlimited: l.Unlimited, PerSecond: l.Rate, Burst: l.Burst}
@@ -403,8 +465,8 @@ func (s *keySnap) keyRecord() *store.KeyRecord {
 
 func (v *versionSnap) record(tag string) *store.VersionRecord {
 	return &store.VersionRecord{
-		Tag: tag, Version: v.num, State: string(v.state), CreatedAt: timeMs(v.createdAt),
-		StateChangedAt: timeMs(v.stateChangedAt), Handle: v.stored, PublicKey: v.publicDER,
+		Tag: tag, Version: v.num, State: string(v.state), CreatedAt: int64(v.createdAt),
+		StateChangedAt: int64(v.stateChangedAt), Handle: v.stored, PublicKey: v.publicDER,
 	}
 }
 

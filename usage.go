@@ -310,7 +310,7 @@ func (e *Engine) spendEncryption(ctx context.Context, op string, s *keySnap, v u
 // budgetWarning reports that version v of s reached the warning threshold
 // and, with auto-rotation on, asks Maintain to rotate the key.
 func (e *Engine) budgetWarning(ctx context.Context, s *keySnap, k *keyUsage, v uint32, n uint64) {
-	rotate := s.rotation.enabled
+	rotate := s.rare().rotation.enabled
 	e.log.LogAttrs(ctx, slog.LevelWarn, "kms: key version near its AES-GCM encryption budget",
 		slog.String("keyTag", s.tag), slog.Uint64("version", uint64(v)), slog.Uint64("encryptions", n),
 		slog.Uint64("budget", e.usage.budget), slog.Bool("autoRotation", rotate))
@@ -369,7 +369,7 @@ func (e *Engine) budgetRotate(ctx context.Context, ent *keyEntry, ver uint32) er
 	ent.mu.Lock()
 	defer ent.mu.Unlock()
 	s := ent.snap.Load()
-	if s.state == stateDestroyed || !s.enabled() || !s.rotation.enabled || s.current().num != ver {
+	if s.state == stateDestroyed || !s.enabled() || !s.rare().rotation.enabled || s.current().num != ver {
 		return nil // rotated, disabled or turned off meanwhile
 	}
 	sctx := withPlane(ctx, PlaneSystem, systemCaller, noAddr)
