@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,7 +179,10 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	if cfg.anySalt {
 		e.pssSalt = pubkey.AnySaltLength
 	}
-	var rev int64
+	var (
+		rev    int64
+		loaded int
+	)
 	if bst != nil && !cfg.inMemory {
 		// Only a directory has files to shred: an in-memory store keeps
 		// nothing, and a store given with WithStore keeps its own.
@@ -188,7 +192,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		e.bst, e.rootID = bst, rootIDOf(check)
 	}
 	if err == nil {
-		rev, err = e.load(ctx)
+		rev, loaded, err = e.load(ctx)
 	}
 	if err == nil && bst != nil && bst.CheckPending() {
 		// The backend opened the store's material (or there is none):
@@ -216,6 +220,14 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 			}
 		}
 		return nil, err
+	}
+	if loaded >= releaseAfterLoad {
+		// What the load decoded (every record, every key's name) is
+		// garbage now, and a heap sized for it stays resident until the
+		// runtime's scavenger slowly returns it: return it now, at the
+		// cost of one collection, so that an Engine over many keys holds
+		// what it keeps, not what it read.
+		debug.FreeOSMemory()
 	}
 	if e.obs != nil {
 		e.st = observedStore{Store: st, obs: e.obs}
@@ -254,20 +266,25 @@ func (e *Engine) work(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// releaseAfterLoad is the number of keys from which New returns the
+// memory its load used to the operating system (debug.FreeOSMemory).
+const releaseAfterLoad = 10000
+
 // load builds the in-memory snapshots from the store and checks that the
-// backend can open the key material. It returns the store revision read.
-func (e *Engine) load(ctx context.Context) (int64, error) {
+// backend can open the key material. It returns the store revision read
+// and the number of keys.
+func (e *Engine) load(ctx context.Context) (rev int64, keys int, err error) {
 	c, err := e.st.Load(ctx)
 	if err != nil {
 		if isContextErr(err) {
-			return 0, canceled("new", "", err)
+			return 0, 0, canceled("new", "", err)
 		}
-		return 0, wrapErr("new", "", ErrInternal, err)
+		return 0, 0, wrapErr("new", "", ErrInternal, err)
 	}
 	now := e.now()
 	snaps, err := e.buildSnapshots(c.Keys, now)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var probe *keySnap
 	names := make(map[string]string, len(c.Keys))
@@ -289,11 +306,11 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 	// The name index is the store's; here it only has to agree with the
 	// keys, or the store was damaged.
 	if len(c.Names) != len(names) {
-		return 0, wrapErr("new", "", ErrInternal, errors.New("store: name index out of step with keys"))
+		return 0, 0, wrapErr("new", "", ErrInternal, errors.New("store: name index out of step with keys"))
 	}
 	for name, tag := range c.Names {
 		if names[name] != tag {
-			return 0, wrapErr("new", tag, ErrInternal, errors.New("store: name index out of step with keys"))
+			return 0, 0, wrapErr("new", tag, ErrInternal, errors.New("store: name index out of step with keys"))
 		}
 	}
 	if probe != nil {
@@ -302,13 +319,13 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 		if _, err := e.loadKey(ctx, probe, probe.current()); err != nil {
 			if errors.Is(err, backend.ErrUnavailable) || isContextErr(err) {
 				// A token that cannot be reached is not a wrong token.
-				return 0, backendErr("new", probe.tag, err)
+				return 0, 0, backendErr("new", probe.tag, err)
 			}
-			return 0, wrapErr("new", probe.tag, ErrBackendMismatch, err)
+			return 0, 0, wrapErr("new", probe.tag, ErrBackendMismatch, err)
 		}
 	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: engine opened", slog.Int("keys", len(c.Keys)))
-	return c.Rev, nil
+	return c.Rev, len(c.Keys), nil
 }
 
 // loadChunk is the number of keys a goroutine building snapshots at open
