@@ -157,7 +157,7 @@ func (e *Engine) sealTo(ctx context.Context, op string, s *keySnap, sc *scratch,
 		}
 		// RSA-OAEP needs no secret: it runs on the version's public key,
 		// with no backend call.
-		body, err := pubkey.EncryptOAEP(v.pub, plaintext)
+		body, err := pubkey.EncryptOAEP(v.pubKey(), plaintext)
 		if err != nil {
 			return nil, wrapErr(op, tag, ErrInternal, err)
 		}
@@ -457,9 +457,9 @@ func (e *Engine) verify(ctx context.Context, op string, s *keySnap, data []byte,
 	digest := sha256.Sum256(data)
 	var ok bool
 	if s.typ == RSA2048 {
-		ok, err = pubkey.VerifyPSS(v.pub, digest[:], sig, e.pssSalt)
+		ok, err = pubkey.VerifyPSS(v.pubKey(), digest[:], sig, e.pssSalt)
 	} else {
-		ok, err = pubkey.Verify(v.pub, digest[:], sig)
+		ok, err = pubkey.Verify(v.pubKey(), digest[:], sig)
 	}
 	if err != nil {
 		return false, wrapErr(op, tag, ErrInternal, err)
@@ -504,5 +504,5 @@ func publicKeyPEM(op string, s *keySnap, version uint32) (string, error) {
 	if v.state != VersionEnabled {
 		return "", newErr(op, tag, ErrVersionDisabled, fmt.Sprintf("version %d", v.num))
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: v.publicDER})), nil
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: v.der()})), nil
 }

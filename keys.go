@@ -250,7 +250,7 @@ func newVersion(s *keySnap, n uint32, now time.Time, gen *backend.GenerateRespon
 		if err != nil {
 			return nil, fmt.Errorf("marshal public key: %w", err)
 		}
-		v.publicDER, v.pub = der, gen.Public
+		v.setPublic(der, gen.Public)
 	}
 	return v, nil
 }

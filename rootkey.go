@@ -343,7 +343,7 @@ func (e *Engine) resealKey(ctx context.Context, op string, rr rootRotator, toID 
 		}
 		need := s.gen.isActive() && s.gen.next == nil
 		for _, v := range s.versions {
-			need = need || v.next == nil
+			need = need || v.nextHandle() == nil
 		}
 		if !need {
 			return edit{}, none, nil
@@ -380,14 +380,18 @@ func (e *Engine) resealKey(ctx context.Context, op string, rr rootRotator, toID 
 		ns.versions = slices.Clone(s.versions)
 		for i := range ns.versions {
 			nv := &ns.versions[i]
-			if nv.next != nil {
+			if nv.nextHandle() != nil {
 				continue
 			}
-			var err error
+			var (
+				next []byte
+				err  error
+			)
 			ref := backend.KeyRef{KeyTag: s.tag, Version: nv.num, Purpose: backend.PurposeCipher}
-			if nv.stored, nv.next, err = reseal(nv.handle, nv.stored, ref, s.typ, s.convergent); err != nil {
+			if nv.stored, next, err = reseal(nv.handle, nv.stored, ref, s.typ, s.convergent); err != nil {
 				return edit{}, none, err
 			}
+			nv.setNext(next)
 			ed.change.Put(nv.record(s.tag))
 		}
 		if g := s.gen; g.isActive() && g.next == nil {
@@ -422,8 +426,9 @@ func (e *Engine) switchSnapshots(toID []byte) {
 		}
 		ns.versions = slices.Clone(s.versions)
 		for i := range ns.versions {
-			if nv := &ns.versions[i]; nv.next != nil {
-				nv.handle, nv.next = nv.next, nil
+			if nv := &ns.versions[i]; nv.nextHandle() != nil {
+				nv.handle = nv.nextHandle()
+				nv.setNext(nil)
 			}
 		}
 		if g := s.gen; g != nil && g.next != nil {
@@ -455,7 +460,7 @@ func (e *Engine) collapseKey(kek func(s *keySnap) (*shred.Key, error)) func(s *k
 		for i := range ns.versions {
 			v := &s.versions[i]
 			nv := &ns.versions[i]
-			nv.next = nil
+			nv.setNext(nil)
 			if isDual(v.stored) {
 				if nv.stored, err = pickPart(v.stored, e.rootID); err != nil {
 					return edit{}, none, wrapErr("rotate root key", s.tag, ErrInternal, fmt.Errorf("version %d: %w", v.num, err))

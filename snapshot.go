@@ -43,28 +43,16 @@ func (ent *keyEntry) publish(s *keySnap) {
 // process's change arrives) and turned back into records when a change is
 // committed; nothing else holds a copy of its state.
 type keySnap struct {
-	// rev is the store revision of the key record this view was built
-	// from or committed as: every change to the key expects it.
-	rev int64
-
-	tag            string
-	name           string
-	typ            KeyType
-	convergent     bool
-	state          KeyState
-	seq            uint64
-	createdAt      stamp
-	stateChangedAt stamp
+	tag   string
+	name  string
+	typ   KeyType
+	state KeyState
 	// x holds what most keys do not have or only management reads; nil
 	// when all of it is zero (see rare and own).
 	x *keyRare
 	// limit is the key's own token-plane rate limit (normalized), or nil
 	// for the Engine's.
 	limit *ratelimit.Limit
-	// minDecrypt is the lowest version that decrypts (0: every version).
-	minDecrypt uint32
-	// histSeq is the Seq of the key's newest history record (history.go).
-	histSeq uint64
 	// u is the use counters of the entry holding this snapshot (set by
 	// keyEntry.publish; clones share it).
 	u *keyUsage
@@ -79,16 +67,31 @@ type keySnap struct {
 	v1   [1]versionSnap
 	gen  *genSnap     // token generator; nil until first activated
 	aclM *acl.Matcher // the IP allow-list (keyRare.acl) compiled once per change
-
-	// wrapped is true when the key's stored handles are sealed under its
-	// shred key (every key made with a Badger directory since shred keys
-	// exist): new handles are sealed too. kek is that key, nil when the
-	// key has none or its file is gone (a key loaded due for destruction).
-	wrapped bool
-	kek     *shred.Key
+	// kek is the key's shred key (see wrapped), nil when the key has none
+	// or its file is gone (a key loaded due for destruction).
+	kek *shred.Key
 	// root is the id of the root key whose part of a handle sealed
 	// during a root-key rotation this snapshot opens (see rootkey.go).
 	root []byte
+
+	// The fields without pointers come last: the collector scans an
+	// object only up to its last pointer.
+
+	// rev is the store revision of the key record this view was built
+	// from or committed as: every change to the key expects it.
+	rev            int64
+	seq            uint64
+	createdAt      stamp
+	stateChangedAt stamp
+	// histSeq is the Seq of the key's newest history record (history.go).
+	histSeq uint64
+	// minDecrypt is the lowest version that decrypts (0: every version).
+	minDecrypt uint32
+	convergent bool
+	// wrapped is true when the key's stored handles are sealed under its
+	// shred key (every key made with a Badger directory since shred keys
+	// exist): new handles are sealed too.
+	wrapped bool
 }
 
 // keyRare is the part of a key's snapshot that most keys leave zero or
@@ -181,22 +184,73 @@ func (s *keySnap) destructionDue(now time.Time) bool {
 // versionSnap is an immutable view of a version. Its loaded backend key
 // is shared by every snapshot that contains the version.
 type versionSnap struct {
-	num            uint32
-	state          VersionState
-	createdAt      stamp
-	stateChangedAt stamp // zero: never changed
+	state VersionState
 	// handle is the backend's handle; nil while it is sealed in stored
 	// and not opened (a key loaded already due for destruction).
 	handle []byte
 	// stored is the handle as the store holds it: handle, or handle
 	// sealed under the key's shred key (see package internal/shred).
-	stored    []byte
-	publicDER []byte           // PKIX; nil for AES256
-	pub       crypto.PublicKey // publicDER parsed; nil for AES256
-	lk        *lazyKey
+	stored []byte
+	lk     *lazyKey
+	// x holds the public key and a rotation's next handle; nil for an
+	// AES256 version outside a root-key rotation (see ext).
+	x *versionExt
+
+	// The fields without pointers come last: the collector scans an
+	// object only up to its last pointer.
+	num            uint32
+	createdAt      stamp
+	stateChangedAt stamp // zero: never changed
+}
+
+// versionExt is what an AES256 version does not have: one pointer in
+// every version instead of 64 bytes. Immutable once published, like
+// the version (setPublic and setNext replace it).
+type versionExt struct {
+	publicDER []byte           // PKIX
+	pub       crypto.PublicKey // publicDER parsed
 	// next is the backend handle under the new root key while a
 	// root-key rotation is under way (rootkey.go), else nil.
 	next []byte
+}
+
+var noVersionExt versionExt
+
+func (v *versionSnap) ext() *versionExt {
+	if v.x == nil {
+		return &noVersionExt
+	}
+	return v.x
+}
+
+// pubKey is the version's public key; nil for AES256.
+func (v *versionSnap) pubKey() crypto.PublicKey { return v.ext().pub }
+
+// der is the version's public key in PKIX; nil for AES256.
+func (v *versionSnap) der() []byte { return v.ext().publicDER }
+
+// nextHandle is the backend handle under a rotation's new root key, nil
+// outside one.
+func (v *versionSnap) nextHandle() []byte { return v.ext().next }
+
+// setPublic sets the public key of a version not yet published.
+func (v *versionSnap) setPublic(der []byte, pub crypto.PublicKey) {
+	if der == nil && pub == nil && v.x == nil {
+		return
+	}
+	x := *v.ext()
+	x.publicDER, x.pub = der, pub
+	v.x = &x
+}
+
+// setNext sets the next handle of a version not yet published.
+func (v *versionSnap) setNext(h []byte) {
+	if h == nil && v.ext().next == nil {
+		return
+	}
+	x := *v.ext()
+	x.next = h
+	v.x = &x
 }
 
 // same reports whether v and o hold the same version state (changedVersion
@@ -205,7 +259,7 @@ func (v *versionSnap) same(o *versionSnap) bool {
 	return v.num == o.num && v.state == o.state && v.createdAt == o.createdAt &&
 		v.stateChangedAt == o.stateChangedAt && v.lk == o.lk &&
 		bytes.Equal(v.handle, o.handle) && bytes.Equal(v.stored, o.stored) &&
-		bytes.Equal(v.publicDER, o.publicDER) && bytes.Equal(v.next, o.next)
+		bytes.Equal(v.der(), o.der()) && bytes.Equal(v.nextHandle(), o.nextHandle())
 }
 
 // genSnap is the immutable view of a key's token generator.
@@ -397,22 +451,25 @@ func versionFromRecord(vr *store.VersionRecord) (*versionSnap, error) {
 	}
 	v := &versionSnap{
 		num: vr.Version, state: st, createdAt: stamp(vr.CreatedAt), stateChangedAt: stamp(vr.StateChangedAt),
-		handle: plainHandle(vr.Handle), stored: vr.Handle, publicDER: vr.PublicKey, lk: &lazyKey{},
+		handle: plainHandle(vr.Handle), stored: vr.Handle, lk: &lazyKey{},
 	}
-	// A public key that does not parse leaves pub nil: checkPublic refuses
-	// it, and Verify and Encrypt answer ErrInternal for a nil one
-	// (pubkey.ErrInvalidKey), never panic.
-	v.pub, _ = pubkey.Parse(vr.PublicKey)
+	if len(vr.PublicKey) != 0 {
+		// A public key that does not parse leaves pub nil: checkPublic
+		// refuses it, and Verify and Encrypt answer ErrInternal for a nil
+		// one (pubkey.ErrInvalidKey), never panic.
+		pub, _ := pubkey.Parse(vr.PublicKey)
+		v.setPublic(vr.PublicKey, pub)
+	}
 	return v, nil
 }
 
 // checkPublic fails unless the version's stored public key parsed and is
 // the one a key of type typ has (none for AES256).
 func (v *versionSnap) checkPublic(typ KeyType) error {
-	if v.pub == nil && len(v.publicDER) != 0 {
+	if v.pubKey() == nil && len(v.der()) != 0 {
 		return fmt.Errorf("version %d: public key does not parse", v.num)
 	}
-	if err := pubkey.Check(typ, v.pub); err != nil {
+	if err := pubkey.Check(typ, v.pubKey()); err != nil {
 		return fmt.Errorf("version %d: %w", v.num, err)
 	}
 	return nil
@@ -466,7 +523,7 @@ func (s *keySnap) keyRecord() *store.KeyRecord {
 func (v *versionSnap) record(tag string) *store.VersionRecord {
 	return &store.VersionRecord{
 		Tag: tag, Version: v.num, State: string(v.state), CreatedAt: int64(v.createdAt),
-		StateChangedAt: int64(v.stateChangedAt), Handle: v.stored, PublicKey: v.publicDER,
+		StateChangedAt: int64(v.stateChangedAt), Handle: v.stored, PublicKey: v.der(),
 	}
 }
 
