@@ -181,7 +181,7 @@ func TestAppendSealKeys(t *testing.T) {
 			wantErr(t, err, kms.ErrWrongKeyType)
 		}
 	}
-	_, err := e.AppendSeal(ctx, nil, "00"+aes.Tag[2:], []byte("x"), nil)
+	_, err := e.AppendSeal(ctx, nil, unknownTag(aes.Tag), []byte("x"), nil)
 	wantErr(t, err, kms.ErrKeyNotFound)
 
 	ct1, err := e.AppendSeal(ctx, nil, aes.Tag, []byte("v1"), []byte("ad"))

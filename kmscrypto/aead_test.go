@@ -212,7 +212,7 @@ func TestAEADRefusesKeys(t *testing.T) {
 		_, err := kmscrypto.NewAEAD(ctx, e, tag)
 		wantKind(t, err, kms.ErrWrongKeyType)
 	}
-	_, err := kmscrypto.NewAEAD(ctx, e, "00"+rsaTag[2:])
+	_, err := kmscrypto.NewAEAD(ctx, e, unknownTag(rsaTag))
 	wantKind(t, err, kms.ErrKeyNotFound)
 
 	perms := []token.Permission{token.PermEncrypt, token.PermDecrypt}
