@@ -132,8 +132,7 @@ type usageTable struct {
 	budget, warn uint64
 	// rotations counts keys whose budget warning asks Maintain to rotate.
 	rotations atomic.Int32
-	// flushMu serializes flushes; it guards keyUsage's shared, rev and
-	// revKnown and verUsage's base.
+	// flushMu serializes flushes; it guards keyUsage's sync.
 	flushMu sync.Mutex
 }
 
@@ -149,26 +148,60 @@ type keyUsage struct {
 	// rotate is the version whose budget warning asks for a rotation
 	// (0: none).
 	rotate atomic.Uint32
+	// sync is what the key's counters were last flushed against; nil
+	// until the key's usage record was first read or written (most keys
+	// of a large store never are while it is open: 80 bytes per key
+	// saved). Guarded by usageTable.flushMu.
+	sync *usageSync
+}
 
+// usageSync is a key's counters' relation to its usage record in the
+// store. Guarded by usageTable.flushMu.
+type usageSync struct {
 	// shared is the store's usage record as last read or written, at
-	// revision rev (revKnown: rev is worth expecting). Guarded by
-	// usageTable.flushMu.
+	// revision rev (revKnown: rev is worth expecting).
 	shared   []store.VersionUsageRecord
 	rev      int64
 	revKnown bool
 	// recent: flushed at the last flush; the next one, if the key was
 	// not used meanwhile, reads the shared record to refresh the view.
 	recent bool
+	// base (index version - 1) is the part of the counters that the
+	// shared record held when last read or written: the counters minus
+	// base are the counts not yet flushed. A version beyond it has a
+	// zero base.
+	base []verCounts
+}
+
+// syncState returns the key's usageSync, made on first use. The caller
+// holds usageTable.flushMu.
+func (k *keyUsage) syncState() *usageSync {
+	if k.sync == nil {
+		k.sync = &usageSync{}
+	}
+	return k.sync
+}
+
+// baseOf returns the base of version index i (version i+1), for writing.
+func (s *usageSync) baseOf(i int) *verCounts {
+	if i >= len(s.base) {
+		s.base = append(s.base, make([]verCounts, i+1-len(s.base))...)
+	}
+	return &s.base[i]
+}
+
+// baseAt returns the base of version index i (zero if none).
+func (s *usageSync) baseAt(i int) verCounts {
+	if s == nil || i >= len(s.base) {
+		return verCounts{}
+	}
+	return s.base[i]
 }
 
 type verUsage struct {
 	enc, dec, sign, verify, refused atomic.Uint64
 	last                            atomic.Int64 // Unix ms
 	warned                          atomic.Bool
-	// base is the part of the counters that the shared record held when
-	// last read or written: the counters minus base are the counts not
-	// yet flushed. Guarded by usageTable.flushMu.
-	base verCounts
 }
 
 // usageOf returns the counters of the key tag, or nil when there is no
@@ -447,8 +480,10 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 	cutoff := e.now().Add(-usageRefreshWindow).UnixMilli()
 	e.rangeUsage(func(tag string, k *keyUsage) bool {
 		if !k.dirty.Load() {
-			if shared && (k.recent || k.usedSince(cutoff)) {
-				k.recent = false
+			if shared && (k.sync != nil && k.sync.recent || k.usedSince(cutoff)) {
+				if k.sync != nil {
+					k.sync.recent = false
+				}
 				idle = append(idle, dirtyKey{tag, k})
 			}
 			return true
@@ -471,7 +506,7 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 			ur, _ := r.(*store.UsageRecord)
 			d.k.setShared(ur, rev)
 			// Keep reading while other Engines keep counting.
-			d.k.recent = d.k.refresh()
+			d.k.sync.recent = d.k.refresh()
 		}
 	}
 	for len(keys) > 0 {
@@ -512,7 +547,7 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 func (e *Engine) flushShared(ctx context.Context, rr store.RevReader, tags []string, keys []*keyUsage) error {
 	for attempt := 0; ; attempt++ {
 		for i, k := range keys {
-			if k.revKnown {
+			if k.sync != nil && k.sync.revKnown {
 				continue
 			}
 			r, rev, err := rr.ReadRev(ctx, store.UsageKey(tags[i]))
@@ -528,18 +563,18 @@ func (e *Engine) flushShared(ctx context.Context, rr store.RevReader, tags []str
 		for i, k := range keys {
 			recs[i], curs[i] = k.merged(tags[i])
 			c.Put(recs[i])
-			c.Expecting(store.UsageKey(tags[i]), k.rev)
+			c.Expecting(store.UsageKey(tags[i]), k.sync.rev)
 		}
 		rev, err := e.st.Apply(ctx, c)
 		if err == nil {
 			for i, k := range keys {
 				k.written(recs[i], curs[i], rev)
-				k.recent = true
+				k.sync.recent = true
 			}
 			return nil
 		}
 		for _, k := range keys {
-			k.revKnown = false // read them all again: a commit may have landed
+			k.sync.revKnown = false // read them all again: a commit may have landed
 		}
 		if !errors.Is(err, store.ErrConflict) || attempt >= usageFlushRetries {
 			return err
@@ -561,17 +596,18 @@ func (c *verUsage) snapshot() verCounts {
 // and makes counters for the versions it counts, so that the budget
 // check sees them once they are merged.
 func (k *keyUsage) setShared(r *store.UsageRecord, rev int64) {
-	k.shared = nil
+	s := k.syncState()
+	s.shared = nil
 	if r != nil {
 		for _, vr := range r.Versions {
 			if vr.Version == 0 || vr.Version > MaxVersions {
 				continue
 			}
 			k.counters(vr.Version)
-			k.shared = append(k.shared, vr)
+			s.shared = append(s.shared, vr)
 		}
 	}
-	k.rev, k.revKnown = rev, true
+	s.rev, s.revKnown = rev, true
 }
 
 // merged returns the shared record plus the counts made since the last
@@ -588,12 +624,14 @@ func (k *keyUsage) merged(tag string) (*store.UsageRecord, []verCounts) {
 	for i, c := range vs {
 		cur[i] = c.snapshot()
 		var sh store.VersionUsageRecord
-		for _, s := range k.shared {
-			if int(s.Version) == i+1 {
-				sh = s
+		if k.sync != nil {
+			for _, s := range k.sync.shared {
+				if int(s.Version) == i+1 {
+					sh = s
+				}
 			}
 		}
-		b := c.base
+		b := k.sync.baseAt(i)
 		r.Versions = append(r.Versions, store.VersionUsageRecord{
 			Version:       uint32(i + 1),
 			Encryptions:   addDelta(sh.Encryptions, cur[i].enc, b.enc),
@@ -620,6 +658,7 @@ func addDelta(shared, cur, base uint64) uint64 {
 // gains what other Engines counted (counts made since the snapshot cur
 // are kept), and the record becomes the new base.
 func (k *keyUsage) written(r *store.UsageRecord, cur []verCounts, rev int64) {
+	s := k.syncState()
 	vs := k.all()
 	for i, vr := range r.Versions {
 		if i >= len(cur) {
@@ -637,23 +676,23 @@ func (k *keyUsage) written(r *store.UsageRecord, cur []verCounts, rev int64) {
 				break
 			}
 		}
-		c.base = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+		*s.baseOf(i) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
 	}
-	k.shared = r.Versions
-	k.rev, k.revKnown = rev, true
+	s.shared = r.Versions
+	s.rev, s.revKnown = rev, true
 }
 
 // refresh moves the counters to the shared record as last read, keeping
 // the counts not flushed yet, and reports whether the record had changed.
 func (k *keyUsage) refresh() bool {
 	vs := k.all()
-	if vs == nil {
+	if vs == nil || k.sync == nil {
 		return false
 	}
 	changed := false
-	for _, vr := range k.shared {
+	for _, vr := range k.sync.shared {
 		c := vs[vr.Version-1]
-		b := &c.base
+		b := k.sync.baseOf(int(vr.Version - 1))
 		if vr.Encryptions != b.enc || vr.Decryptions != b.dec || vr.Signatures != b.sign ||
 			vr.Verifications != b.verify || vr.Refusals != b.refused {
 			changed = true
@@ -732,9 +771,9 @@ func (e *Engine) loadUsage(ctx context.Context) error {
 			c.verify.Store(vr.Verifications)
 			c.refused.Store(vr.Refusals)
 			c.last.Store(vr.LastUse)
-			c.base = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+			*k.syncState().baseOf(int(vr.Version - 1)) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
 		}
-		k.shared = ur.Versions
+		k.syncState().shared = ur.Versions
 	}
 	if len(stale) > 0 {
 		if _, err := e.st.Apply(ctx, (&store.Change{}).Delete(stale...)); err != nil {
