@@ -147,9 +147,7 @@ func (e *Engine) applyKey(tag string, rev int64, puts []store.Record, deleted bo
 		if err != nil {
 			return err
 		}
-		ent = &keyEntry{}
-		ent.publish(ns)
-		if ent, ok = e.keys.LoadOrStore(tag, ent); !ok {
+		if ent, ok = e.keys.LoadOrStore(tag, newEntry(ns)); !ok {
 			e.noteSeq(ns)
 			return nil
 		}
@@ -279,9 +277,7 @@ func (e *Engine) reload(ctx context.Context) (int64, error) {
 			errs = append(errs, err)
 			continue
 		}
-		ent := &keyEntry{}
-		ent.publish(ns)
-		ent, loaded := e.keys.LoadOrStore(tag, ent)
+		ent, loaded := e.keys.LoadOrStore(tag, newEntry(ns))
 		if !loaded {
 			e.noteSeq(ns)
 			continue

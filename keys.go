@@ -230,8 +230,7 @@ func (e *Engine) createKey(ctx context.Context, op string, req CreateKeyRequest)
 		return nil, e.storeErr(op, tag, err)
 	}
 	s.rev = rev
-	ent := &keyEntry{}
-	ent.publish(s)
+	ent := newEntry(s)
 	e.keys.Store(tag, ent)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "kms: key created", slog.String("keyTag", tag), slog.String("type", string(req.Type)))
 	return s.info(), nil

@@ -282,15 +282,14 @@ func (e *Engine) load(ctx context.Context) (rev int64, keys int, err error) {
 		return 0, 0, wrapErr("new", "", ErrInternal, err)
 	}
 	now := e.now()
-	snaps, err := e.buildSnapshots(c.Keys, now)
+	ents, err := e.buildSnapshots(c.Keys, now)
 	if err != nil {
 		return 0, 0, err
 	}
 	var probe *keySnap
 	names := make(map[string]string, len(c.Keys))
-	for _, snap := range snaps {
-		ent := &keyEntry{}
-		ent.publish(snap)
+	for _, ent := range ents {
+		snap := ent.snap.Load()
 		e.keys.Store(snap.tag, ent)
 		names[lower(snap.name)] = snap.tag
 		if snap.seq > e.seq.Load() {
@@ -341,16 +340,20 @@ const loadChunk = 1024
 // snapshots' tag strings, not copies of its own), then the handles are
 // opened. An error is the first one in the store's order, as one
 // goroutine building each key in turn would have met it.
-func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keySnap, error) {
+func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEntry, error) {
+	ents := make([]*keyEntry, len(keys))
 	snaps := make([]*keySnap, len(keys))
 	errs := make([]error, len(keys))
 	inParallel(len(keys), func(i int) {
-		snap, err := snapFromData(keys[i])
-		if err != nil {
+		// Built in the entry itself (see keyEntry.first), which is not in
+		// the key table yet: openHandles below still completes it.
+		ent := &keyEntry{}
+		if err := fillSnap(&ent.first, keys[i]); err != nil {
 			errs[i] = wrapErr("new", keys[i].Key.Tag, ErrInternal, fmt.Errorf("store: %w", err))
 			return
 		}
-		snaps[i] = snap
+		ent.adopt()
+		ents[i], snaps[i] = ent, &ent.first
 	})
 	if e.shred != nil && len(keys) > 0 {
 		tags := make([]string, 0, len(keys))
@@ -379,7 +382,7 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keySna
 			return nil, err
 		}
 	}
-	return snaps, nil
+	return ents, nil
 }
 
 // inParallel calls f for 0..n-1 on up to GOMAXPROCS goroutines, in chunks

@@ -29,6 +29,37 @@ type keyEntry struct {
 	// entry lives: no table of its own to look up on every call, and no
 	// objects of its own per key for the collector to walk.
 	usage keyUsage
+	// first is the entry's first snapshot, and lk1 the lazy key of its
+	// version 1 when that is its only version (newEntry): one object per
+	// key where there were three, for the collector to mark, and for a
+	// call on a key not in the caches one dependent load fewer. Like
+	// every published snapshot, first is never written once published;
+	// a change publishes another one (and first stays, unused, for as
+	// long as the entry: one snapshot's worth per changed key).
+	first keySnap
+	lk1   lazyKey
+}
+
+// newEntry returns a new entry publishing a copy of s, an unpublished
+// snapshot whose lazy keys nothing else holds.
+func newEntry(s *keySnap) *keyEntry {
+	ent := &keyEntry{}
+	ent.first = *s
+	ent.adopt()
+	return ent
+}
+
+// adopt points the first snapshot's only version at the entry's own
+// copy of it and lazy key, and publishes it.
+func (ent *keyEntry) adopt() {
+	f := &ent.first
+	if len(f.versions) == 1 && f.v1[0].num == 1 && f.versions[0].lk == f.v1[0].lk {
+		f.versions = f.v1[:1:1]
+		if lk := f.v1[0].lk; lk != nil && !lk.ready.Load() {
+			f.v1[0].lk = &ent.lk1
+		}
+	}
+	ent.publish(f)
 }
 
 // publish makes s the entry's snapshot. s must not be published yet: it
@@ -363,11 +394,20 @@ func timeMs(t time.Time) int64 {
 // snapFromData builds a key's snapshot from its records, checking that
 // they agree with each other.
 func snapFromData(kd *store.KeyData) (*keySnap, error) {
+	s := new(keySnap)
+	if err := fillSnap(s, kd); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// fillSnap is snapFromData building the snapshot in *s.
+func fillSnap(s *keySnap, kd *store.KeyData) error {
 	r := &kd.Key
 	// The tag and the name share one string: one object per key for the
 	// collector to mark instead of two.
 	tn := r.Tag + r.Name
-	s := &keySnap{
+	*s = keySnap{
 		rev: kd.Rev, tag: tn[:len(r.Tag)], name: tn[len(r.Tag):], typ: KeyType(r.Type),
 		convergent: r.Convergent, state: KeyState(r.State), seq: r.Seq,
 		createdAt: stamp(r.CreatedAt), stateChangedAt: stamp(r.StateChangedAt),
@@ -379,11 +419,11 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 	}
 	switch {
 	case !s.typ.Valid():
-		return nil, fmt.Errorf("unknown key type %q", r.Type)
+		return fmt.Errorf("unknown key type %q", r.Type)
 	case s.state != StateEnabled && s.state != StateDisabled && s.state != StateRevoked:
-		return nil, fmt.Errorf("unknown key state %q", r.State)
+		return fmt.Errorf("unknown key state %q", r.State)
 	case !validTag(r.Tag):
-		return nil, errors.New("malformed key tag")
+		return errors.New("malformed key tag")
 	}
 	if rr := r.Rotation; rr != nil {
 		x := s.own()
@@ -395,24 +435,24 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 	if rl := r.RateLimit; rl != nil {
 		l, err := ratelimit.Limit{Unlimited: rl.Unlimited, Rate: rl.PerSecond, Burst: rl.Burst}.Normalize()
 		if err != nil {
-			return nil, fmt.Errorf("rate limit: %w", err)
+			return fmt.Errorf("rate limit: %w", err)
 		}
 		s.limit = &l
 	}
 	if len(kd.Versions) == 0 || int(r.CurrentVersion) != len(kd.Versions) {
-		return nil, fmt.Errorf("key has %d version records, current version %d", len(kd.Versions), r.CurrentVersion)
+		return fmt.Errorf("key has %d version records, current version %d", len(kd.Versions), r.CurrentVersion)
 	}
 	for i := range kd.Versions {
 		vr := &kd.Versions[i]
 		if vr.Version != uint32(i+1) {
-			return nil, fmt.Errorf("version records out of sequence at %d", vr.Version)
+			return fmt.Errorf("version records out of sequence at %d", vr.Version)
 		}
 		v, err := versionFromRecord(vr)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := v.checkPublic(s.typ); err != nil {
-			return nil, err
+			return err
 		}
 		if len(kd.Versions) == 1 {
 			s.v1[0] = *v
@@ -424,7 +464,7 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 	if kd.Generator != nil {
 		g, err := genFromRecord(kd.Generator)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.gen = g
 		s.wrapped = s.wrapped || shred.IsWrapped(g.stored) || isDual(g.stored)
@@ -437,11 +477,11 @@ func snapFromData(kd *store.KeyData) (*keySnap, error) {
 	if a := kd.ACL; a != nil {
 		l, err := acl.ParseState(acl.State{Enabled: a.Enabled, Entries: a.Entries})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.own().acl, s.aclM = l, compileACL(l)
 	}
-	return s, nil
+	return nil
 }
 
 func versionFromRecord(vr *store.VersionRecord) (*versionSnap, error) {
