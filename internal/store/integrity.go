@@ -108,6 +108,9 @@ func contentDigest(db *badger.DB) (digest, error) {
 // Engine loads everything right after opening, and one pass over the
 // records instead of two is a good part of opening a large store.
 func scanContent(db *badger.DB, assemble bool) (digest, *preload, error) {
+	if lsm, _ := db.EstimateSize(nil); scanWorkers(int64(lsm)) > 1 {
+		return scanParallel(db, assemble, scanWorkers(int64(lsm))) // scan.go
+	}
 	var d digest
 	var a kstore.Assembler
 	var pre *preload
