@@ -286,30 +286,33 @@ func (e *Engine) load(ctx context.Context) (rev int64, keys int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	var probe *keySnap
-	names := make(map[string]string, len(c.Keys))
-	for _, ent := range ents {
-		snap := ent.snap.Load()
-		e.keys.Store(snap.tag, ent)
-		names[lower(snap.name)] = snap.tag
-		if snap.seq > e.seq.Load() {
-			e.seq.Store(snap.seq)
+	// The name index is the store's; here it only has to agree with the
+	// keys (every key's name names it, and nothing else is named), or the
+	// store was damaged.
+	if len(c.Names) != len(ents) {
+		return 0, 0, wrapErr("new", "", ErrInternal, errors.New("store: name index out of step with keys"))
+	}
+	errs := make([]error, len(ents))
+	inParallel(len(ents), func(i int) {
+		snap := ents[i].snap.Load()
+		e.keys.Store(snap.tag, ents[i])
+		if c.Names[lower(snap.name)] != snap.tag {
+			errs[i] = wrapErr("new", snap.tag, ErrInternal, errors.New("store: name index out of step with keys"))
 		}
+		e.noteSeq(snap)
+	})
+	for _, err := range errs {
+		if err != nil {
+			return 0, 0, err // the first in the store's order
+		}
+	}
+	var probe *keySnap
+	for _, ent := range ents {
 		// A REVOKED key past its destruction time may have lost its
 		// material already (destroyLocked destroys it before deleting the
 		// records), so it proves nothing about the backend.
-		if !snap.destructionDue(now) && (probe == nil || snap.seq > probe.seq) {
+		if snap := ent.snap.Load(); !snap.destructionDue(now) && (probe == nil || snap.seq > probe.seq) {
 			probe = snap
-		}
-	}
-	// The name index is the store's; here it only has to agree with the
-	// keys, or the store was damaged.
-	if len(c.Names) != len(names) {
-		return 0, 0, wrapErr("new", "", ErrInternal, errors.New("store: name index out of step with keys"))
-	}
-	for name, tag := range c.Names {
-		if names[name] != tag {
-			return 0, 0, wrapErr("new", tag, ErrInternal, errors.New("store: name index out of step with keys"))
 		}
 	}
 	if probe != nil {
