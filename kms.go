@@ -129,6 +129,13 @@ type Engine struct {
 // changes nothing. The Engine owns the backend (and a store given with
 // WithStore) once New succeeds: Close closes them. When New fails, both
 // are still the caller's to close.
+//
+// Opening a store of 10,000 keys or more reads it on every core and then
+// returns the memory the reading used to the operating system
+// (runtime/debug.FreeOSMemory: one garbage collection of the process),
+// so that a large Engine holds what it keeps, not what it read: about
+// 140 MiB resident for 100,000 keys, where the heap grown for the load
+// otherwise stayed resident until the runtime's scavenger returned it.
 func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, error) {
 	if be == nil {
 		return nil, newErr("new", "", ErrInvalidArgument, "nil backend")
