@@ -200,7 +200,7 @@ func (s *Store) commitGroup(batch []*groupReq) (retry []*groupReq) {
 	}
 	next := s.digest
 	next.xor(delta)
-	if err := recordIntegrity(s.dir, integrity{committed: s.digest, pending: next, hasPending: true}); err != nil {
+	if err := recordIntegrity(s, integrity{committed: s.digest, pending: next, hasPending: true}); err != nil {
 		// Nothing was committed, but the directory refuses writes (full,
 		// read-only): Badger would fail next, or hang flushing on Close.
 		s.broken.Store(true)
@@ -230,7 +230,7 @@ func (s *Store) commitGroup(batch []*groupReq) (retry []*groupReq) {
 		s.pre = nil
 	}
 	rev := s.committedRev(probe)
-	if err := recordIntegrity(s.dir, integrity{committed: next}); err != nil {
+	if err := recordIntegrity(s, integrity{committed: next}); err != nil {
 		// The commit stands, and the record on disk names it as pending,
 		// which Open accepts; the next commit writes the record whole.
 		// Reporting a failure here would make callers undo a change that

@@ -191,11 +191,14 @@ type Store struct {
 	// group queues the changes of a directory for group commit (see
 	// group.go).
 	group grouper
+	// rec is the integrity record file, open for writing in place (nil
+	// in memory and read-only; see integrity.go).
+	rec *recordFile
 }
 
 // recordIntegrity writes the integrity record around commits; tests
 // replace it to fail a write on cue.
-var recordIntegrity = writeIntegrity
+var recordIntegrity = (*Store).writeRecord
 
 // openDirs holds the absolute directory of every store this process has
 // opened and not closed (a broken store is never closed), so that a second
@@ -316,6 +319,7 @@ func open(o Options, dir string) (*Store, error) {
 	}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
+		s.closeRecord()
 		return nil, err
 	}
 	return s, nil
@@ -365,6 +369,7 @@ func (s *Store) Close() error {
 		return fmt.Errorf("%w: directory not writable; closed without flushing (the log holds every commit)", ErrBroken)
 	}
 	err := s.db.Close()
+	s.closeRecord()
 	if s.held != "" {
 		openDirs.Delete(s.held)
 	}
