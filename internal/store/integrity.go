@@ -294,10 +294,13 @@ func (s *Store) writeRecord(in integrity) error {
 	}
 	// The write itself cannot notice a directory that no longer takes
 	// new files (made read-only, a read-only remount): Badger would then
-	// fail to start a new log, or hang flushing on Close. Refuse early,
-	// as the file replacement of earlier builds did.
-	if err := dirWritable(s.dir); err != nil {
-		return fmt.Errorf("write %s: %w", integrityFile, err)
+	// fail to start a new log, or hang flushing on Close. Refuse a commit
+	// early, as the file replacement of earlier builds did. (Only the
+	// pending write decides whether a commit happens.)
+	if in.hasPending {
+		if err := dirWritable(s.dir); err != nil {
+			return fmt.Errorf("write %s: %w", integrityFile, err)
+		}
 	}
 	r.seq++
 	slot := 1 - r.newest
