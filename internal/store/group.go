@@ -12,7 +12,8 @@ import (
 
 // Group commit. In a directory every commit costs three synced writes: the
 // integrity record naming the digest it will produce (pending), Badger's
-// log, and the integrity record naming it committed. Changes that arrive
+// log, and the integrity record naming it committed (each record write is
+// one in-place slot write and one fdatasync, see integrity.go). Changes that arrive
 // while a commit is under way do not each pay for their own: the next
 // commit takes all of them as one Badger transaction, so they share the
 // three syncs, and the integrity record moves from the digest before the

@@ -26,6 +26,14 @@
 // after). Open recomputes the digest and refuses, with ErrCorrupt, content
 // that matches neither — which is what Badger leaves when damage to its
 // write-ahead log or manifest silently drops committed transactions.
+// The file holds two fixed slots, written in place alternately (each
+// write into the slot not holding the newest record, then one
+// fdatasync), and kept open while the store is; the newest valid slot
+// is the record. A crash tears at most the slot being written, so one bad
+// slot does not fail Open while the other matches the content (a
+// read-write Open repairs it); both bad is ErrCorrupt. A file of the
+// single-record format of earlier builds is read, and converted by a
+// read-write Open (integrity.go says why every crash point opens).
 // Tables are checksummed before Badger opens them, and a failed commit
 // leaves the store refusing writes (ErrBroken) until the process restarts.
 //
@@ -50,7 +58,8 @@
 // # Limitations
 //
 // Commits are serialised (the digest follows them in order), and each
-// costs two extra small synced file replacements; changes that arrive
+// costs two extra small in-place writes of the integrity record, each
+// with its own fdatasync, beside Badger's own syncs; changes that arrive
 // together share one commit, so a single writer pays them all while
 // several writers share them. Badger memory-maps its
 // write-ahead log: on a file system that runs completely full the kernel
