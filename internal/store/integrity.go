@@ -81,7 +81,9 @@ import (
 // A directory written before the slots (one 74-byte record, replaced
 // atomically) opens as before and is converted, on a read-write open, with
 // one atomic replacement by a slot file; a read-only open reads either
-// format and writes nothing.
+// format and writes nothing. There is no way back: a build from before
+// the slots reads a slot file as a damaged record and refuses the
+// directory with ErrCorrupt.
 const integrityFile = "pocketkms.integrity"
 
 type digest [sha256.Size]byte

@@ -33,7 +33,8 @@
 // slot does not fail Open while the other matches the content (a
 // read-write Open repairs it); both bad is ErrCorrupt. A file of the
 // single-record format of earlier builds is read, and converted by a
-// read-write Open (integrity.go says why every crash point opens).
+// read-write Open (integrity.go says why every crash point opens); those
+// builds refuse a converted directory (ErrCorrupt).
 // Tables are checksummed before Badger opens them, and a failed commit
 // leaves the store refusing writes (ErrBroken) until the process restarts.
 //
