@@ -39,9 +39,11 @@ import (
 // rename, directory fsync: four file-system operations that each wait for
 // the journal), which cost most of a single writer's commit.
 //
-// Invariant: the newest durable valid record always accepts the content
-// Badger holds durably (content = its committed digest, or = its pending
-// one). It holds after Open (checked, or written), and each step keeps it:
+// Invariant: the record the store knows to be durable in slot newest (the
+// one writes go around) accepts the content Badger holds durably (content
+// = its committed digest, or = its pending one), and any record on disk
+// with a higher sequence number accepts it too. It holds after Open
+// (checked, or written), and each step keeps it:
 //
 //  1. The pending write {committed: old, pending: new} goes to the other
 //     slot. A crash before its fdatasync completes leaves that slot torn

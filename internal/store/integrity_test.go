@@ -59,8 +59,8 @@ func writeSlotFile(t *testing.T, dir string, recs [2]*slotRec) {
 	}
 }
 
-// readSlots reads the record file and fails the test unless it is a slot
-// file with both slots valid, the newest recording d as committed.
+// wantSettled fails the test unless the record file is a slot file with
+// both slots valid, the newest recording d as committed.
 func wantSettled(t *testing.T, dir string, d digest) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(dir, integrityFile))
