@@ -379,7 +379,11 @@ func (s *Store) Close() error {
 		return fmt.Errorf("%w: directory not writable; closed without flushing (the log holds every commit)", ErrBroken)
 	}
 	err := s.db.Close()
+	// Under mu: a commit that got past its closed check finishes its
+	// record writes first; later ones see the database closed.
+	s.mu.Lock()
 	s.closeRecord()
+	s.mu.Unlock()
 	if s.held != "" {
 		openDirs.Delete(s.held)
 	}
