@@ -12,7 +12,8 @@ import (
 
 // Group commit. In a directory every commit costs three synced writes: the
 // integrity record naming the digest it will produce (pending), Badger's
-// log, and the integrity record naming it committed. Changes that arrive
+// log, and the integrity record naming it committed (each record write is
+// one in-place slot write and one fdatasync, see integrity.go). Changes that arrive
 // while a commit is under way do not each pay for their own: the next
 // commit takes all of them as one Badger transaction, so they share the
 // three syncs, and the integrity record moves from the digest before the
@@ -200,7 +201,7 @@ func (s *Store) commitGroup(batch []*groupReq) (retry []*groupReq) {
 	}
 	next := s.digest
 	next.xor(delta)
-	if err := recordIntegrity(s.dir, integrity{committed: s.digest, pending: next, hasPending: true}); err != nil {
+	if err := recordIntegrity(s, integrity{committed: s.digest, pending: next, hasPending: true}); err != nil {
 		// Nothing was committed, but the directory refuses writes (full,
 		// read-only): Badger would fail next, or hang flushing on Close.
 		s.broken.Store(true)
@@ -230,7 +231,7 @@ func (s *Store) commitGroup(batch []*groupReq) (retry []*groupReq) {
 		s.pre = nil
 	}
 	rev := s.committedRev(probe)
-	if err := recordIntegrity(s.dir, integrity{committed: next}); err != nil {
+	if err := recordIntegrity(s, integrity{committed: next}); err != nil {
 		// The commit stands, and the record on disk names it as pending,
 		// which Open accepts; the next commit writes the record whole.
 		// Reporting a failure here would make callers undo a change that

@@ -26,6 +26,15 @@
 // after). Open recomputes the digest and refuses, with ErrCorrupt, content
 // that matches neither — which is what Badger leaves when damage to its
 // write-ahead log or manifest silently drops committed transactions.
+// The file holds two fixed slots, written in place alternately (each
+// write into the slot not holding the newest record, then one
+// fdatasync), and kept open while the store is; the newest valid slot
+// is the record. A crash tears at most the slot being written, so one bad
+// slot does not fail Open while the other matches the content (a
+// read-write Open repairs it); both bad is ErrCorrupt. A file of the
+// single-record format of earlier builds is read, and converted by a
+// read-write Open (integrity.go says why every crash point opens); those
+// builds refuse a converted directory (ErrCorrupt).
 // Tables are checksummed before Badger opens them, and a failed commit
 // leaves the store refusing writes (ErrBroken) until the process restarts.
 //
@@ -50,7 +59,8 @@
 // # Limitations
 //
 // Commits are serialised (the digest follows them in order), and each
-// costs two extra small synced file replacements; changes that arrive
+// costs two extra small in-place writes of the integrity record, each
+// with its own fdatasync, beside Badger's own syncs; changes that arrive
 // together share one commit, so a single writer pays them all while
 // several writers share them. Badger memory-maps its
 // write-ahead log: on a file system that runs completely full the kernel
@@ -191,11 +201,14 @@ type Store struct {
 	// group queues the changes of a directory for group commit (see
 	// group.go).
 	group grouper
+	// rec is the integrity record file, open for writing in place (nil
+	// in memory and read-only; see integrity.go).
+	rec *recordFile
 }
 
 // recordIntegrity writes the integrity record around commits; tests
 // replace it to fail a write on cue.
-var recordIntegrity = writeIntegrity
+var recordIntegrity = (*Store).writeRecord
 
 // openDirs holds the absolute directory of every store this process has
 // opened and not closed (a broken store is never closed), so that a second
@@ -316,6 +329,7 @@ func open(o Options, dir string) (*Store, error) {
 	}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
+		s.closeRecord()
 		return nil, err
 	}
 	return s, nil
@@ -365,6 +379,11 @@ func (s *Store) Close() error {
 		return fmt.Errorf("%w: directory not writable; closed without flushing (the log holds every commit)", ErrBroken)
 	}
 	err := s.db.Close()
+	// Under mu: a commit that got past its closed check finishes its
+	// record writes first; later ones see the database closed.
+	s.mu.Lock()
+	s.closeRecord()
+	s.mu.Unlock()
 	if s.held != "" {
 		openDirs.Delete(s.held)
 	}

@@ -232,26 +232,9 @@ func TestIntegrityDetectsLostCommit(t *testing.T) {
 
 // TestIntegrityCrashBetweenWrites: a commit whose second integrity write
 // never happened (the process died) opens, whichever side of the commit
-// the crash fell on, and keeps working.
+// the crash fell on, and keeps working; a record file whose slots are
+// both damaged (or that is not a record file at all) is ErrCorrupt.
 func TestIntegrityCrashBetweenWrites(t *testing.T) {
-	// twoCommits makes a store with two commits and returns the digests
-	// before and after the second.
-	twoCommits := func() (string, digest, digest) {
-		dir := t.TempDir()
-		s := openT(t, dir)
-		k := sampleKey("a")
-		if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) }); err != nil {
-			t.Fatal(err)
-		}
-		before := s.digest
-		k2 := sampleKey("b")
-		if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k2) }); err != nil {
-			t.Fatal(err)
-		}
-		after := s.digest
-		s.Close()
-		return dir, before, after
-	}
 	for _, tc := range []struct {
 		name string
 		in   func(before, after digest) integrity
@@ -260,10 +243,10 @@ func TestIntegrityCrashBetweenWrites(t *testing.T) {
 		{"pending never committed", func(b, a digest) integrity { return integrity{committed: a, pending: b, hasPending: true} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir, before, after := twoCommits()
-			if err := writeIntegrity(dir, tc.in(before, after)); err != nil {
-				t.Fatal(err)
-			}
+			dir, before, after := twoCommits(t)
+			// The newest slot holds the record the crash left; the other
+			// the one before it.
+			writeSlotFile(t, dir, [2]*slotRec{{seq: 7, in: integrity{committed: before}}, {seq: 8, in: tc.in(before, after)}})
 			s2, err := Open(Options{Dir: dir})
 			if err != nil {
 				t.Fatal(err)
@@ -278,10 +261,18 @@ func TestIntegrityCrashBetweenWrites(t *testing.T) {
 			} else {
 				s3.Close()
 			}
-			// A damaged integrity file is corruption too.
+			// A damaged integrity file is corruption too: junk, and a
+			// record file with both slots damaged.
+			raw, _ := os.ReadFile(filepath.Join(dir, integrityFile))
 			os.WriteFile(filepath.Join(dir, integrityFile), []byte("junk"), 0o600)
 			if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("damaged integrity file: %v", err)
+			}
+			raw[10] ^= 1
+			raw[slotSize+10] ^= 1
+			os.WriteFile(filepath.Join(dir, integrityFile), raw, 0o600)
+			if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("both slots damaged: %v", err)
 			}
 		})
 	}
@@ -330,14 +321,17 @@ func TestCommittedDespiteIntegrityFailure(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir)
 	fail := true
-	recordIntegrity = func(d string, in integrity) error {
+	recordIntegrity = func(s *Store, in integrity) error {
 		if fail && !in.hasPending {
 			fail = false
+			// A failed write may leave anything in its slot.
+			s.rec.seq++
+			s.rec.f.WriteAt(bytes.Repeat([]byte{0xee}, slotRecLen), int64(1-s.rec.newest)*slotSize)
 			return errors.New("EIO (simulated)")
 		}
-		return writeIntegrity(d, in)
+		return s.writeRecord(in)
 	}
-	defer func() { recordIntegrity = writeIntegrity }()
+	defer func() { recordIntegrity = (*Store).writeRecord }()
 	tag := "cd" + string(bytes.Repeat([]byte("0"), 62))
 	k := sampleKey(tag)
 	if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) }); err != nil {
@@ -370,8 +364,8 @@ func TestCommittedDespiteIntegrityFailure(t *testing.T) {
 // by the root package's TestDiskFull.)
 func TestPendingFailureIsCertain(t *testing.T) {
 	s := openT(t, t.TempDir())
-	recordIntegrity = func(string, integrity) error { return errors.New("EROFS (simulated)") }
-	defer func() { recordIntegrity = writeIntegrity }()
+	recordIntegrity = func(*Store, integrity) error { return errors.New("EROFS (simulated)") }
+	defer func() { recordIntegrity = (*Store).writeRecord }()
 	k := sampleKey("ef" + string(bytes.Repeat([]byte("0"), 62)))
 	err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) })
 	if !errors.Is(err, ErrBroken) || errors.Is(err, ErrUncertain) {
