@@ -247,16 +247,16 @@ func TestMigrate(t *testing.T) {
 	keyOf := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, KeySize) }
 	build := func(t *testing.T) string {
 		dir := t.TempDir()
-		for i := 1; i <= 40; i++ {
+		for i := 1; i <= 70; i++ { // more than batchSync files
 			writeLegacy(t, dir, tagN(i), false, keyOf(i))
 		}
 		writeLegacy(t, dir, tagN(2), true, keyOf(102))
-		bad := marshal(tagN(50), keyOf(50))
+		bad := marshal(tagN(90), keyOf(90))
 		bad[6] ^= 1
-		if err := os.WriteFile(filepath.Join(dir, DirName, tagN(50)), bad, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, DirName, tagN(90)), bad, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range []string{tagN(60) + ".tmp", "README"} {
+		for _, name := range []string{tagN(95) + ".tmp", "README"} {
 			if err := os.WriteFile(filepath.Join(dir, DirName, name), []byte("x"), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +266,7 @@ func TestMigrate(t *testing.T) {
 	check := func(t *testing.T, dir, when string) {
 		t.Helper()
 		ks := open(t, dir)
-		for i := 1; i <= 40; i++ {
+		for i := 1; i <= 70; i++ {
 			if k, ok, err := ks.Get(tagN(i)); !ok || err != nil || !bytes.Equal(k.b[:], keyOf(i)) {
 				t.Fatalf("%s: key %d: %v %v", when, i, ok, err)
 			}
@@ -274,7 +274,7 @@ func TestMigrate(t *testing.T) {
 		if k, ok, err := ks.GetNext(tagN(2)); !ok || err != nil || !bytes.Equal(k.b[:], keyOf(102)) {
 			t.Fatalf("%s: next key: %v %v", when, ok, err)
 		}
-		if _, _, err := ks.Get(tagN(50)); !errors.Is(err, ErrCorrupt) {
+		if _, _, err := ks.Get(tagN(90)); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("%s: damaged file: %v", when, err)
 		}
 	}
@@ -315,19 +315,19 @@ func TestMigrate(t *testing.T) {
 	t.Run("complete", func(t *testing.T) {
 		dir := build(t)
 		n, err := open(t, dir).Migrate()
-		if err != nil || n != 41 {
-			t.Fatalf("Migrate = %d %v, want 41", n, err)
+		if err != nil || n != 71 {
+			t.Fatalf("Migrate = %d %v, want 71", n, err)
 		}
 		check(t, dir, "after Migrate")
 		names := slices.Sorted(maps.Keys(dirFiles(t, dir)))
-		if want := []string{tagN(50), "README", SlotFile}; !slices.Equal(names, want) {
+		if want := []string{tagN(90), "README", SlotFile}; !slices.Equal(names, want) {
 			t.Fatalf("left: %v, want %v", names, want)
 		}
 		if n, err := open(t, dir).Migrate(); n != 0 || err != nil {
 			t.Fatalf("Migrate again = %d %v", n, err)
 		}
 		ks := open(t, dir)
-		if removed, err := ks.Prune(func(tag string) bool { return tag != tagN(50) }); err != nil || !slices.Equal(removed, []string{tagN(50)}) {
+		if removed, err := ks.Prune(func(tag string) bool { return tag != tagN(90) }); err != nil || !slices.Equal(removed, []string{tagN(90)}) {
 			t.Fatalf("Prune = %v %v", removed, err)
 		}
 		if names := slices.Sorted(maps.Keys(dirFiles(t, dir))); !slices.Equal(names, []string{"README", SlotFile}) {
