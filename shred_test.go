@@ -433,7 +433,7 @@ func shDueKey(t *testing.T, be backend.Backend) (dir string, clk *fakeClock, tag
 // key intact the backend is given the plain handles (as an HSM needs
 // them); with it gone — a destruction interrupted after deleting it, once
 // the backend material was destroyed — or damaged, the records go
-// without a backend call. The shred key file is gone afterwards.
+// without a backend call. The shred key's slot is zeros afterwards.
 func TestDestroyDueKeyAfterReopen(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -801,8 +801,9 @@ func shToLegacy(t *testing.T, dir string) {
 // TestShredLegacyLayout: a directory whose shred keys are one file per
 // key (written before the slot file) is verified read-only without a
 // write, and the first New moves the keys into the slot file (the files
-// shredded): every key decrypts what it encrypted before, a destruction
-// shreds the moved key, and the next open finds nothing left to move.
+// shredded): every key decrypts what it encrypted before, a backup of it
+// restores into a new directory in the slot layout, and a destruction
+// shreds the moved key.
 func TestShredLegacyLayout(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -840,6 +841,30 @@ func TestShredLegacyLayout(t *testing.T) {
 			t.Fatalf("key %s after migration: %q %v", k.Name, pt, err)
 		}
 	}
+	// A backup of it restores into a new directory in the slot layout.
+	var backup bytes.Buffer
+	if _, err := e.Backup(ctx, &backup); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	if _, err := kms.Restore(ctx, &backup, newBackend(t, rootKey), kms.WithDirectory(restored)); err != nil {
+		t.Fatal(err)
+	}
+	if ents, err := os.ReadDir(filepath.Join(restored, shred.DirName)); err != nil || len(ents) != 1 || ents[0].Name() != shred.SlotFile {
+		t.Fatalf("restored shred directory: %v %v", ents, err)
+	}
+	for _, k := range keys {
+		if !shHasShredKey(t, restored, k.Tag, false) {
+			t.Fatalf("restored key %s has no shred key slot", k.Name)
+		}
+	}
+	re := shOpen(t, newBackend(t, rootKey), restored, kms.WithClock(clk))
+	for i, k := range keys {
+		if pt, err := re.Decrypt(ctx, k.Tag, cts[i], nil); err != nil || string(pt) != k.Name {
+			t.Fatalf("restored key %s: %q %v", k.Name, pt, err)
+		}
+	}
+	shClose(t, re)
 	if _, err := e.RequestKeyDeletion(ctx, keys[0].Tag); err != nil {
 		t.Fatal(err)
 	}
