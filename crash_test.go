@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -880,9 +879,9 @@ func mxCheckDestroyed(t *testing.T, e *kms.Engine, dir string, destroyed map[str
 		if _, err := e.GetKey(context.Background(), tag); !errors.Is(err, kms.ErrKeyNotFound) {
 			t.Fatalf("cycle %d: destroyed key %.8s: %v", cycle, tag, err)
 		}
-		for _, name := range []string{tag, tag + shred.NextSuffix} {
-			if _, err := os.Stat(filepath.Join(dir, shred.DirName, name)); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("cycle %d: destroyed key %.8s still has its shred key file %s (%v)", cycle, tag, name, err)
+		for _, next := range []bool{false, true} {
+			if shHasShredKey(t, dir, tag, next) {
+				t.Fatalf("cycle %d: destroyed key %.8s still has its shred key (next %v)", cycle, tag, next)
 			}
 		}
 	}

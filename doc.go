@@ -168,13 +168,13 @@
 // Destroyed means unrecoverable from the directory. Badger keeps old
 // values in its tables and logs long after their records are deleted,
 // and a sealed handle opens under the root key wherever it is found. So
-// with [WithDirectory] every key has its own 32-byte shred key, one small
-// file in the directory's pocketkms.shred subdirectory, made durable
-// before the key is first committed; every handle stored for the key is
-// sealed under it (AES-256-GCM, bound to the key tag, purpose and
+// with [WithDirectory] every key has its own 32-byte shred key, one
+// 128-byte slot of the file pocketkms.shred/keys, written in place and
+// synced before the key is first committed; every handle stored for the
+// key is sealed under it (AES-256-GCM, bound to the key tag, purpose and
 // version). Destruction destroys the material in the backend, then
-// deletes the shred key (the file is overwritten, unlinked and the
-// directory synced), then the records: every copy of the handles Badger
+// deletes the shred key (its slot is overwritten with zeros and synced),
+// then the records: every copy of the handles Badger
 // still holds is then noise, even to someone holding the root key and a
 // copy of the directory (or a backup) made after the destruction. A key
 // whose shred key is missing or damaged, and that is not due for
@@ -182,6 +182,10 @@
 // directory must take pocketkms.shred with Badger's files (and the
 // pocketkms.* records beside them): without its shred keys a restored key
 // does not open. [Engine.Backup] needs none of that (see below).
+// Directories written before the slot file (one file per key in
+// pocketkms.shred) open as they are; the first New moves their keys into
+// the slot file and shreds the files, crash-safely ([VerifyDirectory]
+// only reads them).
 //
 // # Backup and restore
 //

@@ -195,6 +195,8 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		// nothing, and a store given with WithStore keeps its own.
 		if e.shred, err = shred.Open(cfg.dir); err != nil {
 			err = wrapErr("new", "", ErrInternal, err)
+		} else {
+			e.migrateShred(ctx)
 		}
 		e.bst, e.rootID = bst, rootIDOf(check)
 	}
@@ -345,10 +347,9 @@ const loadChunk = 1024
 // buildSnapshots builds the snapshot of every key read at open and opens
 // its sealed handles, on as many goroutines as GOMAXPROCS allows (each key
 // is independent: its records decoded, its shred key read, its handles
-// unsealed). The snapshots come first, then the shred keys of all of
-// them are read in parallel (shred.Keys.Preload, which then keeps the
-// snapshots' tag strings, not copies of its own), then the handles are
-// opened. An error is the first one in the store's order, as one
+// unsealed). The snapshots come first, then the shred keys (all read by
+// shred.Open, from one file) take the snapshots' tag strings instead of
+// copies of their own (shred.Keys.Preload), then the handles are opened. An error is the first one in the store's order, as one
 // goroutine building each key in turn would have met it.
 func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEntry, error) {
 	ents := make([]*keyEntry, len(keys))
@@ -372,8 +373,6 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEnt
 				tags = append(tags, s.tag)
 			}
 		}
-		// File reads wait on the kernel more than on a core: twice as
-		// many at once as there are cores.
 		if err := e.shred.Preload(tags, 2*runtime.GOMAXPROCS(0)); err != nil {
 			return nil, wrapErr("new", "", ErrInternal, err)
 		}

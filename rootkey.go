@@ -28,8 +28,8 @@ import (
 //  2. reseal: key by key, under the key's lock, every version's (and the
 //     active token generator's) handle is stored in a dual form that holds
 //     both the old part, as it was, and a part under the new root key
-//     and the key's next shred key (pocketkms.shred/<tag>.next). Calls go
-//     on using the old part. Then, with calls paused (the Engine's write
+//     and the key's next shred key (a next-key slot of
+//     pocketkms.shred/keys). Calls go on using the old part. Then, with calls paused (the Engine's write
 //     lock), the keys changed meanwhile are resealed the same way.
 //  3. switch: one atomic write of the marker (phase "switched") puts the
 //     directory under the new root key; the backend commits it, and every

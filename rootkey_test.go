@@ -115,11 +115,17 @@ func rkLeftovers(t *testing.T, dir string) []string {
 	if _, err := os.Stat(filepath.Join(dir, "pocketkms.rotation")); err == nil {
 		out = append(out, "pocketkms.rotation")
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, shred.DirName))
-	for _, e := range ents {
-		if strings.Contains(e.Name(), shred.NextSuffix) {
-			out = append(out, e.Name())
-		}
+	ks, err := shred.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	nexts, err := ks.NextTags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range nexts {
+		out = append(out, tag+shred.NextSuffix)
 	}
 	return out
 }

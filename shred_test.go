@@ -9,8 +9,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"maps"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend"
@@ -430,37 +433,31 @@ func shDueKey(t *testing.T, be backend.Backend) (dir string, clk *fakeClock, tag
 // key intact the backend is given the plain handles (as an HSM needs
 // them); with it gone — a destruction interrupted after deleting it, once
 // the backend material was destroyed — or damaged, the records go
-// without a backend call. The shred key file is gone afterwards.
+// without a backend call. The shred key's slot is zeros afterwards.
 func TestDestroyDueKeyAfterReopen(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		damage   func(t *testing.T, path string)
+		damage   func(t *testing.T, dir, tag string)
 		backend  bool // the backend is asked to destroy the material
-		shredded bool // the shred key file is gone before
+		shredded bool // the shred key is gone before
 	}{
-		{"intact", func(*testing.T, string) {}, true, false},
-		{"shred key deleted", func(t *testing.T, path string) {
-			if err := os.Remove(path); err != nil {
-				t.Fatal(err)
-			}
+		{"intact", func(*testing.T, string, string) {}, true, false},
+		{"shred key deleted", func(t *testing.T, dir, tag string) {
+			shEditSlot(t, dir, tag, false, func(b []byte) { clear(b) })
 		}, false, true},
-		{"shred key damaged", func(t *testing.T, path string) {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b[7] ^= 1
-			if err := os.WriteFile(path, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
+		{"shred key damaged", func(t *testing.T, dir, tag string) {
+			shEditSlot(t, dir, tag, false, func(b []byte) { b[7] ^= 1 })
 		}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			made := &shRecord{}
 			dir, clk, tag := shDueKey(t, newShBackend(t, made))
-			path := filepath.Join(dir, shred.DirName, tag)
-			tc.damage(t, path)
+			off, _, err := shred.SlotOffset(dir, tag, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, dir, tag)
 			be := newShBackend(t, &shRecord{})
 			e := shOpen(t, be, dir, kms.WithClock(clk))
 			if k, err := e.GetKey(ctx, tag); err != nil || k.State != kms.StateRevoked {
@@ -472,8 +469,12 @@ func TestDestroyDueKeyAfterReopen(t *testing.T) {
 			if _, err := e.GetKey(ctx, tag); !errors.Is(err, kms.ErrKeyNotFound) {
 				t.Fatalf("after Maintain: %v", err)
 			}
-			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("shred key file after destruction: %v", err)
+			raw, err := os.ReadFile(shSlotFile(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if shHasShredKey(t, dir, tag, false) || !bytes.Equal(raw[off:off+shred.SlotSize], make([]byte, shred.SlotSize)) {
+				t.Fatal("the shred key's slot is not zeros after destruction")
 			}
 			var want []backend.DestroyRequest
 			if tc.backend {
@@ -518,28 +519,26 @@ func TestShredKeyLossRefusesKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	shClose(t, e)
-	path := filepath.Join(dir, shred.DirName, k.Tag)
-	good, err := os.ReadFile(path)
+	good, err := os.ReadFile(shSlotFile(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherFile, err := os.ReadFile(filepath.Join(dir, shred.DirName, other.Tag))
-	if err != nil {
-		t.Fatal(err)
-	}
-	damaged := bytes.Clone(good)
-	damaged[10] ^= 0x40
+	var otherSlot []byte
+	shEditSlot(t, dir, other.Tag, false, func(b []byte) { otherSlot = bytes.Clone(b) })
 	for _, tc := range []struct {
-		name string
-		data []byte // nil: no file
-	}{{"missing", nil}, {"damaged", damaged}, {"another key's", otherFile}, {"empty", []byte{}}} {
+		name   string
+		damage func(slot []byte)
+	}{
+		{"missing", func(b []byte) { clear(b) }},
+		{"damaged", func(b []byte) { b[100] ^= 0x40 }},
+		{"another key's", func(b []byte) { copy(b, otherSlot) }},
+		{"torn", func(b []byte) { clear(b[90:]) }},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			os.Remove(path)
-			if tc.data != nil {
-				if err := os.WriteFile(path, tc.data, 0o600); err != nil {
-					t.Fatal(err)
-				}
+			if err := os.WriteFile(shSlotFile(dir), good, 0o600); err != nil {
+				t.Fatal(err)
 			}
+			shEditSlot(t, dir, k.Tag, false, tc.damage)
 			before := dirBytes(t, filepath.Join(dir, shred.DirName))
 			_, err := openDir(dir, rootKey)
 			if !errors.Is(err, kms.ErrInternal) || !strings.Contains(err.Error(), k.Tag) {
@@ -554,7 +553,7 @@ func TestShredKeyLossRefusesKey(t *testing.T) {
 			}
 		})
 	}
-	if err := os.WriteFile(path, good, 0o600); err != nil {
+	if err := os.WriteFile(shSlotFile(dir), good, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e, err = openDir(dir, rootKey)
@@ -591,8 +590,20 @@ func TestOrphanShredKeysRemoved(t *testing.T) {
 		}
 		return out
 	}
-	if got := names(); !slices.Equal(got, []string{k.Tag}) {
-		t.Fatalf("shred directory after a failed create: %v", got)
+	tags := func() []string {
+		ks, err := shred.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ks.Close()
+		tags, err := ks.Tags()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tags
+	}
+	if got, names := tags(), names(); !slices.Equal(got, []string{k.Tag}) || !slices.Equal(names, []string{shred.SlotFile}) {
+		t.Fatalf("shred keys after a failed create: %v in %v", got, names)
 	}
 	shClose(t, e)
 
@@ -613,13 +624,13 @@ func TestOrphanShredKeysRemoved(t *testing.T) {
 	if _, err := openDir(dir, otherRootKey); !errors.Is(err, kms.ErrBackendMismatch) {
 		t.Fatalf("wrong root key: %v", err)
 	}
-	if got := names(); len(got) != 3 {
-		t.Fatalf("a refused open changed the shred directory: %v", got)
+	if got, names := tags(), names(); len(got) != 2 || len(names) != 2 {
+		t.Fatalf("a refused open changed the shred directory: %v in %v", got, names)
 	}
 	e = shOpen(t, newBackend(t, rootKey), dir)
 	defer e.Close()
-	if got := names(); !slices.Equal(got, []string{k.Tag}) {
-		t.Fatalf("shred directory after open: %v, want only the live key's", got)
+	if got, names := tags(), names(); !slices.Equal(got, []string{k.Tag}) || !slices.Equal(names, []string{shred.SlotFile}) {
+		t.Fatalf("shred keys after open: %v in %v, want only the live key's", got, names)
 	}
 	if _, err := e.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
 		t.Fatal(err)
@@ -709,5 +720,170 @@ func TestHandlesWithoutShredKey(t *testing.T) {
 	createKey(t, mem, "inmemory", kms.AES256, false)
 	if _, err := os.Stat(shred.DirName); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("an in-memory Engine made a shred directory (%v)", err)
+	}
+}
+
+// shSlotFile is the shred slot file of the data directory dir.
+func shSlotFile(dir string) string { return filepath.Join(dir, shred.DirName, shred.SlotFile) }
+
+// shEditSlot applies edit to the slot holding tag's shred key (next: its
+// next key) in dir's slot file, and writes the file back; it fails the
+// test when tag has no such slot. It returns the slot's offset.
+func shEditSlot(t *testing.T, dir, tag string, next bool, edit func(slot []byte)) int64 {
+	t.Helper()
+	off, ok, err := shred.SlotOffset(dir, tag, next)
+	if err != nil || !ok {
+		t.Fatalf("no shred key slot for %s: %v", tag, err)
+	}
+	raw, err := os.ReadFile(shSlotFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(raw[off : off+shred.SlotSize])
+	if err := os.WriteFile(shSlotFile(dir), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return off
+}
+
+// shHasShredKey reports whether tag has a shred key (next: a next key)
+// in dir: a valid slot, or a file of the former one-file-per-key layout.
+func shHasShredKey(t *testing.T, dir, tag string, next bool) bool {
+	t.Helper()
+	if _, ok, err := shred.SlotOffset(dir, tag, next); err != nil || ok {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}
+	name := tag
+	if next {
+		name += shred.NextSuffix
+	}
+	_, err := os.Stat(filepath.Join(dir, shred.DirName, name))
+	return err == nil
+}
+
+// shToLegacy rewrites dir's shred keys in the layout written before the
+// slot file (one file per key: <tag>, <tag>.next, each "PKSK" ‖ 0x01 ‖
+// key ‖ CRC-32C("PKSK" ‖ 0x01 ‖ tag ‖ key)) and removes the slot file:
+// a directory as the former code left it. It reads the slots as the
+// package documentation lays them out.
+func shToLegacy(t *testing.T, dir string) {
+	t.Helper()
+	raw, err := os.ReadFile(shSlotFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crc := crc32.MakeTable(crc32.Castagnoli)
+	for off := 0; off+shred.SlotSize <= len(raw); off += shred.SlotSize {
+		slot := raw[off : off+shred.SlotSize]
+		if string(slot[:4]) != "PKSS" {
+			continue
+		}
+		tag, key := string(slot[16:80]), slot[80:112]
+		name := tag
+		if slot[5] == 2 {
+			name += shred.NextSuffix
+		}
+		frame := append([]byte("PKSK\x01"), key...)
+		sum := crc32.Update(crc32.Update(crc32.Checksum([]byte("PKSK\x01"), crc), crc, []byte(tag)), crc, key)
+		frame = binary.BigEndian.AppendUint32(frame, sum)
+		if err := os.WriteFile(filepath.Join(dir, shred.DirName, name), frame, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(shSlotFile(dir)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShredLegacyLayout: a directory whose shred keys are one file per
+// key (written before the slot file) is verified read-only without a
+// write, and the first New moves the keys into the slot file (the files
+// shredded): every key decrypts what it encrypted before, a backup of it
+// restores into a new directory in the slot layout, and a destruction
+// shreds the moved key.
+func TestShredLegacyLayout(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := newFakeClock()
+	e := shOpen(t, newBackend(t, rootKey), dir, kms.WithClock(clk))
+	var keys []*kms.Key
+	var cts []string
+	for _, name := range []string{"alpha", "bravo", "charlie"} {
+		k := createKey(t, e, name, kms.AES256, false)
+		ct, err := e.Encrypt(ctx, k.Tag, []byte(name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, cts = append(keys, k), append(cts, ct)
+	}
+	shClose(t, e)
+	shToLegacy(t, dir)
+
+	before := treeState(t, dir)
+	rep, err := kms.VerifyDirectory(ctx, newBackend(t, rootKey), dir)
+	if err != nil || len(rep.Problems) != 0 || rep.Keys != 3 {
+		t.Fatalf("verify of the former layout: %+v %v", rep, err)
+	}
+	if after := treeState(t, dir); after != before {
+		t.Fatalf("verify changed the directory:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+
+	e = shOpen(t, newBackend(t, rootKey), dir, kms.WithClock(clk))
+	ents, err := os.ReadDir(filepath.Join(dir, shred.DirName))
+	if err != nil || len(ents) != 1 || ents[0].Name() != shred.SlotFile {
+		t.Fatalf("shred directory after the migrating open: %v %v", ents, err)
+	}
+	for i, k := range keys {
+		if pt, err := e.Decrypt(ctx, k.Tag, cts[i], nil); err != nil || string(pt) != k.Name {
+			t.Fatalf("key %s after migration: %q %v", k.Name, pt, err)
+		}
+	}
+	// A backup of it restores into a new directory in the slot layout.
+	var backup bytes.Buffer
+	if _, err := e.Backup(ctx, &backup); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	if _, err := kms.Restore(ctx, &backup, newBackend(t, rootKey), kms.WithDirectory(restored)); err != nil {
+		t.Fatal(err)
+	}
+	if ents, err := os.ReadDir(filepath.Join(restored, shred.DirName)); err != nil || len(ents) != 1 || ents[0].Name() != shred.SlotFile {
+		t.Fatalf("restored shred directory: %v %v", ents, err)
+	}
+	for _, k := range keys {
+		if !shHasShredKey(t, restored, k.Tag, false) {
+			t.Fatalf("restored key %s has no shred key slot", k.Name)
+		}
+	}
+	re := shOpen(t, newBackend(t, rootKey), restored, kms.WithClock(clk))
+	for i, k := range keys {
+		if pt, err := re.Decrypt(ctx, k.Tag, cts[i], nil); err != nil || string(pt) != k.Name {
+			t.Fatalf("restored key %s: %q %v", k.Name, pt, err)
+		}
+	}
+	shClose(t, re)
+	if _, err := e.RequestKeyDeletion(ctx, keys[0].Tag); err != nil {
+		t.Fatal(err)
+	}
+	shClose(t, e)
+	if !shHasShredKey(t, dir, keys[0].Tag, false) {
+		t.Fatal("a key pending deletion lost its shred key")
+	}
+	clk.Advance(kms.DeletionDelay + time.Hour)
+	e = shOpen(t, newBackend(t, rootKey), dir, kms.WithClock(clk))
+	defer e.Close()
+	if err := e.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if shHasShredKey(t, dir, keys[0].Tag, false) {
+		t.Fatal("the destroyed key's shred key is left")
+	}
+	for i, k := range keys[1:] {
+		if pt, err := e.Decrypt(ctx, k.Tag, cts[i+1], nil); err != nil || string(pt) != k.Name {
+			t.Fatalf("key %s after reopen: %q %v", k.Name, pt, err)
+		}
 	}
 }

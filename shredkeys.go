@@ -14,7 +14,7 @@ import (
 )
 
 // Crypto-shredding. With a Badger directory, every key has a shred key
-// (package internal/shred: one small file per key tag) made durable
+// (package internal/shred: a slot of pocketkms.shred/keys) made durable
 // before the commit that first names the key, and every handle the store
 // keeps for the key is sealed under it. Destruction deletes the shred key
 // after the backend destroyed the material and before the records go, so
@@ -115,11 +115,11 @@ func (e *Engine) openHandles(s *keySnap, now time.Time) error {
 	}
 	switch {
 	case err != nil:
-		return fmt.Errorf("its shred key %s/%s: %w", shred.DirName, s.tag, err)
+		return fmt.Errorf("its shred key (%s/%s): %w", shred.DirName, shred.SlotFile, err)
 	case nerr != nil:
-		return fmt.Errorf("its next shred key %s/%s%s: %w", shred.DirName, s.tag, shred.NextSuffix, nerr)
+		return fmt.Errorf("its next shred key (%s/%s): %w", shred.DirName, shred.SlotFile, nerr)
 	case !ok && !okn:
-		return fmt.Errorf("its shred key %s/%s is missing: the key's material cannot be opened", shred.DirName, s.tag)
+		return fmt.Errorf("its shred key is missing from %s/%s: the key's material cannot be opened", shred.DirName, shred.SlotFile)
 	}
 	if ok {
 		s.kek = k
@@ -154,6 +154,21 @@ func (e *Engine) dropShredAfter(ctx context.Context, commitErr error, tag string
 	if err := e.shred.Delete(tag); err != nil {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not delete the shred key of an uncommitted key; the next open removes it",
 			slog.String("keyTag", tag), slog.String("error", err.Error()))
+	}
+}
+
+// migrateShred moves the shred keys of a directory written before the
+// slot file (one file per key) into it: what the first writable open of
+// such a directory does (VerifyDirectory, read-only, only reads them). A
+// failure is logged: every key stays readable from its file or its slot,
+// and the next open retries.
+func (e *Engine) migrateShred(ctx context.Context) {
+	n, err := e.shred.Migrate()
+	if n > 0 && err == nil {
+		e.log.LogAttrs(ctx, slog.LevelInfo, "kms: moved the shred keys of the former one-file-per-key layout into "+shred.DirName+"/"+shred.SlotFile, slog.Int("keys", n))
+	}
+	if err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not finish moving the shred key files into the slot file; the keys stay readable and the next open retries", slog.String("error", err.Error()))
 	}
 }
 

@@ -93,25 +93,23 @@ func TestVerifyDirectory(t *testing.T) {
 	}
 
 	// A shred key gone: that key (and only it) is reported.
-	shredFile := filepath.Join(dir, "pocketkms.shred", tags[1])
-	saved, err := os.ReadFile(shredFile)
+	saved, err := os.ReadFile(shSlotFile(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(shredFile)
+	shEditSlot(t, dir, tags[1], false, func(b []byte) { clear(b) })
 	rep, err = kms.VerifyDirectory(ctx, newBackend(t, rootKey), dir)
 	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].KeyTag != tags[1] || !strings.Contains(rep.Problems[0].Problem, "missing") {
 		t.Fatalf("shred key gone: %+v %v", rep, err)
 	}
 	// A damaged shred key: the key's handles do not open.
-	damaged := bytes.Clone(saved)
-	damaged[len(damaged)-1] ^= 1
-	os.WriteFile(shredFile, damaged, 0o600)
+	os.WriteFile(shSlotFile(dir), saved, 0o600)
+	shEditSlot(t, dir, tags[1], false, func(b []byte) { b[len(b)-1] ^= 1 })
 	rep, err = kms.VerifyDirectory(ctx, newBackend(t, rootKey), dir)
 	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].KeyTag != tags[1] {
 		t.Fatalf("shred key damaged: %+v %v", rep, err)
 	}
-	os.WriteFile(shredFile, saved, 0o600)
+	os.WriteFile(shSlotFile(dir), saved, 0o600)
 
 	// A damaged table: the store does not open, which is a finding.
 	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/pocketkms/kms/backend"
 	"github.com/pocketkms/kms/backend/softhsm"
 	"github.com/pocketkms/kms/backend/softhsm/softhsmtest"
+	"github.com/pocketkms/kms/internal/shred"
 	"github.com/pocketkms/kms/internal/testclock"
 )
 
@@ -204,8 +203,8 @@ func TestEngineOnSoftHSMDestroysMaterial(t *testing.T) {
 		}
 	}
 	for _, tag := range tags {
-		if _, err := os.Stat(filepath.Join(dir, "pocketkms.shred", tag)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("shred key of %s after destruction: %v", tag, err)
+		if _, ok, err := shred.SlotOffset(dir, tag, false); ok || err != nil {
+			t.Errorf("shred key of %s after destruction: %v %v", tag, ok, err)
 		}
 	}
 }

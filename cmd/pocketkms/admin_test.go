@@ -21,6 +21,7 @@ import (
 
 	"github.com/pocketkms/kms"
 	"github.com/pocketkms/kms/backend/memory"
+	"github.com/pocketkms/kms/internal/shred"
 	"github.com/pocketkms/kms/internal/testclock"
 )
 
@@ -485,8 +486,18 @@ func TestVerifyFindsProblems(t *testing.T) {
 	e := openForTest(t, data)
 	beta := findKey(t, e, "beta")
 	e.Close()
-	shredDir := filepath.Join(data, "store", "pocketkms.shred")
-	if err := os.Rename(filepath.Join(shredDir, beta), filepath.Join(t.TempDir(), "gone")); err != nil {
+	store := filepath.Join(data, "store")
+	off, ok, err := shred.SlotOffset(store, beta, false)
+	if err != nil || !ok {
+		t.Fatalf("beta's shred key slot: %v %v", ok, err)
+	}
+	slots := filepath.Join(store, shred.DirName, shred.SlotFile)
+	raw, err := os.ReadFile(slots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(raw[off : off+shred.SlotSize])
+	if err := os.WriteFile(slots, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	before := dirState(t, data)

@@ -1,34 +1,20 @@
 package shred
 
-import (
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
-
-	"github.com/pocketkms/kms/internal/keytag"
-)
+import "fmt"
 
 // Next keys. A root-key rotation (kms.Engine.RotateRootKey) gives every
-// key a second shred key, its next key, in <dir>/pocketkms.shred/<tag>.next
-// (same 41-byte format and checksum as <tag>), and seals the key's handles
-// under the new root key with it. Once the rotation has switched to the
-// new root key, Promote makes the next key the key: the old file, the only
-// copy of the key that sealed the handles under the old root key, is
-// shredded, so the copies Badger keeps of those handles open under
-// nothing, not even with the old root key. A rotation rolled back drops
-// the next keys (DropNext).
+// key a second shred key, its next key (a slot of kind 2 in the slot
+// file, same checksum), and seals the key's handles under the new root
+// key with it. Once the rotation has switched to the new root key,
+// Promote makes the next key the key: the old key's slot, the only copy
+// of the key that sealed the handles under the old root key, is zeroed,
+// so the copies Badger keeps of those handles open under nothing, not
+// even with the old root key. A rotation rolled back drops the next keys
+// (DropNext).
 
-// NextSuffix ends the file name of a next key.
+// NextSuffix ends the file name of a next key in the former layout (one
+// file per key).
 const NextSuffix = ".next"
-
-// tmpOfKey reports whether name (without the temporary suffix) is a key
-// file or a next key file.
-func tmpOfKey(name string) bool {
-	return keytag.Valid(name) || keytag.Valid(strings.TrimSuffix(name, NextSuffix))
-}
 
 // Next returns tag's next key, making it (durably, as Create does) when it
 // has none.
@@ -37,82 +23,109 @@ func (ks *Keys) Next(tag string) (*Key, error) {
 		return nil, err
 	}
 	defer ks.mu.Unlock()
-	k, ok, err := ks.getNextLocked(tag)
-	if err != nil || ok {
-		return k, err
+	if k := ks.nexts[tag]; k != nil {
+		return k, nil
 	}
-	if err := ks.mkdir(); err != nil {
-		return nil, fmt.Errorf("shred: next: %w", err)
-	}
-	b, err := newKeyBytes()
+	b := newKeyBytes()
+	slot, err := ks.writeSlotLocked(kindNext, tag, b)
 	if err != nil {
-		return nil, err
-	}
-	if err := ks.writeKey(tag+NextSuffix, tag, b); err != nil {
 		clear(b)
-		ks.unwrite(tag + NextSuffix)
 		return nil, fmt.Errorf("shred: next: %w", err)
 	}
-	k = newKey(tag, b)
+	k := newKey(tag, b)
+	k.slot = slot
 	ks.nexts[tag] = k
-	delete(ks.noNext, tag)
+	if ks.damaged[tag]&kindNext != 0 {
+		// A damaged former-layout file is superseded; it goes with
+		// the tag's other files.
+		ks.damaged[tag] &^= kindNext
+	}
 	return k, nil
 }
 
+// writeSlotLocked writes b as tag's key of kind into a free slot and
+// syncs it; on failure the slot is zeroed (best effort) and freed.
+func (ks *Keys) writeSlotLocked(kind byte, tag string, b []byte) (int32, error) {
+	slot, err := ks.allocLocked()
+	if err != nil {
+		return 0, err
+	}
+	ks.seq++
+	var buf [slotSize]byte
+	marshalSlot(buf[:], kind, ks.seq, tag, b)
+	_, err = ks.f.WriteAt(buf[:], int64(slot)*slotSize)
+	clear(buf[:])
+	if err == nil {
+		err = ks.syncs.sync(ks.f)
+	}
+	if err != nil {
+		ks.unwriteLocked(ks.f, slot)
+		return 0, err
+	}
+	return slot, nil
+}
+
 // GetNext returns tag's next key; ok is false (err nil) when it has none.
+// A damaged next key of the former layout is ErrCorrupt.
 func (ks *Keys) GetNext(tag string) (k *Key, ok bool, err error) {
 	if err := ks.lock(tag); err != nil {
 		return nil, false, err
 	}
 	defer ks.mu.Unlock()
-	return ks.getNextLocked(tag)
+	return ks.getLocked(ks.nexts, tag, kindNext)
 }
 
-func (ks *Keys) getNextLocked(tag string) (*Key, bool, error) {
-	if ks.noNext[tag] {
-		return nil, false, nil // Preload listed the directory: none
-	}
-	return ks.loadLocked(ks.nexts, tag, tag+NextSuffix, "next key file")
-}
-
-// Promote makes tag's next key its key: the next key file is renamed over
-// the key file (one atomic step; the directory is synced), and the old
-// key's bytes are then overwritten with zeros through a descriptor opened
-// before the rename (best effort, as in Delete). The old Key is cleared
-// (ErrDeleted from then on); the next Key object becomes the key. A tag
-// with no next key is left as it is.
+// Promote makes tag's next key its key: the next key is written into a
+// new slot as the key and synced, then the old key's slot and the next
+// key's (and any leftover of the tag) are overwritten with zeros and
+// synced (a crash in between leaves both keys; the new one, written
+// last, wins). The old Key is cleared (ErrDeleted from then on); the next
+// Key object becomes the key. A tag with no next key is left as it is.
 func (ks *Keys) Promote(tag string) error {
 	if err := ks.lock(tag); err != nil {
 		return err
 	}
 	defer ks.mu.Unlock()
-	next := filepath.Join(ks.dir, tag+NextSuffix)
-	if _, err := os.Lstat(next); errors.Is(err, fs.ErrNotExist) {
+	n := ks.nexts[tag]
+	if n == nil {
 		return nil
-	} else if err != nil {
+	}
+	slot, err := ks.writeSlotLocked(kindKey, tag, n.b[:])
+	if err != nil {
 		return fmt.Errorf("shred: promote: %w", err)
 	}
-	path := filepath.Join(ks.dir, tag)
-	old, _ := os.OpenFile(path, os.O_WRONLY, 0)
+	var ws []slotWrite
+	if n.slot != noSlot {
+		ws = append(ws, slotWrite{slot: n.slot})
+	}
+	old := ks.keys[tag]
+	if old != nil && old.slot != noSlot {
+		ws = append(ws, slotWrite{slot: old.slot})
+	}
+	for _, r := range ks.extra[tag] {
+		ws = append(ws, slotWrite{slot: r.slot})
+	}
+	// From here the new slot is the key, whatever fails.
+	n.slot = slot
+	ks.keys[tag] = n
+	delete(ks.nexts, tag)
 	if old != nil {
-		defer old.Close()
+		old.clear()
 	}
-	if err := os.Rename(next, path); err != nil {
+	delete(ks.extra, tag)
+	if ks.damaged[tag] != 0 {
+		delete(ks.damaged, tag)
+	}
+	if err := ks.zeroLocked(ws, true); err != nil {
+		// The old slots stay: the new one wins over them, and Prune
+		// zeroes them at the next open.
+		for _, w := range ws {
+			ks.addExtra(tag, slotRef{slot: w.slot})
+		}
 		return fmt.Errorf("shred: promote: %w", err)
 	}
-	if err := syncDir(ks.dir); err != nil {
+	if err := ks.shredLegacyLocked(tag, tag+NextSuffix); err != nil {
 		return fmt.Errorf("shred: promote: %w", err)
-	}
-	if old != nil {
-		zero(old)
-	}
-	if k := ks.keys[tag]; k != nil {
-		k.clear()
-		delete(ks.keys, tag)
-	}
-	if k := ks.nexts[tag]; k != nil {
-		ks.keys[tag] = k
-		delete(ks.nexts, tag)
 	}
 	return nil
 }
@@ -123,22 +136,41 @@ func (ks *Keys) DropNext(tag string) error {
 		return err
 	}
 	defer ks.mu.Unlock()
+	var ws []slotWrite
 	if k := ks.nexts[tag]; k != nil {
+		if k.slot != noSlot {
+			ws = append(ws, slotWrite{slot: k.slot})
+		}
 		k.clear()
 		delete(ks.nexts, tag)
 	}
-	path := filepath.Join(ks.dir, tag+NextSuffix)
-	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil
+	keep := ks.extra[tag][:0]
+	for _, r := range ks.extra[tag] {
+		if r.kind == kindNext {
+			ws = append(ws, slotWrite{slot: r.slot})
+		} else {
+			keep = append(keep, r)
+		}
 	}
-	if err := shredFile(path); err != nil {
+	if len(keep) == 0 {
+		delete(ks.extra, tag)
+	} else {
+		ks.extra[tag] = keep
+	}
+	if ks.damaged[tag]&kindNext != 0 {
+		ks.damaged[tag] &^= kindNext
+		if ks.damaged[tag] == 0 {
+			delete(ks.damaged, tag)
+		}
+	}
+	if err := ks.zeroLocked(ws, true); err != nil {
 		return fmt.Errorf("shred: drop next key: %w", err)
 	}
-	if err := syncDir(ks.dir); err != nil {
+	if err := ks.shredLegacyLocked(tag + NextSuffix); err != nil {
 		return fmt.Errorf("shred: drop next key: %w", err)
 	}
 	return nil
 }
 
-// NextTags returns the tags that have a next key file, sorted.
-func (ks *Keys) NextTags() ([]string, error) { return ks.tagsOf(NextSuffix) }
+// NextTags returns the tags that have a next key, sorted.
+func (ks *Keys) NextTags() ([]string, error) { return ks.tagsOf(ks.nexts, kindNext) }

@@ -3,8 +3,6 @@ package shred
 import (
 	"bytes"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -39,7 +37,8 @@ func TestNextKeyPromote(t *testing.T) {
 		t.Fatalf("next key after reopen: %q %v", h, err)
 	}
 	k2, _, _ := ks.Get(tag)
-	oldBytes, _ := os.ReadFile(filepath.Join(dir, DirName, tag))
+	oldOff := slotAt(t, dir, tag, false)
+	nextOff := slotAt(t, dir, tag, true)
 	if err := ks.Promote(tag); err != nil {
 		t.Fatal(err)
 	}
@@ -53,9 +52,12 @@ func TestNextKeyPromote(t *testing.T) {
 	if _, ok, _ := ks.GetNext(tag); ok {
 		t.Fatal("a next key is left after Promote")
 	}
-	now, _ := os.ReadFile(filepath.Join(dir, DirName, tag))
-	if bytes.Equal(now, oldBytes) {
-		t.Fatal("the key file was not replaced")
+	raw := readSlots(t, dir)
+	if !allZero(raw[oldOff:oldOff+slotSize]) || !allZero(raw[nextOff:nextOff+slotSize]) {
+		t.Fatal("the old key's or the next key's slot was not zeroed")
+	}
+	if off := slotAt(t, dir, tag, false); !bytes.Equal(raw[off+offKey:off+offKey+KeySize], n2.b[:]) {
+		t.Fatal("the key's slot does not hold the promoted key")
 	}
 	ks.Close()
 	ks = open(t, dir)
@@ -95,8 +97,7 @@ func TestNextKeyPromote(t *testing.T) {
 	if _, err := ks.Prune(func(string) bool { return false }); err != nil {
 		t.Fatal(err)
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, DirName))
-	if len(ents) != 0 {
-		t.Fatalf("left after Prune: %d files", len(ents))
+	if !allZero(readSlots(t, dir)) {
+		t.Fatal("slots left after Prune")
 	}
 }

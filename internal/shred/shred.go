@@ -5,25 +5,85 @@
 // [Keys.Create] before the commit that first names a key, seals every
 // backend handle it stores for that key with [Key.Wrap], opens them with
 // [Key.Unwrap] when it loads the key ([Keys.Get]), and calls [Keys.Delete]
-// when it destroys the key. Once the key's file is unlinked and the
-// directory synced, every copy of its wrapped handles that Badger still
-// keeps (old tables, value logs, write-ahead logs), and every backup taken
-// from then on, opens under nothing: not even the backend's root key
-// reaches the sealed material inside.
+// when it destroys the key. Once Delete has overwritten the key's slot
+// with zeros and synced it, every copy of its wrapped handles that Badger
+// still keeps (old tables, value logs, write-ahead logs), and every backup
+// taken from then on, opens under nothing: not even the backend's root
+// key reaches the sealed material inside.
 //
-// # Files
+// # The slot file
 //
-// Each key is one file, <dir>/pocketkms.shred/<tag>, of 41 bytes:
+// All keys live in one file, <dir>/pocketkms.shred/keys, of fixed-size
+// slots of 128 bytes. A slot is all zeros (free) or
 //
-//	"PKSK" ‖ 0x01 ‖ key(32) ‖ uint32be(CRC-32C("PKSK" ‖ 0x01 ‖ tag ‖ key))
+//	"PKSS" ‖ 0x01 ‖ kind ‖ 0x0000 ‖ uint64be(seq) ‖ tag(64) ‖ key(32) ‖ zeros(12) ‖ uint32be(CRC-32C of all before it)
 //
-// The checksum also covers the tag the file is named after, so a damaged
-// file, or one moved to another key's name, is refused with [ErrCorrupt]
-// and its bytes are never used. [Keys.Create] writes a temporary file
-// (<tag>.tmp), syncs it, renames it into place and syncs the directory
-// (the directory itself, made on first use, is synced into its parent);
-// [Keys.Delete] overwrites the file with zeros and syncs it (best effort),
-// unlinks it and syncs the directory. Nothing is written by [Open].
+// where kind is 1 for a key and 2 for a next key (rotate.go) and seq a
+// sequence number, one more than the highest in the file at each write.
+// The checksum covers the tag and kind, so a slot is the key of the tag
+// and kind it names or nothing: a damaged slot's bytes are never used.
+//
+// [Open] reads the whole file in one read and keeps an index (tag to
+// slot) with every key in memory; it writes nothing. [Keys.Create] takes
+// a free slot, writes it in place (pwrite) and syncs it with one
+// fdatasync before it returns; creations running at once share their
+// syncs. When no slot is free the file grows by a quarter (64 to 8,192
+// slots), written as zeros and synced before any of them is used, so a
+// key's write is always an overwrite in place: its sync changes no size
+// and no metadata. [Keys.Delete] overwrites the key's slots (its key, its
+// next key, any leftover copy) with zeros and syncs them before it
+// returns; the slots are then reused. The directory is made, and synced
+// into its parent, by the first write.
+//
+// # Crashes
+//
+// Reasoned slot by slot, with a write torn at any byte:
+//
+//   - A Create torn by a crash leaves a damaged slot (or a valid one, or
+//     zeros) for a tag that no record names: Create returns before the
+//     Engine's commit that first names the key. A damaged slot therefore
+//     never fails Open. One that reads as a key's slot for a well-formed
+//     tag is kept aside: [Keys.Get] of that tag reports [ErrCorrupt]
+//     (unless a valid slot of the same tag and kind exists), so a key
+//     that Badger names and whose slot is damaged is refused by name, as
+//     is one whose slot is missing (Get's ok is false); [Keys.Prune]
+//     zeroes it once no record names the tag. Any other damaged slot (a
+//     next key's, which only a rotation's Next that never returned can
+//     leave, since no record uses a next key before Next returns, or one
+//     naming no well-formed tag) is free.
+//   - Duplicates: two valid slots of one tag and kind exist only between
+//     writing a slot's successor and zeroing the old one (Promote,
+//     below). The highest sequence number wins (then the lowest slot):
+//     the successor, which was synced before its predecessor was zeroed.
+//     The loser is zeroed by Delete, Promote or Prune.
+//   - [Keys.Promote] writes the next key into a new slot as the key
+//     (synced) and only then zeroes the old key's and the next key's
+//     slots (synced): a crash in between leaves the old key and the new
+//     one, and the new one wins; it never overwrites the only copy of a
+//     key in place, so no torn write can lose the key that the handles
+//     under the new root key need.
+//   - Growth: a crash while growing leaves zeros (free slots), perhaps a
+//     partial slot at the end, which is ignored and overwritten by the
+//     next growth.
+//
+// # The former layout, and migration
+//
+// Directories written before the slot file hold one file per key,
+// <tag> and <tag>.next, each "PKSK" ‖ 0x01 ‖ key(32) ‖
+// uint32be(CRC-32C("PKSK" ‖ 0x01 ‖ tag ‖ key)). Open reads them too (in
+// parallel, once), a valid slot winning over a file of the same tag and
+// kind. [Keys.Migrate], which the Engine calls after Open (never a
+// read-only reader), moves them: every file's key is written into a slot
+// and synced, then each file is overwritten with zeros and synced (from
+// 64 files on, with one sync(2) for all of them instead of an fsync
+// each), unlinked, and the directory synced. A crash at any step leaves every
+// key readable: from its file until its slot is synced, from its slot
+// afterwards (a zeroed file with a slot is a leftover, not damage). A
+// damaged file is not moved: Get reports it as before, and Prune removes
+// it once no record names it. Until a migration completes (it is retried
+// at each open), Delete, Promote and DropNext also shred the files of
+// the tag. A build from before the slot file does not read it: once
+// migrated, a directory's keys are refused (as missing) by such a build.
 //
 // # Wrapped handles
 //
@@ -36,8 +96,10 @@
 //
 // # Concurrency
 //
-// [Keys] and [Key] are safe for concurrent use. Keys serialises its file
-// operations.
+// [Keys] and [Key] are safe for concurrent use. One Keys writes the slot
+// file of a directory at a time (the Engine holds Badger's directory lock
+// around it); a second Keys on the same directory sees the first one's
+// writes only when it is opened after them.
 //
 // # Security
 //
@@ -45,17 +107,18 @@
 // as JSON and through log/slog; no error carries key bytes or a handle.
 // A key's bytes are cleared when it is deleted or the Keys closed;
 // clearing is best effort (the AES key schedule built for each call, and
-// any copy the runtime made, are left to the garbage collector).
+// any copy the runtime made, are left to the garbage collector). The
+// buffer Open reads the file into is cleared once indexed.
 //
 // # Limitations
 //
 // Shredding is as good as the file system's forgetting. The zeros written
-// before the unlink, and the unlink itself, reach the disk, but a
-// copy-on-write file system (btrfs, ZFS), a file-system or volume
-// snapshot, a journal that logs data, or an SSD's remapped blocks can keep
-// the old bytes; so does any backup of the directory taken before the
-// destruction. A backup must copy this directory together with Badger's
-// files: without it the keys it names do not open.
+// over a slot reach the disk before Delete returns, but a copy-on-write
+// file system (btrfs, ZFS), a file-system or volume snapshot, a journal
+// that logs data, or an SSD's remapped blocks can keep the old bytes; so
+// does any backup of the directory taken before the destruction. A backup
+// of the directory's files must copy this directory together with
+// Badger's files: without it the keys it names do not open.
 package shred
 
 import (
@@ -74,7 +137,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/pocketkms/kms/internal/atomicfile"
@@ -88,11 +150,6 @@ const DirName = "pocketkms.shred"
 const KeySize = 32
 
 const (
-	fileMagic   = "PKSK"
-	fileVersion = 1
-	fileSize    = len(fileMagic) + 1 + KeySize + 4
-	tmpSuffix   = atomicfile.TmpSuffix
-
 	wrapPrefix = "pkw1"
 	wrapLabel  = "pocketkms/handle/v1"
 	nonceSize  = 12
@@ -105,29 +162,43 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // IsWrapped reports whether a stored handle is in the wrapped form (starts
 // with "pkw1"); anything else is a handle as the backend made it.
-func IsWrapped(h []byte) bool { return bytes.HasPrefix(h, []byte(wrapPrefix)) }
+func IsWrapped(h []byte) bool {
+	return len(h) >= len(wrapPrefix) && string(h[:len(wrapPrefix)]) == wrapPrefix
+}
 
 // Keys is the set of shred keys of one directory. Create it with Open.
 type Keys struct {
 	dir string // <badger dir>/pocketkms.shred
 
 	mu    sync.Mutex
-	keys  map[string]*Key // read or made so far
-	nexts map[string]*Key // next keys read or made so far (rotate.go)
-	// noNext holds the tags Preload found without a next key file, until
-	// EndPreload; Next removes the tag it makes one for.
-	noNext map[string]bool
+	keys  map[string]*Key // every key, by tag
+	nexts map[string]*Key // every next key (rotate.go)
+	// extra holds, by tag, slots besides the ones in use: superseded
+	// duplicates and damaged slots (see loadSlots).
+	extra map[string][]slotRef
+	// damaged holds the tags whose key (kindKey) or next key (kindNext)
+	// is damaged and has no valid copy: Get and GetNext report them.
+	damaged map[string]byte
+	// legacy holds the names of the former layout's files present.
+	legacy map[string]bool
+	free   []int32 // free slots, the next one last
+	nslots int32   // slots in the file
+	seq    uint64  // highest sequence number written
+	f      *os.File
 	made   bool // dir exists
 	closed bool
-	// creating holds the tags whose Create is writing its file, which
-	// it does without holding mu, so that creations of different keys
-	// share the disk's time instead of queueing for it.
+	// creating holds the tags whose Create is writing its slot, which it
+	// does without holding mu, so that creations of different keys share
+	// their syncs instead of queueing for them.
 	creating map[string]bool
+	syncs    syncer
 }
 
-// Open returns the shred keys kept under dir (the Badger directory). It
-// reads and writes nothing but a stat of the subdirectory, which is made
-// by the first Create.
+// Open returns the shred keys kept under dir (the Badger directory): it
+// reads the slot file in one read, and the files of the former layout
+// (see Migrate) if any, and writes nothing; the subdirectory and the slot
+// file are made by the first Create. A slot file or former-layout file
+// that cannot be read fails Open; damaged content does not (see Get).
 func Open(dir string) (*Keys, error) {
 	if dir == "" {
 		return nil, errors.New("shred: no directory given")
@@ -136,163 +207,204 @@ func Open(dir string) (*Keys, error) {
 	fi, err := os.Stat(ks.dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		return ks, nil
 	case err != nil:
 		return nil, fmt.Errorf("shred: open: %w", err)
 	case !fi.IsDir():
 		return nil, fmt.Errorf("shred: open: %s is not a directory", DirName)
+	}
+	ks.made = true
+	raw, err := os.ReadFile(filepath.Join(ks.dir, SlotFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("shred: open: %w", err)
 	default:
-		ks.made = true
+		ks.loadSlots(raw)
+		clear(raw)
+	}
+	if err := ks.loadLegacy(); err != nil {
+		ks.Close()
+		return nil, fmt.Errorf("shred: open: %w", err)
 	}
 	return ks, nil
 }
 
-// Dir returns the directory that holds the key files.
+// Dir returns the directory that holds the slot file.
 func (ks *Keys) Dir() string { return ks.dir }
 
 // Create makes a new random key for tag and writes it durably before it
-// returns. It fails with ErrExists when tag already has one (in memory
-// or on disk), ErrInvalidTag for a malformed tag, ErrClosed after Close,
-// and with the file system's error otherwise (then no file is left, best
-// effort; the Engine also removes orphans when it opens).
+// returns. It fails with ErrExists when tag already has one (or a
+// damaged one), ErrInvalidTag for a malformed tag, ErrClosed after
+// Close, and with the file system's error otherwise (then the slot is
+// zeroed, best effort; the Engine also removes orphans when it opens).
 func (ks *Keys) Create(tag string) (*Key, error) {
 	if err := ks.lock(tag); err != nil {
 		return nil, err
 	}
 	defer ks.mu.Unlock()
-	if _, ok := ks.keys[tag]; ok || ks.creating[tag] {
+	if ks.keys[tag] != nil || ks.creating[tag] || ks.damaged[tag]&kindKey != 0 {
 		return nil, ErrExists
 	}
-	path := filepath.Join(ks.dir, tag)
-	if _, err := os.Lstat(path); err == nil {
-		return nil, ErrExists
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("shred: create: %w", err)
-	}
-	if err := ks.mkdir(); err != nil {
-		return nil, fmt.Errorf("shred: create: %w", err)
-	}
-	b, err := newKeyBytes()
+	slot, err := ks.allocLocked()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("shred: create: %w", err)
 	}
+	f := ks.f
+	ks.seq++
+	seq := ks.seq
 	if ks.creating == nil {
 		ks.creating = map[string]bool{}
 	}
 	ks.creating[tag] = true
-	// The synced write runs without mu (the tag is reserved in creating):
-	// it is most of a creation's time.
+	var buf [slotSize]byte
+	b := newKeyBytes()
+	marshalSlot(buf[:], kindKey, seq, tag, b)
+	// The write and its sync run without mu (the tag and the slot are
+	// reserved): they are most of a creation's time.
 	ks.mu.Unlock()
-	err = ks.writeKey(tag, tag, b)
+	_, err = f.WriteAt(buf[:], int64(slot)*slotSize)
+	clear(buf[:])
+	if err == nil {
+		err = ks.syncs.sync(f)
+	}
 	ks.mu.Lock()
 	delete(ks.creating, tag)
 	if err == nil && ks.closed {
-		// Closed meanwhile: the key is not handed out, and its file goes.
+		// Closed meanwhile: the key is not handed out, and its slot goes.
 		err = ErrClosed
 	}
 	if err != nil {
 		clear(b)
-		ks.unwrite(tag)
+		ks.unwriteLocked(f, slot)
 		if errors.Is(err, ErrClosed) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("shred: create: %w", err)
 	}
 	k := newKey(tag, b)
+	k.slot = slot
 	ks.keys[tag] = k
 	return k, nil
 }
 
-// Get returns tag's key, reading its file on the first call. ok is false
-// (and err nil) when tag has no key file. A file that fails its frame is
-// ErrCorrupt; other errors are the file system's.
+// unwriteLocked zeroes slot (written by a Create that failed) and syncs
+// it, best effort, and returns it to the free slots; what a failure
+// leaves there names a tag no record names, which Prune removes.
+func (ks *Keys) unwriteLocked(f *os.File, slot int32) {
+	if _, err := f.WriteAt(make([]byte, slotSize), int64(slot)*slotSize); err == nil {
+		datasync(f)
+	}
+	if !ks.closed {
+		ks.release(slot)
+	}
+}
+
+// Get returns tag's key. ok is false (and err nil) when tag has none. A
+// key whose slot (or former-layout file) is damaged is ErrCorrupt.
 func (ks *Keys) Get(tag string) (k *Key, ok bool, err error) {
 	if err := ks.lock(tag); err != nil {
 		return nil, false, err
 	}
 	defer ks.mu.Unlock()
-	return ks.loadLocked(ks.keys, tag, tag, "key file")
+	return ks.getLocked(ks.keys, tag, kindKey)
 }
 
-// loadLocked returns tag's key from cache, or reads it from the file name
-// and caches it; ok is false (err nil) when there is no such file. what
-// names the file in errors.
-func (ks *Keys) loadLocked(cache map[string]*Key, tag, name, what string) (k *Key, ok bool, err error) {
-	if k := cache[tag]; k != nil {
+func (ks *Keys) getLocked(m map[string]*Key, tag string, kind byte) (*Key, bool, error) {
+	if k := m[tag]; k != nil {
 		return k, true, nil
 	}
-	raw, err := readSmall(filepath.Join(ks.dir, name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil
+	if ks.damaged[tag]&kind != 0 {
+		return nil, false, ErrCorrupt
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("shred: read %s: %w", what, err)
-	}
-	b, err := unmarshal(tag, raw)
-	clear(raw)
-	if err != nil {
-		return nil, false, err
-	}
-	k = newKey(tag, b)
-	cache[tag] = k
-	return k, true, nil
+	return nil, false, nil
 }
 
 // Delete shreds tag's key: the Key in memory is cleared (every later Wrap
-// and Unwrap of it fails with ErrDeleted), the file is overwritten with
-// zeros and synced (best effort), unlinked, and the directory synced.
-// Deleting a key that has no file is not an error. Once Delete returns
-// nil, the deletion is durable.
+// and Unwrap of it fails with ErrDeleted), and its slots (key, next key,
+// leftovers) are overwritten with zeros and synced; files of the former
+// layout are overwritten, synced and unlinked, and the directory synced.
+// Deleting a key that has none is not an error. Once Delete returns nil,
+// the deletion is durable.
 func (ks *Keys) Delete(tag string) error {
 	if err := ks.lock(tag); err != nil {
 		return err
 	}
 	defer ks.mu.Unlock()
-	return ks.deleteLocked(tag)
-}
-
-func (ks *Keys) deleteLocked(tag string) error {
-	if k := ks.keys[tag]; k != nil {
-		k.clear()
-		delete(ks.keys, tag)
-	}
-	if k := ks.nexts[tag]; k != nil {
-		k.clear()
-		delete(ks.nexts, tag)
-	}
-	if !ks.made {
-		return nil
-	}
-	// The next key first: a crash in between leaves the current one,
-	// which the retried Delete removes, and no next key without it.
-	for _, name := range []string{tag + NextSuffix, tag} {
-		if err := shredFile(filepath.Join(ks.dir, name)); err != nil {
-			return fmt.Errorf("shred: delete: %w", err)
-		}
-	}
-	// Synced even when the file was already gone: an earlier Delete may
-	// have unlinked it and failed before its sync.
-	if err := syncDir(ks.dir); err != nil {
+	if err := ks.deleteLocked(tag, true); err != nil {
 		return fmt.Errorf("shred: delete: %w", err)
 	}
 	return nil
 }
 
-// Tags returns the tags that have a key file, sorted.
-func (ks *Keys) Tags() ([]string, error) { return ks.tagsOf("") }
-
-// tagsOf returns the tags that have a regular file named tag+suffix,
-// sorted.
-func (ks *Keys) tagsOf(suffix string) ([]string, error) {
-	ents, err := os.ReadDir(ks.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+// deleteLocked zeroes every slot of tag (syncing them when sync is set;
+// else the caller syncs) and shreds its former-layout files.
+func (ks *Keys) deleteLocked(tag string, sync bool) error {
+	var ws []slotWrite
+	for _, m := range []map[string]*Key{ks.keys, ks.nexts} {
+		if k := m[tag]; k != nil {
+			if k.slot != noSlot {
+				ws = append(ws, slotWrite{slot: k.slot})
+			}
+			k.clear()
+			delete(m, tag)
+		}
 	}
+	for _, r := range ks.extra[tag] {
+		ws = append(ws, slotWrite{slot: r.slot})
+	}
+	delete(ks.extra, tag)
+	if err := ks.zeroLocked(ws, sync); err != nil {
+		// Kept for the retry (or Prune) to zero.
+		for _, w := range ws {
+			ks.addExtra(tag, slotRef{slot: w.slot})
+		}
+		return err
+	}
+	delete(ks.damaged, tag)
+	return ks.shredLegacyLocked(tag, tag+NextSuffix)
+}
+
+// zeroLocked overwrites the slots of ws with zeros and, when sync is set,
+// syncs them; the slots are then free. On failure they stay where they
+// were, and the caller keeps them to retry.
+func (ks *Keys) zeroLocked(ws []slotWrite, sync bool) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	f, err := ks.fileLocked()
 	if err != nil {
-		return nil, fmt.Errorf("shred: list: %w", err)
+		return err
+	}
+	if err := writeSlots(f, ws); err != nil {
+		return err
+	}
+	if sync {
+		if err := datasync(f); err != nil {
+			return err
+		}
+	}
+	for _, w := range ws {
+		ks.release(w.slot)
+	}
+	return nil
+}
+
+// Tags returns the tags that have a key (valid or damaged), sorted.
+func (ks *Keys) Tags() ([]string, error) { return ks.tagsOf(ks.keys, kindKey) }
+
+func (ks *Keys) tagsOf(m map[string]*Key, kind byte) ([]string, error) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.closed {
+		return nil, ErrClosed
 	}
 	var tags []string
-	for _, e := range ents {
-		if t, ok := strings.CutSuffix(e.Name(), suffix); ok && keytag.Valid(t) && e.Type().IsRegular() {
+	for t := range m {
+		tags = append(tags, t)
+	}
+	for t, d := range ks.damaged {
+		if d&kind != 0 && m[t] == nil {
 			tags = append(tags, t)
 		}
 	}
@@ -300,61 +412,100 @@ func (ks *Keys) tagsOf(suffix string) ([]string, error) {
 	return tags, nil
 }
 
-// Prune deletes (as Delete does) every key whose tag live rejects, and
-// the temporary files of interrupted Creates, which no record can name.
-// It returns the tags of the keys it deleted. Files whose names are not
-// tags are left alone.
+// Prune deletes (as Delete does) every key and next key whose tag live
+// rejects, zeroes the leftover slots of live tags (superseded duplicates,
+// torn writes that a valid slot replaces), and removes the temporary
+// files of the former layout's interrupted Creates. It returns the tags
+// of the keys it deleted, sorted. A damaged key of a live tag is kept
+// (Get keeps reporting it); files whose names are not the package's are
+// left alone.
 func (ks *Keys) Prune(live func(tag string) bool) ([]string, error) {
-	ents, err := os.ReadDir(ks.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("shred: prune: %w", err)
-	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if ks.closed {
 		return nil, ErrClosed
 	}
-	ks.made = true
+	if !ks.made {
+		return nil, nil
+	}
+	// The dead tags first (live is asked once per tag; no set of every
+	// tag is built: an Engine prunes at every open).
+	var dead []string
+	for t := range ks.keys {
+		if !live(t) {
+			dead = append(dead, t)
+		}
+	}
+	for t := range ks.nexts {
+		if ks.keys[t] == nil && !live(t) {
+			dead = append(dead, t)
+		}
+	}
+	for t := range ks.extra {
+		if ks.keys[t] == nil && ks.nexts[t] == nil && !live(t) {
+			dead = append(dead, t)
+		}
+	}
+	for t := range ks.damaged {
+		if ks.keys[t] == nil && ks.nexts[t] == nil && ks.extra[t] == nil && !live(t) {
+			dead = append(dead, t)
+		}
+	}
 	var removed []string
 	var errs []error
-	temps := false
-	for _, e := range ents {
-		name := e.Name()
-		switch {
-		case keytag.Valid(name) && !live(name):
-			if err := ks.deleteLocked(name); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			removed = append(removed, name)
-		case strings.HasSuffix(name, NextSuffix) && keytag.Valid(strings.TrimSuffix(name, NextSuffix)) && !live(strings.TrimSuffix(name, NextSuffix)):
-			// A next key whose key is gone (Delete removes it first, so
-			// only a key that was never committed leaves one).
-			if err := ks.deleteLocked(strings.TrimSuffix(name, NextSuffix)); err != nil {
-				errs = append(errs, err)
-			}
-		case strings.HasSuffix(name, tmpSuffix) && tmpOfKey(strings.TrimSuffix(name, tmpSuffix)):
-			if err := shredFile(filepath.Join(ks.dir, name)); err != nil {
-				errs = append(errs, fmt.Errorf("shred: prune: %w", err))
-				continue
-			}
-			temps = true
+	for _, t := range dead {
+		had := ks.keys[t] != nil || ks.damaged[t]&kindKey != 0
+		if err := ks.deleteLocked(t, false); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if had {
+			removed = append(removed, t)
 		}
 	}
-	if temps {
-		if err := syncDir(ks.dir); err != nil {
-			errs = append(errs, fmt.Errorf("shred: prune: %w", err))
+	// The leftovers of live tags.
+	var ws []slotWrite
+	var dirty []string
+	for t, refs := range ks.extra {
+		keep := refs[:0]
+		for _, r := range refs {
+			if r.bad && ks.damaged[t]&r.kind != 0 {
+				keep = append(keep, r) // the only trace of a damaged key
+				continue
+			}
+			ws = append(ws, slotWrite{slot: r.slot})
+		}
+		if len(keep) < len(refs) {
+			dirty = append(dirty, t)
+		}
+		ks.extra[t] = keep
+	}
+	if err := ks.zeroLocked(ws, false); err != nil {
+		errs = append(errs, err)
+	}
+	if ks.f != nil && len(dead)+len(ws) > 0 {
+		if err := datasync(ks.f); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return removed, errors.Join(errs...)
+	for _, t := range dirty {
+		if len(ks.extra[t]) == 0 {
+			delete(ks.extra, t)
+		}
+	}
+	if err := ks.pruneTempsLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	sort.Strings(removed)
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("shred: prune: %w", err)
+	}
+	return removed, nil
 }
 
-// Close clears every key held in memory (best effort): their Wrap and
-// Unwrap fail with ErrDeleted, and later calls of the Keys with
-// ErrClosed. It is idempotent.
+// Close clears every key held in memory (best effort) and closes the slot
+// file: the keys' Wrap and Unwrap fail with ErrDeleted, and later calls
+// of the Keys with ErrClosed. It is idempotent.
 func (ks *Keys) Close() {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -364,7 +515,11 @@ func (ks *Keys) Close() {
 	for _, k := range ks.nexts {
 		k.clear()
 	}
-	ks.keys, ks.nexts, ks.closed = nil, nil, true
+	if ks.f != nil {
+		ks.f.Close()
+		ks.f = nil
+	}
+	ks.keys, ks.nexts, ks.extra, ks.damaged, ks.free, ks.closed = nil, nil, nil, nil, nil, true
 }
 
 // String describes the Keys by directory; it never shows a key.
@@ -396,20 +551,6 @@ func (ks *Keys) lock(tag string) error {
 	return nil
 }
 
-// writeKey writes tag's key b durably to the file name; unwrite removes
-// what a failed one may have left.
-func (ks *Keys) writeKey(name, tag string, b []byte) error {
-	data := marshal(tag, b)
-	defer clear(data)
-	return writeFileSync(ks.dir, name, data)
-}
-
-// unwrite removes the file name and its temporary file (best effort).
-func (ks *Keys) unwrite(name string) {
-	os.Remove(filepath.Join(ks.dir, name+tmpSuffix))
-	os.Remove(filepath.Join(ks.dir, name))
-}
-
 func (ks *Keys) mkdir() error {
 	if ks.made {
 		return nil
@@ -425,13 +566,43 @@ func (ks *Keys) mkdir() error {
 }
 
 // newKeyBytes returns a new random key.
-func newKeyBytes() ([]byte, error) {
+func newKeyBytes() []byte {
 	b := make([]byte, KeySize)
 	// crypto/rand.Read never returns an error (Go 1.24 and later end the
 	// program rather than return short).
 	rand.Read(b)
-	return b, nil
+	return b
 }
+
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
+
+// Preload adopts the caller's tag strings for the keys of tags (the
+// Engine's snapshots hold the same strings, so the index keeps no copies
+// of its own). Open has read every key already; workers is unused, kept
+// for callers of the former per-file layout's parallel reads.
+func (ks *Keys) Preload(tags []string, workers int) error {
+	_ = workers
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.closed {
+		return ErrClosed
+	}
+	for _, tag := range tags {
+		for _, m := range []map[string]*Key{ks.keys, ks.nexts} {
+			if k := m[tag]; k != nil {
+				k.mu.Lock()
+				k.tag = tag
+				k.mu.Unlock()
+				m[tag] = k // the map keeps tag as its key too
+			}
+		}
+	}
+	return nil
+}
+
+// EndPreload does nothing; it ends what Preload began in the former
+// layout.
+func (ks *Keys) EndPreload() {}
 
 // Key is the shred key of one key tag. It is a secret: it prints as a
 // redacted description, and its bytes are cleared once deleted.
@@ -441,6 +612,9 @@ type Key struct {
 	b   [KeySize]byte // zeros once cleared
 	// gone is set when the key is cleared.
 	gone bool
+	// slot is the key's slot in the slot file (noSlot: read from a
+	// former-layout file, not migrated yet). Keys.mu guards it.
+	slot int32
 }
 
 // newKey returns tag's Key holding b, which it clears: the Key keeps the
@@ -538,7 +712,15 @@ func wrapAD(tag, purpose string, version uint32) []byte {
 	return binary.BigEndian.AppendUint32(ad, version)
 }
 
-// marshal frames a key for the file of tag.
+// The former layout: one file per key (see the package documentation).
+const (
+	fileMagic   = "PKSK"
+	fileVersion = 1
+	fileSize    = len(fileMagic) + 1 + KeySize + 4
+	tmpSuffix   = atomicfile.TmpSuffix
+)
+
+// marshal frames a key for the former layout's file of tag.
 func marshal(tag string, key []byte) []byte {
 	b := make([]byte, 0, fileSize)
 	b = append(b, fileMagic...)
@@ -566,130 +748,4 @@ func fileCRC(tag string, key []byte) uint32 {
 	h.Write([]byte(tag))
 	h.Write(key)
 	return h.Sum32()
-}
-
-// readSmall reads a key file, refusing to read more than one byte past
-// the size a key file has (what is longer is corrupt anyway).
-
-// overwrite replaces a file's bytes with zeros and syncs them, best
-// effort: the unlink that follows is what Delete promises.
-func overwrite(path string) {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	zero(f)
-}
-
-// zero overwrites the open file f (a regular file) with zeros and syncs
-// it, best effort.
-func zero(f *os.File) {
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return
-	}
-	if _, err := f.WriteAt(make([]byte, min(fi.Size(), 1<<16)), 0); err == nil {
-		f.Sync()
-	}
-}
-
-// shredFile overwrites path (best effort) and unlinks it; a file that is
-// not there is not an error. The caller syncs the directory.
-func shredFile(path string) error {
-	overwrite(path)
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-func writeFileSync(dir, name string, data []byte) error { return atomicfile.Write(dir, name, data) }
-
-func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
-
-// Preload reads the key and next key files of tags into the cache with up
-// to workers reads at once, holding the lock throughout so that no Create
-// or Delete interleaves: what an Engine opening a directory of many keys
-// does before it asks for each key (Get, GetNext), which then costs no
-// file operation. It lists the directory once; a tag with no next key
-// file is remembered as having none until EndPreload, so GetNext costs no
-// failed open either. A file that cannot be read or is damaged is left
-// out: Get reads it again and reports what is wrong, as without Preload.
-func (ks *Keys) Preload(tags []string, workers int) error {
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	if ks.closed {
-		return ErrClosed
-	}
-	ents, err := os.ReadDir(ks.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("shred: list: %w", err)
-	}
-	present := make(map[string]bool, len(ents))
-	for _, e := range ents {
-		if e.Type().IsRegular() {
-			present[e.Name()] = true
-		}
-	}
-	type job struct {
-		tag, name string
-		next      bool
-	}
-	var jobs []job
-	ks.noNext = make(map[string]bool)
-	for _, tag := range tags {
-		if !keytag.Valid(tag) {
-			continue
-		}
-		if ks.keys[tag] == nil && present[tag] {
-			jobs = append(jobs, job{tag, tag, false})
-		}
-		switch {
-		case ks.nexts[tag] != nil:
-		case present[tag+NextSuffix]:
-			jobs = append(jobs, job{tag, tag + NextSuffix, true})
-		default:
-			ks.noNext[tag] = true
-		}
-	}
-	keys := make([]*Key, len(jobs))
-	workers = max(1, min(workers, len(jobs)/64))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(jobs); i += workers {
-				raw, err := readSmall(filepath.Join(ks.dir, jobs[i].name))
-				if err != nil {
-					continue
-				}
-				b, err := unmarshal(jobs[i].tag, raw)
-				clear(raw)
-				if err == nil {
-					keys[i] = newKey(jobs[i].tag, b)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	for i, j := range jobs {
-		switch {
-		case keys[i] == nil:
-		case j.next:
-			ks.nexts[j.tag] = keys[i]
-		default:
-			ks.keys[j.tag] = keys[i]
-		}
-	}
-	return nil
-}
-
-// EndPreload forgets which tags Preload found without a next key file.
-func (ks *Keys) EndPreload() {
-	ks.mu.Lock()
-	ks.noNext = nil
-	ks.mu.Unlock()
 }

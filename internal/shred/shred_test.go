@@ -12,6 +12,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"github.com/pocketkms/kms/internal/keytag"
 )
 
 func tagN(n int) string { return strings.Repeat(fmt.Sprintf("%02x", n), 32) }
@@ -40,9 +43,13 @@ func TestCreateGetDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Stat(filepath.Join(dir, DirName, tag))
-	if err != nil || fi.Size() != int64(fileSize) || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("key file: %v %v", fi, err)
+	fi, err := os.Stat(slotFile(dir))
+	if err != nil || fi.Size()%slotSize != 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("slot file: %v %v", fi, err)
+	}
+	off := slotAt(t, dir, tag, false)
+	if raw := readSlots(t, dir); !bytes.Equal(raw[off+offKey:off+offKey+KeySize], k.b[:]) {
+		t.Fatal("the slot does not hold the key")
 	}
 	if _, err := ks.Create(tag); !errors.Is(err, ErrExists) {
 		t.Fatalf("second Create: %v, want ErrExists", err)
@@ -64,7 +71,7 @@ func TestCreateGetDelete(t *testing.T) {
 		t.Fatalf("Unwrap after reread: %q %v", h, err)
 	}
 	if _, err := other.Create(tag); !errors.Is(err, ErrExists) {
-		t.Fatalf("Create over a file: %v, want ErrExists", err)
+		t.Fatalf("Create over a slot: %v, want ErrExists", err)
 	}
 	if tags, err := other.Tags(); err != nil || !slices.Equal(tags, []string{tag}) {
 		t.Fatalf("Tags = %v %v", tags, err)
@@ -73,8 +80,8 @@ func TestCreateGetDelete(t *testing.T) {
 	if err := ks.Delete(tag); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, DirName, tag)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("key file after Delete: %v", err)
+	if raw := readSlots(t, dir); !allZero(raw[off : off+slotSize]) {
+		t.Fatal("the key's slot is not zeros after Delete")
 	}
 	if _, err := k.Unwrap(w, "cipher", 3); !errors.Is(err, ErrDeleted) {
 		t.Fatalf("Unwrap with a deleted key: %v", err)
@@ -108,39 +115,64 @@ func TestCreateGetDelete(t *testing.T) {
 	}
 }
 
-// TestDamagedFileRefused: every single-bit flip, a truncation, an
-// extension and a file moved to another tag's name are ErrCorrupt.
-func TestDamagedFileRefused(t *testing.T) {
+// TestDamagedSlotRefused: every single-bit flip of a key's slot makes
+// Get fail with ErrCorrupt (the flip names no other valid key: it lands in
+// the tag, then Get of that tag finds nothing) and never fails Open; a
+// slot copied over another tag's is that other tag's, not this one's.
+func TestDamagedSlotRefused(t *testing.T) {
 	dir := t.TempDir()
 	tag := tagN(1)
-	if _, err := open(t, dir).Create(tag); err != nil {
+	ks := open(t, dir)
+	if _, err := ks.Create(tag); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, DirName, tag)
-	good, err := os.ReadFile(path)
-	if err != nil {
+	if _, err := ks.Create(tagN(2)); err != nil {
 		t.Fatal(err)
 	}
-	try := func(name string, data []byte, as string) {
+	ks.Close()
+	off := slotAt(t, dir, tag, false)
+	other := slotAt(t, dir, tagN(2), false)
+	good := readSlots(t, dir)
+	try := func(name string, data []byte, otherToo bool) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, DirName, as), data, 0o600); err != nil {
+		if err := os.WriteFile(slotFile(dir), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if k, ok, err := open(t, dir).Get(as); !errors.Is(err, ErrCorrupt) || ok || k != nil {
-			t.Fatalf("%s: Get = %v %v %v, want ErrCorrupt", name, k, ok, err)
+		ks, err := Open(dir)
+		if err != nil {
+			t.Fatalf("%s: Open: %v", name, err)
+		}
+		defer ks.Close()
+		k, ok, err := ks.Get(tag)
+		if ok || k != nil || (err != nil && !errors.Is(err, ErrCorrupt)) {
+			t.Fatalf("%s: Get = %v %v %v, want ErrCorrupt or nothing", name, k, ok, err)
+		}
+		if k, ok, err := ks.Get(tagN(2)); otherToo && (!ok || err != nil || k == nil) {
+			t.Fatalf("%s: the other key: %v %v", name, ok, err)
 		}
 	}
-	for i := range good {
+	for i := off; i < off+slotSize; i++ {
 		for bit := range 8 {
 			b := bytes.Clone(good)
 			b[i] ^= 1 << bit
-			try(fmt.Sprintf("byte %d bit %d", i, bit), b, tag)
+			name := fmt.Sprintf("byte %d bit %d", i-off, bit)
+			try(name, b, true)
+			// Outside the tag and the kind the slot stays the tag's key's:
+			// ErrCorrupt, not missing.
+			if j := i - off; j != offKind && (j < offTag || j >= offTag+keytag.Len) {
+				if _, _, err := open(t, dir).Get(tag); !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("%s: Get = %v, want ErrCorrupt", name, err)
+				}
+			}
 		}
 	}
-	try("truncated", good[:len(good)-1], tag)
-	try("extended", append(bytes.Clone(good), 0), tag)
-	try("empty", nil, tag)
-	try("another tag's file", good, tagN(2))
+	b := bytes.Clone(good)
+	clear(b[off : off+slotSize])
+	try("zeroed", b, true)
+	try("truncated mid-slot", good[:off+slotSize/2], false)
+	b = bytes.Clone(good)
+	copy(b[off:off+slotSize], good[other:other+slotSize])
+	try("another tag's slot", b, true)
 }
 
 // TestWrapBinding: a wrapped handle opens only under its key, for its
@@ -199,8 +231,9 @@ func TestWrapBinding(t *testing.T) {
 	}
 }
 
-// TestPrune: keys no record names and temporary files go; live keys and
-// files that are not the package's stay.
+// TestPrune: keys and next keys no record names go (their slots zeroed),
+// as do former-layout temporary files; live keys and files that are not
+// the package's stay.
 func TestPrune(t *testing.T) {
 	dir := t.TempDir()
 	ks := open(t, dir)
@@ -209,12 +242,17 @@ func TestPrune(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := ks.Next(tagN(1)); err != nil {
+		t.Fatal(err)
+	}
+	ks.Close()
 	sd := filepath.Join(dir, DirName)
 	for _, name := range []string{tagN(4) + ".tmp", "README"} {
 		if err := os.WriteFile(filepath.Join(sd, name), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
+	gone := []int64{slotAt(t, dir, tagN(1), false), slotAt(t, dir, tagN(1), true), slotAt(t, dir, tagN(3), false)}
 	removed, err := open(t, dir).Prune(func(tag string) bool { return tag == tagN(2) })
 	if err != nil || !slices.Equal(removed, []string{tagN(1), tagN(3)}) {
 		t.Fatalf("Prune = %v %v", removed, err)
@@ -224,8 +262,18 @@ func TestPrune(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if !slices.Equal(names, []string{tagN(2), "README"}) {
+	if !slices.Equal(names, []string{"README", SlotFile}) {
 		t.Fatalf("left: %v", names)
+	}
+	raw := readSlots(t, dir)
+	for _, off := range gone {
+		if !allZero(raw[off : off+slotSize]) {
+			t.Fatalf("slot at %d not zeroed", off)
+		}
+	}
+	ks = open(t, dir)
+	if tags, _ := ks.Tags(); !slices.Equal(tags, []string{tagN(2)}) {
+		t.Fatalf("Tags after Prune = %v", tags)
 	}
 	if empty, err := open(t, t.TempDir()).Prune(func(string) bool { return false }); err != nil || empty != nil {
 		t.Fatalf("Prune without a directory: %v %v", empty, err)
@@ -288,6 +336,29 @@ func FuzzKeyFile(f *testing.F) {
 	})
 }
 
+// FuzzSlot: a slot parses only in its canonical form (parse then frame
+// gives the input back), and never panics.
+func FuzzSlot(f *testing.F) {
+	good := make([]byte, slotSize)
+	marshalSlot(good, kindKey, 7, tagN(7), bytes.Repeat([]byte{1}, KeySize))
+	f.Add(good)
+	f.Add(make([]byte, slotSize))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) < slotSize {
+			raw = append(raw, make([]byte, slotSize-len(raw))...)
+		}
+		st, kind, seq, tag, key := parseSlot(raw)
+		if st != slotValid {
+			return
+		}
+		again := make([]byte, slotSize)
+		marshalSlot(again, kind, seq, string(tag), key)
+		if !bytes.Equal(again, raw[:slotSize]) {
+			t.Fatal("parsed a non-canonical slot")
+		}
+	})
+}
+
 // FuzzUnwrap: arbitrary stored bytes never panic Unwrap, and every
 // failure is ErrUnwrap.
 func FuzzUnwrap(f *testing.F) {
@@ -305,16 +376,14 @@ func FuzzUnwrap(f *testing.F) {
 	})
 }
 
-// TestPreload: after Preload, Get and GetNext return the keys the files
-// hold without reading them again (the files can be removed and the keys
-// still come back), a damaged file is left out so that Get still reports
-// it, a tag Preload found without a next key gets one from Next, and
-// EndPreload makes GetNext look at the directory again.
+// TestPreload: Open reads every key; Preload swaps in the caller's tag
+// strings (Get and Wrap keep working, with the same keys), and
+// EndPreload changes nothing.
 func TestPreload(t *testing.T) {
 	dir := t.TempDir()
 	w := open(t, dir)
-	var tags []string
 	want := map[string][]byte{}
+	var tags []string
 	for i := range 300 {
 		tag := tagN(i % 256)
 		if i >= 256 {
@@ -327,77 +396,61 @@ func TestPreload(t *testing.T) {
 		tags = append(tags, tag)
 		want[tag] = bytes.Clone(k.b[:])
 	}
-	withNext := tags[7]
-	nk, err := w.Next(withNext)
+	nk, err := w.Next(tags[7])
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantNext := bytes.Clone(nk.b[:])
-	damaged := tags[9]
-	path := filepath.Join(dir, DirName, damaged)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[5] ^= 1
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
+	w.Close()
 	ks := open(t, dir)
-	if err := ks.Preload(tags, 4); err != nil {
+	mine := make([]string, len(tags))
+	for i, tag := range tags {
+		mine[i] = strings.Clone(tag)
+	}
+	if err := ks.Preload(mine, 4); err != nil {
 		t.Fatal(err)
 	}
-	// The files are not read again: remove every good one.
-	for _, tag := range tags {
-		if tag != damaged {
-			if err := os.Remove(filepath.Join(dir, DirName, tag)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, tag := range tags {
+	for i, tag := range tags {
 		k, ok, err := ks.Get(tag)
-		if tag == damaged {
-			if !errors.Is(err, ErrCorrupt) || ok {
-				t.Fatalf("damaged file: Get = %v %v, want ErrCorrupt", ok, err)
-			}
-			continue
-		}
 		if err != nil || !ok || !bytes.Equal(k.b[:], want[tag]) {
 			t.Fatalf("Get(%s) after Preload = %v %v, wrong key", tag, ok, err)
 		}
+		if unsafe.StringData(k.Tag()) != unsafe.StringData(mine[i]) {
+			t.Fatalf("key %d does not hold the caller's tag string", i)
+		}
 	}
-	if k, ok, err := ks.GetNext(withNext); err != nil || !ok || !bytes.Equal(k.b[:], wantNext) {
+	if k, ok, err := ks.GetNext(tags[7]); err != nil || !ok || !bytes.Equal(k.b[:], wantNext) {
 		t.Fatalf("GetNext of the tag with a next key = %v %v", ok, err)
 	}
-	other := tags[3]
-	if _, ok, err := ks.GetNext(other); ok || err != nil {
+	if _, ok, err := ks.GetNext(tags[3]); ok || err != nil {
 		t.Fatalf("GetNext of a tag without a next key = %v %v", ok, err)
 	}
-	// A next key made after Preload is found.
-	made, err := ks.Next(other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if k, ok, err := ks.GetNext(other); err != nil || !ok || k != made {
-		t.Fatalf("GetNext after Next = %v %v", ok, err)
-	}
-	// Written behind the Keys' back: seen only once EndPreload forgot the
-	// listing.
-	third := tags[4]
-	if _, err := w.Next(third); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, _ := ks.GetNext(third); ok {
-		t.Fatal("GetNext saw a next key Preload had listed as absent")
-	}
 	ks.EndPreload()
-	if _, ok, err := ks.GetNext(third); !ok || err != nil {
-		t.Fatalf("GetNext after EndPreload = %v %v", ok, err)
-	}
 	ks.Close()
 	if err := ks.Preload(tags, 2); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Preload after Close: %v, want ErrClosed", err)
 	}
+}
+
+// slotFile is the slot file under the Badger directory dir.
+func slotFile(dir string) string { return filepath.Join(dir, DirName, SlotFile) }
+
+func readSlots(t *testing.T, dir string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(slotFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// slotAt is the offset of tag's valid slot of the kind; it fails the test
+// when there is none.
+func slotAt(t *testing.T, dir, tag string, next bool) int64 {
+	t.Helper()
+	off, ok, err := SlotOffset(dir, tag, next)
+	if err != nil || !ok {
+		t.Fatalf("no slot for %s (next %v): %v", tag, next, err)
+	}
+	return off
 }
