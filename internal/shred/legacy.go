@@ -252,7 +252,7 @@ func (ks *Keys) shredFilesLocked(names []string) error {
 	}
 	wg.Wait()
 	if batch {
-		syncAll()
+		syncAll(ks.dir)
 	}
 	if err := step("zeroed"); err != nil {
 		return err

@@ -5,4 +5,4 @@ package shred
 // canSyncAll: syncAll is not available; files are synced one by one.
 const canSyncAll = false
 
-func syncAll() {}
+func syncAll(string) {}

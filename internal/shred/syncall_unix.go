@@ -1,4 +1,4 @@
-//go:build unix
+//go:build unix && !linux
 
 package shred
 
@@ -7,9 +7,8 @@ import "syscall"
 // canSyncAll: syncAll is available.
 const canSyncAll = true
 
-// syncAll writes every file system's dirty data to disk and waits (sync(2),
-// which on Linux waits for the writes): one flush for many files instead
-// of one fsync each. It reports no error, so it serves only where syncing
-// is best effort (the zeros written over former-layout files before they
-// are unlinked).
-func syncAll() { syscall.Sync() }
+// syncAll writes every file system's dirty data to disk (sync(2)): one
+// flush for many files instead of one fsync each. It reports no error,
+// so it serves only where syncing is best effort (the zeros written over
+// former-layout files before they are unlinked).
+func syncAll(string) { syscall.Sync() }
