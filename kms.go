@@ -213,7 +213,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	if err == nil {
 		e.pruneShred(ctx)
 		e.recoverRotation(ctx)
-		if uerr := e.loadUsage(ctx); uerr != nil {
+		if uerr := e.loadUsage(ctx, loaded); uerr != nil {
 			err = wrapErr("new", "", ErrInternal, uerr)
 		}
 	}

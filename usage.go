@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -740,14 +742,59 @@ func (k *keyUsage) record(tag string) *store.UsageRecord {
 // loadUsage reads the usage records back when the Engine opens; records
 // of keys that no longer exist (a flush that raced a destruction) are
 // deleted.
-func (e *Engine) loadUsage(ctx context.Context) error {
+func (e *Engine) loadUsage(ctx context.Context, keys int) error {
 	rg, ok := e.ranger()
 	if !ok {
 		return nil
 	}
-	recs, err := rg.Range(ctx, store.PrefixUsage, prefixEnd(store.PrefixUsage), 0, false)
-	if err != nil {
+	// A large store's records are read and applied on every core, in
+	// parts split by the tag's first hex digit (the first part from the
+	// prefix itself, the last to its end: together the whole prefix);
+	// each key's record is in one part, so the parts touch different
+	// counters.
+	bounds := []string{store.PrefixUsage, prefixEnd(store.PrefixUsage)}
+	if keys >= usageSplitFrom {
+		bounds = bounds[:1]
+		for _, d := range "123456789abcdef" {
+			bounds = append(bounds, store.PrefixUsage+string(d))
+		}
+		bounds = append(bounds, prefixEnd(store.PrefixUsage))
+	}
+	parts := len(bounds) - 1
+	stales := make([][]string, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i := range parts {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			stales[i], errs[i] = e.loadUsageRange(ctx, rg, bounds[i], bounds[i+1])
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	stale := slices.Concat(stales...)
+	if len(stale) > 0 {
+		if _, err := e.st.Apply(ctx, (&store.Change{}).Delete(stale...)); err != nil {
+			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not delete usage records of destroyed keys", slog.String("error", err.Error()))
+		}
+	}
+	return nil
+}
+
+// usageSplitFrom is the number of keys from which loadUsage reads in
+// parts (a variable for the tests).
+var usageSplitFrom = releaseAfterLoad
+
+// loadUsageRange applies the usage records in [from, to) and returns the
+// store keys of those whose key no longer exists.
+func (e *Engine) loadUsageRange(ctx context.Context, rg store.Ranger, from, to string) ([]string, error) {
+	recs, err := rg.Range(ctx, from, to, 0, false)
+	if err != nil {
+		return nil, err
 	}
 	var stale []string
 	for _, r := range recs {
@@ -775,12 +822,7 @@ func (e *Engine) loadUsage(ctx context.Context) error {
 		}
 		k.syncState().shared = ur.Versions
 	}
-	if len(stale) > 0 {
-		if _, err := e.st.Apply(ctx, (&store.Change{}).Delete(stale...)); err != nil {
-			e.log.LogAttrs(ctx, slog.LevelWarn, "kms: could not delete usage records of destroyed keys", slog.String("error", err.Error()))
-		}
-	}
-	return nil
+	return stale, nil
 }
 
 // prefixEnd is the first key after every key starting with p.
