@@ -1,6 +1,8 @@
 // Package atomicfile replaces small files atomically and durably, for the
-// records pocketkms keeps beside its store (the integrity record, the
-// root-key check, shred keys).
+// records pocketkms keeps beside its store (the root-key check, and the
+// integrity record of directories written before its slots), and makes
+// in-place writes durable ([Datasync]: the integrity record's slots, the
+// shred key slots).
 package atomicfile
 
 import (

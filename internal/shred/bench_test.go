@@ -45,7 +45,7 @@ func BenchmarkCreate(b *testing.B) {
 			if _, err := f.WriteAt(buf, int64(i%8192)*slotSize); err != nil {
 				b.Fatal(err)
 			}
-			if err := datasync(f); err != nil {
+			if err := atomicfile.Datasync(f); err != nil {
 				b.Fatal(err)
 			}
 			i++

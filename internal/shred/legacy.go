@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pocketkms/kms/internal/atomicfile"
 	"github.com/pocketkms/kms/internal/keytag"
 )
 
@@ -176,7 +177,7 @@ func (ks *Keys) Migrate() (int, error) {
 		f, err := ks.fileLocked()
 		if err == nil {
 			if err = writeSlots(f, ws); err == nil {
-				err = datasync(f)
+				err = atomicfile.Datasync(f)
 			}
 		}
 		if err != nil {

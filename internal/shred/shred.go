@@ -293,7 +293,7 @@ func (ks *Keys) Create(tag string) (*Key, error) {
 // leaves there names a tag no record names, which Prune removes.
 func (ks *Keys) unwriteLocked(f *os.File, slot int32) {
 	if _, err := f.WriteAt(make([]byte, slotSize), int64(slot)*slotSize); err == nil {
-		datasync(f)
+		atomicfile.Datasync(f)
 	}
 	if !ks.closed {
 		ks.release(slot)
@@ -380,7 +380,7 @@ func (ks *Keys) zeroLocked(ws []slotWrite, sync bool) error {
 		return err
 	}
 	if sync {
-		if err := datasync(f); err != nil {
+		if err := atomicfile.Datasync(f); err != nil {
 			return err
 		}
 	}
@@ -484,7 +484,7 @@ func (ks *Keys) Prune(live func(tag string) bool) ([]string, error) {
 		errs = append(errs, err)
 	}
 	if ks.f != nil && len(dead)+len(ws) > 0 {
-		if err := datasync(ks.f); err != nil {
+		if err := atomicfile.Datasync(ks.f); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pocketkms/kms/internal/atomicfile"
 	"github.com/pocketkms/kms/internal/keytag"
 )
 
@@ -344,7 +345,7 @@ func (s *syncer) sync(f *os.File) error {
 			s.running = true
 			from, to := s.done, s.issued
 			s.mu.Unlock()
-			err := datasync(f)
+			err := atomicfile.Datasync(f)
 			s.mu.Lock()
 			s.running = false
 			s.done = to

@@ -311,7 +311,7 @@ func (s *Store) writeRecord(in integrity) error {
 	if _, err := r.f.WriteAt(marshalSlot(r.seq, in), int64(slot)*slotSize); err != nil {
 		return err
 	}
-	if err := syncData(r.f); err != nil {
+	if err := atomicfile.Datasync(r.f); err != nil {
 		return fmt.Errorf("sync %s: %w", integrityFile, err)
 	}
 	r.newest = slot

@@ -1,16 +1,18 @@
 //go:build linux
 
-package shred
+package atomicfile
 
 import (
 	"os"
 	"syscall"
 )
 
-// datasync makes the data written to f durable (fdatasync: the file's
-// size too when it changed, but not its times, so a pure overwrite costs
-// one device flush and no journal commit).
-func datasync(f *os.File) error {
+// Datasync makes the data written to f durable (fdatasync: the file's
+// size too when it changed, but not its times, so a pure overwrite of a
+// file kept open costs one device flush and no journal commit). Used
+// for the in-place records: the integrity record's slots and the shred
+// key slots.
+func Datasync(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
