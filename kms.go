@@ -349,7 +349,8 @@ const loadChunk = 1024
 // is independent: its records decoded, its shred key read, its handles
 // unsealed). The snapshots come first, then the shred keys (all read by
 // shred.Open, from one file) take the snapshots' tag strings instead of
-// copies of their own (shred.Keys.Preload), then the handles are opened. An error is the first one in the store's order, as one
+// copies of their own (shred.Keys.ShareTags), then the handles are
+// opened. An error is the first one in the store's order, as one
 // goroutine building each key in turn would have met it.
 func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEntry, error) {
 	ents := make([]*keyEntry, len(keys))
@@ -373,10 +374,9 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEnt
 				tags = append(tags, s.tag)
 			}
 		}
-		if err := e.shred.Preload(tags, 2*runtime.GOMAXPROCS(0)); err != nil {
+		if err := e.shred.ShareTags(tags); err != nil {
 			return nil, wrapErr("new", "", ErrInternal, err)
 		}
-		defer e.shred.EndPreload()
 	}
 	inParallel(len(keys), func(i int) {
 		if snaps[i] == nil {

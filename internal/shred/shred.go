@@ -576,12 +576,10 @@ func newKeyBytes() []byte {
 
 func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
-// Preload adopts the caller's tag strings for the keys of tags (the
+// ShareTags adopts the caller's tag strings for the keys of tags (the
 // Engine's snapshots hold the same strings, so the index keeps no copies
-// of its own). Open has read every key already; workers is unused, kept
-// for callers of the former per-file layout's parallel reads.
-func (ks *Keys) Preload(tags []string, workers int) error {
-	_ = workers
+// of its own). Open has read every key already.
+func (ks *Keys) ShareTags(tags []string) error {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if ks.closed {
@@ -599,10 +597,6 @@ func (ks *Keys) Preload(tags []string, workers int) error {
 	}
 	return nil
 }
-
-// EndPreload does nothing; it ends what Preload began in the former
-// layout.
-func (ks *Keys) EndPreload() {}
 
 // Key is the shred key of one key tag. It is a secret: it prints as a
 // redacted description, and its bytes are cleared once deleted.

@@ -376,10 +376,9 @@ func FuzzUnwrap(f *testing.F) {
 	})
 }
 
-// TestPreload: Open reads every key; Preload swaps in the caller's tag
-// strings (Get and Wrap keep working, with the same keys), and
-// EndPreload changes nothing.
-func TestPreload(t *testing.T) {
+// TestShareTags: Open reads every key; ShareTags swaps in the caller's
+// tag strings (Get and Wrap keep working, with the same keys).
+func TestShareTags(t *testing.T) {
 	dir := t.TempDir()
 	w := open(t, dir)
 	want := map[string][]byte{}
@@ -407,13 +406,13 @@ func TestPreload(t *testing.T) {
 	for i, tag := range tags {
 		mine[i] = strings.Clone(tag)
 	}
-	if err := ks.Preload(mine, 4); err != nil {
+	if err := ks.ShareTags(mine); err != nil {
 		t.Fatal(err)
 	}
 	for i, tag := range tags {
 		k, ok, err := ks.Get(tag)
 		if err != nil || !ok || !bytes.Equal(k.b[:], want[tag]) {
-			t.Fatalf("Get(%s) after Preload = %v %v, wrong key", tag, ok, err)
+			t.Fatalf("Get(%s) after ShareTags = %v %v, wrong key", tag, ok, err)
 		}
 		if unsafe.StringData(k.Tag()) != unsafe.StringData(mine[i]) {
 			t.Fatalf("key %d does not hold the caller's tag string", i)
@@ -425,10 +424,9 @@ func TestPreload(t *testing.T) {
 	if _, ok, err := ks.GetNext(tags[3]); ok || err != nil {
 		t.Fatalf("GetNext of a tag without a next key = %v %v", ok, err)
 	}
-	ks.EndPreload()
 	ks.Close()
-	if err := ks.Preload(tags, 2); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Preload after Close: %v, want ErrClosed", err)
+	if err := ks.ShareTags(tags); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ShareTags after Close: %v, want ErrClosed", err)
 	}
 }
 

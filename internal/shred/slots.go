@@ -126,7 +126,7 @@ func (ks *Keys) loadSlots(raw []byte) {
 	n := len(raw) / slotSize
 	ks.nslots = int32(n)
 	// The valid slots' tags share one string (one allocation for all of
-	// them); Preload swaps in the caller's.
+	// them); ShareTags swaps in the caller's.
 	var sb strings.Builder
 	sb.Grow(n * keytag.Len)
 	type found struct {
