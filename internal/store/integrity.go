@@ -337,45 +337,8 @@ func contentDigest(db *badger.DB) (digest, error) {
 // Engine loads everything right after opening, and one pass over the
 // records instead of two is a good part of opening a large store.
 func scanContent(db *badger.DB, assemble bool) (digest, *preload, error) {
-	if lsm, _ := db.EstimateSize(nil); scanWorkers(int64(lsm)) > 1 {
-		return scanParallel(db, assemble, scanWorkers(int64(lsm))) // scan.go
-	}
-	var d digest
-	var a kstore.Assembler
-	var pre *preload
-	if assemble {
-		pre = &preload{}
-	}
-	err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			if err := item.Value(func(val []byte) error {
-				key := item.Key()
-				d.xor(recordDigest(key, val))
-				if pre != nil && pre.err == nil && isRecordKey(key) {
-					r, err := kstore.Decode(string(key), val)
-					if err != nil {
-						pre.err = err
-						return nil
-					}
-					a.Add(r, int64(item.Version()))
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return d, nil, err
-	}
-	if pre != nil && pre.err == nil {
-		pre.c, pre.err = a.Contents(0)
-	}
-	return d, pre, nil
+	lsm, _ := db.EstimateSize(nil)
+	return scanParallel(db, assemble, scanWorkers(int64(lsm))) // scan.go
 }
 
 // preload is what the scan at Open read for the first Load.

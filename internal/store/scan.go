@@ -38,8 +38,12 @@ const scanDigits = 16
 // keyRange is [start, end); an empty end is the end of the key space.
 type keyRange struct{ start, end []byte }
 
-// scanRanges returns the ranges of each of n goroutines (n ≤ scanDigits).
+// scanRanges returns the ranges of each of n goroutines (n ≤ scanDigits);
+// one goroutine reads the whole key space as one range.
 func scanRanges(n int) [][]keyRange {
+	if n == 1 {
+		return [][]keyRange{{{nil, nil}}}
+	}
 	const hex = "0123456789abcdef"
 	out := make([][]keyRange, n)
 	var prev []byte // end of the last digit range: the next gap starts here
@@ -68,9 +72,9 @@ type scanPart struct {
 	readErr error  // Badger's
 }
 
-// scanParallel is scanContent on n goroutines, each in its own read-only
-// transaction (opened before any of them reads; Open runs before any
-// commit, so they all read the same state).
+// scanParallel is scanContent on n goroutines (one: a single pass), each
+// in its own read-only transaction (opened before any of them reads;
+// Open runs before any commit, so they all read the same state).
 func scanParallel(db *badger.DB, assemble bool, n int) (digest, *preload, error) {
 	parts := make([]scanPart, n)
 	txns := make([]*badger.Txn, n)
@@ -104,6 +108,10 @@ func scanParallel(db *badger.DB, assemble bool, n int) (digest, *preload, error)
 	}
 	if first != nil {
 		pre.err = first.err
+		return d, pre, nil
+	}
+	if n == 1 {
+		pre.c, pre.err = parts[0].a.Contents(0)
 		return d, pre, nil
 	}
 	c := &kstore.Contents{Names: map[string]string{}}
