@@ -19,14 +19,7 @@ import (
 func twoCommits(t *testing.T) (string, digest, digest) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := sampleKey("a")
-	if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) }); err != nil {
-		t.Fatal(err)
-	}
+	s := openWithKey(t, dir, "a")
 	before := s.digest
 	k2 := sampleKey("b")
 	if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k2) }); err != nil {
@@ -37,6 +30,21 @@ func twoCommits(t *testing.T) (string, digest, digest) {
 		t.Fatal(err)
 	}
 	return dir, before, after
+}
+
+// openWithKey opens a store in dir (the caller closes it) and commits
+// the sample key of tag.
+func openWithKey(t *testing.T, dir, tag string) *Store {
+	t.Helper()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := sampleKey(tag)
+	if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) }); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // slotRec is a slot's record; nil in writeSlotFile is a slot never
@@ -202,14 +210,7 @@ func TestIntegrityTornSlotWrite(t *testing.T) {
 			t.Run(step+"/"+name(n), func(t *testing.T) {
 				recordIntegrity = (*Store).writeRecord
 				dir := t.TempDir()
-				s, err := Open(Options{Dir: dir})
-				if err != nil {
-					t.Fatal(err)
-				}
-				k := sampleKey("a")
-				if err := s.Update(func(tx *Txn) error { return tx.PutKey(&k) }); err != nil {
-					t.Fatal(err)
-				}
+				s := openWithKey(t, dir, "a")
 				if step == "settle" {
 					// Leave a record pending: the committed write fails
 					// without touching its slot.
@@ -218,7 +219,7 @@ func TestIntegrityTornSlotWrite(t *testing.T) {
 					tear(step == "pending", n)
 				}
 				k2 := sampleKey("b")
-				err = s.Update(func(tx *Txn) error { return tx.PutKey(&k2) })
+				err := s.Update(func(tx *Txn) error { return tx.PutKey(&k2) })
 				if (step == "pending") != (err != nil) {
 					t.Fatalf("Update: %v", err)
 				}
