@@ -268,3 +268,73 @@ func TestKeyUsageBadgerFlushes(t *testing.T) {
 	}
 	e.Close()
 }
+
+// revCounting is a store that counts its ReadRev calls, with a change
+// feed (Watch) or without one.
+type revCounting struct {
+	*storetest.MemoryHandle
+	reads atomic.Int64
+}
+
+func (s *revCounting) ReadRev(ctx context.Context, key string) (store.Record, int64, error) {
+	s.reads.Add(1)
+	return s.MemoryHandle.ReadRev(ctx, key)
+}
+
+// revCountingNoFeed hides the handle's Watch: a store only one Engine uses.
+type revCountingNoFeed struct {
+	store.Store
+	c *revCounting
+}
+
+func (s revCountingNoFeed) ReadRev(ctx context.Context, key string) (store.Record, int64, error) {
+	return s.c.ReadRev(ctx, key)
+}
+
+// TestIdleUsageRefreshNeedsFeed: a flush re-reads the usage records of
+// keys used within the last minute but not since the last flush only on a
+// store other Engines can share (one with a change feed); on a store
+// without one (the Engine's own Badger directory) it would only read back
+// what this Engine wrote, which after a use of every one of 100,000 keys
+// cost a second at Close.
+func TestIdleUsageRefreshNeedsFeed(t *testing.T) {
+	ctx := context.Background()
+	for _, feed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "feed", false: "no-feed"}[feed], func(t *testing.T) {
+			c := &revCounting{MemoryHandle: storetest.NewMemory().Open()}
+			var st store.Store = c
+			if !feed {
+				st = revCountingNoFeed{Store: c.MemoryHandle, c: c}
+			}
+			if _, watches := st.(store.Watcher); watches != feed {
+				t.Fatalf("the store has a feed: %v, want %v", watches, feed)
+			}
+			e, err := kms.New(ctx, newBackend(t, rootKey), kms.WithStore(st), kms.WithMaintenanceInterval(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			const n = 5
+			for i := range n {
+				k, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "idle-" + string(rune('a'+i)), Type: kms.AES256})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.Encrypt(ctx, k.Tag, []byte("x"), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.Maintain(ctx); err != nil { // flushes the uses
+				t.Fatal(err)
+			}
+			before := c.reads.Load()
+			if err := e.Maintain(ctx); err != nil { // nothing used since
+				t.Fatal(err)
+			}
+			got := c.reads.Load() - before
+			if want := map[bool]int64{true: n, false: 0}[feed]; got != want {
+				t.Fatalf("the idle flush read %d usage records, want %d", got, want)
+			}
+		})
+	}
+}

@@ -419,7 +419,7 @@ func (e *Engine) budgetRotate(ctx context.Context, ent *keyEntry, ver uint32) er
 	return err
 }
 
-// usageRefreshWindow: on a shared store, a flush reads the shared usage
+// usageRefreshWindow: on a shared store (one with a change feed), a flush reads the shared usage
 // record of every key last used (by any Engine, as far as this one knows)
 // within this window, even if this Engine made no call on it since its
 // last flush, so that its view catches up with the others' counts. Before
@@ -479,10 +479,16 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 	}
 	var keys, idle []dirtyKey
 	rr, shared := e.revReader()
+	// Only a store with a change feed can have other Engines writing
+	// to it (without one they would not see each other's keys either):
+	// on any other, such as the Engine's own Badger directory, re-reading
+	// idle keys would only read back what this Engine wrote (at Close
+	// after every one of 100,000 keys was used, about a second).
+	refresh := shared && e.watched
 	cutoff := e.now().Add(-usageRefreshWindow).UnixMilli()
 	e.rangeUsage(func(tag string, k *keyUsage) bool {
 		if !k.dirty.Load() {
-			if shared && (k.sync != nil && k.sync.recent || k.usedSince(cutoff)) {
+			if refresh && (k.sync != nil && k.sync.recent || k.usedSince(cutoff)) {
 				if k.sync != nil {
 					k.sync.recent = false
 				}
@@ -495,7 +501,7 @@ func (e *Engine) flushUsage(ctx context.Context) error {
 		return true
 	})
 	var errs []error
-	if shared {
+	if refresh {
 		// Keys flushed last time but not used since: read what the
 		// other Engines counted, so that KeyUsage and the budget check
 		// see it here too.
