@@ -178,6 +178,7 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		limit: cfg.limit, limiter: limiter, tokens: cache, pssSalt: pssSaltLength,
 		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs, staleLimit: cfg.stale, obs: cfg.observer,
 	}
+	_, e.watched = st.(store.Watcher)
 	if m, ok := st.(store.Membership); ok {
 		e.members = m
 	}
@@ -248,7 +249,6 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 	e.stopWork = stop
 	e.bg.Go(func() { e.work(work, cfg.maintain) })
 	if w, ok := st.(store.Watcher); ok {
-		e.watched = true
 		e.bg.Go(func() { e.follow(work, w, rev) })
 	}
 	return e, nil

@@ -558,12 +558,19 @@ func (e *Engine) flushShared(ctx context.Context, rr store.RevReader, tags []str
 			if k.sync != nil && k.sync.revKnown {
 				continue
 			}
+			loaded := k.sync == nil && !e.watched
 			r, rev, err := rr.ReadRev(ctx, store.UsageKey(tags[i]))
 			if err != nil {
 				return err
 			}
 			ur, _ := r.(*store.UsageRecord)
 			k.setShared(ur, rev)
+			if loaded && ur != nil {
+				// What loadUsage put in the counters (see there).
+				for _, vr := range k.sync.shared {
+					*k.sync.baseOf(int(vr.Version - 1)) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+				}
+			}
 		}
 		c := &store.Change{}
 		recs := make([]*store.UsageRecord, len(keys))
@@ -824,9 +831,20 @@ func (e *Engine) loadUsageRange(ctx context.Context, rg store.Ranger, from, to s
 			c.verify.Store(vr.Verifications)
 			c.refused.Store(vr.Refusals)
 			c.last.Store(vr.LastUse)
-			*k.syncState().baseOf(int(vr.Version - 1)) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+			if e.watched {
+				*k.syncState().baseOf(int(vr.Version - 1)) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+			}
 		}
-		k.syncState().shared = ur.Versions
+		if e.watched {
+			k.syncState().shared = ur.Versions
+		}
+		// On a store without a change feed no other Engine writes this
+		// record, so the counters just loaded stay what it holds until
+		// this Engine writes it: the key's first flush reads it again and
+		// takes it as the base then (flushShared). Keeping no flush state
+		// for it meanwhile saves three objects (176 bytes) per key that
+		// has a record, which on a store whose 100,000 keys were all used
+		// is about a sixth of the heap an open leaves.
 	}
 	return stale, nil
 }
