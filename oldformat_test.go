@@ -47,6 +47,7 @@ func TestOpenCodec1Directory(t *testing.T) {
 			store.KeyKey(tag):        &store.KeyRecord{Tag: tag, Name: "old", Type: "AES256", State: "ENABLED", Seq: 1, CreatedAt: 1, StateChangedAt: 1, CurrentVersion: 1},
 			store.VersionKey(tag, 1): &store.VersionRecord{Tag: tag, Version: 1, State: "ENABLED", CreatedAt: 1, Handle: g.Handle},
 			store.NameKey("old"):     tag,
+			store.UsageKey(tag):      &store.UsageRecord{Tag: tag, Versions: []store.VersionUsageRecord{{Version: 1, Encryptions: 5, LastUse: 1}}},
 		} {
 			if err := txn.Set([]byte(key), frame(key, v)); err != nil {
 				return err
@@ -69,6 +70,9 @@ func TestOpenCodec1Directory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if u, err := e.KeyUsage(ctx, tag); err != nil || u.Versions[0].Encryptions != 6 {
+		t.Fatalf("KeyUsage over a codec-1 usage record: %+v, %v", u, err)
+	}
 	if _, err := e.RotateKey(ctx, tag); err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +91,17 @@ func TestOpenCodec1Directory(t *testing.T) {
 	if k, err := e.GetKey(ctx, tag); err != nil || k.CurrentVersion != 2 || k.Name != "old" {
 		t.Fatalf("GetKey after reopening: %+v, %v", k, err)
 	}
+	// The usage record, rewritten (in codec 2) at Close, still counts the
+	// five encryptions of the codec-1 record.
+	if u, err := e.KeyUsage(ctx, tag); err != nil || u.Versions[0].Encryptions != 6 || u.Versions[0].Decryptions != 1 {
+		t.Fatalf("KeyUsage after reopening: %+v, %v", u, err)
+	}
 	if _, err := e.CreateKey(ctx, kms.CreateKeyRequest{Name: "OLD", Type: kms.AES256}); err == nil {
 		t.Fatal("a codec-1 name entry no longer reserves its name")
 	}
 	e.Close()
-	// The directory is now schema 2, which a build without codec 2 refuses
-	// with ErrSchemaTooNew rather than misreading a binary record.
+	// The directory is now schema 3, which a build without codec-2 usage
+	// records refuses with ErrSchemaTooNew rather than misreading one.
 	opts := badger.DefaultOptions(dir).WithLogger(nil).WithReadOnly(true).WithCompression(options.None)
 	if db, err = badger.Open(opts); err != nil {
 		t.Fatal(err)
@@ -109,7 +118,7 @@ func TestOpenCodec1Directory(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if want := frame("m/schema", badgerstore.SchemaVersion); string(schema) != string(want) || badgerstore.SchemaVersion != 2 {
-		t.Fatalf("schema record %q, want %q (schema 2)", schema, want)
+	if want := frame("m/schema", badgerstore.SchemaVersion); string(schema) != string(want) || badgerstore.SchemaVersion != 3 {
+		t.Fatalf("schema record %q, want %q (schema 3)", schema, want)
 	}
 }

@@ -34,8 +34,13 @@ import (
 //	               [RateLimit: flags (1 Unlimited) PerSecond Burst]
 //	VersionRecord: State CreatedAt StateChangedAt Handle PublicKey
 //	name index:    the owning tag (a string)
+//	UsageRecord:   count, then per version: Version Encryptions
+//	               Decryptions Signatures Verifications Refusals LastUse
 //
-// The key tag of key and version records, and the version number of
+// Usage records (one per used key, all read when a store opens) joined
+// codec 2 with schema 3 of the Badger directory (internal/store).
+//
+// The key tag of key, version and usage records, and the version number of
 // version records, are not repeated in the payload: they are read from the
 // record's store key (k/<tag>, v/<tag>/<%010d version>), which the frame's
 // checksum covers. A key tag is three quarters of a small record, and a
@@ -97,6 +102,20 @@ func appendVersionRecord(b []byte, r *VersionRecord) []byte {
 	b = binary.AppendVarint(b, r.StateChangedAt)
 	b = appendBytes(b, r.Handle)
 	return appendBytes(b, r.PublicKey)
+}
+
+func appendUsageRecord(b []byte, r *UsageRecord) []byte {
+	b = binary.AppendUvarint(b, uint64(len(r.Versions)))
+	for _, v := range r.Versions {
+		b = binary.AppendUvarint(b, uint64(v.Version))
+		b = binary.AppendUvarint(b, v.Encryptions)
+		b = binary.AppendUvarint(b, v.Decryptions)
+		b = binary.AppendUvarint(b, v.Signatures)
+		b = binary.AppendUvarint(b, v.Verifications)
+		b = binary.AppendUvarint(b, v.Refusals)
+		b = binary.AppendVarint(b, v.LastUse)
+	}
+	return b
 }
 
 // reader decodes a binary payload; the first failure sticks.
@@ -273,6 +292,34 @@ func decodeVersionRecord(key string, p []byte, v *VersionRecord) error {
 	return r.done()
 }
 
+// minUsageVersion is the size of the shortest version entry of a usage
+// record (seven one-byte varints): a count that could not fit in what is
+// left is refused before anything is allocated for it.
+const minUsageVersion = 7
+
+func decodeUsageRecord(key string, p []byte, u *UsageRecord) error {
+	tag, ok := strings.CutPrefix(key, PrefixUsage)
+	if !ok {
+		return errPayload
+	}
+	r := reader{b: p}
+	n := r.uvarint()
+	if r.bad || n > uint64(len(r.b)/minUsageVersion) {
+		return errPayload
+	}
+	*u = UsageRecord{Tag: tag}
+	if n > 0 {
+		u.Versions = make([]VersionUsageRecord, n)
+	}
+	for i := range u.Versions {
+		u.Versions[i] = VersionUsageRecord{
+			Version: r.uint32(), Encryptions: r.uvarint(), Decryptions: r.uvarint(), Signatures: r.uvarint(),
+			Verifications: r.uvarint(), Refusals: r.uvarint(), LastUse: r.varint(),
+		}
+	}
+	return r.done()
+}
+
 func decodeTag(p []byte, s *string) error {
 	r := reader{b: p}
 	*s = r.string()
@@ -287,6 +334,8 @@ func encodeBinary(b []byte, v any) (out []byte, ok bool) {
 		return appendKeyRecord(b, v), true
 	case *VersionRecord:
 		return appendVersionRecord(b, v), true
+	case *UsageRecord:
+		return appendUsageRecord(b, v), true
 	case string:
 		return appendString(b, v), true
 	case *string:
@@ -302,6 +351,8 @@ func decodeBinary(key string, p []byte, v any) error {
 		return decodeKeyRecord(key, p, v)
 	case *VersionRecord:
 		return decodeVersionRecord(key, p, v)
+	case *UsageRecord:
+		return decodeUsageRecord(key, p, v)
 	case *string:
 		return decodeTag(p, v)
 	}

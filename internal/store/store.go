@@ -132,11 +132,12 @@ func sizesFor(floor int64) sizes {
 
 // SchemaVersion is the schema this build writes and reads. Schema 2 is
 // schema 1 with key and version records and name entries written in the
-// binary codec (store codec 2; records in codec 1 are still read). Open
-// moves a schema-1 directory to 2 before any record is written, so an
+// binary codec (store codec 2; records in codec 1 are still read), and
+// schema 3 is schema 2 with usage records written in it too. Open moves a
+// schema-1 or schema-2 directory to 3 before any record is written, so an
 // older build refuses it with ErrSchemaTooNew instead of failing on the
-// first binary record.
-const SchemaVersion = 2
+// first binary record it cannot read.
+const SchemaVersion = 3
 
 const (
 	prefixName = kstore.PrefixName
@@ -350,8 +351,10 @@ func (s *Store) checkSchema(readOnly bool) error {
 		return fmt.Errorf("%w: directory has schema %d, this build reads up to %d", ErrSchemaTooNew, v, SchemaVersion)
 	case v < 1:
 		return fmt.Errorf("%w: schema version %d", ErrCorrupt, v)
-	case v == 1 && !readOnly:
-		// Schema 1 to 2 changes no record: what is stored reads as it is.
+	case v < SchemaVersion && !readOnly:
+		// Schemas 1 and 2 to 3 change no record: what is stored reads as
+		// it is, and records are rewritten in the newer codec as they
+		// change.
 		return s.Update(func(tx *Txn) error { return tx.put(keySchema, SchemaVersion) })
 	}
 	// Future migrations run here, each in its own transaction that also
