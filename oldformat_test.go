@@ -44,7 +44,8 @@ func TestOpenCodec1Directory(t *testing.T) {
 	err = db.Update(func(txn *badger.Txn) error {
 		for key, v := range map[string]any{
 			"m/schema":               1,
-			store.KeyKey(tag):        &store.KeyRecord{Tag: tag, Name: "old", Type: "AES256", State: "ENABLED", Seq: 1, CreatedAt: 1, StateChangedAt: 1, CurrentVersion: 1},
+			store.KeyKey(tag):        &store.KeyRecord{Tag: tag, Name: "old", Type: "AES256", State: "ENABLED", Seq: 1, CreatedAt: 1, StateChangedAt: 1, CurrentVersion: 1, HistorySeq: 1},
+			store.HistoryKey(tag, 1): &store.HistoryRecord{Tag: tag, Seq: 1, Time: 1, Op: "create key", Plane: "trusted", State: "ENABLED"},
 			store.VersionKey(tag, 1): &store.VersionRecord{Tag: tag, Version: 1, State: "ENABLED", CreatedAt: 1, Handle: g.Handle},
 			store.NameKey("old"):     tag,
 			store.UsageKey(tag):      &store.UsageRecord{Tag: tag, Versions: []store.VersionUsageRecord{{Version: 1, Encryptions: 5, LastUse: 1}}},
@@ -90,6 +91,10 @@ func TestOpenCodec1Directory(t *testing.T) {
 	}
 	if k, err := e.GetKey(ctx, tag); err != nil || k.CurrentVersion != 2 || k.Name != "old" {
 		t.Fatalf("GetKey after reopening: %+v, %v", k, err)
+	}
+	// The JSON history entry reads beside the binary one RotateKey wrote.
+	if h, err := e.ListKeyHistory(ctx, tag, 0, 10); err != nil || len(h.Entries) != 2 || h.Entries[1].Op != "create key" || h.Entries[1].Seq != 1 {
+		t.Fatalf("ListKeyHistory after reopening: %+v, %v", h, err)
 	}
 	// The usage record, rewritten (in codec 2) at Close, still counts the
 	// five encryptions of the codec-1 record.

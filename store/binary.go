@@ -36,12 +36,15 @@ import (
 //	name index:    the owning tag (a string)
 //	UsageRecord:   count, then per version: Version Encryptions
 //	               Decryptions Signatures Verifications Refusals LastUse
+//	HistoryRecord: Time Op Version Plane Caller Addr State
 //
-// Usage records (one per used key, all read when a store opens) joined
-// codec 2 with schema 3 of the Badger directory (internal/store).
+// Usage and history records (one or more per key, all read when a store
+// opens, for its integrity digest at least) joined codec 2 with schema 3
+// of the Badger directory (internal/store).
 //
-// The key tag of key, version and usage records, and the version number of
-// version records, are not repeated in the payload: they are read from the
+// The key tag of key, version, usage and history records, the version
+// number of version records and the sequence number of history records
+// are not repeated in the payload: they are read from the
 // record's store key (k/<tag>, v/<tag>/<%010d version>), which the frame's
 // checksum covers. A key tag is three quarters of a small record, and a
 // large store's size (and the pages of it an open maps in) shrinks by
@@ -116,6 +119,16 @@ func appendUsageRecord(b []byte, r *UsageRecord) []byte {
 		b = binary.AppendVarint(b, v.LastUse)
 	}
 	return b
+}
+
+func appendHistoryRecord(b []byte, r *HistoryRecord) []byte {
+	b = binary.AppendVarint(b, r.Time)
+	b = appendString(b, r.Op)
+	b = binary.AppendUvarint(b, uint64(r.Version))
+	b = appendString(b, r.Plane)
+	b = appendString(b, r.Caller)
+	b = appendString(b, r.Addr)
+	return appendString(b, r.State)
 }
 
 // reader decodes a binary payload; the first failure sticks.
@@ -320,6 +333,38 @@ func decodeUsageRecord(key string, p []byte, u *UsageRecord) error {
 	return r.done()
 }
 
+// historyKeyParts splits a history record's store key.
+func historyKeyParts(key string) (tag string, seq uint64, ok bool) {
+	rest, ok := strings.CutPrefix(key, PrefixHistory)
+	if !ok || len(rest) < 21 || rest[len(rest)-21] != '/' {
+		return "", 0, false
+	}
+	tag, digits := rest[:len(rest)-21], rest[len(rest)-20:]
+	for i := range len(digits) {
+		if digits[i] < '0' || digits[i] > '9' {
+			return "", 0, false
+		}
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return tag, n, true
+}
+
+func decodeHistoryRecord(key string, p []byte, h *HistoryRecord) error {
+	tag, seq, ok := historyKeyParts(key)
+	if !ok {
+		return errPayload
+	}
+	r := reader{b: p}
+	*h = HistoryRecord{
+		Tag: tag, Seq: seq, Time: r.varint(), Op: r.string(), Version: r.uint32(),
+		Plane: r.string(), Caller: r.string(), Addr: r.string(), State: r.word(),
+	}
+	return r.done()
+}
+
 func decodeTag(p []byte, s *string) error {
 	r := reader{b: p}
 	*s = r.string()
@@ -336,6 +381,8 @@ func encodeBinary(b []byte, v any) (out []byte, ok bool) {
 		return appendVersionRecord(b, v), true
 	case *UsageRecord:
 		return appendUsageRecord(b, v), true
+	case *HistoryRecord:
+		return appendHistoryRecord(b, v), true
 	case string:
 		return appendString(b, v), true
 	case *string:
@@ -353,6 +400,8 @@ func decodeBinary(key string, p []byte, v any) error {
 		return decodeVersionRecord(key, p, v)
 	case *UsageRecord:
 		return decodeUsageRecord(key, p, v)
+	case *HistoryRecord:
+		return decodeHistoryRecord(key, p, v)
 	case *string:
 		return decodeTag(p, v)
 	}

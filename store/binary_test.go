@@ -41,6 +41,9 @@ func sampleRecords() []Record {
 			{Version: 2}, {Version: 4000000000, LastUse: -1},
 		}},
 		&UsageRecord{Tag: tag},
+		&HistoryRecord{Tag: tag, Seq: 1, Time: 1700000000000, Op: "create", Plane: "trusted", State: "ENABLED"},
+		&HistoryRecord{Tag: tag, Seq: 1<<64 - 1, Time: -1, Op: "rotate", Version: 4000000000, Plane: "token", Caller: "Ünï", Addr: "2001:db8::1"},
+		&HistoryRecord{Tag: tag},
 		&GeneratorRecord{Tag: tag, ID: "g", Active: true, Generation: 2, Handle: []byte{1}, IssuedCount: 4, Revoked: []RevokedToken{{ID: "x", Until: 5}}},
 		&ACLRecord{Tag: tag, Enabled: true, Entries: []string{"10.0.0.0/8"}},
 	}
@@ -56,7 +59,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		}
 		want := byte(codecVersion1)
 		switch r.(type) {
-		case *KeyRecord, *VersionRecord, *NameRecord, *UsageRecord:
+		case *KeyRecord, *VersionRecord, *NameRecord, *UsageRecord, *HistoryRecord:
 			want = codecVersion2
 		}
 		if val[1] != want {
@@ -103,6 +106,15 @@ func TestCodec2WrongKey(t *testing.T) {
 	}
 	if _, err := EncodeValue(UsageKey(strings.Repeat("cd", 32)), &UsageRecord{Tag: tag}); err == nil {
 		t.Error("usage record encoded under another key")
+	}
+	if _, err := EncodeValue(HistoryKey(tag, 2), &HistoryRecord{Tag: tag, Seq: 1}); err == nil {
+		t.Error("history record encoded under another entry's key")
+	}
+	_, hval, _ := Encode(&HistoryRecord{Tag: tag, Seq: 1, Op: "create"})
+	for _, key := range []string{"h/" + tag + "/1", "h/" + tag + "/0000000000000000000x", "h/" + tag + "/99999999999999999999"} {
+		if _, err := Decode(key, hval); err == nil {
+			t.Errorf("history record decoded under %q", key)
+		}
 	}
 	_, val, _ := Encode(&VersionRecord{Tag: tag, Version: 1})
 	for _, key := range []string{"v/" + tag + "/1", "v/" + tag + "x0000000001", "k/" + tag} {
@@ -156,7 +168,7 @@ func codec2Samples() []Record {
 	var out []Record
 	for _, r := range sampleRecords() {
 		switch r.(type) {
-		case *KeyRecord, *VersionRecord, *NameRecord, *UsageRecord:
+		case *KeyRecord, *VersionRecord, *NameRecord, *UsageRecord, *HistoryRecord:
 			out = append(out, r)
 		}
 	}
@@ -179,6 +191,8 @@ func FuzzDecodeBinary(f *testing.F) {
 			v, again = new(VersionRecord), new(VersionRecord)
 		case strings.HasPrefix(key, PrefixUsage):
 			v, again = new(UsageRecord), new(UsageRecord)
+		case strings.HasPrefix(key, PrefixHistory):
+			v, again = new(HistoryRecord), new(HistoryRecord)
 		default:
 			v, again = new(string), new(string)
 		}
@@ -204,7 +218,7 @@ func FuzzDecodeBinary(f *testing.F) {
 // binary codec forgets fails here instead of vanishing from the store.
 func TestCodec2EveryField(t *testing.T) {
 	tag := strings.Repeat("cd", 32)
-	for _, r := range []Record{&KeyRecord{Tag: tag}, &VersionRecord{Tag: tag, Version: 2}, &UsageRecord{Tag: tag}} {
+	for _, r := range []Record{&KeyRecord{Tag: tag}, &VersionRecord{Tag: tag, Version: 2}, &UsageRecord{Tag: tag}, &HistoryRecord{Tag: tag, Seq: 3}} {
 		fill(t, reflect.ValueOf(r).Elem())
 		// The key is built from these two: keep them valid.
 		switch r := r.(type) {
@@ -214,6 +228,8 @@ func TestCodec2EveryField(t *testing.T) {
 			r.Tag, r.Version = tag, 2
 		case *UsageRecord:
 			r.Tag = tag
+		case *HistoryRecord:
+			r.Tag, r.Seq = tag, 3
 		}
 		key, val, err := Encode(r)
 		if err != nil {

@@ -26,8 +26,8 @@ const (
 var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // EncodeValue frames v, a record struct (or a name's owning tag), for
-// storage under key: key, version and usage records and name entries in
-// the binary codec 2, the rest as JSON (codec 1).
+// storage under key: key, version, usage and history records and name
+// entries in the binary codec 2, the rest as JSON (codec 1).
 func EncodeValue(key string, v any) ([]byte, error) {
 	out := make([]byte, 2, 128)
 	out[0], out[1] = recordMagic, codecVersion2
@@ -58,6 +58,8 @@ func boundToKey(key string, v any) bool {
 	case *VersionRecord:
 		return key == v.StoreKey()
 	case *UsageRecord:
+		return key == v.StoreKey()
+	case *HistoryRecord:
 		return key == v.StoreKey()
 	}
 	return true

@@ -30,13 +30,13 @@
 // implement Ranger keeps them without the Engine ever reading them back.
 //
 // Values are framed by [Encode]: 'P', codec version, payload, CRC-32C
-// over the record key and the frame. The payload of key, version and
-// usage records and name entries is binary (codec 2, see binary.go), of
-// the others JSON (codec 1); [Decode] reads both, so records written
-// before codec 2 existed read as they did. A build older than codec 2
-// (or, for usage records, older than their move to it) cannot read such
-// a record (ErrCorrupt): every process sharing a store must run a build
-// that has it. Anything that fails [Decode] is
+// over the record key and the frame. The payload of key, version, usage
+// and history records and name entries is binary (codec 2, see
+// binary.go), of the others JSON (codec 1); [Decode] reads both, so
+// records written before codec 2 existed read as they did. A build older
+// than codec 2 (or, for usage and history records, older than their move
+// to it) cannot read such a record (ErrCorrupt): every process sharing a
+// store must run a build that has it. Anything that fails [Decode] is
 // ErrCorrupt. An implementation may keep its own bookkeeping records
 // beside these (Badger keeps its schema version under m/), never inside
 // the prefixes above.

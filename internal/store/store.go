@@ -133,7 +133,7 @@ func sizesFor(floor int64) sizes {
 // SchemaVersion is the schema this build writes and reads. Schema 2 is
 // schema 1 with key and version records and name entries written in the
 // binary codec (store codec 2; records in codec 1 are still read), and
-// schema 3 is schema 2 with usage records written in it too. Open moves a
+// schema 3 is schema 2 with usage and history records written in it too. Open moves a
 // schema-1 or schema-2 directory to 3 before any record is written, so an
 // older build refuses it with ErrSchemaTooNew instead of failing on the
 // first binary record it cannot read.
