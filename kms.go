@@ -179,6 +179,9 @@ func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, erro
 		orphanGrace: cfg.orphans, tokenIDs: cfg.tokenIDs, staleLimit: cfg.stale, obs: cfg.observer,
 	}
 	_, e.watched = st.(store.Watcher)
+	if _, sys := cfg.clock.(systemClock); sys {
+		e.usage.anchor.Store(newAnchor())
+	}
 	if m, ok := st.(store.Membership); ok {
 		e.members = m
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/pocketkms/kms/backend/memory"
 	"github.com/pocketkms/kms/store"
@@ -82,3 +83,42 @@ func keyOf(keys map[string]uint64, tag string) bool {
 	_, ok := keys[tag]
 	return ok
 }
+
+// TestUseMs: under the system clock a use's time is the anchor's wall
+// time plus the monotonic time since it, and an anchor a minute old is
+// replaced by a fresh reading; under another clock it is that clock's.
+func TestUseMs(t *testing.T) {
+	e := &Engine{clock: systemClock{}}
+	e.usage.anchor.Store(newAnchor())
+	if got, now := e.useMs(), time.Now().UnixMilli(); got < now-5 || got > now {
+		t.Errorf("useMs = %d, time.Now = %d", got, now)
+	}
+	// A wall clock stepped back an hour since the anchor: the readings
+	// follow the anchor's timeline while it is fresh...
+	fresh := newAnchor()
+	fresh.ns -= int64(time.Hour)
+	e.usage.anchor.Store(fresh)
+	if got, now := e.useMs(), time.Now().UnixMilli(); got > now-time.Hour.Milliseconds()+5 {
+		t.Errorf("useMs = %d left the anchor's timeline (now %d)", got, now)
+	}
+	// ...and a minute-old anchor gives way to a fresh reading.
+	old := newAnchor()
+	old.t = old.t.Add(-2 * reanchorAfter)
+	old.ns -= int64(time.Hour)
+	e.usage.anchor.Store(old)
+	if got, now := e.useMs(), time.Now().UnixMilli(); got < now-5 || got > now {
+		t.Errorf("useMs with a stale anchor = %d, time.Now = %d", got, now)
+	}
+	if e.usage.anchor.Load() == old {
+		t.Error("the stale anchor was kept")
+	}
+	clk := &fixedClock{at: time.UnixMilli(1700000000123)}
+	f := &Engine{clock: clk}
+	if got := f.useMs(); got != 1700000000123 {
+		t.Errorf("useMs under WithClock = %d", got)
+	}
+}
+
+type fixedClock struct{ at time.Time }
+
+func (c *fixedClock) Now() time.Time { return c.at }
