@@ -278,18 +278,26 @@ func decodeKeyRecord(key string, p []byte, k *KeyRecord) error {
 	return r.done()
 }
 
-// versionKeyParts splits a version record's store key.
-func versionKeyParts(key string) (tag string, version uint32, ok bool) {
-	rest, ok := strings.CutPrefix(key, PrefixVersion)
-	if !ok || len(rest) < 11 || rest[len(rest)-11] != '/' {
+// numberedKeyParts splits a store key of the form prefix + tag + "/" +
+// a number in exactly width decimal digits that fits in bits bits
+// (version records: 10 digits, 32 bits; history records: 20, 64).
+func numberedKeyParts(key, prefix string, width, bits int) (tag string, n uint64, ok bool) {
+	rest, ok := strings.CutPrefix(key, prefix)
+	if !ok || len(rest) < width+1 || rest[len(rest)-width-1] != '/' {
 		return "", 0, false
 	}
-	tag, digits := rest[:len(rest)-11], rest[len(rest)-10:]
-	n, err := strconv.ParseUint(digits, 10, 32)
+	tag, digits := rest[:len(rest)-width-1], rest[len(rest)-width:]
+	n, err := strconv.ParseUint(digits, 10, bits)
 	if err != nil {
 		return "", 0, false
 	}
-	return tag, uint32(n), true
+	return tag, n, true
+}
+
+// versionKeyParts splits a version record's store key.
+func versionKeyParts(key string) (tag string, version uint32, ok bool) {
+	tag, n, ok := numberedKeyParts(key, PrefixVersion, 10, 32)
+	return tag, uint32(n), ok
 }
 
 func decodeVersionRecord(key string, p []byte, v *VersionRecord) error {
@@ -335,21 +343,7 @@ func decodeUsageRecord(key string, p []byte, u *UsageRecord) error {
 
 // historyKeyParts splits a history record's store key.
 func historyKeyParts(key string) (tag string, seq uint64, ok bool) {
-	rest, ok := strings.CutPrefix(key, PrefixHistory)
-	if !ok || len(rest) < 21 || rest[len(rest)-21] != '/' {
-		return "", 0, false
-	}
-	tag, digits := rest[:len(rest)-21], rest[len(rest)-20:]
-	for i := range len(digits) {
-		if digits[i] < '0' || digits[i] > '9' {
-			return "", 0, false
-		}
-	}
-	n, err := strconv.ParseUint(digits, 10, 64)
-	if err != nil {
-		return "", 0, false
-	}
-	return tag, n, true
+	return numberedKeyParts(key, PrefixHistory, 20, 64)
 }
 
 func decodeHistoryRecord(key string, p []byte, h *HistoryRecord) error {
