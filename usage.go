@@ -460,10 +460,11 @@ func (e *Engine) budgetRotate(ctx context.Context, ent *keyEntry, ver uint32) er
 	return err
 }
 
-// usageRefreshWindow: on a shared store (one with a change feed), a flush reads the shared usage
-// record of every key last used (by any Engine, as far as this one knows)
-// within this window, even if this Engine made no call on it since its
-// last flush, so that its view catches up with the others' counts. Before
+// usageRefreshWindow: on a shared store (one with a change feed), a flush
+// reads the shared usage record of every key last used (by any Engine, as
+// far as this one knows) within this window, even if this Engine made no
+// call on it since its last flush, so that its view catches up with the
+// others' counts. Before
 // it, such a key was read only while the record kept changing between two
 // flushes, and a change after one quiet flush went unseen until the key
 // was used here again (TestSharedUsageBudget, about one run in five).
