@@ -354,7 +354,8 @@ const loadChunk = 1024
 // shred.Open, from one file) take the snapshots' tag strings instead of
 // copies of their own (shred.Keys.ShareTags), then the handles are
 // opened. An error is the first one in the store's order, as one
-// goroutine building each key in turn would have met it.
+// goroutine building each key in turn would have met it. Each keys[i] is
+// set to nil once its snapshot is built.
 func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEntry, error) {
 	ents := make([]*keyEntry, len(keys))
 	snaps := make([]*keySnap, len(keys))
@@ -369,6 +370,10 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEnt
 		}
 		ent.adopt()
 		ents[i], snaps[i] = ent, &ent.first
+		// The snapshot keeps what it needs of the decoded records (the
+		// stored handles); the rest can go while the other keys are
+		// built, not after all of them: a lower peak for a large store.
+		keys[i] = nil
 	})
 	if e.shred != nil && len(keys) > 0 {
 		tags := make([]string, 0, len(keys))
