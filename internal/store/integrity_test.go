@@ -10,8 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // twoCommits makes a store with two commits, closes it and returns the
@@ -108,14 +106,7 @@ func TestIntegritySlotsAfterCommit(t *testing.T) {
 	if st.in != (integrity{committed: after}) || older != (integrity{committed: before, pending: after, hasPending: true}) {
 		t.Fatalf("slots after a commit: newest %+v, other %+v", st.in, older)
 	}
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(keyKey("b"))) }); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	deleteBehind(t, dir, keyKey("b"))
 	if got, _ := Open(Options{Dir: dir, ReadOnly: true}); got != nil {
 		got.Close()
 		t.Fatal("read-only open after a lost last commit succeeded")

@@ -217,14 +217,7 @@ func TestIntegrityDetectsLostCommit(t *testing.T) {
 	}
 	s.Close()
 	// Remove the record behind the store's back (what a rollback does).
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(keyKey("lost"))) }); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	deleteBehind(t, dir, keyKey("lost"))
 	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Open after a lost commit: %v, want ErrCorrupt", err)
 	}
@@ -396,4 +389,20 @@ func TestOpenTwiceInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	openT(t, dir)
+}
+
+// deleteBehind deletes key from the closed store in dir through Badger
+// itself, as a rollback or a lost commit would leave it.
+func deleteBehind(t *testing.T, dir, key string) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(key)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
