@@ -358,7 +358,6 @@ const loadChunk = 1024
 // set to nil once its snapshot is built.
 func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEntry, error) {
 	ents := make([]*keyEntry, len(keys))
-	snaps := make([]*keySnap, len(keys))
 	errs := make([]error, len(keys))
 	inParallel(len(keys), func(i int) {
 		// Built in the entry itself (see keyEntry.first), which is not in
@@ -369,7 +368,7 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEnt
 			return
 		}
 		ent.adopt()
-		ents[i], snaps[i] = ent, &ent.first
+		ents[i] = ent
 		// The snapshot keeps what it needs of the decoded records (the
 		// stored handles); the rest can go while the other keys are
 		// built, not after all of them: a lower peak for a large store.
@@ -377,9 +376,9 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEnt
 	})
 	if e.shred != nil && len(keys) > 0 {
 		tags := make([]string, 0, len(keys))
-		for _, s := range snaps {
-			if s != nil {
-				tags = append(tags, s.tag)
+		for _, ent := range ents {
+			if ent != nil {
+				tags = append(tags, ent.first.tag)
 			}
 		}
 		if err := e.shred.ShareTags(tags); err != nil {
@@ -387,11 +386,11 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEnt
 		}
 	}
 	inParallel(len(keys), func(i int) {
-		if snaps[i] == nil {
+		if ents[i] == nil {
 			return
 		}
-		if err := e.openHandles(snaps[i], now); err != nil {
-			errs[i] = wrapErr("new", snaps[i].tag, ErrInternal, err)
+		if err := e.openHandles(&ents[i].first, now); err != nil {
+			errs[i] = wrapErr("new", ents[i].first.tag, ErrInternal, err)
 		}
 	})
 	for _, err := range errs {

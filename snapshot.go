@@ -413,10 +413,11 @@ func fillSnap(s *keySnap, kd *store.KeyData) error {
 		createdAt: stamp(r.CreatedAt), stateChangedAt: stamp(r.StateChangedAt),
 		minDecrypt: r.MinDecryptVersion, histSeq: r.HistorySeq,
 	}
-	if r.Memo != "" || r.DestroyAt != 0 {
-		x := s.own()
-		x.memo, x.destroyAt = r.Memo, stamp(r.DestroyAt)
-	}
+	// The rare part is filled here and given to s once, if any of it is
+	// set (own would copy it at every call).
+	var x keyRare
+	rare := r.Memo != "" || r.DestroyAt != 0
+	x.memo, x.destroyAt = r.Memo, stamp(r.DestroyAt)
 	switch {
 	case !s.typ.Valid():
 		return fmt.Errorf("unknown key type %q", r.Type)
@@ -426,7 +427,7 @@ func fillSnap(s *keySnap, kd *store.KeyData) error {
 		return errors.New("malformed key tag")
 	}
 	if rr := r.Rotation; rr != nil {
-		x := s.own()
+		rare = true
 		x.rotation = rotation{set: true, enabled: rr.Enabled, periodDays: rr.PeriodDays}
 		if rr.Enabled {
 			x.rotation.nextAt = stamp(rr.NextAt)
@@ -479,7 +480,12 @@ func fillSnap(s *keySnap, kd *store.KeyData) error {
 		if err != nil {
 			return err
 		}
-		s.own().acl, s.aclM = l, compileACL(l)
+		rare = true
+		x.acl, s.aclM = l, compileACL(l)
+	}
+	if rare {
+		own := x
+		s.x = &own
 	}
 	return nil
 }
