@@ -403,8 +403,11 @@ func (e *Engine) buildSnapshots(keys []*store.KeyData, now time.Time) ([]*keyEnt
 
 // inParallel calls f for 0..n-1 on up to GOMAXPROCS goroutines, in chunks
 // of loadChunk; with fewer than two chunks, on this one.
-func inParallel(n int, f func(i int)) {
-	workers := max(1, min(runtime.GOMAXPROCS(0), n/loadChunk))
+func inParallel(n int, f func(i int)) { inParallelChunks(n, loadChunk, f) }
+
+// inParallelChunks is inParallel in chunks of chunk.
+func inParallelChunks(n, chunk int, f func(i int)) {
+	workers := max(1, min(runtime.GOMAXPROCS(0), n/chunk))
 	if workers == 1 {
 		for i := range n {
 			f(i)
@@ -416,11 +419,11 @@ func inParallel(n int, f func(i int)) {
 	for range workers {
 		wg.Go(func() {
 			for {
-				lo := int(next.Add(loadChunk)) - loadChunk
+				lo := int(next.Add(int64(chunk))) - chunk
 				if lo >= n {
 					return
 				}
-				for i := lo; i < min(lo+loadChunk, n); i++ {
+				for i := lo; i < min(lo+chunk, n); i++ {
 					f(i)
 				}
 			}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -610,7 +609,7 @@ func (e *Engine) flushShared(ctx context.Context, rr store.RevReader, tags []str
 			if loaded && ur != nil {
 				// What loadUsage put in the counters (see there).
 				for _, vr := range k.sync.shared {
-					*k.sync.baseOf(int(vr.Version - 1)) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+					*k.sync.baseOf(int(vr.Version - 1)) = countsOf(vr)
 				}
 			}
 		}
@@ -643,6 +642,11 @@ func (e *Engine) flushShared(ctx context.Context, rr store.RevReader, tags []str
 type verCounts struct {
 	enc, dec, sign, verify, refused uint64
 	last                            int64
+}
+
+// countsOf is a version's counts as a usage record holds them.
+func countsOf(vr store.VersionUsageRecord) verCounts {
+	return verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
 }
 
 func (c *verUsage) snapshot() verCounts {
@@ -733,7 +737,7 @@ func (k *keyUsage) written(r *store.UsageRecord, cur []verCounts, rev int64) {
 				break
 			}
 		}
-		*s.baseOf(i) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+		*s.baseOf(i) = countsOf(vr)
 	}
 	s.shared = r.Versions
 	s.rev, s.revKnown = rev, true
@@ -765,7 +769,7 @@ func (k *keyUsage) refresh() bool {
 				break
 			}
 		}
-		*b = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+		*b = countsOf(vr)
 	}
 	return changed
 }
@@ -818,16 +822,9 @@ func (e *Engine) loadUsage(ctx context.Context, keys int) error {
 	parts := len(bounds) - 1
 	stales := make([][]string, parts)
 	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for i := range parts {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			stales[i], errs[i] = e.loadUsageRange(ctx, rg, bounds[i], bounds[i+1])
-		})
-	}
-	wg.Wait()
+	inParallelChunks(parts, 1, func(i int) {
+		stales[i], errs[i] = e.loadUsageRange(ctx, rg, bounds[i], bounds[i+1])
+	})
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -874,7 +871,7 @@ func (e *Engine) loadUsageRange(ctx context.Context, rg store.Ranger, from, to s
 			c.refused.Store(vr.Refusals)
 			c.last.Store(vr.LastUse)
 			if e.watched {
-				*k.syncState().baseOf(int(vr.Version - 1)) = verCounts{vr.Encryptions, vr.Decryptions, vr.Signatures, vr.Verifications, vr.Refusals, vr.LastUse}
+				*k.syncState().baseOf(int(vr.Version - 1)) = countsOf(vr)
 			}
 		}
 		if e.watched {
