@@ -79,12 +79,13 @@ func (e *Engine) changeACL(ctx context.Context, op, keyTag string, fn func(acl.L
 		if !s.enabled() {
 			return edit{}, nil, newErr(op, s.tag, ErrKeyNotEnabled, "")
 		}
-		l, err := fn(s.rare().acl)
+		cur := s.rare().acl
+		l, err := fn(cur)
 		if err != nil {
 			return edit{}, nil, wrapErr(op, s.tag, ErrInvalidArgument, err)
 		}
-		if l.Enabled() == s.rare().acl.Enabled() && slices.Equal(l.Entries(), s.rare().acl.Entries()) {
-			return edit{}, aclInfo(s.rare().acl), nil
+		if l.Enabled() == cur.Enabled() && slices.Equal(l.Entries(), cur.Entries()) {
+			return edit{}, aclInfo(cur), nil
 		}
 		ns := s.clone()
 		ns.own().acl, ns.aclM = l, l.Compile()

@@ -240,8 +240,8 @@ func (s *keySnap) data() *store.KeyData {
 	if s.gen != nil {
 		kd.Generator = s.gen.record(s.tag)
 	}
-	if s.rare().acl.Enabled() || s.rare().acl.Len() > 0 {
-		kd.ACL = aclRecord(s.tag, s.rare().acl)
+	if a := s.rare().acl; a.Enabled() || a.Len() > 0 {
+		kd.ACL = aclRecord(s.tag, a)
 	}
 	return kd
 }

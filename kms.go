@@ -133,9 +133,12 @@ type Engine struct {
 // Opening a store of 10,000 keys or more reads it on every core and then
 // returns the memory the reading used to the operating system
 // (runtime/debug.FreeOSMemory: one garbage collection of the process),
-// so that a large Engine holds what it keeps, not what it read: about
-// 140 MiB resident for 100,000 keys, where the heap grown for the load
-// otherwise stayed resident until the runtime's scavenger returned it.
+// so that a large Engine holds what it keeps, not what it read, where the
+// heap grown for the load otherwise stayed resident until the runtime's
+// scavenger returned it. For 100,000 keys that is about 140 MiB resident
+// when they have only their key records, and about 225 MiB for keys made
+// through CreateKey and used (history, shred keys, usage records, and
+// Badger's tables mapped in by the open's read; BENCHMARKS.md).
 func New(ctx context.Context, be backend.Backend, opts ...Option) (*Engine, error) {
 	if be == nil {
 		return nil, newErr("new", "", ErrInvalidArgument, "nil backend")
